@@ -1,0 +1,129 @@
+//! The kernel/user event layout, defined once.
+//!
+//! The probes (`src/main.rs`, BPF target only) write these records into the ring buffer;
+//! user space (`observer::capture`) reads them back. Every record starts with an
+//! [`EventHeader`] whose `kind` says which struct follows.
+#![no_std]
+
+/// Plaintext bytes carried by one data event. A TLS call larger than this is split into
+/// several events, each with its own stream offset.
+pub const CHUNK_CAPACITY: usize = 16 * 1024;
+
+/// How many chunks one TLS call may produce (2 MiB). Past that the rest of the call is skipped,
+/// the last event carries [`flags::CALL_TRUNCATED`], and the stream offset still advances so
+/// user space sees the gap.
+pub const MAX_CHUNKS_PER_CALL: u32 = 128;
+
+/// Executable paths longer than this are cut (the tail is kept: it holds the file name).
+pub const EXEC_PATH_CAPACITY: usize = 256;
+
+pub mod kind {
+    pub const DATA: u32 = 1;
+    pub const EXEC: u32 = 2;
+    pub const EXIT: u32 = 3;
+    pub const CONN_END: u32 = 4;
+}
+
+pub mod flags {
+    /// The TLS call was larger than `MAX_CHUNKS_PER_CALL * CHUNK_CAPACITY`; bytes past that were not copied.
+    pub const CALL_TRUNCATED: u16 = 1;
+}
+
+/// Which way the plaintext went, seen from the traced process.
+pub mod direction {
+    /// Written by the process (`SSL_write`): requests, for a client.
+    pub const EGRESS: u8 = 0;
+    /// Read by the process (`SSL_read`): responses, for a client.
+    pub const INGRESS: u8 = 1;
+}
+
+/// Which TLS library the bytes came from.
+pub mod tls_source {
+    pub const OPENSSL: u8 = 1;
+}
+
+/// Indexes of the per-CPU counters in the `COUNTERS` map.
+pub mod counter {
+    /// Events that did not fit in the ring buffer.
+    pub const EVENTS_LOST: u32 = 0;
+    /// Plaintext bytes in those events.
+    pub const BYTES_LOST: u32 = 1;
+    /// TLS calls cut at `MAX_CHUNKS_PER_CALL * CHUNK_CAPACITY`.
+    pub const CALLS_TRUNCATED: u32 = 2;
+    /// Plaintext bytes past that cut.
+    pub const BYTES_TRUNCATED: u32 = 3;
+    /// Failed reads of a traced process's memory.
+    pub const READ_FAULTS: u32 = 4;
+    pub const COUNT: u32 = 5;
+}
+
+/// Indexes of the `CONFIG` array.
+pub mod config {
+    /// 1: only processes in `WATCHED_PIDS` (and their descendants) are traced.
+    pub const FILTER_PIDS: u32 = 0;
+    pub const COUNT: u32 = 1;
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct EventHeader {
+    pub kind: u32,
+    /// Process id (tgid).
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    pub _pad: u32,
+    /// CLOCK_MONOTONIC nanoseconds (`bpf_ktime_get_ns`).
+    pub ts_ns: u64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct DataEvent {
+    pub header: EventHeader,
+    /// The TLS session handle (`SSL*`): with the pid, it names the connection.
+    pub conn: u64,
+    /// Position of `data[0]` in this connection's byte stream for `dir`.
+    pub offset: u64,
+    /// Valid bytes in `data`.
+    pub len: u32,
+    pub dir: u8,
+    pub source: u8,
+    pub flags: u16,
+    pub comm: [u8; 16],
+    pub data: [u8; CHUNK_CAPACITY],
+}
+
+/// Bytes of a [`DataEvent`] before its payload; a record is this plus `len` bytes.
+pub const DATA_EVENT_HEADER_LEN: usize = core::mem::offset_of!(DataEvent, data);
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ExecEvent {
+    pub header: EventHeader,
+    /// Bytes of `path` that are valid.
+    pub path_len: u32,
+    pub _pad: u32,
+    pub comm: [u8; 16],
+    pub path: [u8; EXEC_PATH_CAPACITY],
+}
+
+/// A process (thread group) ended: the header alone.
+pub type ExitEvent = EventHeader;
+
+/// A TLS session was freed: its connection is over.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ConnEndEvent {
+    pub header: EventHeader,
+    pub conn: u64,
+}
+
+/// Key of the kernel's per-connection stream offsets.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct StreamKey {
+    pub conn: u64,
+    pub pid: u32,
+    pub dir: u32,
+}

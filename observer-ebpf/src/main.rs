@@ -1,0 +1,318 @@
+//! The probes. Built only for the BPF target (by `observer/build.rs`); on the host this file is
+//! an empty program so that `cargo build` of the workspace stays happy.
+#![cfg_attr(target_arch = "bpf", no_std, no_main)]
+
+#[cfg(not(target_arch = "bpf"))]
+fn main() {}
+
+#[cfg(target_arch = "bpf")]
+mod probes {
+    use aya_ebpf::{
+        EbpfContext as _,
+        bindings::BPF_RB_NO_WAKEUP,
+        helpers::{
+            bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
+            bpf_probe_read_user, bpf_probe_read_user_buf,
+        },
+        macros::{map, tracepoint, uprobe, uretprobe},
+        maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+        programs::{ProbeContext, RetProbeContext, TracePointContext},
+    };
+    use observer_ebpf::{
+        CHUNK_CAPACITY, ConnEndEvent, DATA_EVENT_HEADER_LEN, DataEvent,
+        EventHeader, ExecEvent, MAX_CHUNKS_PER_CALL, StreamKey, config, counter, direction,
+        flags, kind, tls_source,
+    };
+
+    /// Wake the reader only once this much is waiting; below it, user space drains on a timer.
+    const WAKEUP_THRESHOLD: u64 = 256 * 1024;
+    const BPF_RB_AVAIL_DATA: u64 = 0;
+
+    #[map]
+    static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
+
+    #[map]
+    static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+    #[map]
+    static CONFIG: Array<u32> = Array::with_max_entries(config::COUNT, 0);
+
+    /// Processes traced when `config::FILTER_PIDS` is set; children join at fork.
+    #[map]
+    static WATCHED_PIDS: HashMap<u32, u8> = HashMap::with_max_entries(16384, 0);
+
+    /// A TLS read or write in progress, by thread (pid_tgid).
+    #[map]
+    static ACTIVE_CALLS: HashMap<u64, ActiveCall> = HashMap::with_max_entries(16384, 0);
+
+    /// Bytes seen so far on each connection and direction.
+    #[map]
+    static STREAM_OFFSETS: LruHashMap<StreamKey, u64> = LruHashMap::with_max_entries(65536, 0);
+
+    /// Where a data event is built before it is copied, sized to what it carries, into the ring.
+    #[map]
+    static SCRATCH: PerCpuArray<DataEvent> = PerCpuArray::with_max_entries(1, 0);
+
+    #[map]
+    static EXEC_SCRATCH: PerCpuArray<ExecEvent> = PerCpuArray::with_max_entries(1, 0);
+
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct ActiveCall {
+        conn: u64,
+        buf: u64,
+        /// `_ex` forms: where the library stores the byte count; 0 for the plain forms.
+        count_ptr: u64,
+        dir: u8,
+        _pad: [u8; 7],
+    }
+
+    fn bump(index: u32, by: u64) {
+        if let Some(slot) = COUNTERS.get_ptr_mut(index) {
+            unsafe { *slot += by };
+        }
+    }
+
+    fn traced(tgid: u32) -> bool {
+        match CONFIG.get(config::FILTER_PIDS) {
+            Some(&1) => unsafe { WATCHED_PIDS.get(&tgid) }.is_some(),
+            _ => true,
+        }
+    }
+
+    fn header(kind: u32, pid_tgid: u64) -> EventHeader {
+        EventHeader {
+            kind,
+            pid: (pid_tgid >> 32) as u32,
+            tid: pid_tgid as u32,
+            _pad: 0,
+            ts_ns: unsafe { bpf_ktime_get_ns() },
+        }
+    }
+
+    fn ring_flags() -> u64 {
+        if EVENTS.query(BPF_RB_AVAIL_DATA) >= WAKEUP_THRESHOLD {
+            0
+        } else {
+            BPF_RB_NO_WAKEUP as u64
+        }
+    }
+
+    fn on_enter(ctx: &ProbeContext, dir: u8, has_count_ptr: bool) -> u32 {
+        let pid_tgid = bpf_get_current_pid_tgid();
+        if !traced((pid_tgid >> 32) as u32) {
+            return 0;
+        }
+        let (Some(conn), Some(buf)) = (ctx.arg::<u64>(0), ctx.arg::<u64>(1)) else {
+            return 0;
+        };
+        let count_ptr = if has_count_ptr {
+            ctx.arg::<u64>(3).unwrap_or(0)
+        } else {
+            0
+        };
+        let call = ActiveCall { conn, buf, count_ptr, dir, _pad: [0; 7] };
+        let _ = ACTIVE_CALLS.insert(&pid_tgid, &call, 0);
+        0
+    }
+
+    fn on_return(ctx: &RetProbeContext) -> u32 {
+        let pid_tgid = bpf_get_current_pid_tgid();
+        let Some(call) = (unsafe { ACTIVE_CALLS.get(&pid_tgid) }).copied() else {
+            return 0;
+        };
+        let _ = ACTIVE_CALLS.remove(&pid_tgid);
+        let ret: i64 = ctx.ret::<i64>();
+        let len = if call.count_ptr != 0 {
+            // SSL_read_ex / SSL_write_ex: 1 on success, the count behind the pointer.
+            if ret as i32 != 1 {
+                return 0;
+            }
+            match unsafe { bpf_probe_read_user(call.count_ptr as *const u64) } {
+                Ok(n) => n,
+                Err(_) => {
+                    bump(counter::READ_FAULTS, 1);
+                    return 0;
+                }
+            }
+        } else {
+            let ret = ret as i32;
+            if ret <= 0 {
+                return 0;
+            }
+            ret as u64
+        };
+        emit_data(pid_tgid, &call, len);
+        0
+    }
+
+    fn emit_data(pid_tgid: u64, call: &ActiveCall, len: u64) {
+        let key = StreamKey {
+            conn: call.conn,
+            pid: (pid_tgid >> 32) as u32,
+            dir: call.dir as u32,
+        };
+        let start = unsafe { STREAM_OFFSETS.get(&key) }.copied().unwrap_or(0);
+        let _ = STREAM_OFFSETS.insert(&key, &(start + len), 0);
+
+        let Some(event) = SCRATCH.get_ptr_mut(0) else {
+            return;
+        };
+        let event = unsafe { &mut *event };
+        event.header = header(kind::DATA, pid_tgid);
+        event.conn = call.conn;
+        event.dir = call.dir;
+        event.source = tls_source::OPENSSL;
+        event.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+
+        let capacity = MAX_CHUNKS_PER_CALL as u64 * CHUNK_CAPACITY as u64;
+        let truncated = len > capacity;
+        if truncated {
+            bump(counter::CALLS_TRUNCATED, 1);
+            bump(counter::BYTES_TRUNCATED, len - capacity);
+        }
+        let copy_len = if truncated { capacity } else { len };
+        for i in 0..MAX_CHUNKS_PER_CALL {
+            let done = i as u64 * CHUNK_CAPACITY as u64;
+            if done >= copy_len {
+                break;
+            }
+            let remaining = copy_len - done;
+            let n = if remaining < CHUNK_CAPACITY as u64 {
+                remaining as usize
+            } else {
+                CHUNK_CAPACITY
+            };
+            event.offset = start + done;
+            event.len = n as u32;
+            event.flags = if truncated && remaining <= CHUNK_CAPACITY as u64 {
+                flags::CALL_TRUNCATED
+            } else {
+                0
+            };
+            let src = (call.buf + done) as *const u8;
+            if unsafe { bpf_probe_read_user_buf(src, &mut (&mut event.data)[..n]) }.is_err() {
+                bump(counter::READ_FAULTS, 1);
+                return;
+            }
+            let record = unsafe {
+                core::slice::from_raw_parts(
+                    (event as *const DataEvent).cast::<u8>(),
+                    DATA_EVENT_HEADER_LEN + n,
+                )
+            };
+            if EVENTS.output::<[u8]>(record, ring_flags()).is_err() {
+                bump(counter::EVENTS_LOST, 1);
+                bump(counter::BYTES_LOST, n as u64);
+            }
+        }
+    }
+
+    #[uprobe]
+    pub fn ssl_write(ctx: ProbeContext) -> u32 {
+        on_enter(&ctx, direction::EGRESS, false)
+    }
+
+    #[uprobe]
+    pub fn ssl_write_ex(ctx: ProbeContext) -> u32 {
+        on_enter(&ctx, direction::EGRESS, true)
+    }
+
+    #[uprobe]
+    pub fn ssl_read(ctx: ProbeContext) -> u32 {
+        on_enter(&ctx, direction::INGRESS, false)
+    }
+
+    #[uprobe]
+    pub fn ssl_read_ex(ctx: ProbeContext) -> u32 {
+        on_enter(&ctx, direction::INGRESS, true)
+    }
+
+    /// Shared by the four read/write functions: the entry probe saved what the call was.
+    #[uretprobe]
+    pub fn ssl_return(ctx: RetProbeContext) -> u32 {
+        on_return(&ctx)
+    }
+
+    #[uprobe]
+    pub fn ssl_free(ctx: ProbeContext) -> u32 {
+        let pid_tgid = bpf_get_current_pid_tgid();
+        let pid = (pid_tgid >> 32) as u32;
+        if !traced(pid) {
+            return 0;
+        }
+        let Some(conn) = ctx.arg::<u64>(0) else {
+            return 0;
+        };
+        for dir in [direction::EGRESS, direction::INGRESS] {
+            let _ = STREAM_OFFSETS.remove(&StreamKey { conn, pid, dir: dir as u32 });
+        }
+        let event = ConnEndEvent { header: header(kind::CONN_END, pid_tgid), conn };
+        if EVENTS.output::<ConnEndEvent>(&event, ring_flags()).is_err() {
+            bump(counter::EVENTS_LOST, 1);
+        }
+        0
+    }
+
+    // sched/sched_process_fork: parent_pid @12, child_pid @20 (the parent is `current`).
+    #[tracepoint]
+    pub fn process_fork(ctx: TracePointContext) -> u32 {
+        let parent = (bpf_get_current_pid_tgid() >> 32) as u32;
+        if unsafe { WATCHED_PIDS.get(&parent) }.is_none() {
+            return 0;
+        }
+        if let Ok(child) = unsafe { ctx.read_at::<i32>(20) } {
+            let _ = WATCHED_PIDS.insert(&(child as u32), &1, 0);
+        }
+        0
+    }
+
+    // sched/sched_process_exec: __data_loc filename @8.
+    #[tracepoint]
+    pub fn process_exec(ctx: TracePointContext) -> u32 {
+        let pid_tgid = bpf_get_current_pid_tgid();
+        if !traced((pid_tgid >> 32) as u32) {
+            return 0;
+        }
+        let Some(event) = EXEC_SCRATCH.get_ptr_mut(0) else {
+            return 0;
+        };
+        let event = unsafe { &mut *event };
+        event.header = header(kind::EXEC, pid_tgid);
+        event.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+        event.path_len = 0;
+        if let Ok(loc) = unsafe { ctx.read_at::<u32>(8) } {
+            let offset = (loc & 0xffff) as usize;
+            let src = unsafe { (ctx.as_ptr() as *const u8).add(offset) };
+            if let Ok(path) = unsafe {
+                aya_ebpf::helpers::bpf_probe_read_kernel_str_bytes(src, &mut event.path)
+            } {
+                event.path_len = path.len() as u32;
+            }
+        }
+        if EVENTS.output::<ExecEvent>(&*event, ring_flags()).is_err() {
+            bump(counter::EVENTS_LOST, 1);
+        }
+        0
+    }
+
+    // sched/sched_process_exit: group_dead @32.
+    #[tracepoint]
+    pub fn process_exit(ctx: TracePointContext) -> u32 {
+        let pid_tgid = bpf_get_current_pid_tgid();
+        let pid = (pid_tgid >> 32) as u32;
+        if !matches!(unsafe { ctx.read_at::<u8>(32) }, Ok(1)) || !traced(pid) {
+            return 0;
+        }
+        let _ = WATCHED_PIDS.remove(&pid);
+        if EVENTS.output::<EventHeader>(&header(kind::EXIT, pid_tgid), ring_flags()).is_err() {
+            bump(counter::EVENTS_LOST, 1);
+        }
+        0
+    }
+
+    #[panic_handler]
+    fn panic(_info: &core::panic::PanicInfo) -> ! {
+        loop {}
+    }
+}

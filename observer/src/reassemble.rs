@@ -1,0 +1,1 @@
+//! Per-connection ordered byte streams.

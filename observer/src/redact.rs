@@ -1,0 +1,1 @@
+//! Secrets out of headers and URLs.

@@ -1,1 +1,170 @@
-fn main(){}
+//! Project tasks: `cargo xtask setup | capture | test`.
+//!
+//! Everything a fresh machine lacks is installed here, idempotently, so the README's two
+//! commands work on a new machine and cost nothing once it is set up.
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+/// The toolchain in rust-toolchain.toml; bpf-linker is built against its LLVM.
+const TOOLCHAIN: &str = "1.95.0";
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+#[derive(Parser)]
+#[command(about = "Project tasks for the LLM call observer")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what the build needs (rust-src, bpf-linker) if missing.
+    Setup,
+    /// Set up, build, and run `observer capture` with the given arguments (needs root).
+    Capture {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Set up, build, and run every test: unit, replay, and eBPF end-to-end (needs root).
+    Test {
+        /// Extra arguments for `cargo test` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> Result<()> {
+    let root = workspace_root()?;
+    match Cli::parse().task {
+        Task::Setup => setup(),
+        Task::Capture { args } => {
+            setup()?;
+            build(&root)?;
+            let status = Command::new(root.join("target/release/observer"))
+                .arg("capture")
+                .args(args)
+                .status()
+                .context("running the observer")?;
+            std::process::exit(status.code().unwrap_or(1));
+        }
+        Task::Test { args } => {
+            setup()?;
+            python_env(&root)?;
+            build(&root)?;
+            step("running the tests (unit, replay, eBPF end-to-end)");
+            let status = Command::new("cargo")
+                .current_dir(&root)
+                .args(["test", "--workspace", "--release"])
+                .args(&args)
+                .env("OBSERVER_BIN", root.join("target/release/observer"))
+                .env("OBSERVER_E2E_PYTHON", root.join(".venv/bin/python"))
+                .status()
+                .context("running cargo test")?;
+            std::process::exit(status.code().unwrap_or(1));
+        }
+    }
+}
+
+fn step(what: &str) {
+    eprintln!("\x1b[1m==> {what}\x1b[0m");
+}
+
+fn workspace_root() -> Result<PathBuf> {
+    let manifest = env!("CARGO_MANIFEST_DIR");
+    Ok(Path::new(manifest).parent().context("xtask has no parent directory")?.to_path_buf())
+}
+
+fn setup() -> Result<()> {
+    if !rustup_has_component("rust-src")? {
+        step(&format!("installing rust-src for toolchain {TOOLCHAIN} (the eBPF build compiles core)"));
+        run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", TOOLCHAIN]))?;
+    }
+    if !bpf_linker_ready() {
+        step(&format!("building bpf-linker {BPF_LINKER_VERSION} against rustc {TOOLCHAIN}'s LLVM (about a minute)"));
+        install_bpf_linker()?;
+    }
+    Ok(())
+}
+
+fn rustup_has_component(component: &str) -> Result<bool> {
+    let out = Command::new("rustup")
+        .args(["component", "list", "--installed", "--toolchain", TOOLCHAIN])
+        .output()
+        .context("running rustup: is Rust installed through rustup?")?;
+    if !out.status.success() {
+        bail!(
+            "toolchain {TOOLCHAIN} is missing: run `rustup toolchain install {TOOLCHAIN} --component rust-src`"
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).lines().any(|l| l.starts_with(component)))
+}
+
+fn bpf_linker_ready() -> bool {
+    Command::new("bpf-linker")
+        .arg("--version")
+        .output()
+        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).contains(BPF_LINKER_VERSION))
+}
+
+/// Links bpf-linker against the toolchain's own libLLVM, so its LLVM always matches rustc's.
+fn install_bpf_linker() -> Result<()> {
+    let sysroot = output(Command::new("rustc").args([&format!("+{TOOLCHAIN}"), "--print", "sysroot"]))?;
+    let lib_dir = Path::new(sysroot.trim()).join("lib");
+    let llvm = std::fs::read_dir(&lib_dir)?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .find(|name| name.starts_with("libLLVM") && name.ends_with(".so"))
+        .with_context(|| format!("no libLLVM*.so in {}", lib_dir.display()))?;
+    let lib = lib_dir.display();
+    let rustflags = format!("-C link-arg=-L{lib} -C link-arg=-l:{llvm} -C link-arg=-Wl,-rpath,{lib}");
+    run(Command::new("cargo")
+        .args([&format!("+{TOOLCHAIN}"), "install", "bpf-linker", "--version", BPF_LINKER_VERSION])
+        .args(["--locked", "--no-default-features", "--features", "llvm-22,no-llvm-linking"])
+        .env("RUSTFLAGS", rustflags))
+}
+
+fn build(root: &Path) -> Result<()> {
+    step("building the observer (release; the eBPF probes are built by observer/build.rs)");
+    run(Command::new("cargo").current_dir(root).args(["build", "--release", "--workspace"]))
+}
+
+/// The real SDK clients the end-to-end tests run, in a virtualenv at .venv.
+fn python_env(root: &Path) -> Result<()> {
+    let venv = root.join(".venv");
+    let python = venv.join("bin/python");
+    if !python.exists() {
+        step("creating the Python virtualenv for the SDK clients (.venv)");
+        run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+    }
+    let requirements = root.join("tests/requirements.txt");
+    let stamp = venv.join(".requirements-installed");
+    let wanted = std::fs::read_to_string(&requirements).unwrap_or_default();
+    if std::fs::read_to_string(&stamp).ok().as_deref() != Some(wanted.as_str()) {
+        step("installing the SDK clients (tests/requirements.txt)");
+        run(Command::new(&python)
+            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"])
+            .arg(&requirements))?;
+        std::fs::write(&stamp, wanted)?;
+    }
+    Ok(())
+}
+
+fn run(command: &mut Command) -> Result<()> {
+    let status = command.status().with_context(|| format!("running {command:?}"))?;
+    if !status.success() {
+        bail!("{command:?} failed ({status})");
+    }
+    Ok(())
+}
+
+fn output(command: &mut Command) -> Result<String> {
+    let out = command.output().with_context(|| format!("running {command:?}"))?;
+    if !out.status.success() {
+        bail!("{command:?} failed ({})", out.status);
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}

@@ -1,2 +1,246 @@
-pub mod types;
+//! The capture stage: loads the probes, finds the TLS libraries of the host's processes,
+//! and turns ring-buffer records into [`CaptureEvent`]s on a channel.
+//!
+//! Two threads: one drains the ring buffer (short timer plus wakeups past a fill threshold),
+//! one discovers and attaches to new TLS libraries (at exec, and by periodic rescans).
+mod decode;
+mod discover;
+mod elf;
+mod probes;
+pub mod record;
+mod types;
+
+use std::{
+    collections::HashSet,
+    os::fd::AsRawFd,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+        mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender},
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use anyhow::Result;
+pub use decode::Clock;
+pub use probes::{KernelCounters, running_as_root};
 pub use types::*;
+
+use self::{
+    decode::decode,
+    discover::{FileId, all_pids, executable_mappings, system_tls_libraries},
+    probes::{Probes, SharedMaps},
+};
+
+/// How long the drain thread sleeps when the kernel did not wake it.
+const DRAIN_INTERVAL: Duration = Duration::from_millis(10);
+/// Full rescan of every process's mappings, for libraries loaded late (dlopen).
+const RESCAN_INTERVAL: Duration = Duration::from_secs(5);
+/// After an exec, the new program's libraries appear over its first moments: look again then.
+const RESCANS_AFTER_EXEC: &[Duration] = &[
+    Duration::from_millis(20),
+    Duration::from_millis(200),
+    Duration::from_secs(1),
+    Duration::from_secs(3),
+];
+/// Events waiting for the pipeline; beyond this the drain waits and the kernel counts drops.
+const CHANNEL_CAPACITY: usize = 65_536;
+
+#[derive(Clone, Debug, Default)]
+pub struct CaptureOptions {
+    /// Trace only these processes and their descendants (none: the whole host).
+    pub pids: Vec<u32>,
+    /// Trace only processes added later with [`LiveCapture::watch_pid`].
+    pub filter_pids: bool,
+}
+
+/// A running capture. Dropping it detaches every probe.
+pub struct LiveCapture {
+    maps: Arc<Mutex<SharedMaps>>,
+    stop: Arc<AtomicBool>,
+    drain: Option<JoinHandle<()>>,
+    discovery: Option<JoinHandle<()>>,
+    attached_files: usize,
+}
+
+impl LiveCapture {
+    /// Loads and attaches everything; returns once the host's current TLS libraries are probed.
+    pub fn start(options: &CaptureOptions) -> Result<(LiveCapture, Receiver<CaptureEvent>)> {
+        let filter = options.filter_pids || !options.pids.is_empty();
+        let (mut probes, ring, mut maps) = Probes::load(filter)?;
+        for &pid in &options.pids {
+            maps.watch_pid(pid)?;
+        }
+        for path in system_tls_libraries() {
+            if let Some(id) = FileId::of(&path) {
+                attach_logged(&mut probes, id, &path);
+            }
+        }
+        let scan_pids = if options.pids.is_empty() { all_pids() } else { options.pids.clone() };
+        for pid in scan_pids {
+            scan_process(&mut probes, pid);
+        }
+        let attached_files = probes.attached_files();
+
+        let maps = Arc::new(Mutex::new(maps));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (events_tx, events_rx) = mpsc::sync_channel(CHANNEL_CAPACITY);
+        let (exec_tx, exec_rx) = mpsc::channel();
+        let drain = {
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("capture-drain".into())
+                .spawn(move || drain_ring(ring, stop, events_tx, exec_tx))?
+        };
+        let discovery = {
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("capture-discovery".into())
+                .spawn(move || discover_loop(probes, stop, exec_rx))?
+        };
+        let capture = LiveCapture {
+            maps,
+            stop,
+            drain: Some(drain),
+            discovery: Some(discovery),
+            attached_files,
+        };
+        Ok((capture, events_rx))
+    }
+
+    /// TLS library files attached at start.
+    pub fn attached_files(&self) -> usize {
+        self.attached_files
+    }
+
+    /// Adds a process (and its future children) to the traced set.
+    pub fn watch_pid(&self, pid: u32) -> Result<()> {
+        lock(&self.maps).watch_pid(pid)
+    }
+
+    pub fn kernel_counters(&self) -> KernelCounters {
+        lock(&self.maps).counters()
+    }
+
+    /// Drains what the kernel still holds, closes the event channel, and detaches.
+    pub fn stop(mut self) -> KernelCounters {
+        self.stop.store(true, Ordering::SeqCst);
+        for handle in [self.drain.take(), self.discovery.take()].into_iter().flatten() {
+            let _ = handle.join();
+        }
+        self.kernel_counters()
+    }
+}
+
+impl Drop for LiveCapture {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+fn lock(maps: &Mutex<SharedMaps>) -> std::sync::MutexGuard<'_, SharedMaps> {
+    maps.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn attach_logged(probes: &mut Probes, id: FileId, path: &std::path::Path) {
+    if let Err(error) = probes.consider(id, path) {
+        log::warn!("could not attach to {}: {error:#}", path.display());
+    }
+}
+
+fn scan_process(probes: &mut Probes, pid: u32) {
+    for file in executable_mappings(pid) {
+        attach_logged(probes, file.id, &file.host_path);
+    }
+}
+
+fn drain_ring(
+    mut ring: aya::maps::RingBuf<aya::maps::MapData>,
+    stop: Arc<AtomicBool>,
+    events: SyncSender<CaptureEvent>,
+    execs: Sender<u32>,
+) {
+    let clock = Clock::now();
+    let mut known_pids: HashSet<u32> = HashSet::new();
+    let fd = ring.as_raw_fd();
+    loop {
+        let stopping = stop.load(Ordering::SeqCst);
+        while let Some(record) = ring.next() {
+            let Some(decoded) = decode(&record, clock) else { continue };
+            drop(record);
+            let event = decoded.event;
+            match &event {
+                CaptureEvent::Exec { pid, .. } => {
+                    known_pids.insert(*pid);
+                    let _ = execs.send(*pid);
+                }
+                CaptureEvent::Exit { pid, .. } => {
+                    known_pids.remove(pid);
+                }
+                CaptureEvent::Data(chunk) if known_pids.insert(chunk.conn.pid) => {
+                    let first_sight = process_identity(chunk.conn.pid, chunk.ts, decoded.comm);
+                    if events.send(first_sight).is_err() {
+                        return;
+                    }
+                }
+                _ => {}
+            }
+            if events.send(event).is_err() {
+                return;
+            }
+        }
+        if stopping {
+            return;
+        }
+        wait_readable(fd, DRAIN_INTERVAL);
+    }
+}
+
+/// A process first seen through its data (it started before the observer): what is it running?
+fn process_identity(pid: u32, ts: u64, comm: Option<String>) -> CaptureEvent {
+    let path = std::fs::read_link(format!("/proc/{pid}/exe"))
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    CaptureEvent::Exec { pid, ts, path, comm: comm.unwrap_or_default() }
+}
+
+fn wait_readable(fd: i32, timeout: Duration) {
+    let mut poll = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    // SAFETY: one valid pollfd.
+    unsafe { libc::poll(&mut poll, 1, timeout.as_millis() as i32) };
+}
+
+fn discover_loop(mut probes: Probes, stop: Arc<AtomicBool>, execs: Receiver<u32>) {
+    let mut pending: Vec<(Instant, u32)> = Vec::new();
+    let mut next_full_scan = Instant::now() + RESCAN_INTERVAL;
+    while !stop.load(Ordering::SeqCst) {
+        let now = Instant::now();
+        let next_due = pending.iter().map(|(at, _)| *at).min().unwrap_or(next_full_scan).min(next_full_scan);
+        let wait = next_due.saturating_duration_since(now).min(Duration::from_millis(100));
+        match execs.recv_timeout(wait) {
+            Ok(pid) => {
+                scan_process(&mut probes, pid);
+                let now = Instant::now();
+                pending.extend(RESCANS_AFTER_EXEC.iter().map(|delay| (now + *delay, pid)));
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+        let now = Instant::now();
+        pending.retain(|&(at, pid)| {
+            if at <= now {
+                scan_process(&mut probes, pid);
+                false
+            } else {
+                true
+            }
+        });
+        if now >= next_full_scan {
+            for pid in all_pids() {
+                scan_process(&mut probes, pid);
+            }
+            next_full_scan = Instant::now() + RESCAN_INTERVAL;
+        }
+    }
+}

@@ -11,7 +11,7 @@ pub struct ConnKey {
 }
 
 /// Which way bytes went, seen from the traced process.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Direction {
     /// Written by the process (requests, for a client).
     Egress,

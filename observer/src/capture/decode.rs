@@ -1,0 +1,142 @@
+//! Ring-buffer records (the layout in `observer_ebpf`) to [`CaptureEvent`]s.
+use bytes::Bytes;
+use observer_ebpf::{
+    ConnEndEvent, DATA_EVENT_HEADER_LEN, DataEvent, EventHeader, ExecEvent, direction, flags, kind,
+};
+
+use super::{CaptureEvent, Chunk, ConnKey, Direction, TlsLibrary};
+
+/// Converts the kernel's CLOCK_MONOTONIC timestamps to Unix time.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    monotonic_to_unix_ns: i128,
+}
+
+impl Clock {
+    pub fn now() -> Clock {
+        let read = |id| {
+            let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+            // SAFETY: `ts` is a valid timespec for the kernel to fill.
+            unsafe { libc::clock_gettime(id, &mut ts) };
+            ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
+        };
+        let monotonic = read(libc::CLOCK_MONOTONIC);
+        let unix = read(libc::CLOCK_REALTIME);
+        Clock { monotonic_to_unix_ns: unix - monotonic }
+    }
+
+    pub fn to_unix_ns(self, monotonic_ns: u64) -> u64 {
+        (monotonic_ns as i128 + self.monotonic_to_unix_ns).max(0) as u64
+    }
+}
+
+/// What one record said, plus the traced thread's command name when the record carries it.
+pub struct Decoded {
+    pub event: CaptureEvent,
+    pub comm: Option<String>,
+}
+
+/// Reads a record; `None` for records that are too short or of an unknown kind.
+pub fn decode(record: &[u8], clock: Clock) -> Option<Decoded> {
+    let header: EventHeader = read_struct(record)?;
+    let ts = clock.to_unix_ns(header.ts_ns);
+    match header.kind {
+        kind::DATA => {
+            let event: DataHeaderOnly = read_struct(record)?;
+            let len = event.len as usize;
+            let data = record.get(DATA_EVENT_HEADER_LEN..DATA_EVENT_HEADER_LEN + len)?;
+            let chunk = Chunk {
+                conn: ConnKey { pid: header.pid, conn: event.conn },
+                tid: header.tid,
+                dir: if event.dir == direction::EGRESS { Direction::Egress } else { Direction::Ingress },
+                ts,
+                offset: event.offset,
+                data: Bytes::copy_from_slice(data),
+                truncated_after: event.flags & flags::CALL_TRUNCATED != 0,
+                library: TlsLibrary::OpenSsl,
+            };
+            Some(Decoded { event: CaptureEvent::Data(chunk), comm: Some(c_string(&event.comm)) })
+        }
+        kind::EXEC => {
+            let event: ExecEvent = read_struct(record)?;
+            let path_len = (event.path_len as usize).min(event.path.len());
+            let path = c_string(&event.path[..path_len]);
+            let comm = c_string(&event.comm);
+            Some(Decoded {
+                event: CaptureEvent::Exec { pid: header.pid, ts, path, comm: comm.clone() },
+                comm: Some(comm),
+            })
+        }
+        kind::EXIT => Some(Decoded { event: CaptureEvent::Exit { pid: header.pid, ts }, comm: None }),
+        kind::CONN_END => {
+            let event: ConnEndEvent = read_struct(record)?;
+            let conn = ConnKey { pid: header.pid, conn: event.conn };
+            Some(Decoded { event: CaptureEvent::ConnEnd { conn, ts }, comm: None })
+        }
+        _ => None,
+    }
+}
+
+/// The fixed part of a [`DataEvent`], read without its payload array.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct DataHeaderOnly {
+    header: EventHeader,
+    conn: u64,
+    offset: u64,
+    len: u32,
+    dir: u8,
+    source: u8,
+    flags: u16,
+    comm: [u8; 16],
+}
+const _: () = assert!(size_of::<DataHeaderOnly>() == DATA_EVENT_HEADER_LEN);
+const _: () = assert!(core::mem::offset_of!(DataHeaderOnly, comm) == core::mem::offset_of!(DataEvent, comm));
+
+/// Copies a plain-old-data struct from the start of `bytes`.
+fn read_struct<T: Copy>(bytes: &[u8]) -> Option<T> {
+    if bytes.len() < size_of::<T>() {
+        return None;
+    }
+    // SAFETY: length checked; T is a repr(C) struct of integers and byte arrays (any bit
+    // pattern is valid), read unaligned.
+    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}
+
+fn c_string(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_a_data_record() {
+        let mut record = vec![0u8; DATA_EVENT_HEADER_LEN + 5];
+        let header = DataHeaderOnly {
+            header: EventHeader { kind: kind::DATA, pid: 7, tid: 9, _pad: 0, ts_ns: 1_000 },
+            conn: 0xabc,
+            offset: 100,
+            len: 5,
+            dir: direction::INGRESS,
+            source: 1,
+            flags: flags::CALL_TRUNCATED,
+            comm: *b"python3\0\0\0\0\0\0\0\0\0",
+        };
+        // SAFETY: the buffer is at least the struct's size.
+        unsafe { std::ptr::write_unaligned(record.as_mut_ptr().cast(), header) };
+        record[DATA_EVENT_HEADER_LEN..].copy_from_slice(b"hello");
+        let decoded = decode(&record, Clock { monotonic_to_unix_ns: 10 }).expect("decodes");
+        assert_eq!(decoded.comm.as_deref(), Some("python3"));
+        let CaptureEvent::Data(chunk) = decoded.event else { panic!("not data") };
+        assert_eq!(chunk.conn, ConnKey { pid: 7, conn: 0xabc });
+        assert_eq!((chunk.tid, chunk.ts, chunk.offset), (9, 1_010, 100));
+        assert_eq!(chunk.dir, Direction::Ingress);
+        assert_eq!(&chunk.data[..], b"hello");
+        assert!(chunk.truncated_after);
+        // A record claiming more payload than it has is rejected, not read past its end.
+        assert!(decode(&record[..record.len() - 1], Clock { monotonic_to_unix_ns: 0 }).is_none());
+    }
+}

@@ -1,0 +1,135 @@
+//! Finding the files that carry TLS code: what running processes map, and where the host keeps
+//! its shared libraries.
+use std::{
+    fs,
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+};
+
+/// A file's identity across mount namespaces: uprobes attach to inodes, so one file
+/// mapped by many processes (or reached by many paths) is attached once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FileId {
+    pub dev_major: u32,
+    pub dev_minor: u32,
+    pub inode: u64,
+}
+
+impl FileId {
+    pub fn of(path: &Path) -> Option<FileId> {
+        let meta = fs::metadata(path).ok()?;
+        let dev = meta.dev();
+        Some(FileId {
+            dev_major: libc::major(dev),
+            dev_minor: libc::minor(dev),
+            inode: meta.ino(),
+        })
+    }
+}
+
+/// An executable mapping of a process, with a path that reaches the file from the host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MappedFile {
+    pub id: FileId,
+    pub host_path: PathBuf,
+}
+
+/// Every process on the host.
+pub fn all_pids() -> Vec<u32> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+/// The executable file mappings of `pid` (the program and its shared libraries), deduplicated.
+/// Paths go through `/proc/PID/root` so files in other mount namespaces (containers) resolve.
+pub fn executable_mappings(pid: u32) -> Vec<MappedFile> {
+    let Ok(maps) = fs::read_to_string(format!("/proc/{pid}/maps")) else {
+        return Vec::new();
+    };
+    let mut files: Vec<MappedFile> = Vec::new();
+    for line in maps.lines() {
+        let Some(file) = parse_maps_line(pid, line) else { continue };
+        if !files.iter().any(|f| f.id == file.id) {
+            files.push(file);
+        }
+    }
+    files
+}
+
+fn parse_maps_line(pid: u32, line: &str) -> Option<MappedFile> {
+    let mut fields = line.split_ascii_whitespace();
+    let _range = fields.next()?;
+    let perms = fields.next()?;
+    let _offset = fields.next()?;
+    let dev = fields.next()?;
+    let inode: u64 = fields.next()?.parse().ok()?;
+    let path = fields.next()?;
+    if !perms.contains('x') || inode == 0 || !path.starts_with('/') || fields.next().is_some() {
+        // Anonymous, special ([vdso]) or deleted ("... (deleted)") mappings.
+        return None;
+    }
+    let (major, minor) = dev.split_once(':')?;
+    Some(MappedFile {
+        id: FileId {
+            dev_major: u32::from_str_radix(major, 16).ok()?,
+            dev_minor: u32::from_str_radix(minor, 16).ok()?,
+            inode,
+        },
+        host_path: PathBuf::from(format!("/proc/{pid}/root{path}")),
+    })
+}
+
+/// The host's own TLS libraries, attached at start so that every process loading them later
+/// (including ones that live for milliseconds) is covered from its first call.
+pub fn system_tls_libraries() -> Vec<PathBuf> {
+    const DIRS: &[&str] = &[
+        "/lib",
+        "/lib64",
+        "/usr/lib",
+        "/usr/lib64",
+        "/usr/local/lib",
+        "/usr/local/lib64",
+        "/lib/x86_64-linux-gnu",
+        "/usr/lib/x86_64-linux-gnu",
+        "/lib/aarch64-linux-gnu",
+        "/usr/lib/aarch64-linux-gnu",
+    ];
+    let mut found = Vec::new();
+    for dir in DIRS {
+        let Ok(entries) = fs::read_dir(dir) else { continue };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if name.starts_with("libssl.so") {
+                found.push(entry.path());
+            }
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_file_mappings_and_skips_the_rest() {
+        let line = "7f3c1a200000-7f3c1a28e000 r-xp 00022000 fd:01 1837261    /usr/lib/x86_64-linux-gnu/libssl.so.3";
+        let file = parse_maps_line(42, line).expect("mapping");
+        assert_eq!(file.id, FileId { dev_major: 0xfd, dev_minor: 1, inode: 1837261 });
+        assert_eq!(file.host_path, PathBuf::from("/proc/42/root/usr/lib/x86_64-linux-gnu/libssl.so.3"));
+        assert!(parse_maps_line(1, "7ffd-7ffe r-xp 00000000 00:00 0    [vdso]").is_none());
+        assert!(parse_maps_line(1, "7f3c-7f3d r--p 00000000 fd:01 12    /usr/lib/libc.so.6").is_none());
+        assert!(parse_maps_line(1, "7f3c-7f3d r-xp 00000000 fd:01 12    /tmp/x.so (deleted)").is_none());
+    }
+
+    #[test]
+    fn sees_its_own_mappings() {
+        let own = executable_mappings(std::process::id());
+        assert!(!own.is_empty(), "a running test maps at least its own executable");
+    }
+}

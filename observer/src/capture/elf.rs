@@ -1,0 +1,64 @@
+//! Finding TLS functions in ELF files: which of them a file defines, and at what file offset
+//! a uprobe must be placed.
+use std::{fs::File, path::Path};
+
+use object::{Object, ObjectSegment, ObjectSymbol, read::ReadCache};
+
+/// A function the probes attach to, with the probe programs that serve it.
+#[derive(Clone, Copy, Debug)]
+pub struct TlsFunction {
+    pub symbol: &'static str,
+    pub entry_program: &'static str,
+    /// The return probe, if the call's result is needed.
+    pub return_program: Option<&'static str>,
+}
+
+/// OpenSSL's API, also exported by BoringSSL builds and by executables linking OpenSSL statically.
+pub const OPENSSL_FUNCTIONS: &[TlsFunction] = &[
+    TlsFunction { symbol: "SSL_write", entry_program: "ssl_write", return_program: Some("ssl_return") },
+    TlsFunction { symbol: "SSL_write_ex", entry_program: "ssl_write_ex", return_program: Some("ssl_return") },
+    TlsFunction { symbol: "SSL_read", entry_program: "ssl_read", return_program: Some("ssl_return") },
+    TlsFunction { symbol: "SSL_read_ex", entry_program: "ssl_read_ex", return_program: Some("ssl_return") },
+    TlsFunction { symbol: "SSL_free", entry_program: "ssl_free", return_program: None },
+];
+
+/// File offsets of the `functions` that `path` defines (dynamic or static symbol table).
+/// Empty when the file is not ELF or defines none of them.
+pub fn find_functions(
+    path: &Path,
+    functions: &'static [TlsFunction],
+) -> std::io::Result<Vec<(TlsFunction, u64)>> {
+    let file = File::open(path)?;
+    let cache = ReadCache::new(file);
+    let Ok(elf) = object::File::parse(&cache) else {
+        return Ok(Vec::new());
+    };
+    let mut found = Vec::new();
+    for symbol in elf.dynamic_symbols().chain(elf.symbols()) {
+        if !symbol.is_definition() || symbol.address() == 0 {
+            continue;
+        }
+        let Ok(name) = symbol.name() else { continue };
+        // Versioned names (`SSL_read@@OPENSSL_3.0.0`) attach by their plain name.
+        let name = name.split('@').next().unwrap_or(name);
+        let Some(function) = functions.iter().find(|f| f.symbol == name) else {
+            continue;
+        };
+        if found.iter().any(|(f, _): &(TlsFunction, u64)| f.symbol == function.symbol) {
+            continue;
+        }
+        if let Some(offset) = file_offset(&elf, symbol.address()) {
+            found.push((*function, offset));
+        }
+    }
+    Ok(found)
+}
+
+/// Where virtual address `address` lives in the file, through the loadable segments.
+fn file_offset<'a, R: object::ReadRef<'a>>(elf: &object::File<'a, R>, address: u64) -> Option<u64> {
+    elf.segments().find_map(|segment| {
+        let (offset, size) = segment.file_range();
+        let start = segment.address();
+        (address >= start && address < start + size).then(|| address - start + offset)
+    })
+}

@@ -1,0 +1,176 @@
+//! The loaded eBPF object: programs, their attachments, and the maps user space talks to.
+//! Nothing outside the capture stage touches aya.
+use std::{collections::HashSet, path::Path};
+
+use anyhow::{Context, Result, anyhow};
+use aya::{
+    Ebpf,
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
+    programs::{TracePoint, UProbe, uprobe::UProbeScope},
+};
+use observer_ebpf::{config, counter};
+
+use super::{
+    discover::FileId,
+    elf::{self, OPENSSL_FUNCTIONS},
+};
+
+static PROBES_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/observer-probes"));
+
+const UPROBE_PROGRAMS: &[&str] =
+    &["ssl_write", "ssl_write_ex", "ssl_read", "ssl_read_ex", "ssl_return", "ssl_free"];
+const TRACEPOINTS: &[(&str, &str, &str)] = &[
+    ("process_fork", "sched", "sched_process_fork"),
+    ("process_exec", "sched", "sched_process_exec"),
+    ("process_exit", "sched", "sched_process_exit"),
+];
+
+/// Loaded programs and the files they are attached to.
+pub struct Probes {
+    ebpf: Ebpf,
+    judged: HashSet<FileId>,
+    attached_files: usize,
+}
+
+/// Maps that user space reads or writes while capturing.
+pub struct SharedMaps {
+    pub watched_pids: HashMap<MapData, u32, u8>,
+    pub counters: PerCpuArray<MapData, u64>,
+}
+
+/// Per-CPU kernel counters, summed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelCounters {
+    pub events_lost: u64,
+    pub bytes_lost: u64,
+    pub calls_truncated: u64,
+    pub bytes_truncated: u64,
+    pub read_faults: u64,
+}
+
+impl Probes {
+    /// Loads the object and attaches the process tracepoints. No TLS library is attached yet.
+    pub fn load(filter_pids: bool) -> Result<(Probes, RingBuf<MapData>, SharedMaps)> {
+        ensure_tracefs();
+        let mut ebpf = Ebpf::load(PROBES_OBJECT).map_err(explain_load_error)?;
+        for name in UPROBE_PROGRAMS {
+            let program: &mut UProbe = program(&mut ebpf, name)?.try_into()?;
+            program.load().with_context(|| format!("loading probe {name}"))?;
+        }
+        for (name, category, event) in TRACEPOINTS {
+            let program: &mut TracePoint = program(&mut ebpf, name)?.try_into()?;
+            program.load().with_context(|| format!("loading tracepoint program {name}"))?;
+            program
+                .attach(category, event)
+                .with_context(|| format!("attaching to tracepoint {category}/{event}"))?;
+        }
+        let mut settings: Array<_, u32> = Array::try_from(map(&mut ebpf, "CONFIG")?)?;
+        settings.set(config::FILTER_PIDS, u32::from(filter_pids), 0)?;
+        let events = RingBuf::try_from(take_map(&mut ebpf, "EVENTS")?)?;
+        let maps = SharedMaps {
+            watched_pids: HashMap::try_from(take_map(&mut ebpf, "WATCHED_PIDS")?)?,
+            counters: PerCpuArray::try_from(take_map(&mut ebpf, "COUNTERS")?)?,
+        };
+        Ok((Probes { ebpf, judged: HashSet::new(), attached_files: 0 }, events, maps))
+    }
+
+    pub fn attached_files(&self) -> usize {
+        self.attached_files
+    }
+
+    /// Attaches to `path` if it defines TLS functions. Each file (by inode) is looked at once.
+    /// Returns how many functions were attached.
+    pub fn consider(&mut self, id: FileId, path: &Path) -> Result<usize> {
+        if !self.judged.insert(id) {
+            return Ok(0);
+        }
+        let functions = elf::find_functions(path, OPENSSL_FUNCTIONS)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let has_io = functions.iter().any(|(f, _)| f.symbol.starts_with("SSL_read") || f.symbol.starts_with("SSL_write"));
+        if !has_io {
+            return Ok(0);
+        }
+        for (function, offset) in &functions {
+            let mut programs = vec![function.entry_program];
+            programs.extend(function.return_program);
+            for name in programs {
+                let program: &mut UProbe = program(&mut self.ebpf, name)?.try_into()?;
+                program
+                    .attach(*offset, path, UProbeScope::AllProcesses)
+                    .with_context(|| format!("attaching {name} to {} in {}", function.symbol, path.display()))?;
+            }
+        }
+        self.attached_files += 1;
+        log::info!(
+            "attached OpenSSL probes to {} ({} functions: {})",
+            path.display(),
+            functions.len(),
+            functions.iter().map(|(f, _)| f.symbol).collect::<Vec<_>>().join(", ")
+        );
+        Ok(functions.len())
+    }
+}
+
+impl SharedMaps {
+    pub fn watch_pid(&mut self, pid: u32) -> Result<()> {
+        self.watched_pids.insert(pid, 1, 0).context("adding a pid to the kernel's watch list")
+    }
+
+    pub fn counters(&self) -> KernelCounters {
+        let sum = |index: u32| -> u64 {
+            self.counters.get(&index, 0).map(|values| values.iter().sum()).unwrap_or(0)
+        };
+        KernelCounters {
+            events_lost: sum(counter::EVENTS_LOST),
+            bytes_lost: sum(counter::BYTES_LOST),
+            calls_truncated: sum(counter::CALLS_TRUNCATED),
+            bytes_truncated: sum(counter::BYTES_TRUNCATED),
+            read_faults: sum(counter::READ_FAULTS),
+        }
+    }
+}
+
+fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::programs::Program> {
+    ebpf.program_mut(name).ok_or_else(|| anyhow!("probe object has no program {name}"))
+}
+
+fn map<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::maps::Map> {
+    ebpf.map_mut(name).ok_or_else(|| anyhow!("probe object has no map {name}"))
+}
+
+fn take_map(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map> {
+    ebpf.take_map(name).ok_or_else(|| anyhow!("probe object has no map {name}"))
+}
+
+/// Tracepoints are found through tracefs, which a fresh boot may not have mounted.
+fn ensure_tracefs() {
+    let target = Path::new("/sys/kernel/tracing");
+    if target.join("events").exists() || Path::new("/sys/kernel/debug/tracing/events").exists() {
+        return;
+    }
+    // SAFETY: plain mount(2) with static NUL-terminated strings.
+    let rc = unsafe {
+        libc::mount(c"nodev".as_ptr(), c"/sys/kernel/tracing".as_ptr(), c"tracefs".as_ptr(), 0, std::ptr::null())
+    };
+    if rc != 0 {
+        log::warn!("tracefs is not mounted at /sys/kernel/tracing and mounting it failed: {}", std::io::Error::last_os_error());
+    }
+}
+
+fn explain_load_error(error: aya::EbpfError) -> anyhow::Error {
+    let text = error.to_string();
+    if text.contains("Operation not permitted") || text.contains("EPERM") || !running_as_root() {
+        anyhow!(
+            "loading the eBPF probes failed ({text}): the observer needs root, or CAP_BPF and \
+             CAP_PERFMON (plus CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH to read other processes' \
+             /proc/PID/maps). Run it with sudo, or grant those capabilities to the binary."
+        )
+    } else {
+        anyhow!(error).context("loading the eBPF probes")
+    }
+}
+
+pub fn running_as_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}

@@ -1,0 +1,146 @@
+//! The stages wired together: capture events in, spans out to the sinks.
+//! `observer capture` feeds it from the kernel, `observer replay` from a recording.
+use std::collections::HashMap;
+
+use crate::{
+    capture::{CaptureEvent, record::RecordWriter},
+    http::{ConnectionStage, Exchange},
+    link::Linker,
+    llm,
+    sink::{Sink, Summary},
+    span::{self, ProcessInfo},
+};
+
+/// Processes remembered for naming spans; the oldest are forgotten past this.
+const MAX_PROCESSES: usize = 65_536;
+
+pub struct Pipeline {
+    connections: ConnectionStage,
+    processes: HashMap<u32, ProcessInfo>,
+    comm_filter: Vec<String>,
+    linker: Linker,
+    sinks: Vec<Box<dyn Sink>>,
+    recorder: Option<RecordWriter>,
+    summary: Summary,
+    exchanges: Vec<Exchange>,
+    stats: PipelineStats,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PipelineStats {
+    pub events: u64,
+    pub bytes: u64,
+    pub spans: u64,
+    /// HTTP exchanges that no provider recognised as an LLM call.
+    pub other_exchanges: u64,
+    pub sink_errors: u64,
+}
+
+impl Pipeline {
+    pub fn new(sinks: Vec<Box<dyn Sink>>, comm_filter: Vec<String>, recorder: Option<RecordWriter>) -> Pipeline {
+        Pipeline {
+            connections: ConnectionStage::default(),
+            processes: HashMap::new(),
+            comm_filter,
+            linker: Linker::default(),
+            sinks,
+            recorder,
+            summary: Summary::default(),
+            exchanges: Vec::new(),
+            stats: PipelineStats::default(),
+        }
+    }
+
+    pub fn on_event(&mut self, event: CaptureEvent) {
+        self.stats.events += 1;
+        if let Some(recorder) = &mut self.recorder
+            && let Err(error) = recorder.write(&event)
+        {
+            log::error!("recording stopped: {error:#}");
+            self.recorder = None;
+        }
+        match &event {
+            CaptureEvent::Exec { pid, path, comm, .. } => {
+                if self.processes.len() >= MAX_PROCESSES {
+                    self.processes.clear();
+                }
+                self.processes.insert(*pid, ProcessInfo { executable_path: path.clone(), comm: comm.clone() });
+            }
+            CaptureEvent::Data(chunk) => {
+                if !self.wanted(chunk.conn.pid) {
+                    return;
+                }
+                self.stats.bytes += chunk.data.len() as u64;
+            }
+            CaptureEvent::ConnEnd { .. } | CaptureEvent::Exit { .. } => {}
+        }
+        let exit = match &event {
+            CaptureEvent::Exit { pid, .. } => Some(*pid),
+            _ => None,
+        };
+        let mut exchanges = std::mem::take(&mut self.exchanges);
+        self.connections.on_event(event, &mut exchanges);
+        self.emit(&mut exchanges);
+        self.exchanges = exchanges;
+        if let Some(pid) = exit {
+            self.processes.remove(&pid);
+        }
+    }
+
+    /// The source has ended (or the observer is stopping): every open exchange becomes a span.
+    pub fn finish(&mut self, ts: u64) {
+        let mut exchanges = std::mem::take(&mut self.exchanges);
+        self.connections.flush_all(ts, &mut exchanges);
+        self.emit(&mut exchanges);
+        for sink in &mut self.sinks {
+            if let Err(error) = sink.flush() {
+                log::error!("flushing a sink failed: {error:#}");
+            }
+        }
+        if let Some(recorder) = self.recorder.take()
+            && let Err(error) = recorder.finish()
+        {
+            log::error!("finishing the recording failed: {error:#}");
+        }
+    }
+
+    pub fn summary(&self) -> &Summary {
+        &self.summary
+    }
+
+    pub fn stats(&self) -> PipelineStats {
+        self.stats
+    }
+
+    pub fn connection_stats(&self) -> crate::http::HttpStats {
+        self.connections.stats()
+    }
+
+    fn wanted(&self, pid: u32) -> bool {
+        if self.comm_filter.is_empty() {
+            return true;
+        }
+        let Some(process) = self.processes.get(&pid) else { return false };
+        self.comm_filter.iter().any(|name| *name == process.comm || name == process.executable_name())
+    }
+
+    fn emit(&mut self, exchanges: &mut Vec<Exchange>) {
+        for exchange in exchanges.drain(..) {
+            let Some(call) = llm::recognise(&exchange) else {
+                self.stats.other_exchanges += 1;
+                continue;
+            };
+            let unknown = ProcessInfo::default();
+            let process = self.processes.get(&exchange.conn.pid).unwrap_or(&unknown);
+            let span = self.linker.link(&exchange, span::build(&exchange, call, process));
+            self.stats.spans += 1;
+            self.summary.record(&span);
+            for sink in &mut self.sinks {
+                if let Err(error) = sink.write(&span) {
+                    self.stats.sink_errors += 1;
+                    log::error!("writing a span failed: {error:#}");
+                }
+            }
+        }
+    }
+}

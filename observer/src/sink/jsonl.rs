@@ -1,0 +1,30 @@
+//! One JSON object per span per line.
+use std::io::Write;
+
+use super::Sink;
+use crate::span::Span;
+
+pub struct JsonlSink {
+    out: Box<dyn Write + Send>,
+}
+
+impl JsonlSink {
+    pub fn new(out: Box<dyn Write + Send>) -> JsonlSink {
+        JsonlSink { out }
+    }
+}
+
+impl Sink for JsonlSink {
+    fn write(&mut self, span: &Span) -> anyhow::Result<()> {
+        serde_json::to_writer(&mut self.out, &span.to_json())?;
+        self.out.write_all(b"\n")?;
+        // Spans are rare next to the bytes behind them: flush each so a reader sees it at once.
+        self.out.flush()?;
+        Ok(())
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        self.out.flush()?;
+        Ok(())
+    }
+}

@@ -1,0 +1,149 @@
+//! The live view: one readable line per call.
+use std::io::Write;
+
+use serde_json::Value;
+
+use super::Sink;
+use crate::span::Span;
+
+pub struct PrettySink {
+    out: Box<dyn Write + Send>,
+    color: bool,
+}
+
+impl PrettySink {
+    pub fn new(out: Box<dyn Write + Send>, color: bool) -> PrettySink {
+        PrettySink { out, color }
+    }
+
+    fn paint(&self, code: &str, text: &str) -> String {
+        if self.color { format!("\x1b[{code}m{text}\x1b[0m") } else { text.to_string() }
+    }
+}
+
+const PREVIEW_CHARS: usize = 60;
+
+impl Sink for PrettySink {
+    fn write(&mut self, span: &Span) -> anyhow::Result<()> {
+        let line = render(span, |code, text| self.paint(code, text));
+        writeln!(self.out, "{line}")?;
+        self.out.flush()?;
+        Ok(())
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        self.out.flush()?;
+        Ok(())
+    }
+}
+
+fn render(span: &Span, paint: impl Fn(&str, &str) -> String) -> String {
+    let text = |key: &str| span.attribute(key).and_then(Value::as_str).unwrap_or_default().to_string();
+    let number = |key: &str| span.attribute(key).and_then(Value::as_u64);
+    let time = format_clock(span.start_time_unix_nano);
+    let process = format!(
+        "{}[{}/{}]",
+        text("process.executable.name"),
+        number("process.pid").unwrap_or(0),
+        number("thread.id").unwrap_or(0)
+    );
+    let model = match text("gen_ai.response.model") {
+        m if m.is_empty() => text("gen_ai.request.model"),
+        m => m,
+    };
+    let status = number("http.response.status_code").map_or("---".to_string(), |s| s.to_string());
+    let error = text("error.type");
+    let status = if error.is_empty() { paint("32", &status) } else { paint("31", &format!("{status} {error}")) };
+    let mut line = format!(
+        "{} {} {} {} {} {}",
+        paint("2", &time),
+        paint("36", &process),
+        text("gen_ai.provider.name"),
+        paint("1", &format!("{} {model}", text("gen_ai.operation.name"))),
+        status,
+        format_seconds(span.duration_ns() as f64 / 1e9),
+    );
+    if span.attribute("gen_ai.request.stream").and_then(Value::as_bool) == Some(true) {
+        line.push_str(" stream");
+        if let Some(ttfc) = span.attribute("gen_ai.response.time_to_first_chunk").and_then(Value::as_f64) {
+            line.push_str(&format!(" ttfc {}", format_seconds(ttfc)));
+        }
+    }
+    if let (Some(input), Some(output)) = (number("gen_ai.usage.input_tokens"), number("gen_ai.usage.output_tokens")) {
+        line.push_str(&format!(" tokens {input}→{output}"));
+    }
+    let preview = output_preview(span);
+    if !preview.is_empty() {
+        line.push_str(&format!(" {}", paint("2", &format!("“{preview}”"))));
+    }
+    line
+}
+
+/// The start of the first output text, on one line.
+fn output_preview(span: &Span) -> String {
+    let Some(messages) = span.attribute("gen_ai.output.messages").and_then(Value::as_array) else {
+        return String::new();
+    };
+    let first_text = messages
+        .iter()
+        .flat_map(|m| m.get("parts").and_then(Value::as_array).into_iter().flatten())
+        .find_map(|part| match part.get("type").and_then(Value::as_str) {
+            Some("text") => part.get("content").and_then(Value::as_str).map(str::to_string),
+            Some("tool_call") => part.get("name").and_then(Value::as_str).map(|n| format!("→ {n}(…)")),
+            _ => None,
+        })
+        .unwrap_or_default();
+    let flat: String = first_text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.chars().count() > PREVIEW_CHARS {
+        format!("{}…", flat.chars().take(PREVIEW_CHARS).collect::<String>())
+    } else {
+        flat
+    }
+}
+
+pub(super) fn format_seconds(seconds: f64) -> String {
+    if seconds < 1.0 { format!("{:.0}ms", seconds * 1000.0) } else { format!("{seconds:.2}s") }
+}
+
+/// HH:MM:SS.mmm in UTC.
+fn format_clock(unix_ns: u64) -> String {
+    let ms = unix_ns / 1_000_000;
+    let secs = ms / 1000;
+    format!("{:02}:{:02}:{:02}.{:03}", (secs / 3600) % 24, (secs / 60) % 60, secs % 60, ms % 1000)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn renders_a_call_on_one_line() {
+        let mut span = Span {
+            trace_id: "t".into(),
+            span_id: "s".into(),
+            parent_span_id: None,
+            name: "chat gpt-4o".into(),
+            start_time_unix_nano: 3_723_004_000_000,
+            end_time_unix_nano: 3_724_504_000_000,
+            attributes: Default::default(),
+        };
+        for (k, v) in [
+            ("process.executable.name", json!("python3")),
+            ("process.pid", json!(10)),
+            ("thread.id", json!(11)),
+            ("gen_ai.provider.name", json!("openai")),
+            ("gen_ai.operation.name", json!("chat")),
+            ("gen_ai.request.model", json!("gpt-4o")),
+            ("http.response.status_code", json!(200)),
+            ("gen_ai.usage.input_tokens", json!(12)),
+            ("gen_ai.usage.output_tokens", json!(3)),
+            ("gen_ai.output.messages", json!([{"role":"assistant","parts":[{"type":"text","content":"Hi\nthere"}]}])),
+        ] {
+            span.attributes.insert(k.into(), v);
+        }
+        let line = render(&span, |_, t| t.to_string());
+        assert_eq!(line, "01:02:03.004 python3[10/11] openai chat gpt-4o 200 1.50s tokens 12→3 “Hi there”");
+    }
+}

@@ -1,0 +1,141 @@
+//! The span: one LLM call as the sinks see it.
+use serde_json::{Map, Value, json};
+
+use crate::{http::Exchange, llm::LlmCall};
+
+/// An OpenTelemetry span, with its attributes flat.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Span {
+    /// 32 lowercase hex digits.
+    pub trace_id: String,
+    /// 16 lowercase hex digits.
+    pub span_id: String,
+    pub parent_span_id: Option<String>,
+    pub name: String,
+    pub start_time_unix_nano: u64,
+    pub end_time_unix_nano: u64,
+    pub attributes: Map<String, Value>,
+}
+
+impl Span {
+    /// One JSON object: the span's identity and times, then every attribute as a top-level key.
+    pub fn to_json(&self) -> Value {
+        let mut object = Map::new();
+        object.insert("trace_id".into(), json!(self.trace_id));
+        object.insert("span_id".into(), json!(self.span_id));
+        object.insert("parent_span_id".into(), json!(self.parent_span_id));
+        object.insert("name".into(), json!(self.name));
+        object.insert("kind".into(), json!("CLIENT"));
+        object.insert("start_time_unix_nano".into(), json!(self.start_time_unix_nano));
+        object.insert("end_time_unix_nano".into(), json!(self.end_time_unix_nano));
+        for (key, value) in &self.attributes {
+            object.insert(key.clone(), value.clone());
+        }
+        Value::Object(object)
+    }
+
+    pub fn attribute(&self, key: &str) -> Option<&Value> {
+        self.attributes.get(key)
+    }
+
+    pub fn duration_ns(&self) -> u64 {
+        self.end_time_unix_nano.saturating_sub(self.start_time_unix_nano)
+    }
+}
+
+/// What the pipeline knows about a traced process.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProcessInfo {
+    pub executable_path: String,
+    pub comm: String,
+}
+
+impl ProcessInfo {
+    /// The program's file name; the kernel's 15-byte command name when the path is unknown.
+    pub fn executable_name(&self) -> &str {
+        match self.executable_path.rsplit('/').next() {
+            Some(name) if !name.is_empty() => name,
+            _ => &self.comm,
+        }
+    }
+}
+
+/// A span without trace identity yet: the call, its HTTP facts and its process.
+pub fn build(exchange: &Exchange, call: LlmCall, process: &ProcessInfo) -> Span {
+    let request = &exchange.request;
+    let end = exchange.response.as_ref().map_or(request.ts_end, |r| r.ts_end).max(request.ts_start);
+    let mut attributes = call.attributes;
+    let mut set = |key: &str, value: Value| {
+        attributes.entry(key.to_string()).or_insert(value);
+    };
+    set("gen_ai.provider.name", json!(call.provider));
+    set("gen_ai.operation.name", json!(call.operation));
+    if let Some(model) = &call.request_model {
+        set("gen_ai.request.model", json!(model));
+    }
+    let (host, port) = server_address(request.headers.get("host"));
+    if let Some(host) = host {
+        set("server.address", json!(host));
+    }
+    if let Some(port) = port {
+        set("server.port", json!(port));
+    }
+    let path = request.target.split(['?', '#']).next().unwrap_or_default();
+    set("url.path", json!(path));
+    set("http.request.method", json!(request.method));
+    if let Some(response) = &exchange.response {
+        set("http.response.status_code", json!(response.status));
+        if response.status >= 400 {
+            set("error.type", json!(response.status.to_string()));
+        }
+    }
+    set("process.pid", json!(exchange.conn.pid));
+    set("thread.id", json!(exchange.tid));
+    set("process.executable.name", json!(process.executable_name()));
+    if !process.executable_path.is_empty() {
+        set("process.executable.path", json!(process.executable_path));
+    }
+    set("observer.tls.library", json!(exchange.library.as_str()));
+    set("observer.exchange.end", json!(format!("{:?}", exchange.end)));
+    let name = match &call.request_model {
+        Some(model) => format!("{} {model}", call.operation),
+        None => call.operation.clone(),
+    };
+    Span {
+        trace_id: String::new(),
+        span_id: String::new(),
+        parent_span_id: None,
+        name,
+        start_time_unix_nano: request.ts_start,
+        end_time_unix_nano: end,
+        attributes,
+    }
+}
+
+/// Host and port from a Host header; HTTPS's port when the header names none.
+fn server_address(host_header: Option<&str>) -> (Option<String>, Option<u16>) {
+    let Some(host) = host_header.map(str::trim).filter(|h| !h.is_empty()) else {
+        return (None, None);
+    };
+    // "[::1]:8443", "example.com:443", "example.com"
+    let (name, port) = match host.rsplit_once(':') {
+        Some((name, port)) if !name.ends_with(':') && port.chars().all(|c| c.is_ascii_digit()) => {
+            (name, port.parse().ok())
+        }
+        _ => (host, Some(443)),
+    };
+    (Some(name.trim_start_matches('[').trim_end_matches(']').to_string()), port)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_host_headers() {
+        assert_eq!(server_address(Some("api.openai.com")), (Some("api.openai.com".into()), Some(443)));
+        assert_eq!(server_address(Some("127.0.0.1:8443")), (Some("127.0.0.1".into()), Some(8443)));
+        assert_eq!(server_address(Some("[::1]:9000")), (Some("::1".into()), Some(9000)));
+        assert_eq!(server_address(None), (None, None));
+    }
+}

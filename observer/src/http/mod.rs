@@ -1,2 +1,373 @@
+//! The HTTP stage: ordered byte streams in, request/response exchanges out.
+//!
+//! Each connection's protocol is decided from its first bytes: an HTTP/1.x request written by
+//! the process makes it a client connection we parse; anything else is counted and skipped
+//! (server side, HTTP/2 until its engine lands, not HTTP at all).
+mod body;
+mod h1;
 pub mod types;
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
 pub use types::*;
+
+use crate::capture::{CaptureEvent, ConnKey, Direction, TlsLibrary};
+use crate::reassemble::{Reassembler, ReassemblyLimits, ReassemblyStats, Segment};
+use h1::{CloseReason, Cx, Http1Conn, Role, StartLine, sniff_start_line};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Decoded body bytes kept per message; the rest is dropped and the body marked truncated.
+    pub max_body_bytes: usize,
+    /// Bytes of one message head (start line and headers), and of one chunk-size or trailer line.
+    pub max_header_bytes: usize,
+    /// Connections tracked at once; past this the least recently active are dropped.
+    pub max_connections: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 16 << 20,
+            max_header_bytes: 64 << 10,
+            max_connections: 16_384,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HttpStats {
+    pub exchanges: u64,
+    /// Malformed heads, chunk framing or lengths.
+    pub parse_failures: u64,
+    /// Connections on which the process is the HTTP server: we emit client spans only.
+    pub server_side_skipped: u64,
+    /// HTTP/2 client connections, skipped until the HTTP/2 engine exists.
+    pub http2_skipped: u64,
+    /// Connections that do not speak HTTP.
+    pub non_http_skipped: u64,
+    /// Segments that followed lost bytes.
+    pub gaps: u64,
+    pub bodies_truncated: u64,
+    pub decode_failures: u64,
+    pub connections_evicted: u64,
+    /// Responses with no request to pair with (e.g. the request was written before we attached).
+    pub unmatched_responses: u64,
+    /// Connections that switched protocols (101, CONNECT) and are no longer followed.
+    pub upgraded: u64,
+}
+
+/// First line of the HTTP/2 connection preface (RFC 9113 §3.4).
+const HTTP2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n";
+
+/// What a connection carries, decided at its first bytes.
+enum Protocol {
+    /// Not yet decided: the first bytes are kept to be replayed once it is.
+    Sniffing(Vec<Segment>),
+    Http1(Box<Http1Conn>),
+    /// An HTTP/2 client connection; later bytes are dropped until the HTTP/2 engine takes them.
+    Http2,
+    /// Not followed (server side, not HTTP, upgraded): later bytes are dropped.
+    Ignored,
+}
+
+struct Connection {
+    library: TlsLibrary,
+    last_ts: u64,
+    protocol: Protocol,
+}
+
+/// What the first bytes say about a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Verdict {
+    Http1Client,
+    Http2Client,
+    ServerSide,
+    NotHttp,
+}
+
+/// Decides from the first bytes seen in `dir`, or `None` if more bytes are needed.
+fn classify(dir: Direction, first_bytes: &[u8], max_head: usize) -> Option<Verdict> {
+    let preface_len = first_bytes.len().min(HTTP2_PREFACE.len());
+    if first_bytes[..preface_len] == HTTP2_PREFACE[..preface_len] {
+        return match (preface_len == HTTP2_PREFACE.len(), dir) {
+            (false, _) => None,
+            (true, Direction::Egress) => Some(Verdict::Http2Client),
+            (true, Direction::Ingress) => Some(Verdict::ServerSide),
+        };
+    }
+    let verdict = match dir {
+        Direction::Egress => match sniff_start_line(Role::Request, first_bytes) {
+            StartLine::Valid => Some(Verdict::Http1Client),
+            StartLine::NeedMore => None,
+            StartLine::Invalid => Some(Verdict::NotHttp),
+        },
+        // A response first means we attached after the request was written: still a client.
+        Direction::Ingress => match (
+            sniff_start_line(Role::Request, first_bytes),
+            sniff_start_line(Role::Response, first_bytes),
+        ) {
+            (StartLine::Valid, _) => Some(Verdict::ServerSide),
+            (_, StartLine::Valid) => Some(Verdict::Http1Client),
+            (StartLine::Invalid, StartLine::Invalid) => Some(Verdict::NotHttp),
+            _ => None,
+        },
+    };
+    // A start line longer than any head we would accept is not one.
+    verdict.or((first_bytes.len() > max_head).then_some(Verdict::NotHttp))
+}
+
+/// Turns ordered segments into exchanges, per connection.
+pub struct HttpTracker {
+    limits: HttpLimits,
+    conns: HashMap<ConnKey, Connection>,
+    stats: HttpStats,
+}
+
+impl HttpTracker {
+    pub fn new(limits: HttpLimits) -> Self {
+        Self {
+            limits,
+            conns: HashMap::new(),
+            stats: HttpStats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> HttpStats {
+        self.stats
+    }
+
+    pub fn on_segment(&mut self, seg: Segment, out: &mut Vec<Exchange>) {
+        if seg.gap_before > 0 {
+            self.stats.gaps += 1;
+        }
+        if !self.conns.contains_key(&seg.conn) {
+            self.make_room(out);
+        }
+        let conn = self.conns.entry(seg.conn).or_insert_with(|| Connection {
+            library: seg.library,
+            last_ts: seg.ts,
+            protocol: Protocol::Sniffing(Vec::new()),
+        });
+        conn.last_ts = conn.last_ts.max(seg.ts);
+        let mut cx = Cx {
+            limits: &self.limits,
+            stats: &mut self.stats,
+            conn: seg.conn,
+            library: conn.library,
+        };
+        match &mut conn.protocol {
+            Protocol::Sniffing(held) => {
+                held.push(seg);
+                if let Some(decided) = decide(held, &mut cx, out) {
+                    conn.protocol = decided;
+                }
+            }
+            Protocol::Http1(http1) => {
+                http1.on_segment(&seg, &mut cx, out);
+                if http1.upgraded() {
+                    conn.protocol = Protocol::Ignored;
+                }
+            }
+            Protocol::Http2 | Protocol::Ignored => {}
+        }
+    }
+
+    /// The connection ended: hands over its open exchanges as `ConnectionClosed`.
+    pub fn on_conn_end(&mut self, conn: ConnKey, ts: u64, out: &mut Vec<Exchange>) {
+        let reason = CloseReason {
+            end: ExchangeEnd::ConnectionClosed,
+            problem: "connection closed",
+            conn_closed: true,
+        };
+        self.close(conn, reason, ts, out);
+    }
+
+    /// The process ended: all its connections did.
+    pub fn on_process_exit(&mut self, pid: u32, ts: u64, out: &mut Vec<Exchange>) {
+        let conns: Vec<ConnKey> = self
+            .conns
+            .keys()
+            .filter(|c| c.pid == pid)
+            .copied()
+            .collect();
+        for conn in conns {
+            self.on_conn_end(conn, ts, out);
+        }
+    }
+
+    /// The observer is stopping: hands over every open exchange as `ObserverStopped`.
+    pub fn flush_all(&mut self, ts: u64, out: &mut Vec<Exchange>) {
+        let reason = CloseReason {
+            end: ExchangeEnd::ObserverStopped,
+            problem: "observer stopped",
+            conn_closed: false,
+        };
+        let conns: Vec<ConnKey> = self.conns.keys().copied().collect();
+        for conn in conns {
+            self.close(conn, reason, ts, out);
+        }
+    }
+
+    fn close(&mut self, key: ConnKey, reason: CloseReason, ts: u64, out: &mut Vec<Exchange>) {
+        let Some(conn) = self.conns.remove(&key) else {
+            return;
+        };
+        if let Protocol::Http1(mut http1) = conn.protocol {
+            let mut cx = Cx {
+                limits: &self.limits,
+                stats: &mut self.stats,
+                conn: key,
+                library: conn.library,
+            };
+            log::trace!("{key:?}: closing at {ts}: {}", reason.problem);
+            http1.close(reason, &mut cx, out);
+        }
+    }
+
+    /// At the connection cap, drops the least recently active sixteenth of the connections, so
+    /// the scan is paid once per many new connections rather than once per connection.
+    fn make_room(&mut self, out: &mut Vec<Exchange>) {
+        if self.conns.len() < self.limits.max_connections {
+            return;
+        }
+        let mut by_age: Vec<(u64, ConnKey)> =
+            self.conns.iter().map(|(k, c)| (c.last_ts, *k)).collect();
+        let evict = (by_age.len() / 16).max(1);
+        by_age.select_nth_unstable(evict - 1);
+        let reason = CloseReason {
+            end: ExchangeEnd::DataLost,
+            problem: "connection evicted: too many connections",
+            conn_closed: false,
+        };
+        for &(ts, key) in &by_age[..evict] {
+            self.stats.connections_evicted += 1;
+            self.close(key, reason, ts, out);
+        }
+    }
+}
+
+/// Decides a connection's protocol once its first bytes allow; replays them into an HTTP/1 parser.
+fn decide(held: &mut Vec<Segment>, cx: &mut Cx, out: &mut Vec<Exchange>) -> Option<Protocol> {
+    let first_dir = held.first()?.dir;
+    let max_head = cx.limits.max_header_bytes;
+    let held_bytes: usize = held.iter().map(|s| s.data.len()).sum();
+    let verdict = if held_bytes > 2 * max_head {
+        // Only possible with bytes flowing both ways before a start line: not HTTP/1.
+        Verdict::NotHttp
+    } else {
+        classify(first_dir, &first_bytes(held, first_dir), max_head)?
+    };
+    let stats = &mut *cx.stats;
+    Some(match verdict {
+        Verdict::Http1Client => {
+            let mut http1 = Box::new(Http1Conn::new());
+            for seg in held.drain(..) {
+                http1.on_segment(&seg, cx, out);
+            }
+            if http1.upgraded() {
+                Protocol::Ignored
+            } else {
+                Protocol::Http1(http1)
+            }
+        }
+        Verdict::Http2Client => {
+            stats.http2_skipped += 1;
+            Protocol::Http2
+        }
+        Verdict::ServerSide => {
+            stats.server_side_skipped += 1;
+            Protocol::Ignored
+        }
+        Verdict::NotHttp => {
+            stats.non_http_skipped += 1;
+            Protocol::Ignored
+        }
+    })
+}
+
+/// The bytes read so far in `dir`, copied only when they span several segments.
+fn first_bytes(held: &[Segment], dir: Direction) -> Cow<'_, [u8]> {
+    let mut in_dir = held.iter().filter(|s| s.dir == dir);
+    match (in_dir.next(), in_dir.next()) {
+        (Some(only), None) => Cow::Borrowed(&only.data[..]),
+        _ => Cow::Owned(
+            held.iter()
+                .filter(|s| s.dir == dir)
+                .map(|s| &s.data[..])
+                .collect::<Vec<_>>()
+                .concat(),
+        ),
+    }
+}
+
+/// Reassembly and HTTP together: what the pipeline feeds capture events into.
+pub struct ConnectionStage {
+    reassembler: Reassembler,
+    http: HttpTracker,
+    /// Reused between events to avoid an allocation per chunk.
+    segments: Vec<Segment>,
+}
+
+impl Default for ConnectionStage {
+    fn default() -> Self {
+        Self::new(ReassemblyLimits::default(), HttpLimits::default())
+    }
+}
+
+impl ConnectionStage {
+    pub fn new(reassembly: ReassemblyLimits, http: HttpLimits) -> Self {
+        Self {
+            reassembler: Reassembler::new(reassembly),
+            http: HttpTracker::new(http),
+            segments: Vec::new(),
+        }
+    }
+
+    pub fn on_event(&mut self, ev: CaptureEvent, out: &mut Vec<Exchange>) {
+        match ev {
+            CaptureEvent::Data(chunk) => {
+                let ts = chunk.ts;
+                self.reassembler.push(chunk, &mut self.segments);
+                self.reassembler.expire(ts, &mut self.segments);
+                self.forward(out);
+            }
+            CaptureEvent::ConnEnd { conn, ts } => {
+                self.reassembler.end_conn(conn, &mut self.segments);
+                self.forward(out);
+                self.http.on_conn_end(conn, ts, out);
+            }
+            // A new program image has none of the old one's TLS sessions.
+            CaptureEvent::Exec { pid, ts, .. } | CaptureEvent::Exit { pid, ts } => {
+                self.reassembler.end_process(pid, &mut self.segments);
+                self.forward(out);
+                self.http.on_process_exit(pid, ts, out);
+            }
+        }
+    }
+
+    /// The observer is stopping: releases everything held and hands over every open exchange.
+    pub fn flush_all(&mut self, ts: u64, out: &mut Vec<Exchange>) {
+        self.reassembler.release_all_pending(&mut self.segments);
+        self.forward(out);
+        self.http.flush_all(ts, out);
+    }
+
+    pub fn stats(&self) -> HttpStats {
+        self.http.stats()
+    }
+
+    pub fn reassembly_stats(&self) -> ReassemblyStats {
+        self.reassembler.stats()
+    }
+
+    fn forward(&mut self, out: &mut Vec<Exchange>) {
+        for seg in self.segments.drain(..) {
+            self.http.on_segment(seg, out);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -598,7 +598,11 @@ fn route(request: &Request, request_id: String) -> Response {
         Provider::OpenAi => {
             request.header("authorization") == Some(&format!("Bearer {CANARY_API_KEY}"))
         }
-        Provider::Anthropic => request.header("x-api-key") == Some(CANARY_API_KEY),
+        // The Anthropic API takes `x-api-key`; recent SDKs send `Authorization: Bearer`.
+        Provider::Anthropic => {
+            request.header("x-api-key") == Some(CANARY_API_KEY)
+                || request.header("authorization") == Some(&format!("Bearer {CANARY_API_KEY}"))
+        }
     };
     if !authorised {
         let kind = match provider {

@@ -1,0 +1,54 @@
+"""Calls with Python's standard library only (http.client, one kept-alive connection).
+
+Usage: stdlib_calls.py SCENARIO...   (chat_json, messages_json)
+"""
+
+import http.client
+import json
+import sys
+import urllib.parse
+
+from common import API_KEY, BASE, TIMEOUT, emit, run_scenarios, ssl_context
+
+url = urllib.parse.urlsplit(BASE)
+conn = http.client.HTTPSConnection(url.hostname, url.port, context=ssl_context(), timeout=TIMEOUT)
+
+
+def post(path, body, headers):
+    payload = json.dumps(body).encode()
+    conn.request("POST", path, body=payload, headers={"content-type": "application/json", **headers})
+    response = conn.getresponse()
+    return response.status, json.loads(response.read())
+
+
+def chat_json(name):
+    prompt = "%s: what is the capital of France?" % name
+    status, body = post(
+        "/v1/chat/completions",
+        {"model": "gpt-4o", "messages": [{"role": "user", "content": prompt}], "temperature": 0.5},
+        {"authorization": "Bearer " + API_KEY},
+    )
+    choice = body["choices"][0]
+    emit(name, path="/v1/chat/completions", model="gpt-4o", prompt=prompt, stream=False, temperature=0.5,
+         status=status, response_id=body["id"], response_model=body["model"],
+         text=choice["message"]["content"], tool_calls=[], finish_reason=choice["finish_reason"],
+         input_tokens=body["usage"]["prompt_tokens"], output_tokens=body["usage"]["completion_tokens"])
+
+
+def messages_json(name):
+    prompt = "%s: name three colours" % name
+    status, body = post(
+        "/v1/messages",
+        {"model": "claude-sonnet-5", "max_tokens": 300, "system": "Be terse.",
+         "messages": [{"role": "user", "content": prompt}]},
+        {"x-api-key": API_KEY, "anthropic-version": "2023-06-01"},
+    )
+    emit(name, path="/v1/messages", model="claude-sonnet-5", prompt=prompt, stream=False, max_tokens=300,
+         status=status, response_id=body["id"], response_model=body["model"],
+         text="".join(b["text"] for b in body["content"] if b["type"] == "text"), tool_calls=[],
+         finish_reason=body["stop_reason"], input_tokens=body["usage"]["input_tokens"],
+         output_tokens=body["usage"]["output_tokens"])
+
+
+run_scenarios({"chat_json": chat_json, "messages_json": messages_json}, sys.argv[1:])
+conn.close()

@@ -1,0 +1,257 @@
+//! Anthropic Messages (`POST …/v1/messages`), on api.anthropic.com or any server that speaks it.
+//! Content is a list of typed blocks, in requests and responses alike; streams are typed events
+//! building those blocks up by index.
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use super::error::ProviderError;
+use super::exchange::{ApiReader, read_exchange, record_identity};
+use super::json::{append_str, array_at, object_at, str_at, u64_at};
+use super::origin::{is_post, provider_name, request_path};
+use super::otel::{
+    content_parts, input_message, opaque_part, output_message, parse_arguments, reasoning_part,
+    text_part, tool_call_part, tool_call_response_part, tool_definition,
+};
+use super::params::{record_model, record_numbers, record_stop_sequences, record_stream};
+use super::stream::{Seen, StreamSummary, read_sse};
+use super::usage::Usage;
+use super::{LlmCall, Provider, attr};
+use crate::http::{Body, Exchange, Request};
+
+pub(crate) struct Anthropic;
+
+/// `…/v1/messages/count_tokens` and `…/v1/messages/batches` are not calls of a model:
+/// deliberately not claimed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Endpoint {
+    Messages,
+}
+
+impl Provider for Anthropic {
+    type Endpoint = Endpoint;
+
+    fn endpoint(&self, request: &Request) -> Option<Endpoint> {
+        let path = request_path(&request.target).trim_end_matches('/');
+        (is_post(request) && path.ends_with("/v1/messages")).then_some(Endpoint::Messages)
+    }
+
+    fn parse(&self, endpoint: Endpoint, exchange: &Exchange) -> LlmCall {
+        let Endpoint::Messages = endpoint;
+        let mut call = LlmCall::new(provider_name(&exchange.request, "anthropic"), "chat");
+        read_exchange(&mut call, exchange, &MessagesApi);
+        call
+    }
+}
+
+struct MessagesApi;
+
+const NUMERIC_PARAMS: &[(&str, &str)] = &[
+    ("max_tokens", attr::REQUEST_MAX_TOKENS),
+    ("temperature", attr::REQUEST_TEMPERATURE),
+    ("top_p", attr::REQUEST_TOP_P),
+    ("top_k", attr::REQUEST_TOP_K),
+];
+
+impl ApiReader for MessagesApi {
+    fn read_request(&self, call: &mut LlmCall, request: &Value) {
+        record_model(call, request);
+        record_stream(call, request);
+        record_numbers(call, request, NUMERIC_PARAMS);
+        record_stop_sequences(call, request.get("stop_sequences"));
+        call.set_list(
+            attr::SYSTEM_INSTRUCTIONS,
+            content_parts(request.get("system"), block_part),
+        );
+        let messages = array_at(request, "messages").iter().map(|message| {
+            let parts = content_parts(message.get("content"), block_part);
+            input_message(str_at(message, "role").unwrap_or("user"), parts)
+        });
+        call.set_list(attr::INPUT_MESSAGES, messages.collect());
+        let tools = array_at(request, "tools").iter().map(|tool| {
+            tool_definition(
+                str_at(tool, "type").unwrap_or("function"),
+                tool,
+                "input_schema",
+            )
+        });
+        call.set_list(attr::TOOL_DEFINITIONS, tools.collect());
+    }
+
+    fn read_json_response(&self, call: &mut LlmCall, response: &Value) {
+        record_identity(call, response);
+        if let Some(report) = object_at(response, "usage") {
+            usage(report).record(call);
+        }
+        record_output(
+            call,
+            array_at(response, "content"),
+            str_at(response, "stop_reason"),
+        );
+    }
+
+    fn read_stream_response(&self, call: &mut LlmCall, body: &Body) -> Option<StreamSummary> {
+        let mut message = MessageDraft::default();
+        let summary = read_sse(body, |event, data| {
+            match str_at(data, "type").or(event).unwrap_or_default() {
+                "message_stop" => Seen {
+                    content: false,
+                    terminal: true,
+                },
+                "error" => {
+                    let error = ProviderError::from_body(data).unwrap_or_default();
+                    error.record(call, "stream_error");
+                    Seen::default()
+                }
+                "message_start" => {
+                    if let Some(start) = object_at(data, "message") {
+                        record_identity(call, start);
+                        message.absorb_usage(start);
+                    }
+                    Seen::default()
+                }
+                "message_delta" => {
+                    message.absorb_message_delta(data);
+                    Seen::default()
+                }
+                "content_block_start" => {
+                    message.start_block(data);
+                    Seen::default()
+                }
+                "content_block_delta" => Seen {
+                    content: message.absorb_block_delta(data),
+                    terminal: false,
+                },
+                _ => Seen::default(), // ping, content_block_stop
+            }
+        });
+        message.usage.record(call);
+        let stop_reason = message.stop_reason.take();
+        record_output(call, &message.into_blocks(), stop_reason.as_deref());
+        Some(summary)
+    }
+}
+
+/// Anthropic's `input_tokens` leaves out cached tokens; the conventions' input count includes them.
+fn usage(report: &Value) -> Usage {
+    let cache_read = u64_at(report, "cache_read_input_tokens");
+    let cache_creation = u64_at(report, "cache_creation_input_tokens");
+    let input = u64_at(report, "input_tokens").map(|uncached| {
+        [cache_read, cache_creation]
+            .into_iter()
+            .flatten()
+            .fold(uncached, u64::saturating_add)
+    });
+    Usage {
+        input,
+        output: u64_at(report, "output_tokens"),
+        cache_read,
+        cache_creation,
+        reasoning: None,
+    }
+}
+
+fn record_output(call: &mut LlmCall, blocks: &[Value], stop_reason: Option<&str>) {
+    if let Some(reason) = stop_reason {
+        call.set(attr::RESPONSE_FINISH_REASONS, vec![reason]);
+    }
+    if blocks.is_empty() && stop_reason.is_none() {
+        return;
+    }
+    let parts = blocks.iter().map(block_part).collect();
+    call.set(
+        attr::OUTPUT_MESSAGES,
+        vec![output_message("assistant", parts, stop_reason)],
+    );
+}
+
+/// A content block (request, response or reassembled from a stream) as an OTel part.
+fn block_part(block: &Value) -> Value {
+    let kind = str_at(block, "type").unwrap_or("unknown");
+    let field = |key| str_at(block, key);
+    match kind {
+        "text" => text_part(field("text").unwrap_or_default()),
+        "thinking" => reasoning_part(field("thinking").unwrap_or_default()),
+        "tool_use" => {
+            let input = block.get("input").cloned().unwrap_or_default();
+            tool_call_part(field("id"), field("name"), input)
+        }
+        "tool_result" => {
+            let content = block.get("content").cloned().unwrap_or_default();
+            tool_call_response_part(field("tool_use_id"), content)
+        }
+        _ => opaque_part(kind),
+    }
+}
+
+/// The response message being reassembled from stream events.
+#[derive(Default)]
+struct MessageDraft {
+    blocks: BTreeMap<u64, Value>,
+    /// `input_json_delta` fragments per tool_use block, parsed once the stream is read.
+    tool_inputs: BTreeMap<u64, String>,
+    stop_reason: Option<String>,
+    usage: Usage,
+}
+
+impl MessageDraft {
+    /// `message_start` carries input usage; `message_delta` the cumulative output count.
+    fn absorb_usage(&mut self, carrier: &Value) {
+        if let Some(report) = object_at(carrier, "usage") {
+            self.usage.update(usage(report));
+        }
+    }
+
+    fn absorb_message_delta(&mut self, event: &Value) {
+        let delta = event.get("delta");
+        if let Some(reason) = delta.and_then(|d| str_at(d, "stop_reason")) {
+            self.stop_reason = Some(reason.to_owned());
+        }
+        self.absorb_usage(event);
+    }
+
+    fn start_block(&mut self, event: &Value) {
+        if let Some(block) = object_at(event, "content_block") {
+            self.blocks
+                .insert(u64_at(event, "index").unwrap_or(0), block.clone());
+        }
+    }
+
+    /// Folds a `content_block_delta` into its block; true if it carried output.
+    fn absorb_block_delta(&mut self, event: &Value) -> bool {
+        let index = u64_at(event, "index").unwrap_or(0);
+        let Some(delta) = object_at(event, "delta") else {
+            return false;
+        };
+        let (target, fragment) = match str_at(delta, "type") {
+            Some("text_delta") => ("text", str_at(delta, "text")),
+            Some("thinking_delta") => ("thinking", str_at(delta, "thinking")),
+            Some("input_json_delta") => {
+                let fragment = str_at(delta, "partial_json").unwrap_or_default();
+                self.tool_inputs
+                    .entry(index)
+                    .or_default()
+                    .push_str(fragment);
+                return !fragment.is_empty();
+            }
+            _ => return false, // signature_delta and future kinds
+        };
+        let fragment = fragment.unwrap_or_default();
+        // A block whose start was not seen: its kind is the field its deltas fill.
+        let block = self
+            .blocks
+            .entry(index)
+            .or_insert_with(|| serde_json::json!({ "type": target }));
+        append_str(block, target, fragment);
+        !fragment.is_empty()
+    }
+
+    fn into_blocks(mut self) -> Vec<Value> {
+        for (index, input) in self.tool_inputs {
+            if let Some(block) = self.blocks.get_mut(&index).and_then(Value::as_object_mut) {
+                block.insert("input".into(), parse_arguments(&input));
+            }
+        }
+        self.blocks.into_values().collect()
+    }
+}

@@ -1,0 +1,48 @@
+//! Attribute keys: the OpenTelemetry GenAI semantic conventions, and the observer's own
+//! (`observer.*`, plus `gen_ai.response.time_to_first_chunk`).
+
+pub const PROVIDER_NAME: &str = "gen_ai.provider.name";
+pub const OPERATION_NAME: &str = "gen_ai.operation.name";
+
+pub const REQUEST_MODEL: &str = "gen_ai.request.model";
+pub const REQUEST_STREAM: &str = "gen_ai.request.stream";
+pub const REQUEST_TEMPERATURE: &str = "gen_ai.request.temperature";
+pub const REQUEST_TOP_P: &str = "gen_ai.request.top_p";
+pub const REQUEST_TOP_K: &str = "gen_ai.request.top_k";
+pub const REQUEST_MAX_TOKENS: &str = "gen_ai.request.max_tokens";
+pub const REQUEST_STOP_SEQUENCES: &str = "gen_ai.request.stop_sequences";
+pub const REQUEST_FREQUENCY_PENALTY: &str = "gen_ai.request.frequency_penalty";
+pub const REQUEST_PRESENCE_PENALTY: &str = "gen_ai.request.presence_penalty";
+pub const REQUEST_SEED: &str = "gen_ai.request.seed";
+pub const REQUEST_CHOICE_COUNT: &str = "gen_ai.request.choice.count";
+pub const REQUEST_ENCODING_FORMATS: &str = "gen_ai.request.encoding_formats";
+pub const EMBEDDINGS_DIMENSION_COUNT: &str = "gen_ai.embeddings.dimension.count";
+pub const OUTPUT_TYPE: &str = "gen_ai.output.type";
+pub const CONVERSATION_ID: &str = "gen_ai.conversation.id";
+
+pub const RESPONSE_ID: &str = "gen_ai.response.id";
+pub const RESPONSE_MODEL: &str = "gen_ai.response.model";
+pub const RESPONSE_FINISH_REASONS: &str = "gen_ai.response.finish_reasons";
+pub const RESPONSE_TIME_TO_FIRST_CHUNK: &str = "gen_ai.response.time_to_first_chunk";
+
+pub const USAGE_INPUT_TOKENS: &str = "gen_ai.usage.input_tokens";
+pub const USAGE_OUTPUT_TOKENS: &str = "gen_ai.usage.output_tokens";
+pub const USAGE_CACHE_READ_INPUT_TOKENS: &str = "gen_ai.usage.cache_read.input_tokens";
+pub const USAGE_CACHE_CREATION_INPUT_TOKENS: &str = "gen_ai.usage.cache_creation.input_tokens";
+pub const USAGE_REASONING_OUTPUT_TOKENS: &str = "gen_ai.usage.reasoning.output_tokens";
+
+pub const SYSTEM_INSTRUCTIONS: &str = "gen_ai.system_instructions";
+pub const INPUT_MESSAGES: &str = "gen_ai.input.messages";
+pub const OUTPUT_MESSAGES: &str = "gen_ai.output.messages";
+pub const TOOL_DEFINITIONS: &str = "gen_ai.tool.definitions";
+
+pub const ERROR_TYPE: &str = "error.type";
+
+/// "reported" when the provider sent token usage.
+pub const OBSERVER_USAGE_SOURCE: &str = "observer.usage.source";
+/// Number of SSE data events, the `[DONE]` sentinel excluded.
+pub const OBSERVER_STREAM_CHUNK_COUNT: &str = "observer.stream.chunk_count";
+pub const OBSERVER_ERROR_CODE: &str = "observer.error.code";
+pub const OBSERVER_ERROR_MESSAGE: &str = "observer.error.message";
+/// Why the exchange was handed on, when it is not "complete" (see `ExchangeEnd`).
+pub const OBSERVER_EXCHANGE_END: &str = "observer.exchange.end";

@@ -1,0 +1,60 @@
+//! Errors the provider reported, in a response body or in a stream event.
+use serde_json::Value;
+
+use super::json::{object_at, str_at};
+use super::{LlmCall, attr};
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct ProviderError {
+    kind: Option<String>,
+    code: Option<String>,
+    message: Option<String>,
+}
+
+impl ProviderError {
+    /// An error object: OpenAI's `{type, code, message}`, Anthropic's `{type, message}`,
+    /// the Responses API's `{code, message}`.
+    pub fn from_object(error: &Value) -> Self {
+        let code = error.get("code").and_then(|code| match code {
+            Value::String(code) => Some(code.clone()),
+            Value::Number(code) => Some(code.to_string()),
+            _ => None,
+        });
+        ProviderError {
+            // A type of "error" (Responses API stream events) names nothing.
+            kind: str_at(error, "type")
+                .filter(|kind| *kind != "error")
+                .map(str::to_owned),
+            code,
+            message: str_at(error, "message").map(str::to_owned),
+        }
+    }
+
+    /// A body reporting an error: `{"error": {...}}` (OpenAI, and Anthropic inside
+    /// `{"type": "error", ...}`), or `{"error": "text"}` as some compatible servers send.
+    pub fn from_body(body: &Value) -> Option<Self> {
+        if let Some(error) = object_at(body, "error") {
+            return Some(Self::from_object(error));
+        }
+        str_at(body, "error").map(|message| ProviderError {
+            message: Some(message.to_owned()),
+            ..Self::default()
+        })
+    }
+
+    /// Records the error; `error.type` is the provider's type, else its code, else `fallback_type`.
+    pub fn record(self, call: &mut LlmCall, fallback_type: &str) {
+        let error_type = self
+            .kind
+            .clone()
+            .or_else(|| self.code.clone())
+            .unwrap_or_else(|| fallback_type.to_owned());
+        call.set(attr::ERROR_TYPE, error_type);
+        if let Some(code) = self.code {
+            call.set(attr::OBSERVER_ERROR_CODE, code);
+        }
+        if let Some(message) = self.message {
+            call.set(attr::OBSERVER_ERROR_MESSAGE, message);
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! The flow every API shares: read the request once, then the response in whichever form it
+//! came (missing, an HTTP error, a stream, or a JSON body).
+use serde_json::Value;
+
+use super::error::ProviderError;
+use super::json::{self, str_at};
+use super::stream::StreamSummary;
+use super::{LlmCall, attr};
+use crate::http::{Body, Exchange, ExchangeEnd, Response};
+
+/// One API's reading of its request and response bodies.
+pub(crate) trait ApiReader {
+    /// The request body, `Value::Null` when it is not JSON.
+    fn read_request(&self, call: &mut LlmCall, request: &Value);
+
+    /// A successful, whole JSON response.
+    fn read_json_response(&self, call: &mut LlmCall, response: &Value);
+
+    /// A successful event-stream response; `None` for APIs that never stream.
+    fn read_stream_response(&self, _call: &mut LlmCall, _body: &Body) -> Option<StreamSummary> {
+        None
+    }
+}
+
+pub(crate) fn read_exchange(call: &mut LlmCall, exchange: &Exchange, api: &dyn ApiReader) {
+    let request = json::parse(&exchange.request.body.data).unwrap_or(Value::Null);
+    api.read_request(call, &request);
+    if exchange.end != ExchangeEnd::Complete {
+        call.set(attr::OBSERVER_EXCHANGE_END, end_name(exchange.end));
+    }
+    let Some(response) = &exchange.response else {
+        call.set(attr::ERROR_TYPE, end_name(exchange.end));
+        return;
+    };
+    if !(200..300).contains(&response.status) {
+        record_http_error(call, response);
+        return;
+    }
+    if is_event_stream(response)
+        && let Some(summary) = api.read_stream_response(call, &response.body)
+    {
+        summary.record(call, exchange);
+        return;
+    }
+    match json::parse(&response.body.data) {
+        Some(body) => api.read_json_response(call, &body),
+        // A cut-off JSON body: the request side is all we have.
+        None if exchange.end != ExchangeEnd::Complete => {
+            call.set(attr::ERROR_TYPE, end_name(exchange.end));
+        }
+        None => {}
+    }
+}
+
+/// `gen_ai.response.id` and `gen_ai.response.model`, named alike by every provider.
+pub(crate) fn record_identity(call: &mut LlmCall, response: &Value) {
+    if let Some(id) = str_at(response, "id") {
+        call.set(attr::RESPONSE_ID, id);
+    }
+    if let Some(model) = str_at(response, "model") {
+        call.set(attr::RESPONSE_MODEL, model);
+    }
+}
+
+fn record_http_error(call: &mut LlmCall, response: &Response) {
+    let status = response.status.to_string();
+    match json::parse(&response.body.data).and_then(|body| ProviderError::from_body(&body)) {
+        Some(error) => error.record(call, &status),
+        None => call.set(attr::ERROR_TYPE, status),
+    }
+}
+
+fn is_event_stream(response: &Response) -> bool {
+    let declared = response
+        .headers
+        .get("content-type")
+        .is_some_and(|ct| ct.to_ascii_lowercase().contains("text/event-stream"));
+    // Some servers stream without saying so.
+    let looks_like_sse = || {
+        let start = response.body.data.trim_ascii_start();
+        [&b"data:"[..], b"event:", b":"]
+            .iter()
+            .any(|prefix| start.starts_with(prefix))
+    };
+    declared || looks_like_sse()
+}
+
+fn end_name(end: ExchangeEnd) -> &'static str {
+    match end {
+        // A complete exchange without a response cannot happen; name it plainly if it does.
+        ExchangeEnd::Complete => "no_response",
+        ExchangeEnd::ConnectionClosed => "connection_closed",
+        ExchangeEnd::ObserverStopped => "observer_stopped",
+        ExchangeEnd::DataLost => "data_lost",
+    }
+}

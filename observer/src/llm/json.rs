@@ -1,0 +1,38 @@
+//! Lenient reads of JSON from other processes: a missing field or one of the wrong type is `None`.
+use serde_json::Value;
+
+pub(crate) fn parse(bytes: &[u8]) -> Option<Value> {
+    serde_json::from_slice(bytes).ok()
+}
+
+pub(crate) fn str_at<'a>(value: &'a Value, key: &str) -> Option<&'a str> {
+    value.get(key)?.as_str()
+}
+
+pub(crate) fn u64_at(value: &Value, key: &str) -> Option<u64> {
+    value.get(key)?.as_u64()
+}
+
+/// The array at `key`, empty when absent or not an array.
+pub(crate) fn array_at<'a>(value: &'a Value, key: &str) -> &'a [Value] {
+    value
+        .get(key)
+        .and_then(Value::as_array)
+        .map_or(&[], Vec::as_slice)
+}
+
+/// The object at `key`, if it is one (providers send `"usage": null` and the like).
+pub(crate) fn object_at<'a>(value: &'a Value, key: &str) -> Option<&'a Value> {
+    value.get(key).filter(|v| v.is_object())
+}
+
+/// Appends a streamed fragment to the string at `key` of an object, creating it if needed.
+pub(crate) fn append_str(target: &mut Value, key: &str, fragment: &str) {
+    let Some(object) = target.as_object_mut() else {
+        return;
+    };
+    let slot = object.entry(key).or_insert_with(|| Value::from(""));
+    if let Value::String(text) = slot {
+        text.push_str(fragment);
+    }
+}

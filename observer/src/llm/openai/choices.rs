@@ -1,0 +1,285 @@
+//! Chat Completions (`…/chat/completions`) and legacy Completions (`…/completions`): one
+//! envelope of `choices`, whose output is in `message` / `delta` (chat) or `text` (legacy).
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+use super::{record_output_type, record_usage};
+use crate::http::Body;
+use crate::llm::error::ProviderError;
+use crate::llm::exchange::{ApiReader, record_identity};
+use crate::llm::json::{array_at, str_at, u64_at};
+use crate::llm::otel::{
+    content_parts, input_message, output_message, parse_arguments, reasoning_part, text_block_part,
+    text_part, tool_call_part, tool_call_response_part, tool_definition,
+};
+use crate::llm::params::{record_model, record_numbers, record_stop_sequences, record_stream};
+use crate::llm::stream::{Seen, StreamSummary, read_sse};
+use crate::llm::{LlmCall, attr};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum ChoicesApi {
+    Chat,
+    Legacy,
+}
+
+const NUMERIC_PARAMS: &[(&str, &str)] = &[
+    ("temperature", attr::REQUEST_TEMPERATURE),
+    ("top_p", attr::REQUEST_TOP_P),
+    ("max_tokens", attr::REQUEST_MAX_TOKENS),
+    ("max_completion_tokens", attr::REQUEST_MAX_TOKENS),
+    ("frequency_penalty", attr::REQUEST_FREQUENCY_PENALTY),
+    ("presence_penalty", attr::REQUEST_PRESENCE_PENALTY),
+    ("seed", attr::REQUEST_SEED),
+];
+
+impl ApiReader for ChoicesApi {
+    fn read_request(&self, call: &mut LlmCall, request: &Value) {
+        record_model(call, request);
+        record_stream(call, request);
+        record_numbers(call, request, NUMERIC_PARAMS);
+        record_stop_sequences(call, request.get("stop"));
+        if let Some(count) = u64_at(request, "n").filter(|&n| n != 1) {
+            call.set(attr::REQUEST_CHOICE_COUNT, count);
+        }
+        match self {
+            ChoicesApi::Chat => {
+                let messages = array_at(request, "messages").iter().map(|message| {
+                    input_message(
+                        str_at(message, "role").unwrap_or("user"),
+                        message_parts(message),
+                    )
+                });
+                call.set_list(attr::INPUT_MESSAGES, messages.collect());
+                let tools = array_at(request, "tools").iter().map(tool_definition_of);
+                call.set_list(attr::TOOL_DEFINITIONS, tools.collect());
+                record_output_type(call, request.get("response_format"));
+            }
+            ChoicesApi::Legacy => {
+                call.set_list(attr::INPUT_MESSAGES, prompt_messages(request.get("prompt")));
+            }
+        }
+    }
+
+    fn read_json_response(&self, call: &mut LlmCall, response: &Value) {
+        record_identity(call, response);
+        record_usage(call, response);
+        self.record_choices(call, array_at(response, "choices"));
+    }
+
+    fn read_stream_response(&self, call: &mut LlmCall, body: &Body) -> Option<StreamSummary> {
+        let mut drafts = BTreeMap::<u64, ChoiceDraft>::new();
+        let summary = read_sse(body, |_, chunk| {
+            if let Some(error) = ProviderError::from_body(chunk) {
+                error.record(call, "stream_error");
+                return Seen::default();
+            }
+            record_identity(call, chunk);
+            // Only with `stream_options.include_usage`: a last chunk with no choices.
+            record_usage(call, chunk);
+            let mut seen = Seen::default();
+            for choice in array_at(chunk, "choices") {
+                let index = u64_at(choice, "index").unwrap_or(0);
+                seen.content |= drafts.entry(index).or_default().absorb(*self, choice);
+            }
+            seen
+        });
+        let choices: Vec<Value> = drafts
+            .into_iter()
+            .map(|(index, draft)| draft.into_choice(*self, index))
+            .collect();
+        self.record_choices(call, &choices);
+        Some(summary)
+    }
+}
+
+impl ChoicesApi {
+    /// Finish reasons and output messages, from response choices or reassembled stream ones.
+    fn record_choices(self, call: &mut LlmCall, choices: &[Value]) {
+        let finish_reasons = choices
+            .iter()
+            .filter_map(|choice| str_at(choice, "finish_reason"))
+            .map(Value::from);
+        call.set_list(attr::RESPONSE_FINISH_REASONS, finish_reasons.collect());
+        let messages = choices.iter().map(|choice| self.output_message(choice));
+        call.set_list(attr::OUTPUT_MESSAGES, messages.collect());
+    }
+
+    fn output_message(self, choice: &Value) -> Value {
+        let finish_reason = str_at(choice, "finish_reason");
+        match self {
+            ChoicesApi::Chat => {
+                let message = choice.get("message");
+                let role = message
+                    .and_then(|m| str_at(m, "role"))
+                    .unwrap_or("assistant");
+                let parts = message.map(message_parts).unwrap_or_default();
+                output_message(role, parts, finish_reason)
+            }
+            ChoicesApi::Legacy => {
+                let parts = content_parts(choice.get("text"), text_block_part);
+                output_message("assistant", parts, finish_reason)
+            }
+        }
+    }
+}
+
+/// A Chat Completions message (request `messages[]`, response `choices[].message`, or one
+/// reassembled from a stream) as OTel parts.
+fn message_parts(message: &Value) -> Vec<Value> {
+    let mut parts = Vec::new();
+    // DeepSeek, vLLM and others return reasoning beside the content.
+    if let Some(reasoning) = str_at(message, "reasoning_content").filter(|r| !r.is_empty()) {
+        parts.push(reasoning_part(reasoning));
+    }
+    if str_at(message, "role") == Some("tool") {
+        let response = message.get("content").cloned().unwrap_or_default();
+        parts.push(tool_call_response_part(
+            str_at(message, "tool_call_id"),
+            response,
+        ));
+    } else {
+        parts.extend(content_parts(message.get("content"), text_block_part));
+    }
+    parts.extend(array_at(message, "tool_calls").iter().map(tool_call_of));
+    parts
+}
+
+fn tool_call_of(tool_call: &Value) -> Value {
+    let function = tool_call.get("function");
+    let field = |key| function.and_then(|f| str_at(f, key));
+    let arguments = parse_arguments(field("arguments").unwrap_or_default());
+    tool_call_part(str_at(tool_call, "id"), field("name"), arguments)
+}
+
+fn tool_definition_of(tool: &Value) -> Value {
+    let kind = str_at(tool, "type").unwrap_or("function");
+    // The description sits under the tool's type: {"type": "function", "function": {...}}.
+    tool_definition(kind, tool.get(kind).unwrap_or(tool), "parameters")
+}
+
+/// Legacy prompts: one string, or a batch of them (token-id prompts carry no text).
+fn prompt_messages(prompt: Option<&Value>) -> Vec<Value> {
+    let prompts: Vec<&str> = match prompt {
+        Some(Value::String(one)) => vec![one],
+        Some(Value::Array(many)) => many.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    };
+    let message = |text| input_message("user", vec![text_part(text)]);
+    prompts.into_iter().map(message).collect()
+}
+
+/// One choice being reassembled from stream chunks.
+#[derive(Default)]
+struct ChoiceDraft {
+    role: Option<String>,
+    content: String,
+    reasoning: String,
+    tool_calls: BTreeMap<u64, ToolCallDraft>,
+    finish_reason: Option<String>,
+}
+
+#[derive(Default)]
+struct ToolCallDraft {
+    id: Option<String>,
+    name: Option<String>,
+    arguments: String,
+}
+
+impl ChoiceDraft {
+    /// Folds in one chunk's piece of this choice; true if it carried output.
+    fn absorb(&mut self, api: ChoicesApi, choice: &Value) -> bool {
+        if let Some(reason) = str_at(choice, "finish_reason") {
+            self.finish_reason = Some(reason.to_owned());
+        }
+        match (api, choice.get("delta")) {
+            (ChoicesApi::Legacy, _) => push_fragment(&mut self.content, str_at(choice, "text")),
+            (ChoicesApi::Chat, Some(delta)) => self.absorb_delta(delta),
+            (ChoicesApi::Chat, None) => false,
+        }
+    }
+
+    fn absorb_delta(&mut self, delta: &Value) -> bool {
+        if let Some(role) = str_at(delta, "role") {
+            self.role = Some(role.to_owned());
+        }
+        let mut content = push_fragment(&mut self.content, str_at(delta, "content"));
+        content |= push_fragment(&mut self.reasoning, str_at(delta, "reasoning_content"));
+        for fragment in array_at(delta, "tool_calls") {
+            content |= self.absorb_tool_call(fragment);
+        }
+        content
+    }
+
+    /// Tool-call arguments arrive in fragments; only the first carries the id and name.
+    fn absorb_tool_call(&mut self, fragment: &Value) -> bool {
+        let id = str_at(fragment, "id").filter(|id| !id.is_empty());
+        let index = u64_at(fragment, "index").unwrap_or_else(|| self.unindexed_call(id.is_some()));
+        let draft = self.tool_calls.entry(index).or_default();
+        if let Some(id) = id {
+            draft.id = Some(id.to_owned());
+        }
+        let function = fragment.get("function");
+        if let Some(name) = function
+            .and_then(|f| str_at(f, "name"))
+            .filter(|n| !n.is_empty())
+        {
+            draft.name = Some(name.to_owned());
+        }
+        let arguments = function.and_then(|f| str_at(f, "arguments"));
+        push_fragment(&mut draft.arguments, arguments) || id.is_some()
+    }
+
+    /// Where a fragment without `index` goes (some compatible servers omit it): a new call
+    /// when it brings an id, else the latest call.
+    fn unindexed_call(&self, starts_call: bool) -> u64 {
+        match self.tool_calls.keys().next_back() {
+            Some(&last) if starts_call => last.saturating_add(1),
+            Some(&last) => last,
+            None => 0,
+        }
+    }
+
+    /// The choice in the shape of a whole response's, so both are read by the same code.
+    fn into_choice(self, api: ChoicesApi, index: u64) -> Value {
+        match api {
+            ChoicesApi::Legacy => {
+                json!({"index": index, "text": self.content, "finish_reason": self.finish_reason})
+            }
+            ChoicesApi::Chat => {
+                let tool_calls: Vec<Value> = self
+                    .tool_calls
+                    .into_values()
+                    .map(|call| {
+                        json!({
+                            "id": call.id,
+                            "type": "function",
+                            "function": {"name": call.name, "arguments": call.arguments},
+                        })
+                    })
+                    .collect();
+                json!({
+                    "index": index,
+                    "message": {
+                        "role": self.role.as_deref().unwrap_or("assistant"),
+                        "content": self.content,
+                        "reasoning_content": self.reasoning,
+                        "tool_calls": tool_calls,
+                    },
+                    "finish_reason": self.finish_reason,
+                })
+            }
+        }
+    }
+}
+
+/// Appends a non-empty stream fragment; true if there was one.
+fn push_fragment(target: &mut String, fragment: Option<&str>) -> bool {
+    match fragment {
+        Some(fragment) if !fragment.is_empty() => {
+            target.push_str(fragment);
+            true
+        }
+        _ => false,
+    }
+}

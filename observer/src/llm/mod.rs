@@ -20,7 +20,7 @@ mod stream;
 mod usage;
 
 #[cfg(test)]
-mod testing;
+mod tests;
 
 use crate::http::{Exchange, Request};
 

@@ -1,0 +1,8 @@
+//! Tests through the entry point, [`super::recognise`], with realistic wire bodies.
+mod anthropic;
+mod errors;
+mod openai_chat;
+mod openai_other;
+mod openai_responses;
+mod robustness;
+mod support;

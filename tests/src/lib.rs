@@ -1,4 +1,53 @@
 //! End-to-end tests of the observer: a mock LLM API server (`llm-mock-server`), real clients
-//! (curl, Python, the official SDKs, in `clients/`) and the harness the tests in `tests/` use.
+//! (curl, Python's standard library, the official SDKs, in `clients/`) and the harness the
+//! tests in `tests/` use to run them under the observer and compare its spans with what the
+//! clients saw.
 
+pub mod calls;
+pub mod harness;
 pub mod mock;
+pub mod span;
+
+pub use calls::{ClientCall, assert_same_spans, assert_spans_match_calls, check_span};
+pub use harness::{ObserverRun, TestEnv};
+pub use span::Span;
+
+impl TestEnv {
+    /// Runs `python clients/SCRIPT SCENARIOS...` under `observer capture` (command mode) and
+    /// asserts that every call the client reports has exactly one span saying the same, and
+    /// that no other span comes from the client's processes.
+    pub fn check_client(&self, script: &str, scenarios: &[&str], record: bool) -> ObserverRun {
+        let run = self.capture(&self.client(script, scenarios), record);
+        let expected: usize = scenarios
+            .iter()
+            .map(|s| {
+                s.strip_prefix("parallel")
+                    .and_then(|rest| rest.split(':').next())
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(1)
+            })
+            .sum();
+        assert_eq!(
+            run.calls.len(),
+            expected,
+            "{script} {scenarios:?} reported {} calls, expected {expected}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            run.calls.len(),
+            run.stdout,
+            run.stderr
+        );
+        for call in &run.calls {
+            call.assert_consistent_with_mock();
+        }
+        assert_spans_match_calls(&run.spans, &run.calls, self.server.port);
+        run
+    }
+
+    /// The server-side TCP connection each call's response came on (None for calls without a
+    /// response id).
+    pub fn connections(&self, calls: &[ClientCall]) -> Vec<Option<u64>> {
+        calls
+            .iter()
+            .map(|c| c.response_id().and_then(|id| self.server.connection_of(id)))
+            .collect()
+    }
+}

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use super::error::ProviderError;
-use super::exchange::{ApiReader, read_exchange, record_identity};
+use super::exchange::{ApiReader, read_call, record_identity};
 use super::json::{append_str, array_at, object_at, str_at, u64_at};
 use super::origin::{is_post, provider_name, request_path};
 use super::otel::{
@@ -37,10 +37,10 @@ impl Provider for Anthropic {
     }
 
     fn parse(&self, endpoint: Endpoint, exchange: &Exchange) -> LlmCall {
-        let Endpoint::Messages = endpoint;
-        let mut call = LlmCall::new(provider_name(&exchange.request, "anthropic"), "chat");
-        read_exchange(&mut call, exchange, &MessagesApi);
-        call
+        let provider = provider_name(&exchange.request, "anthropic");
+        match endpoint {
+            Endpoint::Messages => read_call(provider, "chat", exchange, &MessagesApi),
+        }
     }
 }
 
@@ -93,37 +93,8 @@ impl ApiReader for MessagesApi {
     fn read_stream_response(&self, call: &mut LlmCall, body: &Body) -> Option<StreamSummary> {
         let mut message = MessageDraft::default();
         let summary = read_sse(body, |event, data| {
-            match str_at(data, "type").or(event).unwrap_or_default() {
-                "message_stop" => Seen {
-                    content: false,
-                    terminal: true,
-                },
-                "error" => {
-                    let error = ProviderError::from_body(data).unwrap_or_default();
-                    error.record(call, "stream_error");
-                    Seen::default()
-                }
-                "message_start" => {
-                    if let Some(start) = object_at(data, "message") {
-                        record_identity(call, start);
-                        message.absorb_usage(start);
-                    }
-                    Seen::default()
-                }
-                "message_delta" => {
-                    message.absorb_message_delta(data);
-                    Seen::default()
-                }
-                "content_block_start" => {
-                    message.start_block(data);
-                    Seen::default()
-                }
-                "content_block_delta" => Seen {
-                    content: message.absorb_block_delta(data),
-                    terminal: false,
-                },
-                _ => Seen::default(), // ping, content_block_stop
-            }
+            let kind = str_at(data, "type").or(event).unwrap_or_default();
+            message.absorb(call, kind, data)
         });
         message.usage.record(call);
         let stop_reason = message.stop_reason.take();
@@ -195,6 +166,28 @@ struct MessageDraft {
 }
 
 impl MessageDraft {
+    /// Folds in one stream event; identity and errors go straight to the call.
+    fn absorb(&mut self, call: &mut LlmCall, kind: &str, event: &Value) -> Seen {
+        match kind {
+            "message_start" => {
+                if let Some(start) = object_at(event, "message") {
+                    record_identity(call, start);
+                    self.absorb_usage(start);
+                }
+            }
+            "content_block_start" => self.start_block(event),
+            "content_block_delta" => return Seen::output(self.absorb_block_delta(event)),
+            "message_delta" => self.absorb_message_delta(event),
+            "message_stop" => return Seen::TERMINAL,
+            "error" => {
+                let error = ProviderError::from_body(event).unwrap_or_default();
+                error.record(call, "stream_error");
+            }
+            _ => {} // ping, content_block_stop
+        }
+        Seen::NOTHING
+    }
+
     /// `message_start` carries input usage; `message_delta` the cumulative output count.
     fn absorb_usage(&mut self, carrier: &Value) {
         if let Some(report) = object_at(carrier, "usage") {

@@ -22,7 +22,19 @@ pub(crate) trait ApiReader {
     }
 }
 
-pub(crate) fn read_exchange(call: &mut LlmCall, exchange: &Exchange, api: &dyn ApiReader) {
+/// The call `exchange` makes to `api`, as far as it can be read.
+pub(crate) fn read_call(
+    provider: &str,
+    operation: &str,
+    exchange: &Exchange,
+    api: &dyn ApiReader,
+) -> LlmCall {
+    let mut call = LlmCall::new(provider, operation);
+    read_exchange(&mut call, exchange, api);
+    call
+}
+
+fn read_exchange(call: &mut LlmCall, exchange: &Exchange, api: &dyn ApiReader) {
     let request = json::parse(&exchange.request.body.data).unwrap_or(Value::Null);
     api.read_request(call, &request);
     if exchange.end != ExchangeEnd::Complete {

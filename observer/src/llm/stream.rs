@@ -6,13 +6,28 @@ use super::{LlmCall, attr};
 use crate::http::{Body, Exchange, ExchangeEnd};
 
 /// What one stream event meant to the provider that read it.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct Seen {
     /// It carried output (text, reasoning or tool-call arguments): the first such event
     /// marks time to first chunk.
-    pub content: bool,
+    content: bool,
     /// It was the provider's end-of-stream event.
-    pub terminal: bool,
+    terminal: bool,
+}
+
+impl Seen {
+    pub const NOTHING: Seen = Seen::output(false);
+    pub const TERMINAL: Seen = Seen {
+        content: false,
+        terminal: true,
+    };
+
+    pub const fn output(carried: bool) -> Seen {
+        Seen {
+            content: carried,
+            terminal: false,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default)]

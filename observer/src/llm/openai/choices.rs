@@ -72,17 +72,17 @@ impl ApiReader for ChoicesApi {
         let summary = read_sse(body, |_, chunk| {
             if let Some(error) = ProviderError::from_body(chunk) {
                 error.record(call, "stream_error");
-                return Seen::default();
+                return Seen::NOTHING;
             }
             record_identity(call, chunk);
             // Only with `stream_options.include_usage`: a last chunk with no choices.
             record_usage(call, chunk);
-            let mut seen = Seen::default();
+            let mut output = false;
             for choice in array_at(chunk, "choices") {
                 let index = u64_at(choice, "index").unwrap_or(0);
-                seen.content |= drafts.entry(index).or_default().absorb(*self, choice);
+                output |= drafts.entry(index).or_default().absorb(*self, choice);
             }
-            seen
+            Seen::output(output)
         });
         let choices: Vec<Value> = drafts
             .into_iter()

@@ -6,7 +6,7 @@ mod responses;
 
 use serde_json::Value;
 
-use super::exchange::{ApiReader, read_exchange};
+use super::exchange::{ApiReader, read_call};
 use super::json::{object_at, u64_at};
 use super::origin::{is_post, provider_name, request_path};
 use super::usage::Usage;
@@ -67,9 +67,7 @@ impl Provider for OpenAi {
 
     fn parse(&self, endpoint: Endpoint, exchange: &Exchange) -> LlmCall {
         let provider = provider_name(&exchange.request, "openai");
-        let mut call = LlmCall::new(provider, endpoint.operation());
-        read_exchange(&mut call, exchange, endpoint.reader());
-        call
+        read_call(provider, endpoint.operation(), exchange, endpoint.reader())
     }
 }
 

@@ -67,45 +67,15 @@ impl ApiReader for ResponsesApi {
 
     fn read_stream_response(&self, call: &mut LlmCall, body: &Body) -> Option<StreamSummary> {
         let mut output = OutputDraft::default();
-        let mut finished: Option<String> = None;
         let summary = read_sse(body, |event, data| {
             let kind = str_at(data, "type").or(event).unwrap_or_default();
-            match (kind, object_at(data, "response")) {
-                ("response.created" | "response.in_progress", Some(response)) => {
-                    record_response(call, response);
-                    Seen::default()
-                }
-                (TERMINAL_COMPLETED | TERMINAL_INCOMPLETE | TERMINAL_FAILED, response) => {
-                    if let Some(response) = response {
-                        record_response(call, response);
-                        output.replace(array_at(response, "output"));
-                        finished = finish_reason(response).map(str::to_owned);
-                    }
-                    Seen {
-                        content: false,
-                        terminal: true,
-                    }
-                }
-                ("error", _) => {
-                    let error = ProviderError::from_body(data)
-                        .unwrap_or_else(|| ProviderError::from_object(data));
-                    error.record(call, "stream_error");
-                    Seen::default()
-                }
-                _ => Seen {
-                    content: output.absorb(kind, data),
-                    terminal: false,
-                },
-            }
+            output.absorb(call, kind, data)
         });
-        record_output(call, &output.items(), finished.as_deref());
+        let finish_reason = output.finish_reason.take();
+        record_output(call, &output.items(), finish_reason.as_deref());
         Some(summary)
     }
 }
-
-const TERMINAL_COMPLETED: &str = "response.completed";
-const TERMINAL_INCOMPLETE: &str = "response.incomplete";
-const TERMINAL_FAILED: &str = "response.failed";
 
 /// Identity, usage, status and error of a response object (a whole body, or the one inside
 /// `response.created` and the terminal stream events).
@@ -210,20 +180,46 @@ fn reasoning_parts(item: &Value) -> Vec<Value> {
         .collect()
 }
 
-/// Output items being reassembled from stream events, by `output_index`.
+/// The output being reassembled from stream events.
 #[derive(Default)]
 struct OutputDraft {
+    /// Output items by `output_index`.
     items: BTreeMap<u64, Value>,
+    finish_reason: Option<String>,
 }
 
 impl OutputDraft {
-    /// Folds in one delta or item event; true if it carried output.
-    fn absorb(&mut self, kind: &str, event: &Value) -> bool {
+    /// Folds in one stream event; response-level facts and errors go straight to the call.
+    fn absorb(&mut self, call: &mut LlmCall, kind: &str, event: &Value) -> Seen {
+        let response = object_at(event, "response");
+        match (kind, response) {
+            ("response.created" | "response.in_progress", Some(response)) => {
+                record_response(call, response);
+            }
+            ("response.completed" | "response.incomplete" | "response.failed", _) => {
+                if let Some(response) = response {
+                    record_response(call, response);
+                    self.replace(array_at(response, "output"));
+                    self.finish_reason = finish_reason(response).map(str::to_owned);
+                }
+                return Seen::TERMINAL;
+            }
+            ("error", _) => {
+                let error = ProviderError::from_body(event)
+                    .unwrap_or_else(|| ProviderError::from_object(event));
+                error.record(call, "stream_error");
+            }
+            _ => return Seen::output(self.absorb_output(kind, event)),
+        }
+        Seen::NOTHING
+    }
+
+    /// Folds in one output item or delta event; true if it carried output.
+    fn absorb_output(&mut self, kind: &str, event: &Value) -> bool {
         let Some(index) = u64_at(event, "output_index") else {
             return false;
         };
         let delta = str_at(event, "delta").unwrap_or_default();
-        let part_index = |key| u64_at(event, key).unwrap_or(0);
         match kind {
             "response.output_item.added" | "response.output_item.done" => {
                 if let Some(item) = object_at(event, "item") {
@@ -231,40 +227,16 @@ impl OutputDraft {
                 }
                 return false;
             }
-            "response.output_text.delta" => {
-                let item = self.item(index, "message");
-                append_to_part(
-                    item,
-                    "content",
-                    part_index("content_index"),
-                    "output_text",
-                    delta,
-                );
-            }
-            "response.reasoning_summary_text.delta" => {
-                let item = self.item(index, "reasoning");
-                append_to_part(
-                    item,
-                    "summary",
-                    part_index("summary_index"),
-                    "summary_text",
-                    delta,
-                );
-            }
-            "response.reasoning_text.delta" => {
-                let item = self.item(index, "reasoning");
-                append_to_part(
-                    item,
-                    "content",
-                    part_index("content_index"),
-                    "reasoning_text",
-                    delta,
-                );
-            }
             "response.function_call_arguments.delta" => {
                 append_str(self.item(index, "function_call"), "arguments", delta);
             }
-            _ => return false,
+            _ => {
+                let Some(target) = TEXT_DELTAS.iter().find(|target| target.event == kind) else {
+                    return false;
+                };
+                let part = u64_at(event, target.index_field).unwrap_or(0);
+                target.append(self.item(index, target.item_type), part, delta);
+            }
         }
         !delta.is_empty()
     }
@@ -288,21 +260,58 @@ impl OutputDraft {
     }
 }
 
-/// Appends a delta to the text of part `index` of the item's `list`.
-fn append_to_part(item: &mut Value, list: &str, index: u64, part_type: &str, delta: &str) {
-    let Some(item) = item.as_object_mut() else {
-        return;
-    };
-    let Some(parts) = item.entry(list).or_insert_with(|| json!([])).as_array_mut() else {
-        return;
-    };
-    // Indices come from the stream: grow by one part at most, never to an arbitrary length.
-    let index = usize::try_from(index).unwrap_or(usize::MAX);
-    if index >= parts.len() {
-        parts.push(json!({"type": part_type, "text": ""}));
-    }
-    let slot = index.min(parts.len() - 1);
-    if let Some(part) = parts.get_mut(slot) {
-        append_str(part, "text", delta);
+/// A delta event that extends the text of one part of an item.
+struct TextDelta {
+    event: &'static str,
+    /// The item type to start when the item's `output_item.added` was not seen.
+    item_type: &'static str,
+    /// The item's list of parts, and the event field indexing it.
+    list: &'static str,
+    index_field: &'static str,
+    part_type: &'static str,
+}
+
+const TEXT_DELTAS: &[TextDelta] = &[
+    TextDelta {
+        event: "response.output_text.delta",
+        item_type: "message",
+        list: "content",
+        index_field: "content_index",
+        part_type: "output_text",
+    },
+    TextDelta {
+        event: "response.reasoning_summary_text.delta",
+        item_type: "reasoning",
+        list: "summary",
+        index_field: "summary_index",
+        part_type: "summary_text",
+    },
+    TextDelta {
+        event: "response.reasoning_text.delta",
+        item_type: "reasoning",
+        list: "content",
+        index_field: "content_index",
+        part_type: "reasoning_text",
+    },
+];
+
+impl TextDelta {
+    fn append(&self, item: &mut Value, index: u64, delta: &str) {
+        let Some(item) = item.as_object_mut() else {
+            return;
+        };
+        let list = item.entry(self.list).or_insert_with(|| json!([]));
+        let Some(parts) = list.as_array_mut() else {
+            return;
+        };
+        // Indices come from the stream: grow by one part at most, never to an arbitrary length.
+        let index = usize::try_from(index).unwrap_or(usize::MAX);
+        if index >= parts.len() {
+            parts.push(json!({"type": self.part_type, "text": ""}));
+        }
+        let slot = index.min(parts.len() - 1);
+        if let Some(part) = parts.get_mut(slot) {
+            append_str(part, "text", delta);
+        }
     }
 }

@@ -154,16 +154,8 @@ fn stream_events() -> Vec<Value> {
     ]
 }
 
-fn stream_body(events: &[Value]) -> String {
-    let typed: Vec<(Option<&str>, Value)> = events
-        .iter()
-        .map(|event| (event["type"].as_str(), event.clone()))
-        .collect();
-    sse(&typed)
-}
-
 pub fn complete_stream() -> String {
-    stream_body(&stream_events())
+    typed_sse(&stream_events())
 }
 
 #[test]
@@ -205,7 +197,7 @@ fn error_event_mid_stream() {
         HOST,
         PATH,
         &request(true),
-        &stream_body(&events),
+        &typed_sse(&events),
     ));
 
     assert_eq!(get(&call, attr::ERROR_TYPE), &json!("overloaded_error"));

@@ -173,18 +173,10 @@ fn stream_events() -> Vec<Value> {
         .collect()
 }
 
-fn stream_body(events: &[Value]) -> String {
-    let typed: Vec<(Option<&str>, Value)> = events
-        .iter()
-        .map(|event| (event["type"].as_str(), event.clone()))
-        .collect();
-    sse(&typed)
-}
-
 pub fn complete_stream() -> String {
     let mut events = stream_events();
     events.push(json!({"type": "response.completed", "sequence_number": 99, "response": final_response("completed")}));
-    stream_body(&events)
+    typed_sse(&events)
 }
 
 #[test]
@@ -221,7 +213,7 @@ fn stream_with_function_call() {
 
 #[test]
 fn stream_cut_before_the_terminal_event_keeps_the_deltas() {
-    let mut exchange = sse_exchange(HOST, PATH, &request(true), &stream_body(&stream_events()));
+    let mut exchange = sse_exchange(HOST, PATH, &request(true), &typed_sse(&stream_events()));
     exchange.end = ExchangeEnd::ConnectionClosed;
     let call = recognised(&exchange);
 
@@ -244,7 +236,7 @@ fn failed_stream_reports_the_response_error() {
     let mut failed = final_response("failed");
     failed["output"] = json!([]);
     failed["error"] = json!({"code": "server_error", "message": "The server had an error."});
-    let body = stream_body(&[
+    let body = typed_sse(&[
         json!({"type": "response.created", "response": final_response("in_progress")}),
         json!({"type": "response.failed", "response": failed}),
     ]);
@@ -263,7 +255,7 @@ fn failed_stream_reports_the_response_error() {
 
 #[test]
 fn stream_error_event() {
-    let body = stream_body(&[json!({"type": "error", "code": "rate_limit_exceeded",
+    let body = typed_sse(&[json!({"type": "error", "code": "rate_limit_exceeded",
                                     "message": "Slow down", "param": null, "sequence_number": 0})]);
     let call = recognised(&sse_exchange(HOST, PATH, &request(true), &body));
 

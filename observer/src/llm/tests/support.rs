@@ -147,3 +147,12 @@ pub fn sse(events: &[(Option<&str>, Value)]) -> String {
 pub fn part_time(index: u64) -> f64 {
     (RESPONSE_DELAY + index * PART_GAP) as f64 / 1e9
 }
+
+/// An SSE body of events named after their `type` field, as the Responses API and Anthropic send.
+pub fn typed_sse(events: &[Value]) -> String {
+    let typed: Vec<(Option<&str>, Value)> = events
+        .iter()
+        .map(|event| (event["type"].as_str(), event.clone()))
+        .collect();
+    sse(&typed)
+}

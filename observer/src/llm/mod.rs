@@ -1,7 +1,7 @@
 //! The LLM stage: recognises LLM API calls among HTTP exchanges and reads them into
 //! [`LlmCall`]s carrying OpenTelemetry GenAI attributes.
 //!
-//! Each API family is a [`Provider`] in its own file, listed once in [`PROVIDERS`]. Framings that
+//! Each API family is a [`Provider`] in its own file, listed once in `PROVIDERS`. Framings that
 //! several providers stream in (SSE, ...) live in [`framing`], shared.
 pub mod attr;
 pub mod framing;

@@ -567,3 +567,112 @@ pub fn assert_same_spans(live: &[Span], replayed: &[Span]) {
         "replay differs from the live capture:\n{report}"
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn call() -> ClientCall {
+        ClientCall(json!({
+            "call": "chat_stream", "pid": 42, "tid": 43, "comm": "python", "exe": "python3.11",
+            "path": "/v1/chat/completions", "model": "gpt-4o", "prompt": "hi there",
+            "stream": true, "status": 200, "response_id": "chatcmpl-1",
+            "response_model": "gpt-4o-2025-01-01", "text": "Hello ✓\n", "finish_reason": "tool_calls",
+            "tool_calls": [{"id": "call_1", "name": "f", "arguments": "{\"a\": 1}"}],
+            "input_tokens": 5, "output_tokens": 7, "temperature": 0.25
+        }))
+    }
+
+    /// A span as the CLI contract describes it, agreeing with `call()`.
+    fn span() -> Span {
+        let Value::Object(map) = json!({
+            "trace_id": "0af7651916cd43dd8448eb211c80319c", "span_id": "b7ad6b7169203331",
+            "parent_span_id": null, "name": "chat gpt-4o",
+            "start_time_unix_nano": 1_750_000_000_000_000_000u64,
+            "end_time_unix_nano": 1_750_000_001_000_000_000u64,
+            "gen_ai.provider.name": "openai", "gen_ai.operation.name": "chat",
+            "gen_ai.request.model": "gpt-4o", "gen_ai.response.model": "gpt-4o-2025-01-01",
+            "gen_ai.response.id": "chatcmpl-1", "gen_ai.usage.input_tokens": 5,
+            "gen_ai.usage.output_tokens": 7, "gen_ai.response.finish_reasons": ["tool_calls"],
+            "gen_ai.request.stream": true, "gen_ai.request.temperature": 0.25,
+            "gen_ai.input.messages": [{"role": "user", "parts": [{"type": "text", "content": "hi there"}]}],
+            "gen_ai.output.messages": "[{\"role\":\"assistant\",\"parts\":[{\"type\":\"text\",\"content\":\"Hello ✓\\n\"},{\"type\":\"tool_call\",\"id\":\"call_1\",\"name\":\"f\",\"arguments\":{\"a\":1}}],\"finish_reason\":\"tool_call\"}]",
+            "server.address": "127.0.0.1", "server.port": 8443, "url.path": "/v1/chat/completions",
+            "http.request.method": "POST", "http.response.status_code": 200, "process.pid": 42,
+            "thread.id": 43, "process.executable.name": "python",
+            "gen_ai.response.time_to_first_chunk": 0.2
+        }) else {
+            unreachable!()
+        };
+        Span(map)
+    }
+
+    #[test]
+    fn a_span_that_agrees_passes() {
+        assert_eq!(check_span(&span(), &call(), 8443), Vec::<String>::new());
+        assert_spans_match_calls(&[span()], &[call()], 8443);
+    }
+
+    #[test]
+    fn each_disagreement_is_reported() {
+        for (key, value, needle) in [
+            ("gen_ai.usage.output_tokens", json!(8), "output_tokens"),
+            ("thread.id", json!(42), "thread.id"),
+            (
+                "gen_ai.response.finish_reasons",
+                json!(["stop"]),
+                "finish_reasons",
+            ),
+            ("gen_ai.request.stream", json!(false), "stream"),
+            (
+                "gen_ai.response.time_to_first_chunk",
+                json!(5.0),
+                "time_to_first_chunk",
+            ),
+            ("error.type", json!("timeout"), "error.type"),
+            ("span_id", json!("xyz"), "span_id"),
+        ] {
+            let mut s = span();
+            s.0.insert(key.into(), value);
+            let problems = check_span(&s, &call(), 8443);
+            assert!(
+                problems.len() == 1 && problems[0].contains(needle),
+                "{key}: {problems:?}"
+            );
+        }
+        let mut s = span();
+        s.0.insert(
+            "gen_ai.output.messages".into(),
+            json!([{"role": "assistant", "parts": [{"type": "text", "content": "Hello"}]}]),
+        );
+        let problems = check_span(&s, &call(), 8443);
+        assert!(
+            problems.iter().any(|p| p.contains("text"))
+                && problems.iter().any(|p| p.contains("tool calls")),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn usage_absent_from_the_wire_must_be_absent_or_estimated() {
+        let mut c = call();
+        c.0["input_tokens"] = Value::Null;
+        c.0["output_tokens"] = Value::Null;
+        assert_eq!(check_span(&span(), &c, 8443).len(), 2);
+        let mut s = span();
+        s.0.insert("observer.usage.source".into(), json!("estimated"));
+        assert!(check_span(&s, &c, 8443).is_empty());
+        s.0.remove("gen_ai.usage.input_tokens");
+        s.0.remove("gen_ai.usage.output_tokens");
+        assert!(check_span(&s, &c, 8443).is_empty());
+    }
+
+    #[test]
+    #[should_panic(expected = "duplicated")]
+    fn a_duplicated_span_fails() {
+        let mut twin = span();
+        twin.0.insert("span_id".into(), json!("c7ad6b7169203331"));
+        assert_spans_match_calls(&[span(), twin], &[call()], 8443);
+    }
+}

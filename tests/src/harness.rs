@@ -63,13 +63,11 @@ pub fn clients_dir() -> PathBuf {
 /// (target/<profile>/llm-mock-server; the tests run from target/<profile>/deps/).
 fn mock_server_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
-    let path = exe
-        .parent()
+    exe.parent()
         .and_then(Path::parent)
         .map(|dir| dir.join("llm-mock-server"))
         .filter(|p| p.is_file())
-        .unwrap_or_else(|| panic!("llm-mock-server not found next to {}", exe.display()));
-    path
+        .unwrap_or_else(|| panic!("llm-mock-server not found next to {}", exe.display()))
 }
 
 /// These are eBPF tests: they attach uprobes, which needs root.

@@ -10,8 +10,9 @@ mod probes {
     use aya_ebpf::{
         EbpfContext as _,
         bindings::BPF_RB_NO_WAKEUP,
+        cty::c_void,
         helpers::{
-            bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
+            bpf_get_current_comm, bpf_loop, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
             bpf_probe_read_user, bpf_probe_read_user_buf,
         },
         macros::{map, tracepoint, uprobe, uretprobe},
@@ -146,16 +147,27 @@ mod probes {
         0
     }
 
+    /// One TLS call being copied out, chunk by chunk, by [`emit_chunk`].
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Emission {
+        buf: u64,
+        /// Stream offset of the call's first byte.
+        start: u64,
+        /// Bytes to copy (the call's length, capped).
+        copy_len: u64,
+        truncated: u64,
+    }
+
+    #[map]
+    static EMISSION: PerCpuArray<Emission> = PerCpuArray::with_max_entries(1, 0);
+
     fn emit_data(pid_tgid: u64, call: &ActiveCall, len: u64) {
-        let key = StreamKey {
-            conn: call.conn,
-            pid: (pid_tgid >> 32) as u32,
-            dir: call.dir as u32,
-        };
+        let key = StreamKey { conn: call.conn, pid: (pid_tgid >> 32) as u32, dir: call.dir as u32 };
         let start = unsafe { STREAM_OFFSETS.get(&key) }.copied().unwrap_or(0);
         let _ = STREAM_OFFSETS.insert(&key, &(start + len), 0);
 
-        let Some(event) = SCRATCH.get_ptr_mut(0) else {
+        let (Some(event), Some(emission)) = (SCRATCH.get_ptr_mut(0), EMISSION.get_ptr_mut(0)) else {
             return;
         };
         let event = unsafe { &mut *event };
@@ -171,41 +183,50 @@ mod probes {
             bump(counter::CALLS_TRUNCATED, 1);
             bump(counter::BYTES_TRUNCATED, len - capacity);
         }
-        let copy_len = if truncated { capacity } else { len };
-        for i in 0..MAX_CHUNKS_PER_CALL {
-            let done = i as u64 * CHUNK_CAPACITY as u64;
-            if done >= copy_len {
-                break;
-            }
-            let remaining = copy_len - done;
-            let n = if remaining < CHUNK_CAPACITY as u64 {
-                remaining as usize
-            } else {
-                CHUNK_CAPACITY
+        unsafe {
+            *emission = Emission {
+                buf: call.buf,
+                start,
+                copy_len: if truncated { capacity } else { len },
+                truncated: truncated as u64,
             };
-            event.offset = start + done;
-            event.len = n as u32;
-            event.flags = if truncated && remaining <= CHUNK_CAPACITY as u64 {
-                flags::CALL_TRUNCATED
-            } else {
-                0
-            };
-            let src = (call.buf + done) as *const u8;
-            if unsafe { bpf_probe_read_user_buf(src, &mut (&mut event.data)[..n]) }.is_err() {
-                bump(counter::READ_FAULTS, 1);
-                return;
-            }
-            let record = unsafe {
-                core::slice::from_raw_parts(
-                    (event as *const DataEvent).cast::<u8>(),
-                    DATA_EVENT_HEADER_LEN + n,
-                )
-            };
-            if EVENTS.output::<[u8]>(record, ring_flags()).is_err() {
-                bump(counter::EVENTS_LOST, 1);
-                bump(counter::BYTES_LOST, n as u64);
-            }
         }
+        let chunks = len.div_ceil(CHUNK_CAPACITY as u64).min(MAX_CHUNKS_PER_CALL as u64) as u32;
+        // bpf_loop: the verifier checks the callback once, not once per iteration.
+        unsafe {
+            bpf_loop(chunks, emit_chunk as *mut c_void, core::ptr::null_mut(), 0);
+        }
+    }
+
+    /// Copies chunk `index` of the call described in `EMISSION` into the ring. 1 stops the loop.
+    extern "C" fn emit_chunk(index: u64, _ctx: *mut c_void) -> i64 {
+        let (Some(event), Some(emission)) = (SCRATCH.get_ptr_mut(0), EMISSION.get(0)) else {
+            return 1;
+        };
+        let event = unsafe { &mut *event };
+        let done = index * CHUNK_CAPACITY as u64;
+        if done >= emission.copy_len {
+            return 1;
+        }
+        let remaining = emission.copy_len - done;
+        let n = if remaining < CHUNK_CAPACITY as u64 { remaining as usize } else { CHUNK_CAPACITY };
+        event.offset = emission.start + done;
+        event.len = n as u32;
+        let last = remaining <= CHUNK_CAPACITY as u64;
+        event.flags = if emission.truncated != 0 && last { flags::CALL_TRUNCATED } else { 0 };
+        let src = (emission.buf + done) as *const u8;
+        if unsafe { bpf_probe_read_user_buf(src, &mut (&mut event.data)[..n]) }.is_err() {
+            bump(counter::READ_FAULTS, 1);
+            return 1;
+        }
+        let record = unsafe {
+            core::slice::from_raw_parts((event as *const DataEvent).cast::<u8>(), DATA_EVENT_HEADER_LEN + n)
+        };
+        if EVENTS.output::<[u8]>(record, ring_flags()).is_err() {
+            bump(counter::EVENTS_LOST, 1);
+            bump(counter::BYTES_LOST, n as u64);
+        }
+        0
     }
 
     #[uprobe]

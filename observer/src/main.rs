@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use observer::{
     capture::{CaptureEvent, CaptureOptions, LiveCapture, record::{RecordReader, RecordWriter}, running_as_root},
-    pipeline::Pipeline,
+    pipeline::{Pipeline, Report},
     sink::{JsonlSink, PrettySink, Sink, summary::Health},
 };
 
@@ -124,13 +124,14 @@ fn replay(args: ReplayArgs) -> Result<ExitCode> {
     }
     pipeline.finish(last_ts);
     if !args.output.quiet {
-        eprint!("{}", pipeline.summary().render(health(&pipeline, 0, 0)));
+        let report = pipeline.into_report();
+        eprint!("{}", report.summary.render(health(&report, 0, 0)));
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn health(pipeline: &Pipeline, events_lost: u64, calls_truncated: u64) -> Health {
-    Health { events_lost, calls_truncated, parse_failures: pipeline.connection_stats().parse_failures }
+fn health(report: &Report, events_lost: u64, calls_truncated: u64) -> Health {
+    Health { events_lost, calls_truncated, parse_failures: report.http.parse_failures }
 }
 
 fn capture(args: CaptureArgs) -> Result<ExitCode> {
@@ -184,7 +185,7 @@ fn capture(args: CaptureArgs) -> Result<ExitCode> {
     })?;
 
     let counters = capture.stop();
-    let pipeline = pipeline.join().map_err(|_| anyhow::anyhow!("the pipeline thread panicked"))?;
+    let report = pipeline.join().map_err(|_| anyhow::anyhow!("the pipeline thread panicked"))?;
     if counters.events_lost > 0 || counters.calls_truncated > 0 {
         log::warn!(
             "{} events ({} bytes) lost in the ring buffer, {} TLS calls truncated past 2 MiB",
@@ -193,61 +194,27 @@ fn capture(args: CaptureArgs) -> Result<ExitCode> {
             counters.calls_truncated
         );
     }
-    eprint!("{}", pipeline.summary().render(health(&pipeline, counters.events_lost, counters.calls_truncated)));
+    eprint!("{}", report.summary.render(health(&report, counters.events_lost, counters.calls_truncated)));
     Ok(code)
 }
 
-fn run_pipeline(events: Receiver<CaptureEvent>, mut pipeline: Pipeline) -> Pipeline {
+fn run_pipeline(events: Receiver<CaptureEvent>, mut pipeline: Pipeline) -> Report {
     let mut last_ts = 0;
     for event in events {
         last_ts = last_ts.max(event.ts());
         pipeline.on_event(event);
     }
     pipeline.finish(last_ts);
-    pipeline
+    pipeline.into_report()
 }
 
-/// Starts `command` held at a gate until its pid is in the kernel's watch list, so not one of
-/// its calls is missed.
+/// Starts `command` traced from its first instruction: the observer watches itself while it
+/// forks, so the kernel's fork tracepoint adds the child before it can run.
 fn spawn_traced(command: &[String], capture: &LiveCapture) -> Result<tokio::process::Child> {
     let Some((program, args)) = command.split_first() else { bail!("no command given") };
-    let mut fds = [0i32; 2];
-    // SAFETY: pipe2 fills two descriptors.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(std::io::Error::last_os_error()).context("creating the start gate");
-    }
-    let [gate_read, gate_write] = fds;
-    let mut cmd = tokio::process::Command::new(program);
-    cmd.args(args);
-    // SAFETY: only async-signal-safe calls (close, read) between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            libc::close(gate_write);
-            let mut byte = 0u8;
-            libc::read(gate_read, (&mut byte as *mut u8).cast(), 1);
-            Ok(())
-        });
-    }
-    let spawned = cmd.spawn().with_context(|| format!("starting `{program}`"));
-    // SAFETY: closing our copy of the read end.
-    unsafe { libc::close(gate_read) };
-    let release = || {
-        // SAFETY: writing one byte to and closing our own pipe end.
-        unsafe {
-            libc::write(gate_write, [1u8].as_ptr().cast(), 1);
-            libc::close(gate_write);
-        }
-    };
-    let child = match spawned {
-        Ok(child) => child,
-        Err(error) => {
-            release();
-            return Err(error);
-        }
-    };
-    if let Some(pid) = child.id() {
-        capture.watch_pid(pid)?;
-    }
-    release();
-    Ok(child)
+    let own_pid = std::process::id();
+    capture.watch_pid(own_pid)?;
+    let spawned = tokio::process::Command::new(program).args(args).spawn();
+    capture.unwatch_pid(own_pid)?;
+    spawned.with_context(|| format!("starting `{program}`"))
 }

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use crate::{
     capture::{CaptureEvent, record::RecordWriter},
-    http::{ConnectionStage, Exchange},
+    http::{ConnectionStage, Exchange, HttpStats},
     link::Linker,
     llm,
     sink::{Sink, Summary},
@@ -24,6 +24,12 @@ pub struct Pipeline {
     summary: Summary,
     exchanges: Vec<Exchange>,
     stats: PipelineStats,
+}
+
+pub struct Report {
+    pub summary: Summary,
+    pub stats: PipelineStats,
+    pub http: HttpStats,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -104,16 +110,9 @@ impl Pipeline {
         }
     }
 
-    pub fn summary(&self) -> &Summary {
-        &self.summary
-    }
-
-    pub fn stats(&self) -> PipelineStats {
-        self.stats
-    }
-
-    pub fn connection_stats(&self) -> crate::http::HttpStats {
-        self.connections.stats()
+    /// What is left once the source has ended: the summary and the counters.
+    pub fn into_report(self) -> Report {
+        Report { summary: self.summary, stats: self.stats, http: self.connections.stats() }
     }
 
     fn wanted(&self, pid: u32) -> bool {

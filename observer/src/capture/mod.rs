@@ -119,6 +119,10 @@ impl LiveCapture {
         lock(&self.maps).watch_pid(pid)
     }
 
+    pub fn unwatch_pid(&self, pid: u32) -> Result<()> {
+        lock(&self.maps).unwatch_pid(pid)
+    }
+
     pub fn kernel_counters(&self) -> KernelCounters {
         lock(&self.maps).counters()
     }

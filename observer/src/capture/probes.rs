@@ -116,6 +116,10 @@ impl SharedMaps {
         self.watched_pids.insert(pid, 1, 0).context("adding a pid to the kernel's watch list")
     }
 
+    pub fn unwatch_pid(&mut self, pid: u32) -> Result<()> {
+        self.watched_pids.remove(&pid).context("removing a pid from the kernel's watch list")
+    }
+
     pub fn counters(&self) -> KernelCounters {
         let sum = |index: u32| -> u64 {
             self.counters.get(&index, 0).map(|values| values.iter().sum()).unwrap_or(0)

@@ -40,11 +40,12 @@ mod probes {
 
     /// Processes traced when `config::FILTER_PIDS` is set; children join at fork.
     #[map]
-    static WATCHED_PIDS: HashMap<u32, u8> = HashMap::with_max_entries(16384, 0);
+    static WATCHED_PIDS: HashMap<u32, u8> = HashMap::with_max_entries(65536, 0);
 
-    /// A TLS read or write in progress, by thread (pid_tgid).
+    /// A TLS read or write in progress, by thread (pid_tgid). LRU: a thread that dies inside a
+    /// call leaves an entry nobody removes.
     #[map]
-    static ACTIVE_CALLS: HashMap<u64, ActiveCall> = HashMap::with_max_entries(16384, 0);
+    static ACTIVE_CALLS: LruHashMap<u64, ActiveCall> = LruHashMap::with_max_entries(16384, 0);
 
     /// Bytes seen so far on each connection and direction.
     #[map]
@@ -317,11 +318,15 @@ mod probes {
         0
     }
 
-    // sched/sched_process_exit: group_dead @32.
+    // sched/sched_process_exit: group_dead @32. Fires for every thread.
     #[tracepoint]
     pub fn process_exit(ctx: TracePointContext) -> u32 {
         let pid_tgid = bpf_get_current_pid_tgid();
-        let pid = (pid_tgid >> 32) as u32;
+        let (pid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
+        if tid != pid {
+            // process_fork cannot tell threads from processes: forget threads as they end.
+            let _ = WATCHED_PIDS.remove(&tid);
+        }
         if !matches!(unsafe { ctx.read_at::<u8>(32) }, Ok(1)) || !traced(pid) {
             return 0;
         }

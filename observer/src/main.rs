@@ -10,7 +10,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use observer::{
-    capture::{CaptureEvent, CaptureOptions, LiveCapture, record::{RecordReader, RecordWriter}, running_as_root},
+    capture::{CaptureEvent, CaptureOptions, LiveCapture, record::{RecordReader, RecordWriter}},
     pipeline::{Pipeline, Report},
     sink::{JsonlSink, PrettySink, Sink, summary::Health},
 };
@@ -135,9 +135,6 @@ fn health(report: &Report, events_lost: u64, calls_truncated: u64) -> Health {
 }
 
 fn capture(args: CaptureArgs) -> Result<ExitCode> {
-    if !running_as_root() {
-        log::warn!("not running as root: loading probes needs root, or CAP_BPF and CAP_PERFMON");
-    }
     let recorder = args.record.as_deref().map(RecordWriter::create).transpose()?;
     let sinks = sinks(&args.output)?;
     let options = CaptureOptions { pids: args.pids.clone(), filter_pids: !args.command.is_empty() };

@@ -149,7 +149,7 @@ fn take_map(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map> {
 /// Tracepoints are found through tracefs, which a fresh boot may not have mounted.
 fn ensure_tracefs() {
     let target = Path::new("/sys/kernel/tracing");
-    if target.join("events").exists() || Path::new("/sys/kernel/debug/tracing/events").exists() {
+    if !running_as_root() || target.join("events").exists() || Path::new("/sys/kernel/debug/tracing/events").exists() {
         return;
     }
     // SAFETY: plain mount(2) with static NUL-terminated strings.

@@ -54,10 +54,10 @@ fn python_stdlib_calls_on_one_kept_alive_connection() {
 
 /// The openai SDK, one client for all calls: chat JSON, chat stream with and without
 /// `include_usage`, tool calls (JSON and streamed in argument fragments), the Responses API
-/// (JSON and SSE with event lines), embeddings, legacy completions (JSON and stream). Recorded
-/// with --record; `observer replay` of the recording must give the same spans.
+/// (JSON and SSE with event lines), embeddings, legacy completions (JSON and stream), several
+/// of them on one kept-alive connection.
 #[test]
-fn openai_sdk_all_apis_and_replay() {
+fn openai_sdk_all_apis() {
     let env = TestEnv::new();
     let run = env.check_client(
         "openai_calls.py",
@@ -73,7 +73,7 @@ fn openai_sdk_all_apis_and_replay() {
             "completions_json",
             "completions_stream",
         ],
-        true,
+        false,
     );
     let conns = env.connections(&run.calls);
     let shared = conns
@@ -83,6 +83,30 @@ fn openai_sdk_all_apis_and_replay() {
     assert!(
         shared,
         "test setup: expected the SDK to reuse a kept-alive connection, server saw {conns:?}"
+    );
+}
+
+/// `observer capture --record FILE` then `observer replay FILE`: the replay (no probes) must
+/// give the same spans as the live capture, and the recording must not hold the API key.
+#[test]
+fn record_then_replay_gives_the_same_spans() {
+    let env = TestEnv::new();
+    let client = env.client(
+        "openai_calls.py",
+        &[
+            "chat_json",
+            "chat_tool_stream",
+            "responses_stream",
+            "embeddings",
+        ],
+    );
+    let run = env.capture(&client, true);
+    assert_eq!(run.calls.len(), 4, "client output:\n{}", run.stdout);
+    let pid = run.calls[0].pid() as u32;
+    assert!(
+        run.spans_of(pid).len() >= 4,
+        "the live capture has too few spans to compare: {}",
+        run.spans.len()
     );
     let replayed = run.replay(env.dir());
     assert_same_spans(&run.spans, &replayed);

@@ -227,9 +227,10 @@ enum State {
         tentative: bool,
     },
     Body(Framing),
-    /// After lost bytes or a parse failure: skipping to the next start line.
+    /// After lost bytes or a parse failure: skipping to the next start line. `try_first`: the
+    /// input's first byte may start one (false when that very line just failed to parse).
     Resync {
-        at_line_start: bool,
+        try_first: bool,
     },
 }
 
@@ -280,8 +281,8 @@ impl Reader {
     ) -> Option<Message> {
         while !input.is_empty() {
             let done = match self.state {
-                State::Resync { at_line_start } => {
-                    self.resync(input, at_line_start);
+                State::Resync { try_first } => {
+                    self.resync(input, try_first);
                     None
                 }
                 State::Head { tentative } => self.read_head(input, tentative, at, request, cx),
@@ -298,10 +299,7 @@ impl Reader {
     fn on_gap(&mut self, cx: &mut Cx) -> Option<Message> {
         self.head.clear();
         self.line.clear();
-        // The bytes after a gap often start a new message (a whole write was lost), so try there.
-        self.state = State::Resync {
-            at_line_start: true,
-        };
+        self.state = State::Resync { try_first: true };
         let msg = self.msg.take()?;
         Some(msg.finish(Ending::Lost, Some("bytes lost"), cx.stats))
     }
@@ -352,9 +350,8 @@ impl Reader {
                     cx.stats.parse_failures += 1;
                     log::debug!("{:?}: malformed {:?} head: {err}", cx.conn, self.role);
                 }
-                self.state = State::Resync {
-                    at_line_start: false,
-                };
+                // Skip the line that failed, so the same bytes are not parsed again.
+                self.state = State::Resync { try_first: false };
                 None
             }
         }
@@ -436,9 +433,7 @@ impl Reader {
             }
             Err(problem) => {
                 cx.stats.parse_failures += 1;
-                self.state = State::Resync {
-                    at_line_start: false,
-                };
+                self.state = State::Resync { try_first: true };
                 Some(msg.finish(Ending::Lost, Some(problem), cx.stats))
             }
         }
@@ -453,9 +448,7 @@ impl Reader {
     ) -> Option<Message> {
         let Some(msg) = self.msg.as_mut() else {
             // Unreachable by construction; resynchronising keeps the input moving regardless.
-            self.state = State::Resync {
-                at_line_start: false,
-            };
+            self.state = State::Resync { try_first: true };
             return None;
         };
         msg.ts_end = at.ts;
@@ -542,9 +535,7 @@ impl Reader {
     fn fail(&mut self, problem: &str, cx: &mut Cx) -> Option<Message> {
         cx.stats.parse_failures += 1;
         self.line.clear();
-        self.state = State::Resync {
-            at_line_start: false,
-        };
+        self.state = State::Resync { try_first: true };
         Some(
             self.msg
                 .take()?
@@ -552,9 +543,10 @@ impl Reader {
         )
     }
 
-    /// Skips to the next line that starts a message of this direction.
-    fn resync(&mut self, input: &mut &[u8], at_line_start: bool) {
-        let mut candidate = if at_line_start {
+    /// Skips to the next line that starts a message of this direction. A read's first byte is a
+    /// candidate too: a new write often starts a new message (and a lost one ended the last).
+    fn resync(&mut self, input: &mut &[u8], try_first: bool) {
+        let mut candidate = if try_first {
             Some(0)
         } else {
             next_line_start(input, 0)
@@ -574,9 +566,7 @@ impl Reader {
                 StartLine::Invalid => candidate = next_line_start(input, at),
             }
         }
-        self.state = State::Resync {
-            at_line_start: input.last() == Some(&b'\n'),
-        };
+        self.state = State::Resync { try_first: true };
         *input = &[];
     }
 }

@@ -5,7 +5,11 @@ use std::process::Command;
 const EBPF_TOOLCHAIN: &str = "1.95.0";
 
 fn main() -> anyhow::Result<()> {
-    if Command::new("bpf-linker").arg("--version").output().is_err() {
+    if Command::new("bpf-linker")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         anyhow::bail!(
             "bpf-linker is not installed: run `cargo xtask setup` (it builds bpf-linker against \
              the pinned toolchain's LLVM), then build again"

@@ -10,13 +10,20 @@ use std::{
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use observer::{
-    capture::{CaptureEvent, CaptureOptions, LiveCapture, record::{RecordReader, RecordWriter}},
+    capture::{
+        CaptureEvent, CaptureOptions, LiveCapture,
+        record::{RecordReader, RecordWriter},
+    },
     pipeline::{Pipeline, Report},
     sink::{JsonlSink, PrettySink, Sink, summary::Health},
 };
 
 #[derive(Parser)]
-#[command(name = "observer", version, about = "Zero-code LLM call observer: eBPF TLS capture to GenAI spans")]
+#[command(
+    name = "observer",
+    version,
+    about = "Zero-code LLM call observer: eBPF TLS capture to GenAI spans"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -97,7 +104,11 @@ fn main() -> ExitCode {
 fn sinks(args: &OutputArgs) -> Result<Vec<Box<dyn Sink>>> {
     let stdout_terminal = std::io::stdout().is_terminal();
     let to_stdout = args.output == "-";
-    let format = args.format.unwrap_or(if to_stdout && stdout_terminal { Format::Pretty } else { Format::Jsonl });
+    let format = args.format.unwrap_or(if to_stdout && stdout_terminal {
+        Format::Pretty
+    } else {
+        Format::Jsonl
+    });
     let out: Box<dyn Write + Send> = if to_stdout {
         Box::new(std::io::stdout())
     } else {
@@ -108,7 +119,10 @@ fn sinks(args: &OutputArgs) -> Result<Vec<Box<dyn Sink>>> {
         Format::Pretty => Box::new(PrettySink::new(out, to_stdout && stdout_terminal)),
     }];
     if format == Format::Jsonl && !to_stdout && !args.quiet {
-        sinks.push(Box::new(PrettySink::new(Box::new(std::io::stderr()), std::io::stderr().is_terminal())));
+        sinks.push(Box::new(PrettySink::new(
+            Box::new(std::io::stderr()),
+            std::io::stderr().is_terminal(),
+        )));
     }
     Ok(sinks)
 }
@@ -131,13 +145,24 @@ fn replay(args: ReplayArgs) -> Result<ExitCode> {
 }
 
 fn health(report: &Report, events_lost: u64, calls_truncated: u64) -> Health {
-    Health { events_lost, calls_truncated, parse_failures: report.http.parse_failures }
+    Health {
+        events_lost,
+        calls_truncated,
+        parse_failures: report.http.parse_failures,
+    }
 }
 
 fn capture(args: CaptureArgs) -> Result<ExitCode> {
-    let recorder = args.record.as_deref().map(RecordWriter::create).transpose()?;
+    let recorder = args
+        .record
+        .as_deref()
+        .map(RecordWriter::create)
+        .transpose()?;
     let sinks = sinks(&args.output)?;
-    let options = CaptureOptions { pids: args.pids.clone(), filter_pids: !args.command.is_empty() };
+    let options = CaptureOptions {
+        pids: args.pids.clone(),
+        filter_pids: !args.command.is_empty(),
+    };
     let (capture, events) = LiveCapture::start(&options)?;
 
     let comms = args.comms.clone();
@@ -145,7 +170,9 @@ fn capture(args: CaptureArgs) -> Result<ExitCode> {
         .name("pipeline".into())
         .spawn(move || run_pipeline(events, Pipeline::new(sinks, comms, recorder)))?;
 
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let scope = if !args.command.is_empty() {
         format!("command `{}`", args.command.join(" "))
     } else if !args.pids.is_empty() {
@@ -155,8 +182,13 @@ fn capture(args: CaptureArgs) -> Result<ExitCode> {
     };
     let code = runtime.block_on(async {
         let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
-        let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        let child = if args.command.is_empty() { None } else { Some(spawn_traced(&args.command, &capture)?) };
+        let mut sigterm =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let child = if args.command.is_empty() {
+            None
+        } else {
+            Some(spawn_traced(&args.command, &capture)?)
+        };
         eprintln!(
             "ready: watching {scope}; {} TLS libraries attached (stop with Ctrl-C)",
             capture.attached_files()
@@ -182,7 +214,9 @@ fn capture(args: CaptureArgs) -> Result<ExitCode> {
     })?;
 
     let counters = capture.stop();
-    let report = pipeline.join().map_err(|_| anyhow::anyhow!("the pipeline thread panicked"))?;
+    let report = pipeline
+        .join()
+        .map_err(|_| anyhow::anyhow!("the pipeline thread panicked"))?;
     if counters.events_lost > 0 || counters.calls_truncated > 0 {
         log::warn!(
             "{} events ({} bytes) lost in the ring buffer, {} TLS calls truncated past 2 MiB",
@@ -191,7 +225,14 @@ fn capture(args: CaptureArgs) -> Result<ExitCode> {
             counters.calls_truncated
         );
     }
-    eprint!("{}", report.summary.render(health(&report, counters.events_lost, counters.calls_truncated)));
+    eprint!(
+        "{}",
+        report.summary.render(health(
+            &report,
+            counters.events_lost,
+            counters.calls_truncated
+        ))
+    );
     Ok(code)
 }
 
@@ -208,7 +249,9 @@ fn run_pipeline(events: Receiver<CaptureEvent>, mut pipeline: Pipeline) -> Repor
 /// Starts `command` traced from its first instruction: the observer watches itself while it
 /// forks, so the kernel's fork tracepoint adds the child before it can run.
 fn spawn_traced(command: &[String], capture: &LiveCapture) -> Result<tokio::process::Child> {
-    let Some((program, args)) = command.split_first() else { bail!("no command given") };
+    let Some((program, args)) = command.split_first() else {
+        bail!("no command given")
+    };
     let own_pid = std::process::id();
     capture.watch_pid(own_pid)?;
     let spawned = tokio::process::Command::new(program).args(args).spawn();

@@ -43,7 +43,11 @@ pub struct PipelineStats {
 }
 
 impl Pipeline {
-    pub fn new(sinks: Vec<Box<dyn Sink>>, comm_filter: Vec<String>, recorder: Option<RecordWriter>) -> Pipeline {
+    pub fn new(
+        sinks: Vec<Box<dyn Sink>>,
+        comm_filter: Vec<String>,
+        recorder: Option<RecordWriter>,
+    ) -> Pipeline {
         Pipeline {
             connections: ConnectionStage::default(),
             processes: HashMap::new(),
@@ -66,11 +70,19 @@ impl Pipeline {
             self.recorder = None;
         }
         match &event {
-            CaptureEvent::Exec { pid, path, comm, .. } => {
+            CaptureEvent::Exec {
+                pid, path, comm, ..
+            } => {
                 if self.processes.len() >= MAX_PROCESSES {
                     self.processes.clear();
                 }
-                self.processes.insert(*pid, ProcessInfo { executable_path: path.clone(), comm: comm.clone() });
+                self.processes.insert(
+                    *pid,
+                    ProcessInfo {
+                        executable_path: path.clone(),
+                        comm: comm.clone(),
+                    },
+                );
             }
             CaptureEvent::Data(chunk) => {
                 if !self.wanted(chunk.conn.pid) {
@@ -112,15 +124,23 @@ impl Pipeline {
 
     /// What is left once the source has ended: the summary and the counters.
     pub fn into_report(self) -> Report {
-        Report { summary: self.summary, stats: self.stats, http: self.connections.stats() }
+        Report {
+            summary: self.summary,
+            stats: self.stats,
+            http: self.connections.stats(),
+        }
     }
 
     fn wanted(&self, pid: u32) -> bool {
         if self.comm_filter.is_empty() {
             return true;
         }
-        let Some(process) = self.processes.get(&pid) else { return false };
-        self.comm_filter.iter().any(|name| *name == process.comm || name == process.executable_name())
+        let Some(process) = self.processes.get(&pid) else {
+            return false;
+        };
+        self.comm_filter
+            .iter()
+            .any(|name| *name == process.comm || name == process.executable_name())
     }
 
     fn emit(&mut self, exchanges: &mut Vec<Exchange>) {
@@ -131,7 +151,9 @@ impl Pipeline {
             };
             let unknown = ProcessInfo::default();
             let process = self.processes.get(&exchange.conn.pid).unwrap_or(&unknown);
-            let span = self.linker.link(&exchange, span::build(&exchange, call, process));
+            let span = self
+                .linker
+                .link(&exchange, span::build(&exchange, call, process));
             self.stats.spans += 1;
             self.summary.record(&span);
             for sink in &mut self.sinks {

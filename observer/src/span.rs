@@ -26,7 +26,10 @@ impl Span {
         object.insert("parent_span_id".into(), json!(self.parent_span_id));
         object.insert("name".into(), json!(self.name));
         object.insert("kind".into(), json!("CLIENT"));
-        object.insert("start_time_unix_nano".into(), json!(self.start_time_unix_nano));
+        object.insert(
+            "start_time_unix_nano".into(),
+            json!(self.start_time_unix_nano),
+        );
         object.insert("end_time_unix_nano".into(), json!(self.end_time_unix_nano));
         for (key, value) in &self.attributes {
             object.insert(key.clone(), value.clone());
@@ -39,7 +42,8 @@ impl Span {
     }
 
     pub fn duration_ns(&self) -> u64 {
-        self.end_time_unix_nano.saturating_sub(self.start_time_unix_nano)
+        self.end_time_unix_nano
+            .saturating_sub(self.start_time_unix_nano)
     }
 }
 
@@ -63,7 +67,11 @@ impl ProcessInfo {
 /// A span without trace identity yet: the call, its HTTP facts and its process.
 pub fn build(exchange: &Exchange, call: LlmCall, process: &ProcessInfo) -> Span {
     let request = &exchange.request;
-    let end = exchange.response.as_ref().map_or(request.ts_end, |r| r.ts_end).max(request.ts_start);
+    let end = exchange
+        .response
+        .as_ref()
+        .map_or(request.ts_end, |r| r.ts_end)
+        .max(request.ts_start);
     let mut attributes = call.attributes;
     let mut set = |key: &str, value: Value| {
         attributes.entry(key.to_string()).or_insert(value);
@@ -96,7 +104,6 @@ pub fn build(exchange: &Exchange, call: LlmCall, process: &ProcessInfo) -> Span 
         set("process.executable.path", json!(process.executable_path));
     }
     set("observer.tls.library", json!(exchange.library.as_str()));
-    set("observer.exchange.end", json!(format!("{:?}", exchange.end)));
     let name = match &call.request_model {
         Some(model) => format!("{} {model}", call.operation),
         None => call.operation.clone(),
@@ -124,7 +131,14 @@ fn server_address(host_header: Option<&str>) -> (Option<String>, Option<u16>) {
         }
         _ => (host, Some(443)),
     };
-    (Some(name.trim_start_matches('[').trim_end_matches(']').to_string()), port)
+    (
+        Some(
+            name.trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string(),
+        ),
+        port,
+    )
 }
 
 #[cfg(test)]
@@ -133,9 +147,18 @@ mod tests {
 
     #[test]
     fn splits_host_headers() {
-        assert_eq!(server_address(Some("api.openai.com")), (Some("api.openai.com".into()), Some(443)));
-        assert_eq!(server_address(Some("127.0.0.1:8443")), (Some("127.0.0.1".into()), Some(8443)));
-        assert_eq!(server_address(Some("[::1]:9000")), (Some("::1".into()), Some(9000)));
+        assert_eq!(
+            server_address(Some("api.openai.com")),
+            (Some("api.openai.com".into()), Some(443))
+        );
+        assert_eq!(
+            server_address(Some("127.0.0.1:8443")),
+            (Some("127.0.0.1".into()), Some(8443))
+        );
+        assert_eq!(
+            server_address(Some("[::1]:9000")),
+            (Some("::1".into()), Some(9000))
+        );
         assert_eq!(server_address(None), (None, None));
     }
 }

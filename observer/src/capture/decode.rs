@@ -15,14 +15,19 @@ pub struct Clock {
 impl Clock {
     pub fn now() -> Clock {
         let read = |id| {
-            let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+            let mut ts = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
             // SAFETY: `ts` is a valid timespec for the kernel to fill.
             unsafe { libc::clock_gettime(id, &mut ts) };
             ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
         };
         let monotonic = read(libc::CLOCK_MONOTONIC);
         let unix = read(libc::CLOCK_REALTIME);
-        Clock { monotonic_to_unix_ns: unix - monotonic }
+        Clock {
+            monotonic_to_unix_ns: unix - monotonic,
+        }
     }
 
     pub fn to_unix_ns(self, monotonic_ns: u64) -> u64 {
@@ -46,16 +51,26 @@ pub fn decode(record: &[u8], clock: Clock) -> Option<Decoded> {
             let len = event.len as usize;
             let data = record.get(DATA_EVENT_HEADER_LEN..DATA_EVENT_HEADER_LEN + len)?;
             let chunk = Chunk {
-                conn: ConnKey { pid: header.pid, conn: event.conn },
+                conn: ConnKey {
+                    pid: header.pid,
+                    conn: event.conn,
+                },
                 tid: header.tid,
-                dir: if event.dir == direction::EGRESS { Direction::Egress } else { Direction::Ingress },
+                dir: if event.dir == direction::EGRESS {
+                    Direction::Egress
+                } else {
+                    Direction::Ingress
+                },
                 ts,
                 offset: event.offset,
                 data: Bytes::copy_from_slice(data),
                 truncated_after: event.flags & flags::CALL_TRUNCATED != 0,
                 library: TlsLibrary::OpenSsl,
             };
-            Some(Decoded { event: CaptureEvent::Data(chunk), comm: Some(c_string(&event.comm)) })
+            Some(Decoded {
+                event: CaptureEvent::Data(chunk),
+                comm: Some(c_string(&event.comm)),
+            })
         }
         kind::EXEC => {
             let event: ExecEvent = read_struct(record)?;
@@ -63,15 +78,32 @@ pub fn decode(record: &[u8], clock: Clock) -> Option<Decoded> {
             let path = c_string(&event.path[..path_len]);
             let comm = c_string(&event.comm);
             Some(Decoded {
-                event: CaptureEvent::Exec { pid: header.pid, ts, path, comm: comm.clone() },
+                event: CaptureEvent::Exec {
+                    pid: header.pid,
+                    ts,
+                    path,
+                    comm: comm.clone(),
+                },
                 comm: Some(comm),
             })
         }
-        kind::EXIT => Some(Decoded { event: CaptureEvent::Exit { pid: header.pid, ts }, comm: None }),
+        kind::EXIT => Some(Decoded {
+            event: CaptureEvent::Exit {
+                pid: header.pid,
+                ts,
+            },
+            comm: None,
+        }),
         kind::CONN_END => {
             let event: ConnEndEvent = read_struct(record)?;
-            let conn = ConnKey { pid: header.pid, conn: event.conn };
-            Some(Decoded { event: CaptureEvent::ConnEnd { conn, ts }, comm: None })
+            let conn = ConnKey {
+                pid: header.pid,
+                conn: event.conn,
+            };
+            Some(Decoded {
+                event: CaptureEvent::ConnEnd { conn, ts },
+                comm: None,
+            })
         }
         _ => None,
     }
@@ -91,7 +123,8 @@ struct DataHeaderOnly {
     comm: [u8; 16],
 }
 const _: () = assert!(size_of::<DataHeaderOnly>() == DATA_EVENT_HEADER_LEN);
-const _: () = assert!(core::mem::offset_of!(DataHeaderOnly, comm) == core::mem::offset_of!(DataEvent, comm));
+const _: () =
+    assert!(core::mem::offset_of!(DataHeaderOnly, comm) == core::mem::offset_of!(DataEvent, comm));
 
 /// Copies a plain-old-data struct from the start of `bytes`.
 fn read_struct<T: Copy>(bytes: &[u8]) -> Option<T> {
@@ -116,7 +149,13 @@ mod tests {
     fn decodes_a_data_record() {
         let mut record = vec![0u8; DATA_EVENT_HEADER_LEN + 5];
         let header = DataHeaderOnly {
-            header: EventHeader { kind: kind::DATA, pid: 7, tid: 9, _pad: 0, ts_ns: 1_000 },
+            header: EventHeader {
+                kind: kind::DATA,
+                pid: 7,
+                tid: 9,
+                _pad: 0,
+                ts_ns: 1_000,
+            },
             conn: 0xabc,
             offset: 100,
             len: 5,
@@ -128,15 +167,37 @@ mod tests {
         // SAFETY: the buffer is at least the struct's size.
         unsafe { std::ptr::write_unaligned(record.as_mut_ptr().cast(), header) };
         record[DATA_EVENT_HEADER_LEN..].copy_from_slice(b"hello");
-        let decoded = decode(&record, Clock { monotonic_to_unix_ns: 10 }).expect("decodes");
+        let decoded = decode(
+            &record,
+            Clock {
+                monotonic_to_unix_ns: 10,
+            },
+        )
+        .expect("decodes");
         assert_eq!(decoded.comm.as_deref(), Some("python3"));
-        let CaptureEvent::Data(chunk) = decoded.event else { panic!("not data") };
-        assert_eq!(chunk.conn, ConnKey { pid: 7, conn: 0xabc });
+        let CaptureEvent::Data(chunk) = decoded.event else {
+            panic!("not data")
+        };
+        assert_eq!(
+            chunk.conn,
+            ConnKey {
+                pid: 7,
+                conn: 0xabc
+            }
+        );
         assert_eq!((chunk.tid, chunk.ts, chunk.offset), (9, 1_010, 100));
         assert_eq!(chunk.dir, Direction::Ingress);
         assert_eq!(&chunk.data[..], b"hello");
         assert!(chunk.truncated_after);
         // A record claiming more payload than it has is rejected, not read past its end.
-        assert!(decode(&record[..record.len() - 1], Clock { monotonic_to_unix_ns: 0 }).is_none());
+        assert!(
+            decode(
+                &record[..record.len() - 1],
+                Clock {
+                    monotonic_to_unix_ns: 0
+                }
+            )
+            .is_none()
+        );
     }
 }

@@ -52,7 +52,9 @@ pub fn executable_mappings(pid: u32) -> Vec<MappedFile> {
     };
     let mut files: Vec<MappedFile> = Vec::new();
     for line in maps.lines() {
-        let Some(file) = parse_maps_line(pid, line) else { continue };
+        let Some(file) = parse_maps_line(pid, line) else {
+            continue;
+        };
         if !files.iter().any(|f| f.id == file.id) {
             files.push(file);
         }
@@ -100,7 +102,9 @@ pub fn system_tls_libraries() -> Vec<PathBuf> {
     ];
     let mut found = Vec::new();
     for dir in DIRS {
-        let Ok(entries) = fs::read_dir(dir) else { continue };
+        let Ok(entries) = fs::read_dir(dir) else {
+            continue;
+        };
         for entry in entries.flatten() {
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
@@ -120,16 +124,33 @@ mod tests {
     fn parses_file_mappings_and_skips_the_rest() {
         let line = "7f3c1a200000-7f3c1a28e000 r-xp 00022000 fd:01 1837261    /usr/lib/x86_64-linux-gnu/libssl.so.3";
         let file = parse_maps_line(42, line).expect("mapping");
-        assert_eq!(file.id, FileId { dev_major: 0xfd, dev_minor: 1, inode: 1837261 });
-        assert_eq!(file.host_path, PathBuf::from("/proc/42/root/usr/lib/x86_64-linux-gnu/libssl.so.3"));
+        assert_eq!(
+            file.id,
+            FileId {
+                dev_major: 0xfd,
+                dev_minor: 1,
+                inode: 1837261
+            }
+        );
+        assert_eq!(
+            file.host_path,
+            PathBuf::from("/proc/42/root/usr/lib/x86_64-linux-gnu/libssl.so.3")
+        );
         assert!(parse_maps_line(1, "7ffd-7ffe r-xp 00000000 00:00 0    [vdso]").is_none());
-        assert!(parse_maps_line(1, "7f3c-7f3d r--p 00000000 fd:01 12    /usr/lib/libc.so.6").is_none());
-        assert!(parse_maps_line(1, "7f3c-7f3d r-xp 00000000 fd:01 12    /tmp/x.so (deleted)").is_none());
+        assert!(
+            parse_maps_line(1, "7f3c-7f3d r--p 00000000 fd:01 12    /usr/lib/libc.so.6").is_none()
+        );
+        assert!(
+            parse_maps_line(1, "7f3c-7f3d r-xp 00000000 fd:01 12    /tmp/x.so (deleted)").is_none()
+        );
     }
 
     #[test]
     fn sees_its_own_mappings() {
         let own = executable_mappings(std::process::id());
-        assert!(!own.is_empty(), "a running test maps at least its own executable");
+        assert!(
+            !own.is_empty(),
+            "a running test maps at least its own executable"
+        );
     }
 }

@@ -15,11 +15,31 @@ pub struct TlsFunction {
 
 /// OpenSSL's API, also exported by BoringSSL builds and by executables linking OpenSSL statically.
 pub const OPENSSL_FUNCTIONS: &[TlsFunction] = &[
-    TlsFunction { symbol: "SSL_write", entry_program: "ssl_write", return_program: Some("ssl_return") },
-    TlsFunction { symbol: "SSL_write_ex", entry_program: "ssl_write_ex", return_program: Some("ssl_return") },
-    TlsFunction { symbol: "SSL_read", entry_program: "ssl_read", return_program: Some("ssl_return") },
-    TlsFunction { symbol: "SSL_read_ex", entry_program: "ssl_read_ex", return_program: Some("ssl_return") },
-    TlsFunction { symbol: "SSL_free", entry_program: "ssl_free", return_program: None },
+    TlsFunction {
+        symbol: "SSL_write",
+        entry_program: "ssl_write",
+        return_program: Some("ssl_return"),
+    },
+    TlsFunction {
+        symbol: "SSL_write_ex",
+        entry_program: "ssl_write_ex",
+        return_program: Some("ssl_return"),
+    },
+    TlsFunction {
+        symbol: "SSL_read",
+        entry_program: "ssl_read",
+        return_program: Some("ssl_return"),
+    },
+    TlsFunction {
+        symbol: "SSL_read_ex",
+        entry_program: "ssl_read_ex",
+        return_program: Some("ssl_return"),
+    },
+    TlsFunction {
+        symbol: "SSL_free",
+        entry_program: "ssl_free",
+        return_program: None,
+    },
 ];
 
 /// File offsets of the `functions` that `path` defines (dynamic or static symbol table).
@@ -44,7 +64,10 @@ pub fn find_functions(
         let Some(function) = functions.iter().find(|f| f.symbol == name) else {
             continue;
         };
-        if found.iter().any(|(f, _): &(TlsFunction, u64)| f.symbol == function.symbol) {
+        if found
+            .iter()
+            .any(|(f, _): &(TlsFunction, u64)| f.symbol == function.symbol)
+        {
             continue;
         }
         if let Some(offset) = file_offset(&elf, symbol.address()) {

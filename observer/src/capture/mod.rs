@@ -77,7 +77,11 @@ impl LiveCapture {
                 attach_logged(&mut probes, id, &path);
             }
         }
-        let scan_pids = if options.pids.is_empty() { all_pids() } else { options.pids.clone() };
+        let scan_pids = if options.pids.is_empty() {
+            all_pids()
+        } else {
+            options.pids.clone()
+        };
         for pid in scan_pids {
             scan_process(&mut probes, pid);
         }
@@ -130,7 +134,10 @@ impl LiveCapture {
     /// Drains what the kernel still holds, closes the event channel, and detaches.
     pub fn stop(mut self) -> KernelCounters {
         self.stop.store(true, Ordering::SeqCst);
-        for handle in [self.drain.take(), self.discovery.take()].into_iter().flatten() {
+        for handle in [self.drain.take(), self.discovery.take()]
+            .into_iter()
+            .flatten()
+        {
             let _ = handle.join();
         }
         self.kernel_counters()
@@ -171,7 +178,9 @@ fn drain_ring(
     loop {
         let stopping = stop.load(Ordering::SeqCst);
         while let Some(record) = ring.next() {
-            let Some(decoded) = decode(&record, clock) else { continue };
+            let Some(decoded) = decode(&record, clock) else {
+                continue;
+            };
             drop(record);
             let event = decoded.event;
             match &event {
@@ -206,11 +215,20 @@ fn process_identity(pid: u32, ts: u64, comm: Option<String>) -> CaptureEvent {
     let path = std::fs::read_link(format!("/proc/{pid}/exe"))
         .map(|p| p.to_string_lossy().into_owned())
         .unwrap_or_default();
-    CaptureEvent::Exec { pid, ts, path, comm: comm.unwrap_or_default() }
+    CaptureEvent::Exec {
+        pid,
+        ts,
+        path,
+        comm: comm.unwrap_or_default(),
+    }
 }
 
 fn wait_readable(fd: i32, timeout: Duration) {
-    let mut poll = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    let mut poll = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
     // SAFETY: one valid pollfd.
     unsafe { libc::poll(&mut poll, 1, timeout.as_millis() as i32) };
 }
@@ -220,8 +238,15 @@ fn discover_loop(mut probes: Probes, stop: Arc<AtomicBool>, execs: Receiver<u32>
     let mut next_full_scan = Instant::now() + RESCAN_INTERVAL;
     while !stop.load(Ordering::SeqCst) {
         let now = Instant::now();
-        let next_due = pending.iter().map(|(at, _)| *at).min().unwrap_or(next_full_scan).min(next_full_scan);
-        let wait = next_due.saturating_duration_since(now).min(Duration::from_millis(100));
+        let next_due = pending
+            .iter()
+            .map(|(at, _)| *at)
+            .min()
+            .unwrap_or(next_full_scan)
+            .min(next_full_scan);
+        let wait = next_due
+            .saturating_duration_since(now)
+            .min(Duration::from_millis(100));
         match execs.recv_timeout(wait) {
             Ok(pid) => {
                 scan_process(&mut probes, pid);

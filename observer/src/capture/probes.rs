@@ -15,10 +15,17 @@ use super::{
     elf::{self, OPENSSL_FUNCTIONS},
 };
 
-static PROBES_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/observer-probes"));
+static PROBES_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/observer-probes"));
 
-const UPROBE_PROGRAMS: &[&str] =
-    &["ssl_write", "ssl_write_ex", "ssl_read", "ssl_read_ex", "ssl_return", "ssl_free"];
+const UPROBE_PROGRAMS: &[&str] = &[
+    "ssl_write",
+    "ssl_write_ex",
+    "ssl_read",
+    "ssl_read_ex",
+    "ssl_return",
+    "ssl_free",
+];
 const TRACEPOINTS: &[(&str, &str, &str)] = &[
     ("process_fork", "sched", "sched_process_fork"),
     ("process_exec", "sched", "sched_process_exec"),
@@ -55,11 +62,15 @@ impl Probes {
         let mut ebpf = Ebpf::load(PROBES_OBJECT).map_err(explain_load_error)?;
         for name in UPROBE_PROGRAMS {
             let program: &mut UProbe = program(&mut ebpf, name)?.try_into()?;
-            program.load().with_context(|| format!("loading probe {name}"))?;
+            program
+                .load()
+                .with_context(|| format!("loading probe {name}"))?;
         }
         for (name, category, event) in TRACEPOINTS {
             let program: &mut TracePoint = program(&mut ebpf, name)?.try_into()?;
-            program.load().with_context(|| format!("loading tracepoint program {name}"))?;
+            program
+                .load()
+                .with_context(|| format!("loading tracepoint program {name}"))?;
             program
                 .attach(category, event)
                 .with_context(|| format!("attaching to tracepoint {category}/{event}"))?;
@@ -71,7 +82,15 @@ impl Probes {
             watched_pids: HashMap::try_from(take_map(&mut ebpf, "WATCHED_PIDS")?)?,
             counters: PerCpuArray::try_from(take_map(&mut ebpf, "COUNTERS")?)?,
         };
-        Ok((Probes { ebpf, judged: HashSet::new(), attached_files: 0 }, events, maps))
+        Ok((
+            Probes {
+                ebpf,
+                judged: HashSet::new(),
+                attached_files: 0,
+            },
+            events,
+            maps,
+        ))
     }
 
     pub fn attached_files(&self) -> usize {
@@ -86,7 +105,9 @@ impl Probes {
         }
         let functions = elf::find_functions(path, OPENSSL_FUNCTIONS)
             .with_context(|| format!("reading {}", path.display()))?;
-        let has_io = functions.iter().any(|(f, _)| f.symbol.starts_with("SSL_read") || f.symbol.starts_with("SSL_write"));
+        let has_io = functions
+            .iter()
+            .any(|(f, _)| f.symbol.starts_with("SSL_read") || f.symbol.starts_with("SSL_write"));
         if !has_io {
             return Ok(0);
         }
@@ -97,7 +118,13 @@ impl Probes {
                 let program: &mut UProbe = program(&mut self.ebpf, name)?.try_into()?;
                 program
                     .attach(*offset, path, UProbeScope::AllProcesses)
-                    .with_context(|| format!("attaching {name} to {} in {}", function.symbol, path.display()))?;
+                    .with_context(|| {
+                        format!(
+                            "attaching {name} to {} in {}",
+                            function.symbol,
+                            path.display()
+                        )
+                    })?;
             }
         }
         self.attached_files += 1;
@@ -105,7 +132,11 @@ impl Probes {
             "attached OpenSSL probes to {} ({} functions: {})",
             path.display(),
             functions.len(),
-            functions.iter().map(|(f, _)| f.symbol).collect::<Vec<_>>().join(", ")
+            functions
+                .iter()
+                .map(|(f, _)| f.symbol)
+                .collect::<Vec<_>>()
+                .join(", ")
         );
         Ok(functions.len())
     }
@@ -113,16 +144,23 @@ impl Probes {
 
 impl SharedMaps {
     pub fn watch_pid(&mut self, pid: u32) -> Result<()> {
-        self.watched_pids.insert(pid, 1, 0).context("adding a pid to the kernel's watch list")
+        self.watched_pids
+            .insert(pid, 1, 0)
+            .context("adding a pid to the kernel's watch list")
     }
 
     pub fn unwatch_pid(&mut self, pid: u32) -> Result<()> {
-        self.watched_pids.remove(&pid).context("removing a pid from the kernel's watch list")
+        self.watched_pids
+            .remove(&pid)
+            .context("removing a pid from the kernel's watch list")
     }
 
     pub fn counters(&self) -> KernelCounters {
         let sum = |index: u32| -> u64 {
-            self.counters.get(&index, 0).map(|values| values.iter().sum()).unwrap_or(0)
+            self.counters
+                .get(&index, 0)
+                .map(|values| values.iter().sum())
+                .unwrap_or(0)
         };
         KernelCounters {
             events_lost: sum(counter::EVENTS_LOST),
@@ -135,29 +173,44 @@ impl SharedMaps {
 }
 
 fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::programs::Program> {
-    ebpf.program_mut(name).ok_or_else(|| anyhow!("probe object has no program {name}"))
+    ebpf.program_mut(name)
+        .ok_or_else(|| anyhow!("probe object has no program {name}"))
 }
 
 fn map<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::maps::Map> {
-    ebpf.map_mut(name).ok_or_else(|| anyhow!("probe object has no map {name}"))
+    ebpf.map_mut(name)
+        .ok_or_else(|| anyhow!("probe object has no map {name}"))
 }
 
 fn take_map(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map> {
-    ebpf.take_map(name).ok_or_else(|| anyhow!("probe object has no map {name}"))
+    ebpf.take_map(name)
+        .ok_or_else(|| anyhow!("probe object has no map {name}"))
 }
 
 /// Tracepoints are found through tracefs, which a fresh boot may not have mounted.
 fn ensure_tracefs() {
     let target = Path::new("/sys/kernel/tracing");
-    if !running_as_root() || target.join("events").exists() || Path::new("/sys/kernel/debug/tracing/events").exists() {
+    if !running_as_root()
+        || target.join("events").exists()
+        || Path::new("/sys/kernel/debug/tracing/events").exists()
+    {
         return;
     }
     // SAFETY: plain mount(2) with static NUL-terminated strings.
     let rc = unsafe {
-        libc::mount(c"nodev".as_ptr(), c"/sys/kernel/tracing".as_ptr(), c"tracefs".as_ptr(), 0, std::ptr::null())
+        libc::mount(
+            c"nodev".as_ptr(),
+            c"/sys/kernel/tracing".as_ptr(),
+            c"tracefs".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
     };
     if rc != 0 {
-        log::warn!("tracefs is not mounted at /sys/kernel/tracing and mounting it failed: {}", std::io::Error::last_os_error());
+        log::warn!(
+            "tracefs is not mounted at /sys/kernel/tracing and mounting it failed: {}",
+            std::io::Error::last_os_error()
+        );
     }
 }
 

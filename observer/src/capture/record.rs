@@ -27,10 +27,14 @@ pub struct RecordWriter {
 
 impl RecordWriter {
     pub fn create(path: &Path) -> Result<RecordWriter> {
-        let file = File::create(path).with_context(|| format!("creating recording {}", path.display()))?;
+        let file =
+            File::create(path).with_context(|| format!("creating recording {}", path.display()))?;
         let mut out = BufWriter::new(file);
         out.write_all(MAGIC)?;
-        Ok(RecordWriter { out, scrubbers: HashMap::new() })
+        Ok(RecordWriter {
+            out,
+            scrubbers: HashMap::new(),
+        })
     }
 
     pub fn write(&mut self, event: &CaptureEvent) -> Result<()> {
@@ -71,12 +75,18 @@ pub struct RecordReader {
 
 impl RecordReader {
     pub fn open(path: &Path) -> Result<RecordReader> {
-        let file = File::open(path).with_context(|| format!("opening recording {}", path.display()))?;
+        let file =
+            File::open(path).with_context(|| format!("opening recording {}", path.display()))?;
         let mut input = BufReader::new(file);
         let mut magic = [0u8; MAGIC.len()];
-        input.read_exact(&mut magic).context("reading the recording's header")?;
+        input
+            .read_exact(&mut magic)
+            .context("reading the recording's header")?;
         if magic != MAGIC {
-            bail!("{} is not an observer recording (made by `observer capture --record`)", path.display());
+            bail!(
+                "{} is not an observer recording (made by `observer capture --record`)",
+                path.display()
+            );
         }
         Ok(RecordReader { input })
     }
@@ -94,7 +104,9 @@ impl Iterator for RecordReader {
         }
         let len = u32::from_le_bytes(len) as usize;
         if len > MAX_RECORD_LEN {
-            return Some(Err(anyhow::anyhow!("corrupt recording: a record claims {len} bytes")));
+            return Some(Err(anyhow::anyhow!(
+                "corrupt recording: a record claims {len} bytes"
+            )));
         }
         let mut record = vec![0u8; len];
         if let Err(e) = self.input.read_exact(&mut record) {
@@ -127,8 +139,17 @@ enum Mask {
 }
 
 const NAME_WINDOW: usize = 64;
-const SECRET_QUERY_KEYS: &[&str] =
-    &["key", "api_key", "api-key", "apikey", "access_token", "token", "x-amz-signature", "x-amz-credential", "x-amz-security-token"];
+const SECRET_QUERY_KEYS: &[&str] = &[
+    "key",
+    "api_key",
+    "api-key",
+    "apikey",
+    "access_token",
+    "token",
+    "x-amz-signature",
+    "x-amz-credential",
+    "x-amz-security-token",
+];
 
 impl Scrubber {
     fn scrub(&mut self, data: &mut [u8]) {

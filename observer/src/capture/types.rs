@@ -55,11 +55,22 @@ pub struct Chunk {
 pub enum CaptureEvent {
     Data(Chunk),
     /// The TLS session was freed: the connection is over.
-    ConnEnd { conn: ConnKey, ts: u64 },
+    ConnEnd {
+        conn: ConnKey,
+        ts: u64,
+    },
     /// A process started a new program.
-    Exec { pid: u32, ts: u64, path: String, comm: String },
+    Exec {
+        pid: u32,
+        ts: u64,
+        path: String,
+        comm: String,
+    },
     /// A process ended: all its connections are over.
-    Exit { pid: u32, ts: u64 },
+    Exit {
+        pid: u32,
+        ts: u64,
+    },
 }
 
 impl CaptureEvent {

@@ -3,7 +3,7 @@ use serde_json::{Value, json};
 
 use super::framing::sse;
 use super::{LlmCall, attr};
-use crate::http::{Body, Exchange, ExchangeEnd};
+use crate::http::{Body, Exchange};
 
 /// What one stream event meant to the provider that read it.
 #[derive(Clone, Copy, Debug)]
@@ -66,6 +66,8 @@ pub(crate) fn read_sse(
 
 impl StreamSummary {
     /// Records stream timing, and marks a stream that ended before its terminal event.
+    /// A stream that reached it is whole even if the HTTP body was not read to its end
+    /// (SDKs stop reading at `[DONE]` and close the connection).
     /// Runs after the provider recorded what the stream said.
     pub fn record(&self, call: &mut LlmCall, exchange: &Exchange) {
         call.set(attr::OBSERVER_STREAM_CHUNK_COUNT, self.chunk_count);
@@ -75,7 +77,7 @@ impl StreamSummary {
         if let Some(nanos) = since_request {
             call.set(attr::RESPONSE_TIME_TO_FIRST_CHUNK, nanos as f64 / 1e9);
         }
-        if !self.terminated || exchange.end != ExchangeEnd::Complete {
+        if !self.terminated {
             call.set_default(attr::ERROR_TYPE, "stream_interrupted");
             call.set_default(attr::RESPONSE_FINISH_REASONS, json!(["error"]));
         }

@@ -17,7 +17,11 @@ impl PrettySink {
     }
 
     fn paint(&self, code: &str, text: &str) -> String {
-        if self.color { format!("\x1b[{code}m{text}\x1b[0m") } else { text.to_string() }
+        if self.color {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_string()
+        }
     }
 }
 
@@ -38,7 +42,12 @@ impl Sink for PrettySink {
 }
 
 fn render(span: &Span, paint: impl Fn(&str, &str) -> String) -> String {
-    let text = |key: &str| span.attribute(key).and_then(Value::as_str).unwrap_or_default().to_string();
+    let text = |key: &str| {
+        span.attribute(key)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
     let number = |key: &str| span.attribute(key).and_then(Value::as_u64);
     let time = format_clock(span.start_time_unix_nano);
     let process = format!(
@@ -53,7 +62,11 @@ fn render(span: &Span, paint: impl Fn(&str, &str) -> String) -> String {
     };
     let status = number("http.response.status_code").map_or("---".to_string(), |s| s.to_string());
     let error = text("error.type");
-    let status = if error.is_empty() { paint("32", &status) } else { paint("31", &format!("{status} {error}")) };
+    let status = if error.is_empty() {
+        paint("32", &status)
+    } else {
+        paint("31", &format!("{status} {error}"))
+    };
     let mut line = format!(
         "{} {} {} {} {} {}",
         paint("2", &time),
@@ -63,13 +76,23 @@ fn render(span: &Span, paint: impl Fn(&str, &str) -> String) -> String {
         status,
         format_seconds(span.duration_ns() as f64 / 1e9),
     );
-    if span.attribute("gen_ai.request.stream").and_then(Value::as_bool) == Some(true) {
+    if span
+        .attribute("gen_ai.request.stream")
+        .and_then(Value::as_bool)
+        == Some(true)
+    {
         line.push_str(" stream");
-        if let Some(ttfc) = span.attribute("gen_ai.response.time_to_first_chunk").and_then(Value::as_f64) {
+        if let Some(ttfc) = span
+            .attribute("gen_ai.response.time_to_first_chunk")
+            .and_then(Value::as_f64)
+        {
             line.push_str(&format!(" ttfc {}", format_seconds(ttfc)));
         }
     }
-    if let (Some(input), Some(output)) = (number("gen_ai.usage.input_tokens"), number("gen_ai.usage.output_tokens")) {
+    if let (Some(input), Some(output)) = (
+        number("gen_ai.usage.input_tokens"),
+        number("gen_ai.usage.output_tokens"),
+    ) {
         line.push_str(&format!(" tokens {input}→{output}"));
     }
     let preview = output_preview(span);
@@ -81,15 +104,29 @@ fn render(span: &Span, paint: impl Fn(&str, &str) -> String) -> String {
 
 /// The start of the first output text, on one line.
 fn output_preview(span: &Span) -> String {
-    let Some(messages) = span.attribute("gen_ai.output.messages").and_then(Value::as_array) else {
+    let Some(messages) = span
+        .attribute("gen_ai.output.messages")
+        .and_then(Value::as_array)
+    else {
         return String::new();
     };
     let first_text = messages
         .iter()
-        .flat_map(|m| m.get("parts").and_then(Value::as_array).into_iter().flatten())
+        .flat_map(|m| {
+            m.get("parts")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+        })
         .find_map(|part| match part.get("type").and_then(Value::as_str) {
-            Some("text") => part.get("content").and_then(Value::as_str).map(str::to_string),
-            Some("tool_call") => part.get("name").and_then(Value::as_str).map(|n| format!("→ {n}(…)")),
+            Some("text") => part
+                .get("content")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            Some("tool_call") => part
+                .get("name")
+                .and_then(Value::as_str)
+                .map(|n| format!("→ {n}(…)")),
             _ => None,
         })
         .unwrap_or_default();
@@ -102,14 +139,24 @@ fn output_preview(span: &Span) -> String {
 }
 
 pub(super) fn format_seconds(seconds: f64) -> String {
-    if seconds < 1.0 { format!("{:.0}ms", seconds * 1000.0) } else { format!("{seconds:.2}s") }
+    if seconds < 1.0 {
+        format!("{:.0}ms", seconds * 1000.0)
+    } else {
+        format!("{seconds:.2}s")
+    }
 }
 
 /// HH:MM:SS.mmm in UTC.
 fn format_clock(unix_ns: u64) -> String {
     let ms = unix_ns / 1_000_000;
     let secs = ms / 1000;
-    format!("{:02}:{:02}:{:02}.{:03}", (secs / 3600) % 24, (secs / 60) % 60, secs % 60, ms % 1000)
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        (secs / 3600) % 24,
+        (secs / 60) % 60,
+        secs % 60,
+        ms % 1000
+    )
 }
 
 #[cfg(test)]
@@ -139,11 +186,17 @@ mod tests {
             ("http.response.status_code", json!(200)),
             ("gen_ai.usage.input_tokens", json!(12)),
             ("gen_ai.usage.output_tokens", json!(3)),
-            ("gen_ai.output.messages", json!([{"role":"assistant","parts":[{"type":"text","content":"Hi\nthere"}]}])),
+            (
+                "gen_ai.output.messages",
+                json!([{"role":"assistant","parts":[{"type":"text","content":"Hi\nthere"}]}]),
+            ),
         ] {
             span.attributes.insert(k.into(), v);
         }
         let line = render(&span, |_, t| t.to_string());
-        assert_eq!(line, "01:02:03.004 python3[10/11] openai chat gpt-4o 200 1.50s tokens 12→3 “Hi there”");
+        assert_eq!(
+            line,
+            "01:02:03.004 python3[10/11] openai chat gpt-4o 200 1.50s tokens 12→3 “Hi there”"
+        );
     }
 }

@@ -36,7 +36,11 @@ impl Summary {
         if span.attribute("error.type").is_some() {
             self.errors += 1;
         }
-        if span.attribute("observer.exchange.end").and_then(Value::as_str) != Some("Complete") {
+        // Cut short before the call's end (a stream ended by its last event is whole even if
+        // the connection closed before the HTTP body's end).
+        if span.attribute("observer.exchange.end").is_some()
+            && span.attribute("error.type").is_some()
+        {
             self.incomplete += 1;
         }
         self.durations.push(span.duration_ns() as f64 / 1e9);
@@ -53,8 +57,15 @@ impl Summary {
 
     pub fn render(&self, health: Health) -> String {
         let mut out = String::new();
-        let _ = writeln!(out, "── observer summary ──────────────────────────────────────");
-        let _ = writeln!(out, " calls {}   errors {}   incomplete {}", self.calls, self.errors, self.incomplete);
+        let _ = writeln!(
+            out,
+            "── observer summary ──────────────────────────────────────"
+        );
+        let _ = writeln!(
+            out,
+            " calls {}   errors {}   incomplete {}",
+            self.calls, self.errors, self.incomplete
+        );
         if !self.durations.is_empty() {
             let mut sorted = self.durations.clone();
             sorted.sort_by(f64::total_cmp);
@@ -67,7 +78,11 @@ impl Summary {
                 format_seconds(pick(0.99)),
                 format_seconds(pick(1.0)),
             );
-            let _ = writeln!(out, " {:<36} {:>6} {:>10} {:>10}", "tokens by model", "calls", "input", "output");
+            let _ = writeln!(
+                out,
+                " {:<36} {:>6} {:>10} {:>10}",
+                "tokens by model", "calls", "input", "output"
+            );
             for (model, totals) in &self.by_model {
                 let _ = writeln!(
                     out,

@@ -130,6 +130,21 @@ fn chat_stream_cut_mid_event() {
 }
 
 #[test]
+fn stream_read_to_done_then_closed_is_whole() {
+    // SDKs stop reading at `[DONE]` and close before the chunked body's last chunk.
+    let mut exchange = sse_exchange(
+        "api.openai.com",
+        "/v1/chat/completions",
+        &chat_request(),
+        super::openai_chat::TEXT_STREAM,
+    );
+    exchange.end = ExchangeEnd::ConnectionClosed;
+    let call = recognised(&exchange);
+    assert_eq!(call.attribute(attr::ERROR_TYPE), None);
+    assert_eq!(get(&call, attr::RESPONSE_FINISH_REASONS), &json!(["stop"]));
+}
+
+#[test]
 fn stream_that_ended_without_its_terminal_event() {
     let stream = super::openai_chat::TEXT_STREAM.replace("data: [DONE]\n\n", "");
     let call = recognised(&sse_exchange(

@@ -12,7 +12,7 @@ mod probes {
         bindings::BPF_RB_NO_WAKEUP,
         cty::c_void,
         helpers::{
-            bpf_get_current_comm, bpf_loop, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
+            bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_loop,
             bpf_probe_read_user, bpf_probe_read_user_buf,
         },
         macros::{map, tracepoint, uprobe, uretprobe},
@@ -20,9 +20,8 @@ mod probes {
         programs::{ProbeContext, RetProbeContext, TracePointContext},
     };
     use observer_ebpf::{
-        CHUNK_CAPACITY, ConnEndEvent, DATA_EVENT_HEADER_LEN, DataEvent,
-        EventHeader, ExecEvent, MAX_CHUNKS_PER_CALL, StreamKey, config, counter, direction,
-        flags, kind, tls_source,
+        CHUNK_CAPACITY, ConnEndEvent, DATA_EVENT_HEADER_LEN, DataEvent, EventHeader, ExecEvent,
+        MAX_CHUNKS_PER_CALL, StreamKey, config, counter, direction, flags, kind, tls_source,
     };
 
     /// Wake the reader only once this much is waiting; below it, user space drains on a timer.
@@ -113,7 +112,13 @@ mod probes {
         } else {
             0
         };
-        let call = ActiveCall { conn, buf, count_ptr, dir, _pad: [0; 7] };
+        let call = ActiveCall {
+            conn,
+            buf,
+            count_ptr,
+            dir,
+            _pad: [0; 7],
+        };
         let _ = ACTIVE_CALLS.insert(&pid_tgid, &call, 0);
         0
     }
@@ -164,11 +169,16 @@ mod probes {
     static EMISSION: PerCpuArray<Emission> = PerCpuArray::with_max_entries(1, 0);
 
     fn emit_data(pid_tgid: u64, call: &ActiveCall, len: u64) {
-        let key = StreamKey { conn: call.conn, pid: (pid_tgid >> 32) as u32, dir: call.dir as u32 };
+        let key = StreamKey {
+            conn: call.conn,
+            pid: (pid_tgid >> 32) as u32,
+            dir: call.dir as u32,
+        };
         let start = unsafe { STREAM_OFFSETS.get(&key) }.copied().unwrap_or(0);
         let _ = STREAM_OFFSETS.insert(&key, &(start + len), 0);
 
-        let (Some(event), Some(emission)) = (SCRATCH.get_ptr_mut(0), EMISSION.get_ptr_mut(0)) else {
+        let (Some(event), Some(emission)) = (SCRATCH.get_ptr_mut(0), EMISSION.get_ptr_mut(0))
+        else {
             return;
         };
         let event = unsafe { &mut *event };
@@ -192,7 +202,9 @@ mod probes {
                 truncated: truncated as u64,
             };
         }
-        let chunks = len.div_ceil(CHUNK_CAPACITY as u64).min(MAX_CHUNKS_PER_CALL as u64) as u32;
+        let chunks = len
+            .div_ceil(CHUNK_CAPACITY as u64)
+            .min(MAX_CHUNKS_PER_CALL as u64) as u32;
         // bpf_loop: the verifier checks the callback once, not once per iteration.
         unsafe {
             bpf_loop(chunks, emit_chunk as *mut c_void, core::ptr::null_mut(), 0);
@@ -210,18 +222,29 @@ mod probes {
             return 1;
         }
         let remaining = emission.copy_len - done;
-        let n = if remaining < CHUNK_CAPACITY as u64 { remaining as usize } else { CHUNK_CAPACITY };
+        let n = if remaining < CHUNK_CAPACITY as u64 {
+            remaining as usize
+        } else {
+            CHUNK_CAPACITY
+        };
         event.offset = emission.start + done;
         event.len = n as u32;
         let last = remaining <= CHUNK_CAPACITY as u64;
-        event.flags = if emission.truncated != 0 && last { flags::CALL_TRUNCATED } else { 0 };
+        event.flags = if emission.truncated != 0 && last {
+            flags::CALL_TRUNCATED
+        } else {
+            0
+        };
         let src = (emission.buf + done) as *const u8;
         if unsafe { bpf_probe_read_user_buf(src, &mut (&mut event.data)[..n]) }.is_err() {
             bump(counter::READ_FAULTS, 1);
             return 1;
         }
         let record = unsafe {
-            core::slice::from_raw_parts((event as *const DataEvent).cast::<u8>(), DATA_EVENT_HEADER_LEN + n)
+            core::slice::from_raw_parts(
+                (event as *const DataEvent).cast::<u8>(),
+                DATA_EVENT_HEADER_LEN + n,
+            )
         };
         if EVENTS.output::<[u8]>(record, ring_flags()).is_err() {
             bump(counter::EVENTS_LOST, 1);
@@ -267,9 +290,16 @@ mod probes {
             return 0;
         };
         for dir in [direction::EGRESS, direction::INGRESS] {
-            let _ = STREAM_OFFSETS.remove(&StreamKey { conn, pid, dir: dir as u32 });
+            let _ = STREAM_OFFSETS.remove(&StreamKey {
+                conn,
+                pid,
+                dir: dir as u32,
+            });
         }
-        let event = ConnEndEvent { header: header(kind::CONN_END, pid_tgid), conn };
+        let event = ConnEndEvent {
+            header: header(kind::CONN_END, pid_tgid),
+            conn,
+        };
         if EVENTS.output::<ConnEndEvent>(&event, ring_flags()).is_err() {
             bump(counter::EVENTS_LOST, 1);
         }
@@ -306,9 +336,9 @@ mod probes {
         if let Ok(loc) = unsafe { ctx.read_at::<u32>(8) } {
             let offset = (loc & 0xffff) as usize;
             let src = unsafe { (ctx.as_ptr() as *const u8).add(offset) };
-            if let Ok(path) = unsafe {
-                aya_ebpf::helpers::bpf_probe_read_kernel_str_bytes(src, &mut event.path)
-            } {
+            if let Ok(path) =
+                unsafe { aya_ebpf::helpers::bpf_probe_read_kernel_str_bytes(src, &mut event.path) }
+            {
                 event.path_len = path.len() as u32;
             }
         }
@@ -331,7 +361,10 @@ mod probes {
             return 0;
         }
         let _ = WATCHED_PIDS.remove(&pid);
-        if EVENTS.output::<EventHeader>(&header(kind::EXIT, pid_tgid), ring_flags()).is_err() {
+        if EVENTS
+            .output::<EventHeader>(&header(kind::EXIT, pid_tgid), ring_flags())
+            .is_err()
+        {
             bump(counter::EVENTS_LOST, 1);
         }
         0

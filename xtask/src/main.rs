@@ -76,16 +76,29 @@ fn step(what: &str) {
 
 fn workspace_root() -> Result<PathBuf> {
     let manifest = env!("CARGO_MANIFEST_DIR");
-    Ok(Path::new(manifest).parent().context("xtask has no parent directory")?.to_path_buf())
+    Ok(Path::new(manifest)
+        .parent()
+        .context("xtask has no parent directory")?
+        .to_path_buf())
 }
 
 fn setup() -> Result<()> {
     if !rustup_has_component("rust-src")? {
-        step(&format!("installing rust-src for toolchain {TOOLCHAIN} (the eBPF build compiles core)"));
-        run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", TOOLCHAIN]))?;
+        step(&format!(
+            "installing rust-src for toolchain {TOOLCHAIN} (the eBPF build compiles core)"
+        ));
+        run(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            TOOLCHAIN,
+        ]))?;
     }
     if !bpf_linker_ready() {
-        step(&format!("building bpf-linker {BPF_LINKER_VERSION} against rustc {TOOLCHAIN}'s LLVM (about a minute)"));
+        step(&format!(
+            "building bpf-linker {BPF_LINKER_VERSION} against rustc {TOOLCHAIN}'s LLVM (about a minute)"
+        ));
         install_bpf_linker()?;
     }
     Ok(())
@@ -101,7 +114,9 @@ fn rustup_has_component(component: &str) -> Result<bool> {
             "toolchain {TOOLCHAIN} is missing: run `rustup toolchain install {TOOLCHAIN} --component rust-src`"
         );
     }
-    Ok(String::from_utf8_lossy(&out.stdout).lines().any(|l| l.starts_with(component)))
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .any(|l| l.starts_with(component)))
 }
 
 fn bpf_linker_ready() -> bool {
@@ -113,23 +128,38 @@ fn bpf_linker_ready() -> bool {
 
 /// Links bpf-linker against the toolchain's own libLLVM, so its LLVM always matches rustc's.
 fn install_bpf_linker() -> Result<()> {
-    let sysroot = output(Command::new("rustc").args([&format!("+{TOOLCHAIN}"), "--print", "sysroot"]))?;
+    let sysroot =
+        output(Command::new("rustc").args([&format!("+{TOOLCHAIN}"), "--print", "sysroot"]))?;
     let lib_dir = Path::new(sysroot.trim()).join("lib");
     let llvm = std::fs::read_dir(&lib_dir)?
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
         .find(|name| name.starts_with("libLLVM") && name.ends_with(".so"))
         .with_context(|| format!("no libLLVM*.so in {}", lib_dir.display()))?;
     let lib = lib_dir.display();
-    let rustflags = format!("-C link-arg=-L{lib} -C link-arg=-l:{llvm} -C link-arg=-Wl,-rpath,{lib}");
+    let rustflags =
+        format!("-C link-arg=-L{lib} -C link-arg=-l:{llvm} -C link-arg=-Wl,-rpath,{lib}");
     run(Command::new("cargo")
-        .args([&format!("+{TOOLCHAIN}"), "install", "bpf-linker", "--version", BPF_LINKER_VERSION])
-        .args(["--locked", "--no-default-features", "--features", "llvm-22,no-llvm-linking"])
+        .args([
+            &format!("+{TOOLCHAIN}"),
+            "install",
+            "bpf-linker",
+            "--version",
+            BPF_LINKER_VERSION,
+        ])
+        .args([
+            "--locked",
+            "--no-default-features",
+            "--features",
+            "llvm-22,no-llvm-linking",
+        ])
         .env("RUSTFLAGS", rustflags))
 }
 
 fn build(root: &Path) -> Result<()> {
     step("building the observer (release; the eBPF probes are built by observer/build.rs)");
-    run(Command::new("cargo").current_dir(root).args(["build", "--release", "--workspace"]))
+    run(Command::new("cargo")
+        .current_dir(root)
+        .args(["build", "--release", "--workspace"]))
 }
 
 /// The real SDK clients the end-to-end tests run, in a virtualenv at .venv.
@@ -146,7 +176,14 @@ fn python_env(root: &Path) -> Result<()> {
     if std::fs::read_to_string(&stamp).ok().as_deref() != Some(wanted.as_str()) {
         step("installing the SDK clients (tests/requirements.txt)");
         run(Command::new(&python)
-            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"])
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "-r",
+            ])
             .arg(&requirements))?;
         std::fs::write(&stamp, wanted)?;
     }
@@ -154,7 +191,9 @@ fn python_env(root: &Path) -> Result<()> {
 }
 
 fn run(command: &mut Command) -> Result<()> {
-    let status = command.status().with_context(|| format!("running {command:?}"))?;
+    let status = command
+        .status()
+        .with_context(|| format!("running {command:?}"))?;
     if !status.success() {
         bail!("{command:?} failed ({status})");
     }
@@ -162,7 +201,9 @@ fn run(command: &mut Command) -> Result<()> {
 }
 
 fn output(command: &mut Command) -> Result<String> {
-    let out = command.output().with_context(|| format!("running {command:?}"))?;
+    let out = command
+        .output()
+        .with_context(|| format!("running {command:?}"))?;
     if !out.status.success() {
         bail!("{command:?} failed ({})", out.status);
     }

@@ -397,24 +397,28 @@ impl ObserverRun {
     /// Runs `observer replay` on this run's recording (no root needed) and returns its spans.
     pub fn replay(&self, dir: &Path) -> Vec<Span> {
         let record = self.record_file.as_ref().expect("run was not recorded");
-        let output = dir.join("replay.jsonl");
-        let mut command = Command::new(observer_bin());
-        command
-            .arg("replay")
-            .arg(record)
-            .arg("--output")
-            .arg(&output)
-            .args(["--format", "jsonl"]);
-        let mut proc = Proc::spawn("observer replay", command);
-        let status = proc.wait(Duration::from_secs(120));
-        assert!(
-            status.success(),
-            "observer replay failed: {}",
-            proc.describe()
-        );
-        let replayed = ObserverRun::collect(&proc, status, &output, None);
-        replayed.spans
+        replay_recording(record, dir)
     }
+}
+
+/// Runs `observer replay RECORDING` (no root needed), writing its spans into `dir`.
+pub fn replay_recording(record: &Path, dir: &Path) -> Vec<Span> {
+    let output = dir.join("replay.jsonl");
+    let mut command = Command::new(observer_bin());
+    command
+        .arg("replay")
+        .arg(record)
+        .arg("--output")
+        .arg(&output)
+        .args(["--format", "jsonl"]);
+    let mut proc = Proc::spawn("observer replay", command);
+    let status = proc.wait(Duration::from_secs(120));
+    assert!(
+        status.success(),
+        "observer replay failed: {}",
+        proc.describe()
+    );
+    ObserverRun::collect(&proc, status, &output, None).spans
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {

@@ -4,6 +4,7 @@
 //! clients saw.
 
 pub mod calls;
+pub mod fixtures;
 pub mod harness;
 pub mod mock;
 pub mod span;
@@ -16,8 +17,12 @@ impl TestEnv {
     /// Runs `python clients/SCRIPT SCENARIOS...` under `observer capture` (command mode) and
     /// asserts that every call the client reports has exactly one span saying the same, and
     /// that no other span comes from the client's processes.
+    ///
+    /// With `OBSERVER_SAVE_FIXTURES=DIR` the run is recorded and, once it passed, its recording
+    /// and what the client saw are saved under DIR for the replay tests (`tests/fixtures`).
     pub fn check_client(&self, script: &str, scenarios: &[&str], record: bool) -> ObserverRun {
-        let run = self.capture(&self.client(script, scenarios), record);
+        let save_to = std::env::var_os("OBSERVER_SAVE_FIXTURES").map(std::path::PathBuf::from);
+        let run = self.capture(&self.client(script, scenarios), record || save_to.is_some());
         let expected: usize = scenarios
             .iter()
             .map(|s| {
@@ -39,6 +44,9 @@ impl TestEnv {
             call.assert_consistent_with_mock();
         }
         assert_spans_match_calls(&run.spans, &run.calls, self.server.port);
+        if let Some(dir) = save_to {
+            fixtures::save(&dir, script, scenarios, &run, self.server.port);
+        }
         run
     }
 

@@ -38,8 +38,10 @@ pub mod direction {
 }
 
 /// Which TLS library the bytes came from.
+/// Which TLS library the bytes came from: the uprobe's attach cookie.
 pub mod tls_source {
     pub const OPENSSL: u8 = 1;
+    pub const GNUTLS: u8 = 2;
 }
 
 /// Indexes of the per-CPU counters in the `COUNTERS` map.

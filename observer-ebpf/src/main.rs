@@ -12,8 +12,8 @@ mod probes {
         bindings::BPF_RB_NO_WAKEUP,
         cty::c_void,
         helpers::{
-            bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_loop,
-            bpf_probe_read_user, bpf_probe_read_user_buf,
+            bpf_get_attach_cookie, bpf_get_current_comm, bpf_get_current_pid_tgid,
+            bpf_ktime_get_ns, bpf_loop, bpf_probe_read_user, bpf_probe_read_user_buf,
         },
         macros::{map, tracepoint, uprobe, uretprobe},
         maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
@@ -21,7 +21,7 @@ mod probes {
     };
     use observer_ebpf::{
         CHUNK_CAPACITY, ConnEndEvent, DATA_EVENT_HEADER_LEN, DataEvent, EventHeader, ExecEvent,
-        MAX_CHUNKS_PER_CALL, StreamKey, config, counter, direction, flags, kind, tls_source,
+        MAX_CHUNKS_PER_CALL, StreamKey, config, counter, direction, flags, kind,
     };
 
     /// Wake the reader only once this much is waiting; below it, user space drains on a timer.
@@ -65,7 +65,9 @@ mod probes {
         /// `_ex` forms: where the library stores the byte count; 0 for the plain forms.
         count_ptr: u64,
         dir: u8,
-        _pad: [u8; 7],
+        /// `tls_source`, from the attach cookie.
+        source: u8,
+        _pad: [u8; 6],
     }
 
     fn bump(index: u32, by: u64) {
@@ -117,7 +119,9 @@ mod probes {
             buf,
             count_ptr,
             dir,
-            _pad: [0; 7],
+            // Which library this probe was attached to (see capture::probes).
+            source: unsafe { bpf_get_attach_cookie(ctx.as_ptr()) } as u8,
+            _pad: [0; 6],
         };
         let _ = ACTIVE_CALLS.insert(&pid_tgid, &call, 0);
         0
@@ -185,7 +189,7 @@ mod probes {
         event.header = header(kind::DATA, pid_tgid);
         event.conn = call.conn;
         event.dir = call.dir;
-        event.source = tls_source::OPENSSL;
+        event.source = call.source;
         event.comm = bpf_get_current_comm().unwrap_or([0; 16]);
 
         let capacity = MAX_CHUNKS_PER_CALL as u64 * CHUNK_CAPACITY as u64;

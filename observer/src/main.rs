@@ -1,10 +1,12 @@
 //! `observer`: see every LLM API call on this host, with no code change.
 use std::{
-    fs::File,
+    fs::{File, OpenOptions},
     io::{IsTerminal, Write},
+    net::SocketAddr,
     path::PathBuf,
     process::ExitCode,
     sync::mpsc::Receiver,
+    time::Duration,
 };
 
 use anyhow::{Context, Result, bail};
@@ -14,8 +16,16 @@ use observer::{
         CaptureEvent, CaptureOptions, LiveCapture,
         record::{RecordReader, RecordWriter},
     },
+    config::{Config, OtlpConfig},
     pipeline::{Pipeline, Report},
-    sink::{JsonlSink, PrettySink, Sink, summary::Health},
+    query::{
+        self, DEFAULT_LIMIT, Filter, OrderBy, Query,
+        render::{self, Style},
+        tree::{self, AttributeSelection},
+    },
+    serve,
+    sink::{JsonlSink, OtlpOptions, PrettySink, Sink, otlp_sink, store_sink, summary::Health},
+    store::{self, Retention, Store},
 };
 
 #[derive(Parser)]
@@ -35,6 +45,14 @@ enum Command {
     Capture(CaptureArgs),
     /// Re-run the pipeline on a recording made with `capture --record` (no root needed).
     Replay(ReplayArgs),
+    /// The daemon: watch the whole host and keep every call in the store (and/or export OTLP).
+    Run(RunArgs),
+    /// List stored traces (or spans), newest first.
+    Traces(TracesArgs),
+    /// Draw one stored trace as a tree of its spans.
+    Show(ShowArgs),
+    /// Serve the store as a JSON API over HTTP.
+    Serve(ServeArgs),
 }
 
 #[derive(clap::Args)]
@@ -64,9 +82,114 @@ struct CaptureArgs {
     /// Also write the raw captured events (secrets masked) to this file, for `observer replay`.
     #[arg(long)]
     record: Option<PathBuf>,
+    /// Also keep spans in the store at PATH (default /var/lib/observer/observer.db).
+    #[arg(long, value_name = "PATH", num_args = 0..=1, default_missing_value = store::DEFAULT_PATH)]
+    store: Option<PathBuf>,
+    #[command(flatten)]
+    otlp: OtlpArgs,
     /// Run this command, trace it and its children, and stop when it exits.
     #[arg(last = true)]
     command: Vec<String>,
+}
+
+#[derive(clap::Args)]
+struct OtlpArgs {
+    /// Also export spans over OTLP/HTTP to this receiver (spans go to URL/v1/traces).
+    #[arg(long, value_name = "URL")]
+    otlp_endpoint: Option<String>,
+    /// A header sent with every export, e.g. `authorization=Bearer KEY` (repeatable).
+    #[arg(long, value_name = "NAME=VALUE", value_parser = parse_header)]
+    otlp_header: Vec<(String, String)>,
+    /// The service.name of exported spans [default: observer].
+    #[arg(long, value_name = "NAME")]
+    service_name: Option<String>,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// A TOML configuration file (see deploy/observer.toml); the flags below override it.
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Trace only this process and its descendants (repeatable).
+    #[arg(long = "pid", short = 'p')]
+    pids: Vec<u32>,
+    /// Trace only processes with this command or executable name (repeatable).
+    #[arg(long = "comm")]
+    comms: Vec<String>,
+    /// Where the store lives [default: /var/lib/observer/observer.db].
+    #[arg(long, value_name = "PATH")]
+    store: Option<PathBuf>,
+    /// Keep no store (export only).
+    #[arg(long, conflicts_with = "store")]
+    no_store: bool,
+    /// Delete spans older than this many days [default: 7].
+    #[arg(long, value_name = "DAYS")]
+    retention_days: Option<u64>,
+    /// Delete the oldest spans past this store size, 0 for no limit [default: 1024].
+    #[arg(long, value_name = "MB")]
+    max_size_mb: Option<u64>,
+    /// Also append every span as a JSON line to this file.
+    #[arg(long, value_name = "PATH")]
+    jsonl: Option<PathBuf>,
+    #[command(flatten)]
+    otlp: OtlpArgs,
+}
+
+#[derive(clap::Args)]
+struct DbArgs {
+    /// The store to read.
+    #[arg(long, value_name = "PATH", default_value = store::DEFAULT_PATH)]
+    db: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct TracesArgs {
+    #[command(flatten)]
+    db: DbArgs,
+    /// Keep rows where ATTR OP VALUE holds (OP: eq, ne, gt, lt, contains; repeatable, all
+    /// must hold), e.g. --where gen_ai.request.model eq gpt-4o
+    #[arg(long = "where", num_args = 3, value_names = ["ATTR", "OP", "VALUE"], allow_hyphen_values = true)]
+    filters: Vec<String>,
+    /// Only what started within this long ago: 30s, 15m, 2h, 7d.
+    #[arg(long, value_name = "DURATION", value_parser = query::parse_duration)]
+    since: Option<Duration>,
+    #[arg(long, default_value_t = DEFAULT_LIMIT, value_parser = query::parse_limit)]
+    limit: u32,
+    #[arg(long, default_value_t = 0)]
+    offset: u32,
+    /// FIELD ascending, -FIELD or FIELD:desc descending (default: newest first).
+    #[arg(long, value_name = "FIELD", allow_hyphen_values = true)]
+    order_by: Option<OrderBy>,
+    /// List spans instead of traces.
+    #[arg(long)]
+    spans: bool,
+    #[arg(long, value_enum, default_value_t = ListFormat::Table)]
+    format: ListFormat,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ListFormat {
+    Table,
+    Json,
+}
+
+#[derive(clap::Args)]
+struct ShowArgs {
+    trace_id: String,
+    #[command(flatten)]
+    db: DbArgs,
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    db: DbArgs,
+    /// Address to listen on; anything but loopback needs --token.
+    #[arg(long, default_value = "127.0.0.1:4319")]
+    listen: SocketAddr,
+    /// Require `Authorization: Bearer TOKEN` on every request.
+    #[arg(long)]
+    token: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -91,6 +214,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Capture(args) => capture(args),
         Command::Replay(args) => replay(args),
+        Command::Run(args) => run_config(args).and_then(run),
+        Command::Traces(args) => traces(args),
+        Command::Show(args) => show(args),
+        Command::Serve(args) => serve_api(args),
     };
     match result {
         Ok(code) => code,
@@ -158,7 +285,37 @@ fn capture(args: CaptureArgs) -> Result<ExitCode> {
         .as_deref()
         .map(RecordWriter::create)
         .transpose()?;
-    let sinks = sinks(&args.output)?;
+    let mut sinks = sinks(&args.output)?;
+    if let Some(path) = &args.store {
+        sinks.push(Box::new(store_sink(
+            Store::open(path, &Retention::default())?,
+            Retention::default(),
+        )?));
+    }
+    if let Some(otlp) = args.otlp.merged_into(None)? {
+        sinks.push(Box::new(otlp_sink(otlp_options(&otlp))?));
+    }
+    let watch = Watch {
+        pids: args.pids,
+        comms: args.comms,
+        command: args.command,
+        recorder,
+    };
+    watch_and_report(watch, sinks)
+}
+
+/// What a live session watches and records.
+struct Watch {
+    pids: Vec<u32>,
+    comms: Vec<String>,
+    /// A command to start and trace; empty: watch until Ctrl-C or SIGTERM.
+    command: Vec<String>,
+    recorder: Option<RecordWriter>,
+}
+
+/// Captures until stopped, feeding `sinks`, then prints the summary.
+fn watch_and_report(args: Watch, sinks: Vec<Box<dyn Sink>>) -> Result<ExitCode> {
+    let recorder = args.recorder;
     let options = CaptureOptions {
         pids: args.pids.clone(),
         filter_pids: !args.command.is_empty(),
@@ -173,8 +330,9 @@ fn capture(args: CaptureArgs) -> Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let scope = if !args.command.is_empty() {
-        format!("command `{}`", args.command.join(" "))
+    // The program's name only: its arguments may carry secrets (`--header "Authorization: …"`).
+    let scope = if let Some(program) = args.command.first() {
+        format!("command `{program}` and its children")
     } else if !args.pids.is_empty() {
         format!("pids {:?}", args.pids)
     } else {
@@ -257,4 +415,190 @@ fn spawn_traced(command: &[String], capture: &LiveCapture) -> Result<tokio::proc
     let spawned = tokio::process::Command::new(program).args(args).spawn();
     capture.unwatch_pid(own_pid)?;
     spawned.with_context(|| format!("starting `{program}`"))
+}
+
+fn parse_header(text: &str) -> Result<(String, String)> {
+    match text.split_once('=') {
+        Some((name, value)) if !name.trim().is_empty() => {
+            Ok((name.trim().to_string(), value.trim().to_string()))
+        }
+        _ => bail!("`{text}` is not NAME=VALUE (e.g. authorization=Bearer KEY)"),
+    }
+}
+
+impl OtlpArgs {
+    /// The flags over what the configuration file says (None: no OTLP export).
+    fn merged_into(self, configured: Option<OtlpConfig>) -> Result<Option<OtlpConfig>> {
+        let mut otlp = match (self.otlp_endpoint, configured) {
+            (Some(endpoint), configured) => OtlpConfig {
+                endpoint,
+                ..configured.unwrap_or_else(|| OtlpConfig {
+                    endpoint: String::new(),
+                    headers: Default::default(),
+                    service_name: None,
+                })
+            },
+            (None, Some(configured)) => configured,
+            (None, None) if self.otlp_header.is_empty() && self.service_name.is_none() => {
+                return Ok(None);
+            }
+            (None, None) => bail!("--otlp-header and --service-name need --otlp-endpoint URL"),
+        };
+        otlp.headers.extend(self.otlp_header);
+        otlp.service_name = self.service_name.or(otlp.service_name);
+        Ok(Some(otlp))
+    }
+}
+
+fn otlp_options(config: &OtlpConfig) -> OtlpOptions {
+    let mut options = OtlpOptions::new(&config.endpoint);
+    options.headers = config.headers.clone().into_iter().collect();
+    if let Some(name) = &config.service_name {
+        options.service_name = name.clone();
+    }
+    options
+}
+
+/// The configuration file with the flags applied over it.
+fn run_config(args: RunArgs) -> Result<Config> {
+    let mut config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    if !args.pids.is_empty() {
+        config.filters.pids = args.pids;
+    }
+    if !args.comms.is_empty() {
+        config.filters.comms = args.comms;
+    }
+    if let Some(path) = args.store {
+        config.store.path = path;
+    }
+    if args.no_store {
+        config.store.enabled = false;
+    }
+    if let Some(days) = args.retention_days {
+        config.store.retention_days = days;
+    }
+    if let Some(mb) = args.max_size_mb {
+        config.store.max_size_mb = mb;
+    }
+    if let Some(path) = args.jsonl {
+        config.jsonl = Some(observer::config::JsonlConfig { path });
+    }
+    config.otlp = args.otlp.merged_into(config.otlp)?;
+    Ok(config)
+}
+
+/// The daemon: the whole host (or the configured processes) into the configured sinks.
+fn run(config: Config) -> Result<ExitCode> {
+    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    if config.store.enabled {
+        let retention = config.store.retention();
+        let store = Store::open(&config.store.path, &retention).with_context(|| {
+            "the daemon keeps its store there; pass --store PATH for another place, or --no-store"
+        })?;
+        eprintln!("store: {}", store.path().display());
+        sinks.push(Box::new(store_sink(store, retention)?));
+    }
+    if let Some(otlp) = &config.otlp {
+        eprintln!("otlp: exporting to {}", otlp.endpoint);
+        sinks.push(Box::new(otlp_sink(otlp_options(otlp))?));
+    }
+    if let Some(jsonl) = &config.jsonl {
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&jsonl.path)
+            .with_context(|| format!("opening {}", jsonl.path.display()))?;
+        eprintln!("jsonl: appending to {}", jsonl.path.display());
+        sinks.push(Box::new(JsonlSink::new(Box::new(file))));
+    }
+    if sinks.is_empty() {
+        bail!("nothing to do: the store is off and no OTLP endpoint or jsonl file is set");
+    }
+    let watch = Watch {
+        pids: config.filters.pids,
+        comms: config.filters.comms,
+        command: Vec::new(),
+        recorder: None,
+    };
+    watch_and_report(watch, sinks)
+}
+
+fn traces(args: TracesArgs) -> Result<ExitCode> {
+    let store = Store::open_existing(&args.db.db)?;
+    let query = Query {
+        filters: args
+            .filters
+            .chunks(3)
+            .map(|f| Filter::new(&f[0], &f[1], &f[2]))
+            .collect::<Result<_>>()?,
+        since: args.since,
+        limit: args.limit,
+        offset: args.offset,
+        order_by: args.order_by,
+    };
+    let output = match (args.spans, args.format) {
+        (false, ListFormat::Table) => render::traces_table(&store.traces(&query)?),
+        (true, ListFormat::Table) => render::spans_table(&store.spans(&query)?),
+        (false, ListFormat::Json) => {
+            pretty_json(&serde_json::json!({ "traces": store.traces(&query)? }))
+        }
+        (true, ListFormat::Json) => {
+            let spans: Vec<_> = store
+                .spans(&query)?
+                .iter()
+                .map(|span| tree::span_json(span, &AttributeSelection::All))
+                .collect();
+            pretty_json(&serde_json::json!({ "spans": spans }))
+        }
+    };
+    print!("{output}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn pretty_json(value: &serde_json::Value) -> String {
+    format!("{value:#}\n")
+}
+
+fn show(args: ShowArgs) -> Result<ExitCode> {
+    let store = Store::open_existing(&args.db.db)?;
+    let spans = store.trace_spans(&args.trace_id)?;
+    if spans.is_empty() {
+        bail!(
+            "no trace {} in {}; `observer traces` lists the stored ones",
+            args.trace_id,
+            args.db.db.display()
+        );
+    }
+    let style = Style {
+        color: std::io::stdout().is_terminal(),
+    };
+    print!(
+        "{}",
+        render::trace_tree(&args.trace_id, &tree::build_forest(spans), style)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn serve_api(args: ServeArgs) -> Result<ExitCode> {
+    serve::check_exposure(&args.listen, args.token.as_deref())?;
+    let store = Store::open_existing(&args.db.db)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("listening on {}", args.listen))?;
+        eprintln!(
+            "serving {} on http://{}/api/traces (stop with Ctrl-C)",
+            args.db.db.display(),
+            listener.local_addr()?
+        );
+        serve::serve(listener, serve::router(store, args.token)).await
+    })?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,8 +1,9 @@
-"""Calls made by the system curl (OpenSSL), one curl process per call.
+"""Calls made by the system curl (OpenSSL), or by wget (GnuTLS) with HTTP_TOOL=wget, one
+process per call.
 
-This script only drives curl: it writes the request body and headers to files (so the API key
-is never on curl's command line), runs /usr/bin/curl, parses what curl printed and emits the
-record with curl's pid (curl is single-threaded, so its thread id is its pid).
+This script only drives the tool: it writes the request body and headers to files (so the API
+key is never on a command line), runs it, parses what it printed and emits the record with the
+tool's pid (both are single-threaded, so the thread id is the pid).
 
 Usage: curl_calls.py SCENARIO...   (chat_json, chat_sse, messages_json, messages_sse, chat_big_body)
 """
@@ -15,30 +16,52 @@ import tempfile
 
 from common import API_KEY, BASE, CA, big_prompt, emit, run_scenarios
 
-CURL = os.environ.get("CURL", "/usr/bin/curl")
-workdir = tempfile.mkdtemp(prefix="curl-calls-")
+TOOL = os.environ.get("HTTP_TOOL", "curl")
+workdir = tempfile.mkdtemp(prefix="%s-calls-" % TOOL)
 
 
 def curl(name, path, body, headers):
+    """Runs one request with TOOL; returns (pid, status, body text)."""
     body_file = os.path.join(workdir, name + ".json")
-    header_file = os.path.join(workdir, name + ".headers")
     with open(body_file, "w") as f:
         json.dump(body, f)
+    headers = {"content-type": "application/json", **headers}
+    run = run_wget if TOOL == "wget" else run_curl
+    pid, returncode, status, payload = run(name, BASE + path, body_file, headers)
+    if returncode != 0:
+        sys.exit("%s: %s exited with %d" % (name, TOOL, returncode))
+    return pid, status, payload
+
+
+def run_curl(name, url, body_file, headers):
+    header_file = os.path.join(workdir, name + ".headers")
     with open(header_file, "w") as f:
-        f.write("content-type: application/json\n")
-        for key, value in headers.items():
-            f.write("%s: %s\n" % (key, value))
+        f.writelines("%s: %s\n" % item for item in headers.items())
     proc = subprocess.Popen(
-        [CURL, "-sS", "-N", "--http1.1", "--max-time", "60", "--cacert", CA,
+        ["/usr/bin/curl", "-sS", "-N", "--http1.1", "--max-time", "60", "--cacert", CA,
          "-H", "@" + header_file, "--data-binary", "@" + body_file,
-         "-w", "\n@status=%{http_code}", BASE + path],
+         "-w", "\n@status=%{http_code}", url],
         stdout=subprocess.PIPE)
     out, _ = proc.communicate()
-    text = out.decode()
-    payload, _, status = text.rpartition("\n@status=")
-    if proc.returncode != 0:
-        sys.exit("%s: curl exited with %d" % (name, proc.returncode))
-    return proc.pid, int(status), payload
+    payload, _, status = out.decode().rpartition("\n@status=")
+    return proc.pid, proc.returncode, int(status), payload
+
+
+def run_wget(name, url, body_file, headers):
+    # Headers go through a wgetrc file: wget has no header-file option.
+    rc_file = os.path.join(workdir, name + ".wgetrc")
+    with open(rc_file, "w") as f:
+        f.writelines("header = %s: %s\n" % item for item in headers.items())
+    proc = subprocess.Popen(
+        ["/usr/bin/wget", "-q", "-O", "-", "--server-response", "--content-on-error",
+         "--timeout=60", "--tries=1", "--ca-certificate=" + CA, "--post-file=" + body_file, url],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "WGETRC": rc_file})
+    out, err = proc.communicate()
+    statuses = [line.split()[1] for line in err.decode().splitlines()
+                if line.strip().startswith("HTTP/")]
+    # wget exits 8 on an HTTP error status it still printed.
+    returncode = 0 if proc.returncode == 8 and statuses else proc.returncode
+    return proc.pid, returncode, int(statuses[-1]) if statuses else 0, out.decode()
 
 
 def sse_data(payload):
@@ -69,7 +92,7 @@ def openai_chat(name, prompt, stream, **extra):
         r = json.loads(payload)
         text, finish, usage = r["choices"][0]["message"]["content"], r["choices"][0]["finish_reason"], r["usage"]
         rid, rmodel = r["id"], r["model"]
-    emit(name, pid=pid, tid=pid, comm="curl", exe="curl", path="/v1/chat/completions", model=model,
+    emit(name, pid=pid, tid=pid, comm=TOOL, exe=TOOL, path="/v1/chat/completions", model=model,
          prompt=prompt, stream=stream, status=status, response_id=rid, response_model=rmodel, text=text,
          tool_calls=[], finish_reason=finish, input_tokens=usage["prompt_tokens"],
          output_tokens=usage["completion_tokens"], **extra)
@@ -94,7 +117,7 @@ def anthropic_messages(name, prompt, stream):
         text = "".join(b["text"] for b in m["content"] if b["type"] == "text")
         rid, rmodel, finish = m["id"], m["model"], m["stop_reason"]
         input_tokens, output_tokens = m["usage"]["input_tokens"], m["usage"]["output_tokens"]
-    emit(name, pid=pid, tid=pid, comm="curl", exe="curl", path="/v1/messages", model=model,
+    emit(name, pid=pid, tid=pid, comm=TOOL, exe=TOOL, path="/v1/messages", model=model,
          prompt=prompt, stream=stream, status=status, response_id=rid, response_model=rmodel,
          text=text, tool_calls=[], finish_reason=finish, input_tokens=input_tokens,
          output_tokens=output_tokens, max_tokens=512)

@@ -65,7 +65,7 @@ pub fn decode(record: &[u8], clock: Clock) -> Option<Decoded> {
                 offset: event.offset,
                 data: Bytes::copy_from_slice(data),
                 truncated_after: event.flags & flags::CALL_TRUNCATED != 0,
-                library: TlsLibrary::OpenSsl,
+                library: TlsLibrary::from_source(event.source)?,
             };
             Some(Decoded {
                 event: CaptureEvent::Data(chunk),

@@ -108,7 +108,7 @@ pub fn system_tls_libraries() -> Vec<PathBuf> {
         for entry in entries.flatten() {
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
-            if name.starts_with("libssl.so") {
+            if name.starts_with("libssl.so") || name.starts_with("libgnutls.so") {
                 found.push(entry.path());
             }
         }

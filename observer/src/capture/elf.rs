@@ -4,42 +4,56 @@ use std::{fs::File, path::Path};
 
 use object::{Object, ObjectSegment, ObjectSymbol, read::ReadCache};
 
+use super::TlsLibrary;
+
 /// A function the probes attach to, with the probe programs that serve it.
 #[derive(Clone, Copy, Debug)]
 pub struct TlsFunction {
+    pub library: TlsLibrary,
     pub symbol: &'static str,
     pub entry_program: &'static str,
     /// The return probe, if the call's result is needed.
     pub return_program: Option<&'static str>,
 }
 
-/// OpenSSL's API, also exported by BoringSSL builds and by executables linking OpenSSL statically.
-pub const OPENSSL_FUNCTIONS: &[TlsFunction] = &[
+impl TlsFunction {
+    /// Reads or writes application data (as opposed to ending a session).
+    pub fn moves_data(&self) -> bool {
+        self.return_program.is_some()
+    }
+}
+
+const fn io(library: TlsLibrary, symbol: &'static str, entry_program: &'static str) -> TlsFunction {
     TlsFunction {
-        symbol: "SSL_write",
-        entry_program: "ssl_write",
+        library,
+        symbol,
+        entry_program,
         return_program: Some("ssl_return"),
-    },
+    }
+}
+
+const fn end(library: TlsLibrary, symbol: &'static str) -> TlsFunction {
     TlsFunction {
-        symbol: "SSL_write_ex",
-        entry_program: "ssl_write_ex",
-        return_program: Some("ssl_return"),
-    },
-    TlsFunction {
-        symbol: "SSL_read",
-        entry_program: "ssl_read",
-        return_program: Some("ssl_return"),
-    },
-    TlsFunction {
-        symbol: "SSL_read_ex",
-        entry_program: "ssl_read_ex",
-        return_program: Some("ssl_return"),
-    },
-    TlsFunction {
-        symbol: "SSL_free",
+        library,
+        symbol,
         entry_program: "ssl_free",
         return_program: None,
-    },
+    }
+}
+
+/// Every TLS API the probes understand. Their read/write functions share one calling shape
+/// (session, buffer, length; bytes or a count pointer back), so they share the probe programs.
+pub const TLS_FUNCTIONS: &[TlsFunction] = &[
+    // OpenSSL, also exported by BoringSSL builds and executables linking OpenSSL statically.
+    io(TlsLibrary::OpenSsl, "SSL_write", "ssl_write"),
+    io(TlsLibrary::OpenSsl, "SSL_write_ex", "ssl_write_ex"),
+    io(TlsLibrary::OpenSsl, "SSL_read", "ssl_read"),
+    io(TlsLibrary::OpenSsl, "SSL_read_ex", "ssl_read_ex"),
+    end(TlsLibrary::OpenSsl, "SSL_free"),
+    // GnuTLS (wget, curl-gnutls).
+    io(TlsLibrary::GnuTls, "gnutls_record_send", "ssl_write"),
+    io(TlsLibrary::GnuTls, "gnutls_record_recv", "ssl_read"),
+    end(TlsLibrary::GnuTls, "gnutls_deinit"),
 ];
 
 /// File offsets of the `functions` that `path` defines (dynamic or static symbol table).

@@ -6,13 +6,16 @@ use anyhow::{Context, Result, anyhow};
 use aya::{
     Ebpf,
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{TracePoint, UProbe, uprobe::UProbeScope},
+    programs::{
+        TracePoint, UProbe,
+        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope},
+    },
 };
 use observer_ebpf::{config, counter};
 
 use super::{
     discover::FileId,
-    elf::{self, OPENSSL_FUNCTIONS},
+    elf::{self, TLS_FUNCTIONS},
 };
 
 static PROBES_OBJECT: &[u8] =
@@ -103,21 +106,22 @@ impl Probes {
         if !self.judged.insert(id) {
             return Ok(0);
         }
-        let functions = elf::find_functions(path, OPENSSL_FUNCTIONS)
+        let functions = elf::find_functions(path, TLS_FUNCTIONS)
             .with_context(|| format!("reading {}", path.display()))?;
-        let has_io = functions
-            .iter()
-            .any(|(f, _)| f.symbol.starts_with("SSL_read") || f.symbol.starts_with("SSL_write"));
-        if !has_io {
+        if !functions.iter().any(|(f, _)| f.moves_data()) {
             return Ok(0);
         }
         for (function, offset) in &functions {
-            let mut programs = vec![function.entry_program];
-            programs.extend(function.return_program);
-            for name in programs {
+            // The cookie tells the probes which library the bytes come from.
+            let cookie = function.library as u64;
+            for name in std::iter::once(function.entry_program).chain(function.return_program) {
                 let program: &mut UProbe = program(&mut self.ebpf, name)?.try_into()?;
+                let point = UProbeAttachPoint {
+                    location: UProbeAttachLocation::AbsoluteOffset(*offset),
+                    cookie: Some(cookie),
+                };
                 program
-                    .attach(*offset, path, UProbeScope::AllProcesses)
+                    .attach(point, path, UProbeScope::AllProcesses)
                     .with_context(|| {
                         format!(
                             "attaching {name} to {} in {}",
@@ -129,9 +133,9 @@ impl Probes {
         }
         self.attached_files += 1;
         log::info!(
-            "attached OpenSSL probes to {} ({} functions: {})",
+            "attached {} probes to {} ({})",
+            functions[0].0.library.as_str(),
             path.display(),
-            functions.len(),
             functions
                 .iter()
                 .map(|(f, _)| f.symbol)

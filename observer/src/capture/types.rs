@@ -19,17 +19,27 @@ pub enum Direction {
     Ingress,
 }
 
-/// The TLS library the plaintext was taken from.
+/// The TLS library the plaintext was taken from. The discriminants are the kernel's
+/// `observer_ebpf::tls_source` values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[repr(u8)]
 pub enum TlsLibrary {
-    OpenSsl,
+    OpenSsl = observer_ebpf::tls_source::OPENSSL,
+    GnuTls = observer_ebpf::tls_source::GNUTLS,
 }
 
 impl TlsLibrary {
     pub fn as_str(self) -> &'static str {
         match self {
             TlsLibrary::OpenSsl => "openssl",
+            TlsLibrary::GnuTls => "gnutls",
         }
+    }
+
+    pub fn from_source(source: u8) -> Option<TlsLibrary> {
+        [TlsLibrary::OpenSsl, TlsLibrary::GnuTls]
+            .into_iter()
+            .find(|l| *l as u8 == source)
     }
 }
 

@@ -44,7 +44,8 @@ impl Provider for Anthropic {
     }
 }
 
-struct MessagesApi;
+/// Also read by Bedrock, whose `invoke` of Anthropic models carries Messages bodies.
+pub(crate) struct MessagesApi;
 
 const NUMERIC_PARAMS: &[(&str, &str)] = &[
     ("max_tokens", attr::REQUEST_MAX_TOKENS),
@@ -92,34 +93,20 @@ impl ApiReader for MessagesApi {
 
     fn read_stream_response(&self, call: &mut LlmCall, body: &Body) -> Option<StreamSummary> {
         let mut message = MessageDraft::default();
-        let summary = read_sse(body, |event, data| {
-            let kind = str_at(data, "type").or(event).unwrap_or_default();
-            message.absorb(call, kind, data)
-        });
-        message.usage.record(call);
-        let stop_reason = message.stop_reason.take();
-        record_output(call, &message.into_blocks(), stop_reason.as_deref());
+        let summary = read_sse(body, |event, data| message.absorb(call, event, data));
+        message.finish(call);
         Some(summary)
     }
 }
 
-/// Anthropic's `input_tokens` leaves out cached tokens; the conventions' input count includes them.
+/// Anthropic's `input_tokens` leaves out cached tokens.
 fn usage(report: &Value) -> Usage {
-    let cache_read = u64_at(report, "cache_read_input_tokens");
-    let cache_creation = u64_at(report, "cache_creation_input_tokens");
-    let input = u64_at(report, "input_tokens").map(|uncached| {
-        [cache_read, cache_creation]
-            .into_iter()
-            .flatten()
-            .fold(uncached, u64::saturating_add)
-    });
-    Usage {
-        input,
-        output: u64_at(report, "output_tokens"),
-        cache_read,
-        cache_creation,
-        reasoning: None,
-    }
+    Usage::with_cache_apart(
+        u64_at(report, "input_tokens"),
+        u64_at(report, "output_tokens"),
+        u64_at(report, "cache_read_input_tokens"),
+        u64_at(report, "cache_creation_input_tokens"),
+    )
 }
 
 fn record_output(call: &mut LlmCall, blocks: &[Value], stop_reason: Option<&str>) {
@@ -155,9 +142,10 @@ fn block_part(block: &Value) -> Value {
     }
 }
 
-/// The response message being reassembled from stream events.
+/// The response message being reassembled from stream events (SSE here, event-stream chunks
+/// on Bedrock).
 #[derive(Default)]
-struct MessageDraft {
+pub(crate) struct MessageDraft {
     blocks: BTreeMap<u64, Value>,
     /// `input_json_delta` fragments per tool_use block, parsed once the stream is read.
     tool_inputs: BTreeMap<u64, String>,
@@ -166,9 +154,10 @@ struct MessageDraft {
 }
 
 impl MessageDraft {
-    /// Folds in one stream event; identity and errors go straight to the call.
-    fn absorb(&mut self, call: &mut LlmCall, kind: &str, event: &Value) -> Seen {
-        match kind {
+    /// Folds in one stream event, typed by its `type` field or else by `event_type`; identity
+    /// and errors go straight to the call.
+    pub fn absorb(&mut self, call: &mut LlmCall, event_type: Option<&str>, event: &Value) -> Seen {
+        match str_at(event, "type").or(event_type).unwrap_or_default() {
             "message_start" => {
                 if let Some(start) = object_at(event, "message") {
                     record_identity(call, start);
@@ -237,6 +226,13 @@ impl MessageDraft {
             .or_insert_with(|| serde_json::json!({ "type": target }));
         append_str(block, target, fragment);
         !fragment.is_empty()
+    }
+
+    /// Records what the stream said once it is read.
+    pub fn finish(mut self, call: &mut LlmCall) {
+        self.usage.record(call);
+        let stop_reason = self.stop_reason.take();
+        record_output(call, &self.into_blocks(), stop_reason.as_deref());
     }
 
     fn into_blocks(mut self) -> Vec<Value> {

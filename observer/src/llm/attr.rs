@@ -38,11 +38,22 @@ pub const TOOL_DEFINITIONS: &str = "gen_ai.tool.definitions";
 
 pub const ERROR_TYPE: &str = "error.type";
 
-/// "reported" when the provider sent token usage.
+/// "reported" when the provider sent token usage, "estimated" when a stream carried none and
+/// the counts come from a tokenizer.
 pub const OBSERVER_USAGE_SOURCE: &str = "observer.usage.source";
-/// Number of SSE data events, the `[DONE]` sentinel excluded.
+/// Number of stream events (SSE data events, NDJSON lines, array elements, event-stream
+/// messages), the `[DONE]` sentinel excluded.
 pub const OBSERVER_STREAM_CHUNK_COUNT: &str = "observer.stream.chunk_count";
+/// Event-stream messages that failed a CRC or were malformed (present only when some did).
+pub const OBSERVER_STREAM_CORRUPT_FRAMES: &str = "observer.stream.corrupt_frames";
 pub const OBSERVER_ERROR_CODE: &str = "observer.error.code";
 pub const OBSERVER_ERROR_MESSAGE: &str = "observer.error.message";
 /// Why the exchange was handed on, when it is not "complete" (see `ExchangeEnd`).
 pub const OBSERVER_EXCHANGE_END: &str = "observer.exchange.end";
+
+/// Rate-limit response headers, one attribute each: `observer.ratelimit.{limit|remaining|reset}_{requests|tokens|input_tokens|output_tokens}`
+/// (from OpenAI-style `x-ratelimit-*` and `anthropic-ratelimit-*`). Counts are integers, resets
+/// are the header's text (a duration like "6m0s", or an RFC 3339 time).
+pub const OBSERVER_RATELIMIT_PREFIX: &str = "observer.ratelimit.";
+/// The `retry-after` header: seconds, or an HTTP date, as sent.
+pub const OBSERVER_RATELIMIT_RETRY_AFTER: &str = "observer.ratelimit.retry_after";

@@ -13,7 +13,7 @@ pub(crate) struct ProviderError {
 
 impl ProviderError {
     /// An error object: OpenAI's `{type, code, message}`, Anthropic's `{type, message}`,
-    /// the Responses API's `{code, message}`.
+    /// the Responses API's `{code, message}`, Gemini's `{code: 429, status, message}`.
     pub fn from_object(error: &Value) -> Self {
         let code = error.get("code").and_then(|code| match code {
             Value::String(code) => Some(code.clone()),
@@ -24,22 +24,43 @@ impl ProviderError {
             // A type of "error" (Responses API stream events) names nothing.
             kind: str_at(error, "type")
                 .filter(|kind| *kind != "error")
+                .or_else(|| str_at(error, "status"))
                 .map(str::to_owned),
             code,
             message: str_at(error, "message").map(str::to_owned),
         }
     }
 
-    /// A body reporting an error: `{"error": {...}}` (OpenAI, and Anthropic inside
-    /// `{"type": "error", ...}`), or `{"error": "text"}` as some compatible servers send.
+    /// A body reporting an error: `{"error": {...}}` (OpenAI, Gemini, and Anthropic inside
+    /// `{"type": "error", ...}`), or `{"error": "text"}` as Ollama and some compatible servers
+    /// send. Only for bodies known to be errors: [`Self::from_error_body`] also reads bare
+    /// messages.
     pub fn from_body(body: &Value) -> Option<Self> {
         if let Some(error) = object_at(body, "error") {
             return Some(Self::from_object(error));
         }
-        str_at(body, "error").map(|message| ProviderError {
+        str_at(body, "error").map(Self::with_message)
+    }
+
+    /// The body of an HTTP error response: as [`Self::from_body`], or a bare `{"message": ...}`
+    /// (Bedrock, Cohere).
+    pub fn from_error_body(body: &Value) -> Option<Self> {
+        Self::from_body(body).or_else(|| str_at(body, "message").map(Self::with_message))
+    }
+
+    pub fn with_message(message: &str) -> Self {
+        ProviderError {
             message: Some(message.to_owned()),
             ..Self::default()
-        })
+        }
+    }
+
+    /// The error, its type named elsewhere (an AWS header or event-stream exception type).
+    pub fn with_kind(self, kind: &str) -> Self {
+        ProviderError {
+            kind: Some(kind.to_owned()),
+            ..self
+        }
     }
 
     /// Records the error; `error.type` is the provider's type, else its code, else `fallback_type`.

@@ -3,7 +3,9 @@
 use serde_json::Value;
 
 use super::error::ProviderError;
+use super::estimate::estimate_missing_usage;
 use super::json::{self, str_at};
+use super::ratelimit::record_rate_limits;
 use super::stream::StreamSummary;
 use super::{LlmCall, attr};
 use crate::http::{Body, Exchange, ExchangeEnd, Response};
@@ -16,7 +18,12 @@ pub(crate) trait ApiReader {
     /// A successful, whole JSON response.
     fn read_json_response(&self, call: &mut LlmCall, response: &Value);
 
-    /// A successful event-stream response; `None` for APIs that never stream.
+    /// Whether a successful response is streamed; by default, whether it is SSE.
+    fn is_stream(&self, response: &Response) -> bool {
+        is_event_stream(response)
+    }
+
+    /// A successful streamed response; `None` for APIs that never stream.
     fn read_stream_response(&self, _call: &mut LlmCall, _body: &Body) -> Option<StreamSummary> {
         None
     }
@@ -29,7 +36,12 @@ pub(crate) fn read_call(
     exchange: &Exchange,
     api: &dyn ApiReader,
 ) -> LlmCall {
-    let mut call = LlmCall::new(provider, operation);
+    read_into(LlmCall::new(provider, operation), exchange, api)
+}
+
+/// As [`read_call`], into a call already holding what the URL said (APIs that name the
+/// model in the path).
+pub(crate) fn read_into(mut call: LlmCall, exchange: &Exchange, api: &dyn ApiReader) -> LlmCall {
     read_exchange(&mut call, exchange, api);
     call
 }
@@ -44,13 +56,15 @@ fn read_exchange(call: &mut LlmCall, exchange: &Exchange, api: &dyn ApiReader) {
         call.set(attr::ERROR_TYPE, end_name(exchange.end));
         return;
     };
+    record_rate_limits(call, &response.headers);
     if !(200..300).contains(&response.status) {
         record_http_error(call, response);
         return;
     }
-    if is_event_stream(response)
+    if api.is_stream(response)
         && let Some(summary) = api.read_stream_response(call, &response.body)
     {
+        estimate_missing_usage(call);
         summary.record(call, exchange);
         return;
     }
@@ -76,13 +90,24 @@ pub(crate) fn record_identity(call: &mut LlmCall, response: &Value) {
 
 fn record_http_error(call: &mut LlmCall, response: &Response) {
     let status = response.status.to_string();
-    match json::parse(&response.body.data).and_then(|body| ProviderError::from_body(&body)) {
-        Some(error) => error.record(call, &status),
-        None => call.set(attr::ERROR_TYPE, status),
-    }
+    let body = json::parse(&response.body.data);
+    let error = body.as_ref().and_then(ProviderError::from_error_body);
+    let error = match aws_error_type(response) {
+        Some(kind) => error.unwrap_or_default().with_kind(kind),
+        None => error.unwrap_or_default(),
+    };
+    error.record(call, &status);
 }
 
-fn is_event_stream(response: &Response) -> bool {
+/// AWS names the error in a header (`x-amzn-ErrorType: ThrottlingException:http://...`),
+/// its body carrying only a message.
+fn aws_error_type(response: &Response) -> Option<&str> {
+    let header = response.headers.get("x-amzn-errortype")?;
+    let kind = header.split(':').next().unwrap_or(header).trim();
+    (!kind.is_empty()).then_some(kind)
+}
+
+pub(crate) fn is_event_stream(response: &Response) -> bool {
     let declared = response
         .headers
         .get("content-type")

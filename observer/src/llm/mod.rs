@@ -2,20 +2,26 @@
 //! [`LlmCall`]s carrying OpenTelemetry GenAI attributes.
 //!
 //! Each API family is a [`Provider`] in its own file, listed once in `PROVIDERS`. Framings that
-//! several providers stream in (SSE, ...) live in [`framing`], shared.
+//! several providers stream in (SSE, NDJSON, AWS event stream, JSON arrays) live in [`framing`], shared.
 pub mod attr;
 pub mod framing;
 pub mod types;
 pub use types::*;
 
 mod anthropic;
+mod bedrock;
+mod cohere;
 mod error;
+mod estimate;
 mod exchange;
+mod gemini;
 mod json;
+mod ollama;
 mod openai;
 mod origin;
 mod otel;
 mod params;
+mod ratelimit;
 mod stream;
 mod usage;
 
@@ -48,9 +54,16 @@ impl<P: Provider> Recogniser for P {
     }
 }
 
-/// Asked in order; the first to claim an exchange reads it. Providers that recognise by
-/// path on any host (OpenAI-compatible) go last.
-static PROVIDERS: &[&dyn Recogniser] = &[&anthropic::Anthropic, &openai::OpenAi];
+/// Asked in order; the first to claim an exchange reads it. The most specific paths go first;
+/// OpenAI's, which any OpenAI-compatible server copies, last.
+static PROVIDERS: &[&dyn Recogniser] = &[
+    &anthropic::Anthropic,
+    &gemini::Gemini,
+    &bedrock::Bedrock,
+    &cohere::Cohere,
+    &ollama::Ollama,
+    &openai::OpenAi,
+];
 
 /// The LLM call an exchange makes, if it makes one.
 pub fn recognise(exchange: &Exchange) -> Option<LlmCall> {

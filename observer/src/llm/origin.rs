@@ -1,10 +1,17 @@
 //! Where a request went: its path, and the provider name its host implies.
+use super::json::{self, str_at};
 use crate::http::Request;
 
 /// Hosts whose provider is obvious, for APIs that any server may implement.
-/// A leading '.' matches any subdomain.
+/// A leading '.' matches any subdomain; a '*' any run of characters.
 const KNOWN_HOSTS: &[(&str, &str)] = &[
     ("api.openai.com", "openai"),
+    ("generativelanguage.googleapis.com", "gcp.gemini"),
+    ("aiplatform.googleapis.com", "gcp.vertex_ai"),
+    ("*-aiplatform.googleapis.com", "gcp.vertex_ai"),
+    ("bedrock-runtime.*.amazonaws.com", "aws.bedrock"),
+    ("api.cohere.com", "cohere"),
+    ("api.cohere.ai", "cohere"),
     (".openai.azure.com", "azure.ai.openai"),
     ("api.anthropic.com", "anthropic"),
     ("api.groq.com", "groq"),
@@ -33,25 +40,50 @@ pub(crate) fn is_post(request: &Request) -> bool {
 
 /// `gen_ai.provider.name` for a request to an API family whose own name is `default`.
 pub(crate) fn provider_name(request: &Request, default: &'static str) -> &'static str {
-    let Some(authority) = request
+    known_provider(request).unwrap_or(default)
+}
+
+/// The provider the request's host (or Ollama's port) names, if it names one.
+pub(crate) fn known_provider(request: &Request) -> Option<&'static str> {
+    let authority = request
         .headers
         .get("host")
-        .or_else(|| request.headers.get(":authority"))
-    else {
-        return default;
-    };
+        .or_else(|| request.headers.get(":authority"))?;
     let authority = authority.trim().to_ascii_lowercase();
     let (host, port) = split_port(&authority);
     if port == Some(OLLAMA_PORT) {
-        return "ollama";
+        return Some("ollama");
     }
     KNOWN_HOSTS
         .iter()
-        .find(|(pattern, _)| match pattern.strip_prefix('.') {
-            Some(domain) => host.ends_with(pattern) || host == domain,
-            None => host == *pattern,
-        })
-        .map_or(default, |(_, name)| name)
+        .find(|(pattern, _)| host_matches(host, pattern))
+        .map(|(_, name)| *name)
+}
+
+fn host_matches(host: &str, pattern: &str) -> bool {
+    if let Some((prefix, suffix)) = pattern.split_once('*') {
+        return host.len() > prefix.len() + suffix.len()
+            && host.starts_with(prefix)
+            && host.ends_with(suffix);
+    }
+    match pattern.strip_prefix('.') {
+        Some(domain) => host.ends_with(pattern) || host == domain,
+        None => host == pattern,
+    }
+}
+
+/// Whether a request on an unknown host looks enough like an LLM API call to claim a path
+/// other APIs might also use (`/api/chat`, `/v2/chat`): a known host, or a JSON body naming a model.
+pub(crate) fn known_host_or_names_model(request: &Request) -> bool {
+    known_provider(request).is_some()
+        || json::parse(&request.body.data).is_some_and(|body| str_at(&body, "model").is_some())
+}
+
+/// Percent-decodes a path segment (Bedrock model ids and ARNs travel encoded).
+pub(crate) fn decode_segment(segment: &str) -> String {
+    percent_encoding::percent_decode_str(segment)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 fn split_port(authority: &str) -> (&str, Option<&str>) {
@@ -91,6 +123,13 @@ mod tests {
             ("API.OpenAI.com:443", "openai"),
             ("my-resource.openai.azure.com", "azure.ai.openai"),
             ("api.groq.com", "groq"),
+            ("generativelanguage.googleapis.com", "gcp.gemini"),
+            ("us-central1-aiplatform.googleapis.com", "gcp.vertex_ai"),
+            ("aiplatform.googleapis.com", "gcp.vertex_ai"),
+            ("bedrock-runtime.eu-west-1.amazonaws.com", "aws.bedrock"),
+            ("bedrock-runtime..amazonaws.com", "fallback"),
+            ("s3.amazonaws.com", "fallback"),
+            ("api.cohere.com", "cohere"),
             ("api.deepseek.com", "deepseek"),
             ("api.mistral.ai", "mistral_ai"),
             ("api.x.ai", "x_ai"),

@@ -1,7 +1,8 @@
-//! Reading a streamed (SSE) response: the bookkeeping every provider shares.
+//! Reading a streamed response, in any of the shared framings: the bookkeeping every provider
+//! shares.
 use serde_json::{Value, json};
 
-use super::framing::sse;
+use super::framing::{TextFrame, eventstream, json_array, ndjson, sse};
 use super::{LlmCall, attr};
 use crate::http::{Body, Exchange};
 
@@ -28,6 +29,14 @@ impl Seen {
             terminal: false,
         }
     }
+
+    /// Both at once: providers whose last chunk also carries output (Gemini, Ollama).
+    pub const fn output_then_end(carried: bool, terminal: bool) -> Seen {
+        Seen {
+            content: carried,
+            terminal,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -35,6 +44,8 @@ pub(crate) struct StreamSummary {
     chunk_count: u64,
     first_content_ts: Option<u64>,
     terminated: bool,
+    /// Binary frames that failed their checks (event stream only).
+    corrupt_frames: u64,
 }
 
 /// OpenAI-style end-of-stream sentinel; not JSON, so handled here once.
@@ -51,26 +62,75 @@ pub(crate) fn read_sse(
             summary.terminated = true;
             continue;
         }
-        summary.chunk_count += 1;
-        let Ok(data) = serde_json::from_str::<Value>(&event.data) else {
-            continue;
+        let seen = match serde_json::from_str::<Value>(&event.data) {
+            Ok(data) => on_event(event.event.as_deref(), &data),
+            Err(_) => Seen::NOTHING,
         };
-        let seen = on_event(event.event.as_deref(), &data);
-        if seen.content && summary.first_content_ts.is_none() {
-            summary.first_content_ts = body.time_at(event.completed_at);
-        }
-        summary.terminated |= seen.terminal;
+        summary.count(body, event.completed_at, seen);
     }
     summary
 }
 
+/// Feeds each line of an NDJSON body that is JSON to `on_value`.
+pub(crate) fn read_ndjson(body: &Body, on_value: impl FnMut(&Value) -> Seen) -> StreamSummary {
+    read_json_frames(body, ndjson::lines(&body.data), on_value)
+}
+
+/// Feeds each element of a streamed JSON array to `on_value`.
+pub(crate) fn read_json_array(body: &Body, on_value: impl FnMut(&Value) -> Seen) -> StreamSummary {
+    read_json_frames(body, json_array::elements(&body.data), on_value)
+}
+
+fn read_json_frames<'a>(
+    body: &Body,
+    frames: impl Iterator<Item = TextFrame<'a>>,
+    mut on_value: impl FnMut(&Value) -> Seen,
+) -> StreamSummary {
+    let mut summary = StreamSummary::default();
+    for frame in frames {
+        let seen = match serde_json::from_slice::<Value>(frame.data) {
+            Ok(value) => on_value(&value),
+            Err(_) => Seen::NOTHING,
+        };
+        summary.count(body, frame.completed_at, seen);
+    }
+    summary
+}
+
+/// Feeds each intact message of an AWS event-stream body to `on_message`; corrupt ones are
+/// counted, not read.
+pub(crate) fn read_eventstream(
+    body: &Body,
+    mut on_message: impl FnMut(&eventstream::Message) -> Seen,
+) -> StreamSummary {
+    let mut summary = StreamSummary::default();
+    let mut messages = eventstream::messages(&body.data);
+    for message in messages.by_ref() {
+        let seen = on_message(&message);
+        summary.count(body, message.completed_at, seen);
+    }
+    summary.corrupt_frames = messages.corrupt_messages();
+    summary
+}
+
 impl StreamSummary {
+    fn count(&mut self, body: &Body, completed_at: usize, seen: Seen) {
+        self.chunk_count += 1;
+        if seen.content && self.first_content_ts.is_none() {
+            self.first_content_ts = body.time_at(completed_at);
+        }
+        self.terminated |= seen.terminal;
+    }
+
     /// Records stream timing, and marks a stream that ended before its terminal event.
     /// A stream that reached it is whole even if the HTTP body was not read to its end
     /// (SDKs stop reading at `[DONE]` and close the connection).
     /// Runs after the provider recorded what the stream said.
     pub fn record(&self, call: &mut LlmCall, exchange: &Exchange) {
         call.set(attr::OBSERVER_STREAM_CHUNK_COUNT, self.chunk_count);
+        if self.corrupt_frames > 0 {
+            call.set(attr::OBSERVER_STREAM_CORRUPT_FRAMES, self.corrupt_frames);
+        }
         let since_request = self
             .first_content_ts
             .and_then(|ts| ts.checked_sub(exchange.request.ts_end));

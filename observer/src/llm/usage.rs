@@ -12,6 +12,29 @@ pub(crate) struct Usage {
 }
 
 impl Usage {
+    /// Usage from a provider that counts input apart from cache reads and writes (Anthropic,
+    /// Bedrock): the conventions' input count includes them.
+    pub fn with_cache_apart(
+        uncached_input: Option<u64>,
+        output: Option<u64>,
+        cache_read: Option<u64>,
+        cache_creation: Option<u64>,
+    ) -> Usage {
+        let input = uncached_input.map(|uncached| {
+            [cache_read, cache_creation]
+                .into_iter()
+                .flatten()
+                .fold(uncached, u64::saturating_add)
+        });
+        Usage {
+            input,
+            output,
+            cache_read,
+            cache_creation,
+            reasoning: None,
+        }
+    }
+
     /// Folds in a later report (streams report usage in pieces); later values win.
     pub fn update(&mut self, later: Usage) {
         self.input = later.input.or(self.input);

@@ -124,12 +124,19 @@ impl ChoicesApi {
     }
 }
 
+/// Fields that carry reasoning beside the content: DeepSeek's and vLLM's `reasoning_content`,
+/// OpenRouter's and newer vLLM's `reasoning`, Ollama's `thinking`.
+const REASONING_FIELDS: &[&str] = &["reasoning_content", "reasoning", "thinking"];
+
 /// A Chat Completions message (request `messages[]`, response `choices[].message`, or one
-/// reassembled from a stream) as OTel parts.
-fn message_parts(message: &Value) -> Vec<Value> {
+/// reassembled from a stream) as OTel parts. Also read for the APIs that copy its message
+/// shape (Ollama, Cohere).
+pub(crate) fn message_parts(message: &Value) -> Vec<Value> {
     let mut parts = Vec::new();
-    // DeepSeek, vLLM and others return reasoning beside the content.
-    if let Some(reasoning) = str_at(message, "reasoning_content").filter(|r| !r.is_empty()) {
+    let reasoning = REASONING_FIELDS
+        .iter()
+        .find_map(|field| str_at(message, field).filter(|r| !r.is_empty()));
+    if let Some(reasoning) = reasoning {
         parts.push(reasoning_part(reasoning));
     }
     if str_at(message, "role") == Some("tool") {
@@ -145,14 +152,19 @@ fn message_parts(message: &Value) -> Vec<Value> {
     parts
 }
 
+/// Arguments are JSON text; Ollama sends them as an object.
 fn tool_call_of(tool_call: &Value) -> Value {
     let function = tool_call.get("function");
-    let field = |key| function.and_then(|f| str_at(f, key));
-    let arguments = parse_arguments(field("arguments").unwrap_or_default());
-    tool_call_part(str_at(tool_call, "id"), field("name"), arguments)
+    let arguments = match function.and_then(|f| f.get("arguments")) {
+        Some(Value::String(text)) => parse_arguments(text),
+        Some(object) => object.clone(),
+        None => parse_arguments(""),
+    };
+    let name = function.and_then(|f| str_at(f, "name"));
+    tool_call_part(str_at(tool_call, "id"), name, arguments)
 }
 
-fn tool_definition_of(tool: &Value) -> Value {
+pub(crate) fn tool_definition_of(tool: &Value) -> Value {
     let kind = str_at(tool, "type").unwrap_or("function");
     // The description sits under the tool's type: {"type": "function", "function": {...}}.
     tool_definition(kind, tool.get(kind).unwrap_or(tool), "parameters")
@@ -204,7 +216,9 @@ impl ChoiceDraft {
             self.role = Some(role.to_owned());
         }
         let mut content = push_fragment(&mut self.content, str_at(delta, "content"));
-        content |= push_fragment(&mut self.reasoning, str_at(delta, "reasoning_content"));
+        for field in REASONING_FIELDS {
+            content |= push_fragment(&mut self.reasoning, str_at(delta, field));
+        }
         for fragment in array_at(delta, "tool_calls") {
             content |= self.absorb_tool_call(fragment);
         }

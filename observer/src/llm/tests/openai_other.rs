@@ -130,19 +130,23 @@ fn legacy_completion_stream_reassembles_text() {
         get(&call, attr::RESPONSE_TIME_TO_FIRST_CHUNK),
         &json!(part_time(0))
     );
-    assert_eq!(call.attribute(attr::USAGE_INPUT_TOKENS), None);
+    assert_eq!(get(&call, attr::OBSERVER_USAGE_SOURCE), &json!("estimated"));
 }
 
 #[test]
 fn other_requests_are_not_llm_calls() {
-    let mut get_models = post("api.openai.com", "/v1/models", &json!({}));
-    get_models.request.method = "GET".into();
     let mut get_response = post("api.openai.com", "/v1/responses", &json!({}));
     get_response.request.method = "GET".into();
+    let mut files_elsewhere = post("example.com", "/v1/files", &json!({}));
+    files_elsewhere
+        .request
+        .headers
+        .0
+        .retain(|(name, _)| name != "Authorization");
     for exchange in [
-        get_models,
         get_response,
-        post("api.openai.com", "/v1/files", &json!({})),
+        files_elsewhere,
+        post("example.com", "/api/files/models", &json!({})),
         post(
             "api.anthropic.com",
             "/v1/messages/count_tokens",

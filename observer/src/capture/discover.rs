@@ -45,14 +45,15 @@ pub fn all_pids() -> Vec<u32> {
 }
 
 /// The executable file mappings of `pid` (the program and its shared libraries), deduplicated.
-/// Paths go through `/proc/PID/root` so files in other mount namespaces (containers) resolve.
+/// Paths of processes in other mount namespaces (containers) go through `/proc/PID/root`.
 pub fn executable_mappings(pid: u32) -> Vec<MappedFile> {
     let Ok(maps) = fs::read_to_string(format!("/proc/{pid}/maps")) else {
         return Vec::new();
     };
+    let root = if shares_our_root(pid) { String::new() } else { format!("/proc/{pid}/root") };
     let mut files: Vec<MappedFile> = Vec::new();
     for line in maps.lines() {
-        let Some(file) = parse_maps_line(pid, line) else {
+        let Some(file) = parse_maps_line(&root, line) else {
             continue;
         };
         if !files.iter().any(|f| f.id == file.id) {
@@ -62,7 +63,15 @@ pub fn executable_mappings(pid: u32) -> Vec<MappedFile> {
     files
 }
 
-fn parse_maps_line(pid: u32, line: &str) -> Option<MappedFile> {
+/// Whether `pid` sees the same filesystem root as the observer: then its paths are ours, and
+/// stay valid after it exits (a `/proc/PID/root/...` path dies with the process).
+fn shares_our_root(pid: u32) -> bool {
+    let theirs = FileId::of(Path::new(&format!("/proc/{pid}/root/")));
+    theirs.is_some() && theirs == FileId::of(Path::new("/"))
+}
+
+/// One line of /proc/PID/maps; `root` prefixes the path (empty, or `/proc/PID/root`).
+fn parse_maps_line(root: &str, line: &str) -> Option<MappedFile> {
     let mut fields = line.split_ascii_whitespace();
     let _range = fields.next()?;
     let perms = fields.next()?;
@@ -81,7 +90,7 @@ fn parse_maps_line(pid: u32, line: &str) -> Option<MappedFile> {
             dev_minor: u32::from_str_radix(minor, 16).ok()?,
             inode,
         },
-        host_path: PathBuf::from(format!("/proc/{pid}/root{path}")),
+        host_path: PathBuf::from(format!("{root}{path}")),
     })
 }
 

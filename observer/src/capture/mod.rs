@@ -53,6 +53,9 @@ pub struct CaptureOptions {
     pub pids: Vec<u32>,
     /// Trace only processes added later with [`LiveCapture::watch_pid`].
     pub filter_pids: bool,
+    /// Programs about to be started: attached before they run, since a short-lived program
+    /// may finish its first TLS call before an exec-time scan completes.
+    pub programs: Vec<std::path::PathBuf>,
 }
 
 /// A running capture. Dropping it detaches every probe.
@@ -72,7 +75,7 @@ impl LiveCapture {
         for &pid in &options.pids {
             maps.watch_pid(pid)?;
         }
-        for path in system_tls_libraries() {
+        for path in system_tls_libraries().into_iter().chain(options.programs.iter().cloned()) {
             if let Some(id) = FileId::of(&path) {
                 attach_logged(&mut probes, id, &path);
             }

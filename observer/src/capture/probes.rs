@@ -8,7 +8,7 @@ use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
     programs::{
         TracePoint, UProbe,
-        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope},
+        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope},
     },
 };
 use observer_ebpf::{config, counter};
@@ -103,33 +103,18 @@ impl Probes {
     /// Attaches to `path` if it defines TLS functions. Each file (by inode) is looked at once.
     /// Returns how many functions were attached.
     pub fn consider(&mut self, id: FileId, path: &Path) -> Result<usize> {
-        if !self.judged.insert(id) {
+        if self.judged.contains(&id) {
             return Ok(0);
         }
+        // On an error the file stays unjudged: a later sighting (another path to it) tries again.
         let functions = elf::find_functions(path, TLS_FUNCTIONS)
             .with_context(|| format!("reading {}", path.display()))?;
-        if !functions.iter().any(|(f, _)| f.moves_data()) {
-            return Ok(0);
+        if functions.iter().any(|(f, _)| f.moves_data()) {
+            self.attach_all(path, &functions)?;
         }
-        for (function, offset) in &functions {
-            // The cookie tells the probes which library the bytes come from.
-            let cookie = function.library as u64;
-            for name in std::iter::once(function.entry_program).chain(function.return_program) {
-                let program: &mut UProbe = program(&mut self.ebpf, name)?.try_into()?;
-                let point = UProbeAttachPoint {
-                    location: UProbeAttachLocation::AbsoluteOffset(*offset),
-                    cookie: Some(cookie),
-                };
-                program
-                    .attach(point, path, UProbeScope::AllProcesses)
-                    .with_context(|| {
-                        format!(
-                            "attaching {name} to {} in {}",
-                            function.symbol,
-                            path.display()
-                        )
-                    })?;
-            }
+        self.judged.insert(id);
+        if functions.is_empty() {
+            return Ok(0);
         }
         self.attached_files += 1;
         log::info!(
@@ -143,6 +128,46 @@ impl Probes {
                 .join(", ")
         );
         Ok(functions.len())
+    }
+}
+
+impl Probes {
+    /// Attaches every function's programs, or none: a failure detaches what was attached.
+    fn attach_all(&mut self, path: &Path, functions: &[(elf::TlsFunction, u64)]) -> Result<()> {
+        let mut attached = Vec::new();
+        let result = self.attach_each(path, functions, &mut attached);
+        if result.is_err() {
+            for (name, link) in attached {
+                if let Ok(program) = program(&mut self.ebpf, name).and_then(|p| Ok(<&mut UProbe>::try_from(p)?)) {
+                    let _ = program.detach(link);
+                }
+            }
+        }
+        result
+    }
+
+    fn attach_each(
+        &mut self,
+        path: &Path,
+        functions: &[(elf::TlsFunction, u64)],
+        attached: &mut Vec<(&'static str, UProbeLinkId)>,
+    ) -> Result<()> {
+        for (function, offset) in functions {
+            // The cookie tells the probes which library the bytes come from.
+            let cookie = function.library as u64;
+            for name in std::iter::once(function.entry_program).chain(function.return_program) {
+                let program: &mut UProbe = program(&mut self.ebpf, name)?.try_into()?;
+                let point = UProbeAttachPoint {
+                    location: UProbeAttachLocation::AbsoluteOffset(*offset),
+                    cookie: Some(cookie),
+                };
+                let link = program.attach(point, path, UProbeScope::AllProcesses).with_context(|| {
+                    format!("attaching {name} to {} in {}", function.symbol, path.display())
+                })?;
+                attached.push((name, link));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -57,14 +57,14 @@ fn main() -> Result<()> {
             python_env(&root)?;
             build(&root)?;
             step("running the tests (unit, replay, eBPF end-to-end)");
-            let status = Command::new("cargo")
+            let mut cargo = Command::new("cargo");
+            cargo
                 .current_dir(&root)
-                .args(["test", "--workspace", "--release"])
+                .args(["test", "--workspace", "--release", "--no-fail-fast"])
                 .args(&args)
                 .env("OBSERVER_BIN", root.join("target/release/observer"))
-                .env("OBSERVER_E2E_PYTHON", root.join(".venv/bin/python"))
-                .status()
-                .context("running cargo test")?;
+                .env("OBSERVER_E2E_PYTHON", root.join(".venv/bin/python"));
+            let status = run_counting_tests(&mut cargo)?;
             std::process::exit(status.code().unwrap_or(1));
         }
     }
@@ -190,6 +190,44 @@ fn python_env(root: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Runs `cargo test`, echoing its output, and ends with one line adding up every test binary's
+/// result (cargo's own last line speaks only of the last binary, often doc-tests with none).
+fn run_counting_tests(command: &mut Command) -> Result<std::process::ExitStatus> {
+    use std::io::{BufRead, BufReader};
+    let mut child = command
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("running cargo test")?;
+    let (mut passed, mut failed) = (0u64, 0u64);
+    if let Some(stdout) = child.stdout.take() {
+        for line in BufReader::new(stdout).lines() {
+            let line = line?;
+            println!("{line}");
+            if let Some(result) = line.strip_prefix("test result: ") {
+                passed += count_before(result, " passed");
+                failed += count_before(result, " failed");
+            }
+        }
+    }
+    let status = child.wait()?;
+    println!("all tests: {passed} passed, {failed} failed");
+    Ok(status)
+}
+
+/// The number just before `label` in "ok. 12 passed; 0 failed; ...".
+fn count_before(text: &str, label: &str) -> u64 {
+    text.split(';')
+        .find_map(|part| {
+            part.trim()
+                .trim_start_matches("ok. ")
+                .trim_start_matches("FAILED. ")
+                .strip_suffix(label.trim_start())
+                .map(str::trim)
+        })
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
 fn run(command: &mut Command) -> Result<()> {
     let status = command
         .status()
@@ -208,4 +246,20 @@ fn output(command: &mut Command) -> Result<String> {
         bail!("{command:?} failed ({})", out.status);
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::count_before;
+
+    #[test]
+    fn adds_up_cargo_test_result_lines() {
+        let line =
+            "FAILED. 95 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.2s";
+        assert_eq!(
+            (count_before(line, " passed"), count_before(line, " failed")),
+            (95, 1)
+        );
+        assert_eq!(count_before("ok. 0 passed; 0 failed;", " passed"), 0);
+    }
 }

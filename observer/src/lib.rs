@@ -1,11 +1,15 @@
 //! The observer's pipeline, one module per stage:
 //! capture → reassemble → http → llm → link → sink.
 pub mod capture;
+pub mod config;
 pub mod http;
 pub mod link;
 pub mod llm;
 pub mod pipeline;
+pub mod query;
 pub mod reassemble;
 pub mod redact;
+pub mod serve;
 pub mod sink;
 pub mod span;
+pub mod store;

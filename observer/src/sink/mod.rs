@@ -1,10 +1,16 @@
 //! The sinks: where finished spans go. Each is independent of the others.
+pub mod background;
 mod jsonl;
+pub mod otlp;
 mod pretty;
+pub mod store;
 pub mod summary;
 
+pub use background::BackgroundSink;
 pub use jsonl::JsonlSink;
+pub use otlp::{OtlpOptions, otlp_sink};
 pub use pretty::PrettySink;
+pub use store::store_sink;
 pub use summary::Summary;
 
 use crate::span::Span;

@@ -1,0 +1,238 @@
+//! Query results for a terminal: tables of traces and spans, and a trace drawn as a tree.
+use std::fmt::Write as _;
+
+use serde_json::Value;
+
+use super::tree::SpanNode;
+use crate::{span::Span, store::TraceSummary};
+
+/// Dim, bold, red… only when writing to a terminal.
+#[derive(Clone, Copy)]
+pub struct Style {
+    pub color: bool,
+}
+
+impl Style {
+    fn paint(self, code: &str, text: &str) -> String {
+        if self.color {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_string()
+        }
+    }
+}
+
+pub fn traces_table(traces: &[TraceSummary]) -> String {
+    let mut out = format!(
+        "{:<32}  {:<19}  {:>8}  {:>5}  {:>8}  {:>8}  {:>6}  {}\n",
+        "TRACE", "START (UTC)", "DURATION", "SPANS", "IN", "OUT", "ERRORS", "ROOT"
+    );
+    for trace in traces {
+        let _ = writeln!(
+            out,
+            "{:<32}  {:<19}  {:>8}  {:>5}  {:>8}  {:>8}  {:>6}  {}",
+            trace.trace_id,
+            format_utc(trace.start_time_unix_nano),
+            format_duration(
+                trace
+                    .end_time_unix_nano
+                    .saturating_sub(trace.start_time_unix_nano)
+            ),
+            trace.span_count,
+            trace.input_tokens,
+            trace.output_tokens,
+            trace.error_count,
+            trace.root_name,
+        );
+    }
+    out
+}
+
+pub fn spans_table(spans: &[Span]) -> String {
+    let mut out = format!(
+        "{:<32}  {:<16}  {:<19}  {:>8}  {:>8}  {:>8}  {:<10}  {}\n",
+        "TRACE", "SPAN", "START (UTC)", "DURATION", "IN", "OUT", "ERROR", "NAME"
+    );
+    for span in spans {
+        let facts = SpanFacts::of(span);
+        let _ = writeln!(
+            out,
+            "{:<32}  {:<16}  {:<19}  {:>8}  {:>8}  {:>8}  {:<10}  {}",
+            span.trace_id,
+            span.span_id,
+            format_utc(span.start_time_unix_nano),
+            format_duration(span.duration_ns()),
+            facts.input_tokens.map_or("-".into(), |t| t.to_string()),
+            facts.output_tokens.map_or("-".into(), |t| t.to_string()),
+            facts.error.unwrap_or("-"),
+            span.name,
+        );
+    }
+    out
+}
+
+/// The attributes a tree line shows.
+struct SpanFacts<'a> {
+    model: Option<&'a str>,
+    input_tokens: Option<u64>,
+    output_tokens: Option<u64>,
+    cost_usd: Option<f64>,
+    error: Option<&'a str>,
+}
+
+impl<'a> SpanFacts<'a> {
+    fn of(span: &'a Span) -> SpanFacts<'a> {
+        let text = |key| span.attribute(key).and_then(Value::as_str);
+        SpanFacts {
+            model: text("gen_ai.response.model").or(text("gen_ai.request.model")),
+            input_tokens: span
+                .attribute("gen_ai.usage.input_tokens")
+                .and_then(Value::as_u64),
+            output_tokens: span
+                .attribute("gen_ai.usage.output_tokens")
+                .and_then(Value::as_u64),
+            cost_usd: span.attribute("observer.cost.usd").and_then(Value::as_f64),
+            error: text("error.type"),
+        }
+    }
+}
+
+/// A header with the trace's totals, then one line per span, indented under its parent:
+///
+/// ```text
+/// trace 4bf9…4736  3 spans  2.41s  tokens 1200 in / 340 out  $0.0123  1 error
+/// chat gpt-4o  +0ms  1.20s  gpt-4o-2024-08-06  600 in / 200 out  $0.0100
+/// ├─ execute_tool get_weather  +1.20s  300ms
+/// └─ chat gpt-4o  +1.51s  900ms  gpt-4o-2024-08-06  600 in / 140 out  ✗ 429
+/// ```
+pub fn trace_tree(trace_id: &str, forest: &[SpanNode], style: Style) -> String {
+    let all: Vec<&Span> = forest.iter().flat_map(flatten).collect();
+    let start = all
+        .iter()
+        .map(|s| s.start_time_unix_nano)
+        .min()
+        .unwrap_or(0);
+    let end = all.iter().map(|s| s.end_time_unix_nano).max().unwrap_or(0);
+    let facts: Vec<SpanFacts> = all.iter().map(|s| SpanFacts::of(s)).collect();
+    let sum = |pick: fn(&SpanFacts) -> Option<u64>| facts.iter().filter_map(pick).sum::<u64>();
+    let cost: Option<f64> = facts.iter().filter_map(|f| f.cost_usd).reduce(|a, b| a + b);
+    let errors = facts.iter().filter(|f| f.error.is_some()).count();
+
+    let mut header = format!(
+        "trace {}  {} spans  {}  tokens {} in / {} out",
+        style.paint("1", trace_id),
+        all.len(),
+        format_duration(end.saturating_sub(start)),
+        sum(|f| f.input_tokens),
+        sum(|f| f.output_tokens),
+    );
+    if let Some(cost) = cost {
+        let _ = write!(header, "  ${cost:.4}");
+    }
+    if errors > 0 {
+        let _ = write!(
+            header,
+            "  {}",
+            style.paint("31", &format!("{errors} errors"))
+        );
+    }
+    let mut out = format!("{header}\n");
+    for root in forest {
+        draw(root, "", None, start, style, &mut out);
+    }
+    out
+}
+
+fn flatten(node: &SpanNode) -> Vec<&Span> {
+    std::iter::once(&node.span)
+        .chain(node.children.iter().flat_map(flatten))
+        .collect()
+}
+
+/// One node and its children; `last` is None for a root (drawn without a branch).
+fn draw(
+    node: &SpanNode,
+    prefix: &str,
+    last: Option<bool>,
+    trace_start: u64,
+    style: Style,
+    out: &mut String,
+) {
+    let (branch, child_prefix) = match last {
+        None => ("", prefix.to_string()),
+        Some(true) => ("└─ ", format!("{prefix}   ")),
+        Some(false) => ("├─ ", format!("{prefix}│  ")),
+    };
+    let _ = writeln!(
+        out,
+        "{}{} {}",
+        style.paint("2", &format!("{prefix}{branch}")),
+        style.paint("1", &node.span.name),
+        span_details(&node.span, trace_start, style)
+    );
+    for (index, child) in node.children.iter().enumerate() {
+        let is_last = index + 1 == node.children.len();
+        draw(child, &child_prefix, Some(is_last), trace_start, style, out);
+    }
+}
+
+fn span_details(span: &Span, trace_start: u64, style: Style) -> String {
+    let facts = SpanFacts::of(span);
+    let offset = span.start_time_unix_nano.saturating_sub(trace_start);
+    let mut line = format!(
+        " {}  {}",
+        style.paint("2", &format!("+{}", format_duration(offset))),
+        format_duration(span.duration_ns())
+    );
+    if let Some(model) = facts.model {
+        let _ = write!(line, "  {}", style.paint("36", model));
+    }
+    if facts.input_tokens.is_some() || facts.output_tokens.is_some() {
+        let count = |t: Option<u64>| t.map_or("?".into(), |t| t.to_string());
+        let _ = write!(
+            line,
+            "  {} in / {} out",
+            count(facts.input_tokens),
+            count(facts.output_tokens)
+        );
+    }
+    if let Some(cost) = facts.cost_usd {
+        let _ = write!(line, "  ${cost:.4}");
+    }
+    if let Some(error) = facts.error {
+        let _ = write!(line, "  {}", style.paint("31", &format!("✗ {error}")));
+    }
+    line
+}
+
+/// `850ms`, `2.41s`, `3m05s`.
+pub fn format_duration(ns: u64) -> String {
+    let ms = ns / 1_000_000;
+    match ms {
+        0..1000 => format!("{ms}ms"),
+        1000..60_000 => format!("{:.2}s", ms as f64 / 1000.0),
+        _ => format!("{}m{:02}s", ms / 60_000, (ms / 1000) % 60),
+    }
+}
+
+/// `2026-05-19 14:03:07`, from the civil-from-days algorithm (no time zone database needed).
+pub fn format_utc(unix_ns: u64) -> String {
+    let secs = unix_ns / 1_000_000_000;
+    let days = (secs / 86_400) as i64;
+    let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02} {h:02}:{m:02}:{s:02}")
+}

@@ -1,0 +1,189 @@
+use std::net::SocketAddr;
+
+use serde_json::{Value, json};
+
+use super::*;
+use crate::store::{Retention, tests::span};
+
+/// A server over a sample store on a loopback port; its thread lives as long as the tests.
+fn start_server(token: Option<&str>) -> (String, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(&dir.path().join("observer.db"), &Retention::default()).unwrap();
+    store
+        .insert(&[
+            span("a", "1", None, 50, json!({})),
+            span(
+                "a",
+                "2",
+                Some("1"),
+                40,
+                json!({"gen_ai.request.model": "gpt-4o-mini"}),
+            ),
+            span("a", "3", Some("2"), 30, json!({"error.type": "429"})),
+            span(
+                "b",
+                "4",
+                None,
+                10,
+                json!({"gen_ai.provider.name": "anthropic"}),
+            ),
+        ])
+        .unwrap();
+    let app = router(store, token.map(String::from));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            serve(listener, app).await.unwrap();
+        });
+    });
+    (url, dir)
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::new_with_config(
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build(),
+    )
+}
+
+/// Status and JSON body of a GET.
+fn get(url: &str, token: Option<&str>) -> (u16, Value) {
+    let mut request = agent().get(url);
+    if let Some(token) = token {
+        request = request.header("authorization", &format!("Bearer {token}"));
+    }
+    let response = request.call().unwrap();
+    let status = response.status().as_u16();
+    let body = response.into_body().read_to_string().unwrap();
+    (status, serde_json::from_str(&body).unwrap())
+}
+
+fn id(body: &Value, pointer: &str) -> String {
+    body.pointer(pointer)
+        .and_then(Value::as_str)
+        .unwrap()
+        .trim_start_matches('0')
+        .to_string()
+}
+
+#[test]
+fn lists_and_filters_traces_and_spans() {
+    let (url, _dir) = start_server(None);
+    let (status, body) = get(&format!("{url}/api/traces"), None);
+    assert_eq!(status, 200);
+    assert_eq!(body["traces"].as_array().unwrap().len(), 2);
+    assert_eq!(body["traces"][1]["span_count"], 3);
+
+    let (_, body) = get(
+        &format!("{url}/api/traces?where=gen_ai.provider.name:eq:anthropic"),
+        None,
+    );
+    assert_eq!(id(&body, "/traces/0/trace_id"), "b");
+
+    let (_, body) = get(
+        &format!(
+            "{url}/api/spans?where=gen_ai.request.model:contains:mini&where=process.pid:eq:4242"
+        ),
+        None,
+    );
+    assert_eq!(body["spans"].as_array().unwrap().len(), 1);
+    assert_eq!(id(&body, "/spans/0/span_id"), "2");
+    assert_eq!(
+        body["spans"][0]["attributes"]["gen_ai.request.model"],
+        "gpt-4o-mini"
+    );
+
+    let (_, body) = get(
+        &format!("{url}/api/spans?order_by=start_time&limit=2&offset=1"),
+        None,
+    );
+    assert_eq!(id(&body, "/spans/0/span_id"), "2");
+    assert_eq!(body["spans"].as_array().unwrap().len(), 2);
+
+    let (_, body) = get(&format!("{url}/api/spans?since=35s"), None);
+    assert_eq!(body["spans"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn returns_a_trace_and_a_span_tree() {
+    let (url, _dir) = start_server(None);
+    let trace_id = format!("{:0>32}", "a");
+    let (status, body) = get(&format!("{url}/api/traces/{trace_id}"), None);
+    assert_eq!(status, 200);
+    assert_eq!(body["spans"].as_array().unwrap().len(), 3);
+
+    let root = format!("{:0>16}", "1");
+    let (_, tree) = get(&format!("{url}/api/spans/{root}/tree"), None);
+    assert_eq!(id(&tree, "/children/0/span_id"), "2");
+    assert_eq!(id(&tree, "/children/0/children/0/span_id"), "3");
+    assert_eq!(
+        tree["children"][0]["children"][0]["attributes"]["error.type"],
+        "429"
+    );
+
+    let (_, cut) = get(
+        &format!(
+            "{url}/api/spans/{root}/tree?max_depth=1&attributes_to_return=gen_ai.request.model,error.type"
+        ),
+        None,
+    );
+    let child = &cut["children"][0];
+    assert_eq!(child["children"], json!([]));
+    assert_eq!(child["children_count"], 1);
+    assert_eq!(
+        child["attributes"],
+        json!({"gen_ai.request.model": "gpt-4o-mini"})
+    );
+}
+
+#[test]
+fn answers_mistakes_with_a_status_and_a_reason() {
+    let (url, _dir) = start_server(None);
+    let (status, body) = get(&format!("{url}/api/traces/{:0>32}", "f"), None);
+    assert_eq!(status, 404);
+    assert!(body["error"].as_str().unwrap().contains("no trace"));
+    let (status, _) = get(&format!("{url}/api/spans/{:0>16}/tree", "f"), None);
+    assert_eq!(status, 404);
+    for bad in [
+        "where=a:like:b",
+        "since=soon",
+        "limit=0",
+        "order_by=gen_ai.request.model",
+        "colour=red",
+    ] {
+        let (status, body) = get(&format!("{url}/api/traces?{bad}"), None);
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert!(body["error"].is_string());
+    }
+    let injection = "where=gen_ai.request.model:eq:x%27%20OR%20%271%27%3D%271";
+    let (status, body) = get(&format!("{url}/api/spans?{injection}"), None);
+    assert_eq!((status, body["spans"].as_array().unwrap().len()), (200, 0));
+}
+
+#[test]
+fn requires_the_token_when_one_is_set() {
+    let (url, _dir) = start_server(Some("s3cret"));
+    assert_eq!(get(&format!("{url}/api/traces"), None).0, 401);
+    assert_eq!(get(&format!("{url}/api/traces"), Some("wrong")).0, 401);
+    assert_eq!(get(&format!("{url}/api/traces"), Some("s3cret")).0, 200);
+}
+
+#[test]
+fn refuses_to_expose_the_api_without_a_token() {
+    let public: SocketAddr = "0.0.0.0:4319".parse().unwrap();
+    let loopback: SocketAddr = "127.0.0.1:4319".parse().unwrap();
+    let error = check_exposure(&public, None).unwrap_err().to_string();
+    assert!(error.contains("--token"), "{error}");
+    assert!(check_exposure(&public, Some("")).is_err());
+    assert!(check_exposure(&public, Some("t")).is_ok());
+    assert!(check_exposure(&loopback, None).is_ok());
+    assert!(check_exposure(&"[::1]:4319".parse().unwrap(), None).is_ok());
+}

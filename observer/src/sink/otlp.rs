@@ -1,0 +1,301 @@
+//! Spans to an OpenTelemetry collector or backend: OTLP/HTTP with protobuf bodies, gzipped,
+//! batched on the sink's own thread, retried with exponential backoff when the receiver is
+//! busy or unreachable.
+use std::{collections::BTreeMap, io::Write, time::Duration};
+
+use flate2::{Compression, write::GzEncoder};
+use opentelemetry_proto::tonic::{
+    collector::trace::v1::ExportTraceServiceRequest,
+    common::v1::{AnyValue, ArrayValue, InstrumentationScope, KeyValue, any_value},
+    resource::v1::Resource,
+    trace::v1::{self as otlp, ResourceSpans, ScopeSpans, span::SpanKind, status::StatusCode},
+};
+use prost::Message;
+use serde_json::Value;
+
+use super::background::{BackgroundSink, BatchPolicy, BatchWriter};
+use crate::span::Span;
+
+#[derive(Clone, Debug)]
+pub struct OtlpOptions {
+    /// The receiver's base URL (`http://collector:4318`); spans go to `{endpoint}/v1/traces`.
+    pub endpoint: String,
+    /// Sent with every request, e.g. `authorization: Bearer …`.
+    pub headers: Vec<(String, String)>,
+    pub service_name: String,
+    pub batch: BatchPolicy,
+    pub retry: RetryPolicy,
+    pub timeout: Duration,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct RetryPolicy {
+    pub attempts: u32,
+    pub first_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl OtlpOptions {
+    pub fn new(endpoint: &str) -> OtlpOptions {
+        OtlpOptions {
+            endpoint: endpoint.to_string(),
+            headers: Vec::new(),
+            service_name: "observer".to_string(),
+            batch: BatchPolicy {
+                queue: 10_000,
+                max_spans: 512,
+                max_delay: Duration::from_secs(2),
+            },
+            retry: RetryPolicy {
+                attempts: 5,
+                first_backoff: Duration::from_millis(500),
+                max_backoff: Duration::from_secs(30),
+            },
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+pub fn otlp_sink(options: OtlpOptions) -> anyhow::Result<BackgroundSink> {
+    let config = ureq::Agent::config_builder()
+        .timeout_global(Some(options.timeout))
+        .http_status_as_error(false)
+        .build();
+    let policy = options.batch;
+    let exporter = Exporter {
+        agent: ureq::Agent::new_with_config(config),
+        url: traces_url(&options.endpoint),
+        host_name: host_name(),
+        options,
+    };
+    BackgroundSink::start("otlp", exporter, policy)
+}
+
+fn traces_url(endpoint: &str) -> String {
+    let base = endpoint.trim_end_matches('/');
+    if base.ends_with("/v1/traces") {
+        base.to_string()
+    } else {
+        format!("{base}/v1/traces")
+    }
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_string())
+        .unwrap_or_default()
+}
+
+struct Exporter {
+    agent: ureq::Agent,
+    url: String,
+    host_name: String,
+    options: OtlpOptions,
+}
+
+/// How one POST went.
+enum Outcome {
+    Sent,
+    /// Worth another try (429, 5xx, no connection), after the receiver's Retry-After if given.
+    Retry(String, Option<Duration>),
+    /// The receiver refused the data itself (a 4xx): sending it again would not help.
+    Rejected(String),
+}
+
+impl BatchWriter for Exporter {
+    fn write_batch(&mut self, spans: Vec<Span>) {
+        let request = export_request(&spans, &self.options.service_name, &self.host_name);
+        let body = match gzip(&request.encode_to_vec()) {
+            Ok(body) => body,
+            Err(error) => {
+                log::error!("otlp: compressing {} spans failed: {error}", spans.len());
+                return;
+            }
+        };
+        let retry = self.options.retry;
+        let mut backoff = retry.first_backoff;
+        for attempt in 1..=retry.attempts {
+            let problem = match self.post(&body) {
+                Outcome::Sent => return,
+                Outcome::Rejected(reason) => {
+                    log::error!("otlp: {} refused {} spans: {reason}", self.url, spans.len());
+                    return;
+                }
+                Outcome::Retry(reason, retry_after) => {
+                    if attempt < retry.attempts {
+                        std::thread::sleep(retry_after.unwrap_or(backoff).min(retry.max_backoff));
+                        backoff = (backoff * 2).min(retry.max_backoff);
+                    }
+                    reason
+                }
+            };
+            log::debug!("otlp: attempt {attempt} to {} failed: {problem}", self.url);
+        }
+        log::error!(
+            "otlp: {} spans lost: {} did not accept them after {} attempts; check the endpoint \
+             and that the collector is up",
+            spans.len(),
+            self.url,
+            retry.attempts
+        );
+    }
+}
+
+impl Exporter {
+    fn post(&self, body: &[u8]) -> Outcome {
+        let mut request = self
+            .agent
+            .post(&self.url)
+            .header("content-type", "application/x-protobuf")
+            .header("content-encoding", "gzip");
+        for (name, value) in &self.options.headers {
+            request = request.header(name, value);
+        }
+        match request.send(body) {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                let retry_after = response
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok()?.trim().parse().ok())
+                    .map(Duration::from_secs);
+                match status {
+                    200..=299 => Outcome::Sent,
+                    429 | 500..=599 => Outcome::Retry(format!("HTTP {status}"), retry_after),
+                    _ => Outcome::Rejected(format!("HTTP {status}")),
+                }
+            }
+            Err(error) => Outcome::Retry(error.to_string(), None),
+        }
+    }
+}
+
+fn gzip(bytes: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut encoder = GzEncoder::new(Vec::new(), Compression::default());
+    encoder.write_all(bytes)?;
+    encoder.finish()
+}
+
+/// Spans grouped into one ResourceSpans per process: the resource says which process made
+/// the calls (plus service.name and host.name), the spans keep their process.* attributes too.
+pub fn export_request(
+    spans: &[Span],
+    service_name: &str,
+    host_name: &str,
+) -> ExportTraceServiceRequest {
+    let mut by_process: BTreeMap<Option<i64>, Vec<&Span>> = BTreeMap::new();
+    for span in spans {
+        let pid = span.attribute("process.pid").and_then(Value::as_i64);
+        by_process.entry(pid).or_default().push(span);
+    }
+    let scope = InstrumentationScope {
+        name: "observer".to_string(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        ..Default::default()
+    };
+    let resource_spans = by_process
+        .into_values()
+        .map(|spans| ResourceSpans {
+            resource: Some(Resource {
+                attributes: resource_attributes(spans[0], service_name, host_name),
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                scope: Some(scope.clone()),
+                spans: spans.into_iter().map(otlp_span).collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .collect();
+    ExportTraceServiceRequest { resource_spans }
+}
+
+fn resource_attributes(span: &Span, service_name: &str, host_name: &str) -> Vec<KeyValue> {
+    let mut attributes = vec![
+        key_value("service.name", &Value::from(service_name)),
+        key_value("host.name", &Value::from(host_name)),
+    ];
+    for key in ["process.pid", "process.executable.name"] {
+        if let Some(value) = span.attribute(key) {
+            attributes.push(key_value(key, value));
+        }
+    }
+    attributes
+}
+
+fn otlp_span(span: &Span) -> otlp::Span {
+    let status = span.attribute("error.type").map(|error| otlp::Status {
+        code: StatusCode::Error as i32,
+        message: error
+            .as_str()
+            .map_or_else(|| error.to_string(), str::to_string),
+    });
+    otlp::Span {
+        trace_id: hex_bytes(&span.trace_id),
+        span_id: hex_bytes(&span.span_id),
+        parent_span_id: span
+            .parent_span_id
+            .as_deref()
+            .map(hex_bytes)
+            .unwrap_or_default(),
+        name: span.name.clone(),
+        kind: SpanKind::Client as i32,
+        start_time_unix_nano: span.start_time_unix_nano,
+        end_time_unix_nano: span.end_time_unix_nano,
+        attributes: span
+            .attributes
+            .iter()
+            .map(|(key, value)| key_value(key, value))
+            .collect(),
+        status,
+        ..Default::default()
+    }
+}
+
+fn key_value(key: &str, value: &Value) -> KeyValue {
+    KeyValue {
+        key: key.to_string(),
+        value: Some(any_value(value)),
+        ..Default::default()
+    }
+}
+
+/// JSON to OTLP: scalars as themselves, arrays of scalars as arrays (finish reasons, stop
+/// sequences), and structured values (messages, tool definitions) as JSON strings, as the
+/// GenAI conventions ask.
+fn any_value(value: &Value) -> AnyValue {
+    use any_value::Value as V;
+    let value = match value {
+        Value::String(s) => V::StringValue(s.clone()),
+        Value::Bool(b) => V::BoolValue(*b),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => V::IntValue(i),
+            None => V::DoubleValue(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        Value::Array(items) if items.iter().all(is_scalar) => V::ArrayValue(ArrayValue {
+            values: items.iter().map(any_value).collect(),
+        }),
+        Value::Null | Value::Array(_) | Value::Object(_) => V::StringValue(value.to_string()),
+    };
+    AnyValue { value: Some(value) }
+}
+
+fn is_scalar(value: &Value) -> bool {
+    matches!(value, Value::String(_) | Value::Bool(_) | Value::Number(_))
+}
+
+/// Lowercase hex ids to bytes; an id that is not hex becomes empty (an invalid id in OTLP).
+fn hex_bytes(hex: &str) -> Vec<u8> {
+    if !hex.len().is_multiple_of(2) {
+        return Vec::new();
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect::<Option<Vec<u8>>>()
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests;

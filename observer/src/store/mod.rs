@@ -1,0 +1,248 @@
+//! The embedded store: spans in a SQLite file (WAL, so a reader never waits on the writer and
+//! a crash loses at most the uncommitted batch), traces kept beside them, old data pruned.
+mod retention;
+mod schema;
+
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::{Context, Result};
+use rusqlite::{Connection, OpenFlags, Row, params_from_iter, types::Value as SqlValue};
+use serde::Serialize;
+use serde_json::Value;
+
+pub use retention::{Retention, RetentionReport};
+
+use crate::{
+    query::{self, Query},
+    span::Span,
+};
+
+/// Where `observer run` keeps its store, and where the query commands look by default.
+pub const DEFAULT_PATH: &str = "/var/lib/observer/observer.db";
+
+/// Attributes copied into their own indexed column: (attribute key, column name).
+pub const ATTRIBUTE_COLUMNS: &[(&str, &str)] = &[
+    ("gen_ai.provider.name", "provider"),
+    ("gen_ai.operation.name", "operation"),
+    ("gen_ai.request.model", "request_model"),
+    ("gen_ai.response.model", "response_model"),
+    ("process.pid", "pid"),
+    ("process.executable.name", "exe_name"),
+    ("gen_ai.usage.input_tokens", "input_tokens"),
+    ("gen_ai.usage.output_tokens", "output_tokens"),
+    ("error.type", "error_type"),
+    ("http.response.status_code", "status_code"),
+];
+
+/// Columns selected to rebuild a [`Span`], in the order [`span_from_row`] reads them.
+pub(crate) const SPAN_COLUMNS: &str =
+    "span_id, trace_id, parent_span_id, name, start_ns, end_ns, attributes";
+
+/// A trace as listed: its root and its totals.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TraceSummary {
+    pub trace_id: String,
+    pub root_name: String,
+    pub start_time_unix_nano: u64,
+    pub end_time_unix_nano: u64,
+    pub span_count: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub error_count: u64,
+}
+
+pub struct Store {
+    connection: Connection,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store a writer uses, migrates it and prunes it once.
+    pub fn open(path: &Path, retention: &Retention) -> Result<Store> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("creating the store's directory {}", dir.display()))?;
+        }
+        let connection = Connection::open(path)?;
+        // Only takes effect on a new file; lets pruning give pages back to the file system.
+        connection.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
+        let mut store = Store::configure(connection, path)?;
+        store.enforce_retention(retention, now_unix_nanos())?;
+        Ok(store)
+    }
+
+    /// Opens a store that must already exist, for the query commands.
+    pub fn open_existing(path: &Path) -> Result<Store> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let connection = Connection::open_with_flags(path, flags).with_context(|| {
+            format!(
+                "no store at {}: start `observer run` (or `observer capture --store {0}`) \
+                 first, or pass --db PATH",
+                path.display()
+            )
+        })?;
+        Store::configure(connection, path)
+    }
+
+    fn configure(mut connection: Connection, path: &Path) -> Result<Store> {
+        let context = || format!("opening the store {}", path.display());
+        connection
+            .pragma_update(None, "journal_mode", "WAL")
+            .with_context(context)?;
+        // With WAL, NORMAL loses at most the last commits on power loss, never consistency.
+        connection.pragma_update(None, "synchronous", "NORMAL")?;
+        // The daemon writes while `observer serve` reads: wait for the other's lock briefly.
+        connection.busy_timeout(Duration::from_secs(5))?;
+        schema::migrate(&mut connection).with_context(context)?;
+        Ok(Store {
+            connection,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Adds spans in one transaction; a span already stored (same span id) is left as it is.
+    pub fn insert(&mut self, spans: &[Span]) -> Result<()> {
+        let transaction = self.connection.transaction()?;
+        {
+            let mut statement = transaction.prepare_cached(&insert_sql())?;
+            for span in spans {
+                statement.execute(params_from_iter(span_row(span)?))?;
+            }
+        }
+        transaction.commit()?;
+        Ok(())
+    }
+
+    pub fn enforce_retention(
+        &mut self,
+        retention: &Retention,
+        now_ns: u64,
+    ) -> Result<RetentionReport> {
+        retention::enforce(&mut self.connection, retention, now_ns)
+    }
+
+    pub fn traces(&self, query: &Query) -> Result<Vec<TraceSummary>> {
+        let sql = query::traces_sql(query, now_unix_nanos())?;
+        let mut statement = self.connection.prepare(&sql.text)?;
+        let rows = statement.query_map(params_from_iter(sql.params), |row| {
+            Ok(TraceSummary {
+                trace_id: row.get(0)?,
+                root_name: row.get(1)?,
+                start_time_unix_nano: row.get(2)?,
+                end_time_unix_nano: row.get(3)?,
+                span_count: row.get(4)?,
+                input_tokens: row.get(5)?,
+                output_tokens: row.get(6)?,
+                error_count: row.get(7)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    pub fn spans(&self, query: &Query) -> Result<Vec<Span>> {
+        let sql = query::spans_sql(query, now_unix_nanos());
+        self.select_spans(&sql.text, sql.params)
+    }
+
+    /// Every span of one trace, earliest first.
+    pub fn trace_spans(&self, trace_id: &str) -> Result<Vec<Span>> {
+        let sql = format!("SELECT {SPAN_COLUMNS} FROM spans WHERE trace_id = ?1 ORDER BY start_ns");
+        self.select_spans(&sql, vec![SqlValue::Text(trace_id.to_string())])
+    }
+
+    pub fn span(&self, span_id: &str) -> Result<Option<Span>> {
+        let sql = format!("SELECT {SPAN_COLUMNS} FROM spans WHERE span_id = ?1");
+        let spans = self.select_spans(&sql, vec![SqlValue::Text(span_id.to_string())])?;
+        Ok(spans.into_iter().next())
+    }
+
+    fn select_spans(&self, sql: &str, params: Vec<SqlValue>) -> Result<Vec<Span>> {
+        let mut statement = self.connection.prepare_cached(sql)?;
+        let rows = statement.query_map(params_from_iter(params), span_from_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+}
+
+fn insert_sql() -> String {
+    let columns: Vec<&str> = ATTRIBUTE_COLUMNS
+        .iter()
+        .map(|(_, column)| *column)
+        .collect();
+    let placeholders = vec!["?"; 7 + columns.len()].join(", ");
+    format!(
+        "INSERT INTO spans (span_id, trace_id, parent_span_id, name, start_ns, end_ns, \
+         attributes, {}) VALUES ({placeholders}) ON CONFLICT(span_id) DO NOTHING",
+        columns.join(", ")
+    )
+}
+
+/// The values for [`insert_sql`]'s placeholders.
+fn span_row(span: &Span) -> Result<Vec<SqlValue>> {
+    let mut row = vec![
+        SqlValue::Text(span.span_id.clone()),
+        SqlValue::Text(span.trace_id.clone()),
+        span.parent_span_id
+            .clone()
+            .map_or(SqlValue::Null, SqlValue::Text),
+        SqlValue::Text(span.name.clone()),
+        SqlValue::Integer(nanos_to_sql(span.start_time_unix_nano)),
+        SqlValue::Integer(nanos_to_sql(span.end_time_unix_nano)),
+        SqlValue::Text(serde_json::to_string(&span.attributes)?),
+    ];
+    row.extend(
+        ATTRIBUTE_COLUMNS
+            .iter()
+            .map(|(key, _)| span.attribute(key).map_or(SqlValue::Null, json_to_sql)),
+    );
+    Ok(row)
+}
+
+fn json_to_sql(value: &Value) -> SqlValue {
+    match value {
+        Value::Null => SqlValue::Null,
+        Value::Bool(b) => SqlValue::Integer(i64::from(*b)),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => SqlValue::Integer(i),
+            None => SqlValue::Real(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        Value::String(s) => SqlValue::Text(s.clone()),
+        other => SqlValue::Text(other.to_string()),
+    }
+}
+
+pub(crate) fn span_from_row(row: &Row) -> rusqlite::Result<Span> {
+    let attributes: String = row.get(6)?;
+    let attributes = serde_json::from_str(&attributes).map_err(|error| {
+        rusqlite::Error::FromSqlConversionFailure(6, rusqlite::types::Type::Text, Box::new(error))
+    })?;
+    Ok(Span {
+        span_id: row.get(0)?,
+        trace_id: row.get(1)?,
+        parent_span_id: row.get(2)?,
+        name: row.get(3)?,
+        start_time_unix_nano: row.get(4)?,
+        end_time_unix_nano: row.get(5)?,
+        attributes,
+    })
+}
+
+/// SQLite integers are signed; nanoseconds since 1970 fit until 2262.
+fn nanos_to_sql(ns: u64) -> i64 {
+    i64::try_from(ns).unwrap_or(i64::MAX)
+}
+
+pub fn now_unix_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+#[cfg(test)]
+pub(crate) mod tests;

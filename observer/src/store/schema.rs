@@ -1,0 +1,92 @@
+//! The store's tables, versioned with SQLite's `user_version`: each migration moves the schema
+//! one version up, inside one transaction, so an interrupted migration leaves the old version.
+use rusqlite::{Connection, Transaction};
+
+/// Each entry takes the schema from version `index` to `index + 1`.
+const MIGRATIONS: &[&str] = &[
+    // 1: spans with the attributes queries filter on most as columns, and traces kept
+    // up to date by triggers so listing traces never scans spans.
+    r#"
+    CREATE TABLE spans (
+        span_id        TEXT PRIMARY KEY,
+        trace_id       TEXT NOT NULL,
+        parent_span_id TEXT,
+        name           TEXT NOT NULL,
+        start_ns       INTEGER NOT NULL,
+        end_ns         INTEGER NOT NULL,
+        provider       TEXT,
+        operation      TEXT,
+        request_model  TEXT,
+        response_model TEXT,
+        pid            INTEGER,
+        exe_name       TEXT,
+        input_tokens   INTEGER,
+        output_tokens  INTEGER,
+        error_type     TEXT,
+        status_code    INTEGER,
+        attributes     TEXT NOT NULL
+    );
+    CREATE INDEX spans_by_start ON spans(start_ns);
+    CREATE INDEX spans_by_trace ON spans(trace_id, start_ns);
+    CREATE INDEX spans_by_request_model ON spans(request_model, start_ns);
+    CREATE INDEX spans_by_response_model ON spans(response_model, start_ns);
+    CREATE INDEX spans_by_provider ON spans(provider, start_ns);
+    CREATE INDEX spans_by_pid ON spans(pid, start_ns);
+    CREATE INDEX spans_by_exe ON spans(exe_name, start_ns);
+
+    CREATE TABLE traces (
+        trace_id      TEXT PRIMARY KEY,
+        root_name     TEXT NOT NULL,
+        start_ns      INTEGER NOT NULL,
+        end_ns        INTEGER NOT NULL,
+        span_count    INTEGER NOT NULL,
+        input_tokens  INTEGER NOT NULL,
+        output_tokens INTEGER NOT NULL,
+        error_count   INTEGER NOT NULL
+    );
+    CREATE INDEX traces_by_start ON traces(start_ns);
+
+    -- A trace's row is recomputed from its spans (found through spans_by_trace; SQLite pushes
+    -- the trace_id condition into the view) whenever one is added or removed: always right,
+    -- and cheap for traces of a few hundred spans.
+    CREATE VIEW trace_rollup AS
+    SELECT s.trace_id,
+           (SELECT name FROM spans r WHERE r.trace_id = s.trace_id
+             ORDER BY r.parent_span_id IS NOT NULL, r.start_ns LIMIT 1),
+           min(s.start_ns), max(s.end_ns), count(*),
+           coalesce(sum(s.input_tokens), 0), coalesce(sum(s.output_tokens), 0),
+           count(s.error_type)
+    FROM spans s GROUP BY s.trace_id;
+    CREATE TRIGGER spans_insert_refreshes_trace AFTER INSERT ON spans BEGIN
+        INSERT OR REPLACE INTO traces SELECT * FROM trace_rollup WHERE trace_id = NEW.trace_id;
+    END;
+    CREATE TRIGGER spans_delete_refreshes_trace AFTER DELETE ON spans BEGIN
+        DELETE FROM traces WHERE trace_id = OLD.trace_id;
+        INSERT INTO traces SELECT * FROM trace_rollup WHERE trace_id = OLD.trace_id;
+    END;
+    "#,
+];
+
+pub const CURRENT_VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// Brings the schema to the current version.
+pub fn migrate(connection: &mut Connection) -> anyhow::Result<()> {
+    let found: u32 = connection.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    if found > CURRENT_VERSION {
+        anyhow::bail!(
+            "the store has schema version {found}, newer than this observer's {CURRENT_VERSION}: \
+             upgrade observer or use another --db path"
+        );
+    }
+    for (version, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        let transaction = connection.transaction()?;
+        transaction.execute_batch(sql)?;
+        set_version(&transaction, version as u32 + 1)?;
+        transaction.commit()?;
+    }
+    Ok(())
+}
+
+fn set_version(transaction: &Transaction, version: u32) -> rusqlite::Result<()> {
+    transaction.pragma_update(None, "user_version", version)
+}

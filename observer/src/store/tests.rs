@@ -1,0 +1,363 @@
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use serde_json::{Map, Value, json};
+
+use super::*;
+use crate::query::{Filter, OrderBy, Query};
+
+const SECOND: u64 = 1_000_000_000;
+
+/// A chat span `seconds_ago` old with the given extra attributes.
+pub(crate) fn span(
+    trace: &str,
+    id: &str,
+    parent: Option<&str>,
+    seconds_ago: u64,
+    extra: Value,
+) -> Span {
+    let start = now_unix_nanos() - seconds_ago * SECOND;
+    let mut attributes: Map<String, Value> = json!({
+        "gen_ai.provider.name": "openai",
+        "gen_ai.operation.name": "chat",
+        "gen_ai.request.model": "gpt-4o",
+        "gen_ai.usage.input_tokens": 100,
+        "gen_ai.usage.output_tokens": 20,
+        "process.pid": 4242,
+        "process.executable.name": "python3",
+    })
+    .as_object()
+    .cloned()
+    .unwrap();
+    attributes.extend(extra.as_object().cloned().unwrap_or_default());
+    Span {
+        trace_id: format!("{trace:0>32}"),
+        span_id: format!("{id:0>16}"),
+        parent_span_id: parent.map(|p| format!("{p:0>16}")),
+        name: "chat gpt-4o".into(),
+        start_time_unix_nano: start,
+        end_time_unix_nano: start + SECOND / 2,
+        attributes,
+    }
+}
+
+fn temp_db() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nested/observer.db");
+    (dir, path)
+}
+
+fn open(path: &Path) -> Store {
+    Store::open(path, &Retention::default()).unwrap()
+}
+
+fn query(filters: &[(&str, &str, &str)]) -> Query {
+    Query {
+        filters: filters
+            .iter()
+            .map(|(f, o, v)| Filter::new(f, o, v).unwrap())
+            .collect(),
+        ..Query::default()
+    }
+}
+
+fn ids(spans: &[Span]) -> Vec<String> {
+    spans
+        .iter()
+        .map(|s| s.span_id.trim_start_matches('0').to_string())
+        .collect()
+}
+
+fn sample_store(path: &Path) -> Store {
+    let mut store = open(path);
+    store
+        .insert(&[
+            span("a", "1", None, 50, json!({})),
+            span("a", "2", Some("1"), 40, json!({"gen_ai.response.finish_reasons": ["tool_calls"]})),
+            span(
+                "a",
+                "3",
+                Some("1"),
+                30,
+                json!({"error.type": "429", "gen_ai.usage.input_tokens": 7, "gen_ai.request.temperature": 0.2}),
+            ),
+            span(
+                "b",
+                "4",
+                None,
+                10,
+                json!({"gen_ai.request.model": "claude-sonnet-4", "gen_ai.provider.name": "anthropic", "gen_ai.request.stream": true}),
+            ),
+        ])
+        .unwrap();
+    store
+}
+
+#[test]
+fn stores_spans_and_rolls_them_up_into_traces() {
+    let (_dir, path) = temp_db();
+    let store = sample_store(&path);
+    let traces = store.traces(&Query::default()).unwrap();
+    assert_eq!(traces.len(), 2);
+    let (b, a) = (&traces[0], &traces[1]);
+    assert_eq!(b.trace_id, format!("{:0>32}", "b"));
+    assert_eq!(
+        (a.span_count, a.input_tokens, a.output_tokens, a.error_count),
+        (3, 207, 60, 1)
+    );
+    assert_eq!(a.root_name, "chat gpt-4o");
+
+    let spans = store.trace_spans(&a.trace_id).unwrap();
+    assert_eq!(a.start_time_unix_nano, spans[0].start_time_unix_nano);
+    assert_eq!(a.end_time_unix_nano, spans[2].end_time_unix_nano);
+    assert_eq!(ids(&spans), ["1", "2", "3"]);
+    assert_eq!(
+        spans[1].attribute("gen_ai.response.finish_reasons"),
+        Some(&json!(["tool_calls"]))
+    );
+    assert_eq!(
+        store.span(&spans[2].span_id).unwrap().as_ref(),
+        Some(&spans[2])
+    );
+}
+
+#[test]
+fn filters_on_columns_and_on_any_attribute() {
+    let (_dir, path) = temp_db();
+    let store = sample_store(&path);
+    let spans = |filters: &[(&str, &str, &str)]| ids(&store.spans(&query(filters)).unwrap());
+    assert_eq!(spans(&[("gen_ai.provider.name", "eq", "anthropic")]), ["4"]);
+    assert_eq!(
+        spans(&[("gen_ai.request.model", "contains", "claude")]),
+        ["4"]
+    );
+    assert_eq!(spans(&[("error.type", "eq", "429")]), ["3"]);
+    assert_eq!(spans(&[("error.type", "ne", "429")]), ["4", "2", "1"]);
+    assert_eq!(spans(&[("gen_ai.usage.input_tokens", "lt", "50")]), ["3"]);
+    assert_eq!(spans(&[("gen_ai.request.temperature", "gt", "0.1")]), ["3"]);
+    assert_eq!(spans(&[("gen_ai.request.stream", "eq", "true")]), ["4"]);
+    assert_eq!(
+        spans(&[("gen_ai.response.finish_reasons", "contains", "tool")]),
+        ["2"]
+    );
+    assert_eq!(
+        spans(&[
+            ("process.pid", "eq", "4242"),
+            ("gen_ai.provider.name", "ne", "openai")
+        ]),
+        ["4"]
+    );
+
+    let traces = store
+        .traces(&query(&[("gen_ai.provider.name", "eq", "anthropic")]))
+        .unwrap();
+    assert_eq!(traces.len(), 1);
+    let traces = store.traces(&query(&[("span_count", "gt", "1")])).unwrap();
+    assert_eq!(traces[0].span_count, 3);
+}
+
+#[test]
+fn pages_orders_and_limits_by_time() {
+    let (_dir, path) = temp_db();
+    let store = sample_store(&path);
+    let ordered = |order: &str, limit, offset, since| {
+        let query = Query {
+            order_by: Some(order.parse::<OrderBy>().unwrap()),
+            limit,
+            offset,
+            since,
+            ..Query::default()
+        };
+        ids(&store.spans(&query).unwrap())
+    };
+    assert_eq!(ordered("start_time", 2, 1, None), ["2", "3"]);
+    assert_eq!(ordered("-gen_ai.request.temperature", 1, 0, None), ["3"]);
+    assert_eq!(ordered("gen_ai.usage.input_tokens:asc", 1, 0, None), ["3"]);
+    assert_eq!(
+        ordered("start_time:desc", 10, 0, Some(Duration::from_secs(35))),
+        ["4", "3"]
+    );
+    let traces = Query {
+        order_by: Some("-span_count".parse().unwrap()),
+        ..Query::default()
+    };
+    assert_eq!(store.traces(&traces).unwrap()[0].span_count, 3);
+    let unknown = Query {
+        order_by: Some("gen_ai.request.model".parse().unwrap()),
+        ..Query::default()
+    };
+    assert!(store.traces(&unknown).is_err());
+}
+
+#[test]
+fn values_that_look_like_sql_stay_values() {
+    let (_dir, path) = temp_db();
+    let store = sample_store(&path);
+    for value in ["'; DROP TABLE spans; --", "x' OR '1'='1", "\" OR 1=1 --"] {
+        for field in ["gen_ai.request.model", "some.attribute"] {
+            assert!(
+                store
+                    .spans(&query(&[(field, "eq", value)]))
+                    .unwrap()
+                    .is_empty()
+            );
+            assert!(
+                store
+                    .traces(&query(&[(field, "contains", value)]))
+                    .unwrap()
+                    .is_empty()
+            );
+        }
+    }
+    assert_eq!(store.spans(&Query::default()).unwrap().len(), 4);
+}
+
+#[test]
+fn prunes_by_age_and_keeps_traces_consistent() {
+    let (_dir, path) = temp_db();
+    let mut store = sample_store(&path);
+    let retention = Retention {
+        max_age: Duration::from_secs(35),
+        max_bytes: None,
+    };
+    let report = store
+        .enforce_retention(&retention, now_unix_nanos())
+        .unwrap();
+    assert_eq!(report.expired, 2);
+    assert_eq!(ids(&store.spans(&Query::default()).unwrap()), ["4", "3"]);
+    let traces = store.traces(&Query::default()).unwrap();
+    let a = traces.iter().find(|t| t.trace_id.ends_with('a')).unwrap();
+    assert_eq!((a.span_count, a.input_tokens, a.error_count), (1, 7, 1));
+}
+
+#[test]
+fn prunes_oldest_first_to_fit_the_size_limit() {
+    let (_dir, path) = temp_db();
+    let mut store = open(&path);
+    let padding = "x".repeat(2000);
+    let spans: Vec<Span> = (0..2000)
+        .map(|i| {
+            span(
+                &format!("t{i}"),
+                &format!("{i:x}"),
+                None,
+                5000 - i,
+                json!({"pad": padding}),
+            )
+        })
+        .collect();
+    store.insert(&spans).unwrap();
+    let max_bytes = 1 << 20;
+    let retention = Retention {
+        max_age: Duration::from_secs(86_400),
+        max_bytes: Some(max_bytes),
+    };
+    let report = store
+        .enforce_retention(&retention, now_unix_nanos())
+        .unwrap();
+    assert!(report.evicted_for_size > 1000, "{report:?}");
+    let left = store
+        .spans(&Query {
+            limit: 5000,
+            ..Query::default()
+        })
+        .unwrap();
+    assert_eq!(left.len() as u64, 2000 - report.evicted_for_size);
+    // The newest spans are the ones kept.
+    assert_eq!(left[0].span_id, spans[1999].span_id);
+    assert!(std::fs::metadata(&path).unwrap().len() < 2 * max_bytes);
+}
+
+#[test]
+fn reopens_what_an_earlier_writer_left() {
+    let (_dir, path) = temp_db();
+    drop(sample_store(&path));
+    let store = Store::open_existing(&path).unwrap();
+    assert_eq!(store.spans(&Query::default()).unwrap().len(), 4);
+    let version: u32 = store
+        .connection
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, schema::CURRENT_VERSION);
+}
+
+#[test]
+fn a_missing_store_is_reported_with_what_to_do() {
+    let (_dir, path) = temp_db();
+    let error = Store::open_existing(&path).err().unwrap();
+    assert!(format!("{error:#}").contains("observer run"), "{error:#}");
+}
+
+/// With OBSERVER_STORE_CHILD set, writes batches until killed (run by the test below);
+/// otherwise does nothing.
+#[test]
+fn writer_child_process() {
+    let Some(path) = std::env::var_os("OBSERVER_STORE_CHILD") else {
+        return;
+    };
+    let mut store = open(Path::new(&path));
+    for batch in 0u64.. {
+        let spans: Vec<Span> = (0..50)
+            .map(|i| {
+                span(
+                    &format!("{batch:x}"),
+                    &format!("{batch:x}{i:04x}"),
+                    None,
+                    1,
+                    json!({}),
+                )
+            })
+            .collect();
+        store.insert(&spans).unwrap();
+    }
+}
+
+#[test]
+fn survives_sigkill_in_the_middle_of_writing() {
+    let (_dir, path) = temp_db();
+    drop(open(&path));
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "store::tests::writer_child_process",
+            "--exact",
+            "--test-threads=1",
+        ])
+        .env("OBSERVER_STORE_CHILD", &path)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let reader = Store::open_existing(&path).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while reader.traces(&Query::default()).unwrap().len() < 20 {
+        assert!(Instant::now() < deadline, "the child wrote nothing");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    drop(reader);
+
+    let store = open(&path);
+    let integrity: String = store
+        .connection
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(integrity, "ok");
+    let spans = store
+        .spans(&Query {
+            limit: 1_000_000,
+            ..Query::default()
+        })
+        .unwrap();
+    // Whole batches only: a transaction is all or nothing.
+    assert_eq!(spans.len() % 50, 0);
+    let traces = store
+        .traces(&Query {
+            limit: 1_000_000,
+            ..Query::default()
+        })
+        .unwrap();
+    assert_eq!(traces.len() * 50, spans.len());
+}

@@ -22,7 +22,7 @@ const SECRET_HEADERS: &[&str] = &[
 const SECRET_NAME_PARTS: &[&str] = &["api-key", "apikey", "secret", "password"];
 
 /// Query parameters whose value is a secret (compared case-insensitively).
-const SECRET_QUERY_PARAMS: &[&str] = &[
+pub const SECRET_QUERY_PARAMS: &[&str] = &[
     "key",
     "api_key",
     "api-key",

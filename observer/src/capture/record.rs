@@ -139,17 +139,6 @@ enum Mask {
 }
 
 const NAME_WINDOW: usize = 64;
-const SECRET_QUERY_KEYS: &[&str] = &[
-    "key",
-    "api_key",
-    "api-key",
-    "apikey",
-    "access_token",
-    "token",
-    "x-amz-signature",
-    "x-amz-credential",
-    "x-amz-security-token",
-];
 
 impl Scrubber {
     fn scrub(&mut self, data: &mut [u8]) {
@@ -193,7 +182,7 @@ impl Scrubber {
     }
 
     fn ends_with_secret_query_key(&self) -> bool {
-        SECRET_QUERY_KEYS.iter().any(|key| {
+        crate::redact::SECRET_QUERY_PARAMS.iter().any(|key| {
             let key = key.as_bytes();
             self.recent.len() > key.len()
                 && self.recent.ends_with(key)

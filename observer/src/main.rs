@@ -82,14 +82,21 @@ struct CaptureArgs {
     /// Also write the raw captured events (secrets masked) to this file, for `observer replay`.
     #[arg(long)]
     record: Option<PathBuf>,
+    #[command(flatten)]
+    export: ExportArgs,
+    /// Run this command, trace it and its children, and stop when it exits.
+    #[arg(last = true)]
+    command: Vec<String>,
+}
+
+/// Sinks beyond the output: the store and OTLP.
+#[derive(clap::Args)]
+struct ExportArgs {
     /// Also keep spans in the store at PATH (default /var/lib/observer/observer.db).
     #[arg(long, value_name = "PATH", num_args = 0..=1, default_missing_value = store::DEFAULT_PATH)]
     store: Option<PathBuf>,
     #[command(flatten)]
     otlp: OtlpArgs,
-    /// Run this command, trace it and its children, and stop when it exits.
-    #[arg(last = true)]
-    command: Vec<String>,
 }
 
 #[derive(clap::Args)]
@@ -198,6 +205,8 @@ struct ReplayArgs {
     file: PathBuf,
     #[command(flatten)]
     output: OutputArgs,
+    #[command(flatten)]
+    export: ExportArgs,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -256,7 +265,9 @@ fn sinks(args: &OutputArgs) -> Result<Vec<Box<dyn Sink>>> {
 
 fn replay(args: ReplayArgs) -> Result<ExitCode> {
     let reader = RecordReader::open(&args.file)?;
-    let mut pipeline = Pipeline::new(sinks(&args.output)?, Vec::new(), None);
+    let mut sinks = sinks(&args.output)?;
+    sinks.extend(export_sinks(args.export)?);
+    let mut pipeline = Pipeline::new(sinks, Vec::new(), None);
     let mut last_ts = 0;
     for event in reader {
         let event = event?;
@@ -286,15 +297,7 @@ fn capture(args: CaptureArgs) -> Result<ExitCode> {
         .map(RecordWriter::create)
         .transpose()?;
     let mut sinks = sinks(&args.output)?;
-    if let Some(path) = &args.store {
-        sinks.push(Box::new(store_sink(
-            Store::open(path, &Retention::default())?,
-            Retention::default(),
-        )?));
-    }
-    if let Some(otlp) = args.otlp.merged_into(None)? {
-        sinks.push(Box::new(otlp_sink(otlp_options(&otlp))?));
-    }
+    sinks.extend(export_sinks(args.export)?);
     let watch = Watch {
         pids: args.pids,
         comms: args.comms,
@@ -319,6 +322,7 @@ fn watch_and_report(args: Watch, sinks: Vec<Box<dyn Sink>>) -> Result<ExitCode> 
     let options = CaptureOptions {
         pids: args.pids.clone(),
         filter_pids: !args.command.is_empty(),
+        programs: args.command.first().and_then(|program| find_program(program)).into_iter().collect(),
     };
     let (capture, events) = LiveCapture::start(&options)?;
 
@@ -404,6 +408,15 @@ fn run_pipeline(events: Receiver<CaptureEvent>, mut pipeline: Pipeline) -> Repor
     pipeline.into_report()
 }
 
+/// Where `program` resolves through PATH, as the shell would find it.
+fn find_program(program: &str) -> Option<PathBuf> {
+    if program.contains('/') {
+        return Some(PathBuf::from(program));
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|dir| dir.join(program)).find(|candidate| candidate.is_file())
+}
+
 /// Starts `command` traced from its first instruction: the observer watches itself while it
 /// forks, so the kernel's fork tracepoint adds the child before it can run.
 fn spawn_traced(command: &[String], capture: &LiveCapture) -> Result<tokio::process::Child> {
@@ -415,6 +428,18 @@ fn spawn_traced(command: &[String], capture: &LiveCapture) -> Result<tokio::proc
     let spawned = tokio::process::Command::new(program).args(args).spawn();
     capture.unwatch_pid(own_pid)?;
     spawned.with_context(|| format!("starting `{program}`"))
+}
+
+fn export_sinks(args: ExportArgs) -> Result<Vec<Box<dyn Sink>>> {
+    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    if let Some(path) = &args.store {
+        let retention = Retention::default();
+        sinks.push(Box::new(store_sink(Store::open(path, &retention)?, retention)?));
+    }
+    if let Some(otlp) = args.otlp.merged_into(None)? {
+        sinks.push(Box::new(otlp_sink(otlp_options(&otlp))?));
+    }
+    Ok(sinks)
 }
 
 fn parse_header(text: &str) -> Result<(String, String)> {
@@ -496,7 +521,10 @@ fn run(config: Config) -> Result<ExitCode> {
     if config.store.enabled {
         let retention = config.store.retention();
         let store = Store::open(&config.store.path, &retention).with_context(|| {
-            "the daemon keeps its store there; pass --store PATH for another place, or --no-store"
+            format!(
+                "opening the store {} (pass --store PATH for another place, or --no-store)",
+                config.store.path.display()
+            )
         })?;
         eprintln!("store: {}", store.path().display());
         sinks.push(Box::new(store_sink(store, retention)?));

@@ -119,9 +119,9 @@ pub fn trace_tree(trace_id: &str, forest: &[SpanNode], style: Style) -> String {
     let errors = facts.iter().filter(|f| f.error.is_some()).count();
 
     let mut header = format!(
-        "trace {}  {} spans  {}  tokens {} in / {} out",
+        "trace {}  {}  {}  tokens {} in / {} out",
         style.paint("1", trace_id),
-        all.len(),
+        count(all.len(), "span"),
         format_duration(end.saturating_sub(start)),
         sum(|f| f.input_tokens),
         sum(|f| f.output_tokens),
@@ -130,17 +130,22 @@ pub fn trace_tree(trace_id: &str, forest: &[SpanNode], style: Style) -> String {
         let _ = write!(header, "  ${cost:.4}");
     }
     if errors > 0 {
-        let _ = write!(
-            header,
-            "  {}",
-            style.paint("31", &format!("{errors} errors"))
-        );
+        let _ = write!(header, "  {}", style.paint("31", &count(errors, "error")));
     }
     let mut out = format!("{header}\n");
     for root in forest {
         draw(root, "", None, start, style, &mut out);
     }
     out
+}
+
+/// `1 span`, `3 spans`.
+fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
 }
 
 fn flatten(node: &SpanNode) -> Vec<&Span> {
@@ -235,4 +240,57 @@ pub fn format_utc(unix_ns: u64) -> String {
     };
     let year = year_of_era + era * 400 + i64::from(month <= 2);
     format!("{year:04}-{month:02}-{day:02} {h:02}:{m:02}:{s:02}")
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::{query::tree::build_forest, store::tests::span};
+
+    #[test]
+    fn draws_a_trace_as_an_indented_tree() {
+        let spans = vec![
+            span("a", "1", None, 50, json!({"observer.cost.usd": 0.01})),
+            span(
+                "a",
+                "2",
+                Some("1"),
+                40,
+                json!({"gen_ai.response.model": "gpt-4o-2024-08-06"}),
+            ),
+            span("a", "3", Some("2"), 30, json!({"error.type": "429"})),
+            span(
+                "a",
+                "4",
+                Some("1"),
+                20,
+                json!({"observer.cost.usd": 0.0025}),
+            ),
+        ];
+        let text = trace_tree("a", &build_forest(spans), Style { color: false });
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "trace a  4 spans  30.50s  tokens 400 in / 80 out  $0.0125  1 error"
+        );
+        assert_eq!(
+            lines[1],
+            "chat gpt-4o  +0ms  500ms  gpt-4o  100 in / 20 out  $0.0100"
+        );
+        assert!(lines[2].starts_with("├─ chat gpt-4o  +10.00s  500ms  gpt-4o-2024-08-06"));
+        assert!(lines[3].starts_with("│  └─ chat gpt-4o  +20.00s"));
+        assert!(lines[3].ends_with("✗ 429"), "{}", lines[3]);
+        assert!(lines[4].starts_with("└─ chat gpt-4o  +30.00s"));
+    }
+
+    #[test]
+    fn formats_times_and_durations() {
+        assert_eq!(format_utc(0), "1970-01-01 00:00:00");
+        assert_eq!(format_utc(1_709_210_096_000_000_000), "2024-02-29 12:34:56");
+        assert_eq!(format_duration(850_000_000), "850ms");
+        assert_eq!(format_duration(2_410_000_000), "2.41s");
+        assert_eq!(format_duration(185_000_000_000), "3m05s");
+    }
 }

@@ -322,7 +322,12 @@ fn watch_and_report(args: Watch, sinks: Vec<Box<dyn Sink>>) -> Result<ExitCode> 
     let options = CaptureOptions {
         pids: args.pids.clone(),
         filter_pids: !args.command.is_empty(),
-        programs: args.command.first().and_then(|program| find_program(program)).into_iter().collect(),
+        programs: args
+            .command
+            .first()
+            .and_then(|program| find_program(program))
+            .into_iter()
+            .collect(),
     };
     let (capture, events) = LiveCapture::start(&options)?;
 
@@ -414,7 +419,9 @@ fn find_program(program: &str) -> Option<PathBuf> {
         return Some(PathBuf::from(program));
     }
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|dir| dir.join(program)).find(|candidate| candidate.is_file())
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
 }
 
 /// Starts `command` traced from its first instruction: the observer watches itself while it
@@ -434,7 +441,10 @@ fn export_sinks(args: ExportArgs) -> Result<Vec<Box<dyn Sink>>> {
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
     if let Some(path) = &args.store {
         let retention = Retention::default();
-        sinks.push(Box::new(store_sink(Store::open(path, &retention)?, retention)?));
+        sinks.push(Box::new(store_sink(
+            Store::open(path, &retention)?,
+            retention,
+        )?));
     }
     if let Some(otlp) = args.otlp.merged_into(None)? {
         sinks.push(Box::new(otlp_sink(otlp_options(&otlp))?));

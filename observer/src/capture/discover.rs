@@ -50,7 +50,11 @@ pub fn executable_mappings(pid: u32) -> Vec<MappedFile> {
     let Ok(maps) = fs::read_to_string(format!("/proc/{pid}/maps")) else {
         return Vec::new();
     };
-    let root = if shares_our_root(pid) { String::new() } else { format!("/proc/{pid}/root") };
+    let root = if shares_our_root(pid) {
+        String::new()
+    } else {
+        format!("/proc/{pid}/root")
+    };
     let mut files: Vec<MappedFile> = Vec::new();
     for line in maps.lines() {
         let Some(file) = parse_maps_line(&root, line) else {
@@ -132,7 +136,7 @@ mod tests {
     #[test]
     fn parses_file_mappings_and_skips_the_rest() {
         let line = "7f3c1a200000-7f3c1a28e000 r-xp 00022000 fd:01 1837261    /usr/lib/x86_64-linux-gnu/libssl.so.3";
-        let file = parse_maps_line(42, line).expect("mapping");
+        let file = parse_maps_line("/proc/42/root", line).expect("mapping");
         assert_eq!(
             file.id,
             FileId {
@@ -145,21 +149,29 @@ mod tests {
             file.host_path,
             PathBuf::from("/proc/42/root/usr/lib/x86_64-linux-gnu/libssl.so.3")
         );
-        assert!(parse_maps_line(1, "7ffd-7ffe r-xp 00000000 00:00 0    [vdso]").is_none());
+        assert!(parse_maps_line("", "7ffd-7ffe r-xp 00000000 00:00 0    [vdso]").is_none());
         assert!(
-            parse_maps_line(1, "7f3c-7f3d r--p 00000000 fd:01 12    /usr/lib/libc.so.6").is_none()
+            parse_maps_line("", "7f3c-7f3d r--p 00000000 fd:01 12    /usr/lib/libc.so.6").is_none()
         );
         assert!(
-            parse_maps_line(1, "7f3c-7f3d r-xp 00000000 fd:01 12    /tmp/x.so (deleted)").is_none()
+            parse_maps_line(
+                "",
+                "7f3c-7f3d r-xp 00000000 fd:01 12    /tmp/x.so (deleted)"
+            )
+            .is_none()
         );
     }
 
     #[test]
-    fn sees_its_own_mappings() {
+    fn sees_its_own_mappings_by_their_own_paths() {
         let own = executable_mappings(std::process::id());
         assert!(
             !own.is_empty(),
             "a running test maps at least its own executable"
+        );
+        assert!(
+            own.iter().all(|f| !f.host_path.starts_with("/proc")),
+            "{own:?}"
         );
     }
 }

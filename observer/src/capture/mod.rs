@@ -75,7 +75,10 @@ impl LiveCapture {
         for &pid in &options.pids {
             maps.watch_pid(pid)?;
         }
-        for path in system_tls_libraries().into_iter().chain(options.programs.iter().cloned()) {
+        for path in system_tls_libraries()
+            .into_iter()
+            .chain(options.programs.iter().cloned())
+        {
             if let Some(id) = FileId::of(&path) {
                 attach_logged(&mut probes, id, &path);
             }

@@ -138,7 +138,9 @@ impl Probes {
         let result = self.attach_each(path, functions, &mut attached);
         if result.is_err() {
             for (name, link) in attached {
-                if let Ok(program) = program(&mut self.ebpf, name).and_then(|p| Ok(<&mut UProbe>::try_from(p)?)) {
+                if let Ok(program) =
+                    program(&mut self.ebpf, name).and_then(|p| Ok(<&mut UProbe>::try_from(p)?))
+                {
                     let _ = program.detach(link);
                 }
             }
@@ -161,9 +163,15 @@ impl Probes {
                     location: UProbeAttachLocation::AbsoluteOffset(*offset),
                     cookie: Some(cookie),
                 };
-                let link = program.attach(point, path, UProbeScope::AllProcesses).with_context(|| {
-                    format!("attaching {name} to {} in {}", function.symbol, path.display())
-                })?;
+                let link = program
+                    .attach(point, path, UProbeScope::AllProcesses)
+                    .with_context(|| {
+                        format!(
+                            "attaching {name} to {} in {}",
+                            function.symbol,
+                            path.display()
+                        )
+                    })?;
                 attached.push((name, link));
             }
         }

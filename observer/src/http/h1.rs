@@ -3,10 +3,10 @@ use std::collections::VecDeque;
 
 use bytes::BytesMut;
 
-use super::body::{BodyBuilder, BodyOutcome};
-use super::types::{Body, Exchange, ExchangeEnd, Headers, Request, Response};
-use super::{HttpLimits, HttpStats};
-use crate::capture::{ConnKey, TlsLibrary};
+use super::HttpLimits;
+use super::body::BodyBuilder;
+use super::common::{CloseReason, Cx, Ending, InProgress, Message, StartKind, redacted_header};
+use super::types::{Exchange, ExchangeEnd, Headers};
 use crate::reassemble::Segment;
 use crate::redact;
 
@@ -50,14 +50,6 @@ pub(super) fn sniff_start_line(role: Role, bytes: &[u8]) -> StartLine {
     }
 }
 
-/// Shared by every call into a connection: configuration, counters, and who the bytes belong to.
-pub(super) struct Cx<'a> {
-    pub limits: &'a HttpLimits,
-    pub stats: &'a mut HttpStats,
-    pub conn: ConnKey,
-    pub library: TlsLibrary,
-}
-
 /// Where and when bytes were read.
 #[derive(Clone, Copy, Debug)]
 struct Arrival {
@@ -81,83 +73,6 @@ impl RequestFacts {
     }
 }
 
-#[derive(Clone, Debug)]
-enum StartKind {
-    Request { method: String, target: String },
-    Response { status: u16 },
-}
-
-impl StartKind {
-    fn method(&self) -> Option<&str> {
-        match self {
-            StartKind::Request { method, .. } => Some(method),
-            StartKind::Response { .. } => None,
-        }
-    }
-
-    /// Interim responses (100 Continue, 103 Early Hints) precede the real one; 101 is final.
-    fn is_interim(&self) -> bool {
-        matches!(self, StartKind::Response { status } if (100..200).contains(status) && *status != 101)
-    }
-}
-
-/// How a message's reading ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Ending {
-    Complete,
-    /// The stream ended (connection closed, observer stopped) before the message did.
-    Cut,
-    /// Bytes were lost or could not be parsed.
-    Lost,
-}
-
-/// A message read to its end, or given up on.
-#[derive(Debug)]
-struct Message {
-    start: StartKind,
-    headers: Headers,
-    body: Body,
-    tid: u32,
-    ts_start: u64,
-    ts_end: u64,
-    ending: Ending,
-}
-
-impl Message {
-    fn into_request(self) -> Request {
-        let (method, target) = match self.start {
-            StartKind::Request { method, target } => (method, target),
-            StartKind::Response { .. } => Default::default(),
-        };
-        Request {
-            method,
-            target,
-            headers: self.headers,
-            body: self.body,
-            ts_start: self.ts_start,
-            ts_end: self.ts_end,
-        }
-    }
-
-    fn into_response(self) -> Response {
-        let status = match self.start {
-            StartKind::Response { status } => status,
-            StartKind::Request { .. } => 0,
-        };
-        Response {
-            status,
-            headers: self.headers,
-            body: self.body,
-            ts_start: self.ts_start,
-            ts_end: self.ts_end,
-        }
-    }
-
-    fn method(&self) -> Option<&str> {
-        self.start.method()
-    }
-}
-
 /// A 101 response, or a 2xx answer to CONNECT: later bytes are another protocol.
 fn switches_protocols(request: &Message, response: &Message) -> bool {
     match response.start {
@@ -170,37 +85,6 @@ fn switches_protocols(request: &Message, response: &Message) -> bool {
         }
         StartKind::Request { .. } => false,
     }
-}
-
-/// A message whose head has been read and whose body is arriving.
-struct InProgress {
-    start: StartKind,
-    headers: Headers,
-    body: BodyBuilder,
-    tid: u32,
-    ts_start: u64,
-    ts_end: u64,
-}
-
-impl InProgress {
-    fn finish(self, ending: Ending, problem: Option<&str>, stats: &mut HttpStats) -> Message {
-        let (body, outcome) = self.body.finish(problem, self.ts_end);
-        count_body(stats, outcome);
-        Message {
-            start: self.start,
-            headers: self.headers,
-            body,
-            tid: self.tid,
-            ts_start: self.ts_start,
-            ts_end: self.ts_end,
-            ending,
-        }
-    }
-}
-
-fn count_body(stats: &mut HttpStats, outcome: BodyOutcome) {
-    stats.bodies_truncated += u64::from(outcome.truncated);
-    stats.decode_failures += u64::from(outcome.decode_failed);
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -658,13 +542,7 @@ fn parse_head(role: Role, bytes: &[u8]) -> Result<Option<(usize, Head)>, HeadErr
 fn headers(raw: &[httparse::Header]) -> Headers {
     Headers(
         raw.iter()
-            .map(|h| {
-                let value = String::from_utf8_lossy(h.value);
-                (
-                    h.name.to_owned(),
-                    redact::header_value(h.name, &value).into_owned(),
-                )
-            })
+            .map(|h| redacted_header(h.name, h.value))
             .collect(),
     )
 }
@@ -760,16 +638,6 @@ impl LineReader {
         self.buf.clear();
         LineRead::Line(parsed)
     }
-}
-
-/// Why open exchanges are handed over before their response ended.
-#[derive(Clone, Copy, Debug)]
-pub(super) struct CloseReason {
-    pub end: ExchangeEnd,
-    /// Put in `Body.problem` of cut-off bodies.
-    pub problem: &'static str,
-    /// The peer ended the stream, which ends bodies delimited by the connection's close.
-    pub conn_closed: bool,
 }
 
 /// An HTTP/1 client connection: requests on egress, responses on ingress, paired in order.

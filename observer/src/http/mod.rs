@@ -1,10 +1,12 @@
 //! The HTTP stage: ordered byte streams in, request/response exchanges out.
 //!
-//! Each connection's protocol is decided from its first bytes: an HTTP/1.x request written by
-//! the process makes it a client connection we parse; anything else is counted and skipped
-//! (server side, HTTP/2 until its engine lands, not HTTP at all).
+//! Each connection's protocol is decided from its first bytes: an HTTP/1.x request, or the HTTP/2
+//! preface or frames, written by the process make it a client connection we parse; anything else
+//! is counted and skipped (server side, not HTTP at all).
 mod body;
+mod common;
 mod h1;
+mod h2;
 pub mod types;
 
 use std::borrow::Cow;
@@ -14,7 +16,9 @@ pub use types::*;
 
 use crate::capture::{CaptureEvent, ConnKey, Direction, TlsLibrary};
 use crate::reassemble::{Reassembler, ReassemblyLimits, ReassemblyStats, Segment};
-use h1::{CloseReason, Cx, Http1Conn, Role, StartLine, sniff_start_line};
+use common::{CloseReason, Cx};
+use h1::{Http1Conn, Role, StartLine, sniff_start_line};
+use h2::{Http2Conn, PREFACE as HTTP2_PREFACE, sniff_frames};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HttpLimits {
@@ -43,8 +47,14 @@ pub struct HttpStats {
     pub parse_failures: u64,
     /// Connections on which the process is the HTTP server: we emit client spans only.
     pub server_side_skipped: u64,
-    /// HTTP/2 client connections, skipped until the HTTP/2 engine exists.
-    pub http2_skipped: u64,
+    /// HTTP/2 client connections followed, and the streams among their exchanges.
+    pub http2_connections: u64,
+    pub http2_streams: u64,
+    /// HTTP/2 exchanges with a head we could not read: sent before we attached, or encoded
+    /// against HPACK state we do not have. Their method, target or status may be empty.
+    pub http2_hpack_unknown: u64,
+    /// Streams given up on because too many were open on one connection.
+    pub http2_streams_evicted: u64,
     /// Connections that do not speak HTTP.
     pub non_http_skipped: u64,
     /// Segments that followed lost bytes.
@@ -58,16 +68,12 @@ pub struct HttpStats {
     pub upgraded: u64,
 }
 
-/// First line of the HTTP/2 connection preface (RFC 9113 §3.4).
-const HTTP2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n";
-
 /// What a connection carries, decided at its first bytes.
 enum Protocol {
     /// Not yet decided: the first bytes are kept to be replayed once it is.
     Sniffing(Vec<Segment>),
     Http1(Box<Http1Conn>),
-    /// An HTTP/2 client connection; later bytes are dropped until the HTTP/2 engine takes them.
-    Http2,
+    Http2(Box<Http2Conn>),
     /// Not followed (server side, not HTTP, upgraded): later bytes are dropped.
     Ignored,
 }
@@ -83,6 +89,8 @@ struct Connection {
 enum Verdict {
     Http1Client,
     Http2Client,
+    /// HTTP/2 frames without the preface: the capture started after it.
+    Http2Joined,
     ServerSide,
     NotHttp,
 }
@@ -114,8 +122,18 @@ fn classify(dir: Direction, first_bytes: &[u8], max_head: usize) -> Option<Verdi
             _ => None,
         },
     };
-    // A start line longer than any head we would accept is not one.
-    verdict.or((first_bytes.len() > max_head).then_some(Verdict::NotHttp))
+    match verdict {
+        Some(Verdict::NotHttp) => sniff_frames(first_bytes).map(|frames| {
+            if frames {
+                Verdict::Http2Joined
+            } else {
+                Verdict::NotHttp
+            }
+        }),
+        // A start line longer than any head we would accept is not one.
+        None if first_bytes.len() > max_head => Some(Verdict::NotHttp),
+        verdict => verdict,
+    }
 }
 
 /// Turns ordered segments into exchanges, per connection.
@@ -170,7 +188,13 @@ impl HttpTracker {
                     conn.protocol = Protocol::Ignored;
                 }
             }
-            Protocol::Http2 | Protocol::Ignored => {}
+            Protocol::Http2(http2) => {
+                http2.on_segment(&seg, &mut cx, out);
+                if http2.stopped() {
+                    conn.protocol = Protocol::Ignored;
+                }
+            }
+            Protocol::Ignored => {}
         }
     }
 
@@ -214,15 +238,17 @@ impl HttpTracker {
         let Some(conn) = self.conns.remove(&key) else {
             return;
         };
-        if let Protocol::Http1(mut http1) = conn.protocol {
-            let mut cx = Cx {
-                limits: &self.limits,
-                stats: &mut self.stats,
-                conn: key,
-                library: conn.library,
-            };
-            log::trace!("{key:?}: closing at {ts}: {}", reason.problem);
-            http1.close(reason, &mut cx, out);
+        let mut cx = Cx {
+            limits: &self.limits,
+            stats: &mut self.stats,
+            conn: key,
+            library: conn.library,
+        };
+        log::trace!("{key:?}: closing at {ts}: {}", reason.problem);
+        match conn.protocol {
+            Protocol::Http1(mut http1) => http1.close(reason, &mut cx, out),
+            Protocol::Http2(mut http2) => http2.close(reason, &mut cx, out),
+            Protocol::Sniffing(_) | Protocol::Ignored => {}
         }
     }
 
@@ -272,9 +298,17 @@ fn decide(held: &mut Vec<Segment>, cx: &mut Cx, out: &mut Vec<Exchange>) -> Opti
                 Protocol::Http1(http1)
             }
         }
-        Verdict::Http2Client => {
-            stats.http2_skipped += 1;
-            Protocol::Http2
+        Verdict::Http2Client | Verdict::Http2Joined => {
+            stats.http2_connections += 1;
+            let mut http2 = Box::new(Http2Conn::new(verdict == Verdict::Http2Joined));
+            for seg in held.drain(..) {
+                http2.on_segment(&seg, cx, out);
+            }
+            if http2.stopped() {
+                Protocol::Ignored
+            } else {
+                Protocol::Http2(http2)
+            }
         }
         Verdict::ServerSide => {
             stats.server_side_skipped += 1;

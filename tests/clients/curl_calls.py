@@ -17,6 +17,7 @@ import tempfile
 from common import API_KEY, BASE, CA, big_prompt, emit, run_scenarios
 
 TOOL = os.environ.get("HTTP_TOOL", "curl")
+CURL = os.environ.get("CURL", "/usr/bin/curl")
 workdir = tempfile.mkdtemp(prefix="%s-calls-" % TOOL)
 
 
@@ -38,7 +39,7 @@ def run_curl(name, url, body_file, headers):
     with open(header_file, "w") as f:
         f.writelines("%s: %s\n" % item for item in headers.items())
     proc = subprocess.Popen(
-        ["/usr/bin/curl", "-sS", "-N", "--http1.1", "--max-time", "60", "--cacert", CA,
+        [CURL, "-sS", "-N", "--http1.1", "--max-time", "60", "--cacert", CA,
          "-H", "@" + header_file, "--data-binary", "@" + body_file,
          "-w", "\n@status=%{http_code}", url],
         stdout=subprocess.PIPE)

@@ -1,7 +1,8 @@
 //! A mock LLM API server for the observer's end-to-end tests.
 //!
 //! TLS is rustls (never OpenSSL, so the observer's OpenSSL probes only ever see the client
-//! side), HTTP/1.1 only, with keep-alive and Content-Length or chunked request bodies. It
+//! side). HTTP/2 for clients that offer it by ALPN (each stream served concurrently), else
+//! HTTP/1.1 with keep-alive and Content-Length or chunked request bodies. It
 //! speaks the real wire formats of OpenAI (chat completions, responses, embeddings, legacy
 //! completions) and Anthropic (messages), as JSON and as SSE. Every answer is a deterministic
 //! function of the request (see `observer_e2e::mock`); magic words in the last user message
@@ -74,7 +75,11 @@ async fn main() -> Result<()> {
         tokio::spawn(async move {
             let result = async {
                 let tls = acceptor.accept(tcp).await.context("TLS handshake")?;
-                serve_connection(tls, conn_id).await
+                if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+                    serve_h2_connection(tls, conn_id).await
+                } else {
+                    serve_connection(tls, conn_id).await
+                }
             }
             .await;
             if let Err(e) = result {
@@ -124,7 +129,7 @@ fn tls_config() -> Result<(rustls::ServerConfig, String)> {
             vec![leaf.der().clone(), ca.der().clone()],
             rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
         )?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok((config, ca.pem()))
 }
 
@@ -275,12 +280,7 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(io: S, conn_id: u64
     while let Some(request) = conn.read_request().await? {
         seq += 1;
         let response = route(&request, format!("req_mock{conn_id:03}{seq:03}"));
-        let log = json!({
-            "conn": conn_id, "seq": seq, "method": request.method, "path": request.path,
-            "status": response.status, "request_bytes": request.body.len(),
-            "response_id": response.log_id,
-        });
-        println!("{log}");
+        log_request(&request, &response, conn_id, seq, "http/1.1");
         write_response(&mut conn, response).await?;
         let close = request
             .header("connection")
@@ -291,6 +291,16 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(io: S, conn_id: u64
     }
     conn.io.shutdown().await.ok();
     Ok(())
+}
+
+/// One JSON line per request served, on stdout.
+fn log_request(request: &Request, response: &Response, conn_id: u64, seq: u64, version: &str) {
+    let log = json!({
+        "conn": conn_id, "seq": seq, "method": request.method, "path": request.path,
+        "status": response.status, "request_bytes": request.body.len(),
+        "response_id": response.log_id, "version": version,
+    });
+    println!("{log}");
 }
 
 enum Body {
@@ -353,32 +363,121 @@ async fn write_response<S: AsyncRead + AsyncWrite + Unpin>(
         Body::Events(events) => {
             head.push_str("transfer-encoding: chunked\r\n\r\n");
             conn.send(head.as_bytes()).await?;
-            let chunk = |data: &str| format!("{:x}\r\n{data}\r\n", data.len());
-            match response.pacing {
-                Pacing::Merge => conn.send(chunk(&events.concat()).as_bytes()).await?,
-                pacing => {
-                    for event in &events {
-                        if pacing == Pacing::Split {
-                            let mut mid = event.len() / 2;
-                            while !event.is_char_boundary(mid) {
-                                mid += 1;
-                            }
-                            conn.send(chunk(&event[..mid]).as_bytes()).await?;
-                            tokio::time::sleep(Duration::from_millis(30)).await;
-                            conn.send(chunk(&event[mid..]).as_bytes()).await?;
-                        } else {
-                            conn.send(chunk(event).as_bytes()).await?;
-                        }
-                        if pacing == Pacing::Slow {
-                            let ms = scenario::SLOW_EVENT_INTERVAL_MS;
-                            tokio::time::sleep(Duration::from_millis(ms)).await;
-                        }
-                    }
-                }
+            for (data, pause) in event_writes(&events, response.pacing) {
+                conn.send(format!("{:x}\r\n{data}\r\n", data.len()).as_bytes())
+                    .await?;
+                tokio::time::sleep(pause).await;
             }
             conn.send(b"0\r\n\r\n").await
         }
     }
+}
+
+/// The writes that carry `events` paced as asked, each with the pause that follows it.
+fn event_writes(events: &[String], pacing: Pacing) -> Vec<(String, Duration)> {
+    let none = Duration::ZERO;
+    match pacing {
+        Pacing::Merge => vec![(events.concat(), none)],
+        Pacing::Normal => events.iter().map(|e| (e.clone(), none)).collect(),
+        Pacing::Slow => {
+            let pause = Duration::from_millis(scenario::SLOW_EVENT_INTERVAL_MS);
+            events.iter().map(|e| (e.clone(), pause)).collect()
+        }
+        Pacing::Split => events
+            .iter()
+            .flat_map(|event| {
+                let mut mid = event.len() / 2;
+                while !event.is_char_boundary(mid) {
+                    mid += 1;
+                }
+                [
+                    (event[..mid].to_owned(), Duration::from_millis(30)),
+                    (event[mid..].to_owned(), none),
+                ]
+            })
+            .collect(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP/2
+
+async fn serve_h2_connection<S>(io: S, conn_id: u64) -> Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut conn = h2::server::handshake(io)
+        .await
+        .context("HTTP/2 handshake")?;
+    let mut seq = 0u64;
+    // Accepting also drives the connection, so streams make progress while it waits.
+    while let Some(accepted) = conn.accept().await {
+        let (request, respond) = accepted?;
+        seq += 1;
+        tokio::spawn(async move {
+            if let Err(e) = serve_h2_stream(request, respond, conn_id, seq).await {
+                eprintln!("conn {conn_id} stream {seq}: {e:#}");
+            }
+        });
+    }
+    Ok(())
+}
+
+async fn serve_h2_stream(
+    request: http::Request<h2::RecvStream>,
+    mut respond: h2::server::SendResponse<bytes::Bytes>,
+    conn_id: u64,
+    seq: u64,
+) -> Result<()> {
+    let (parts, mut body) = request.into_parts();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk?;
+        if bytes.len() + chunk.len() > MAX_BODY_BYTES {
+            bail!("request body too large");
+        }
+        bytes.extend_from_slice(&chunk);
+        body.flow_control().release_capacity(chunk.len())?;
+    }
+    let request = Request {
+        method: parts.method.to_string(),
+        path: parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| "/".to_owned(), ToString::to_string),
+        headers: parts
+            .headers
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+        body: bytes,
+    };
+    let response = route(&request, format!("req_mock{conn_id:03}{seq:03}"));
+    log_request(&request, &response, conn_id, seq, "h2");
+    let mut head = http::Response::builder()
+        .status(response.status)
+        .header("date", "Sun, 15 Jun 2025 12:00:00 GMT")
+        .header("server", "llm-mock");
+    for (name, value) in &response.headers {
+        head = head.header(*name, value);
+    }
+    let mut send = respond.send_response(head.body(())?, false)?;
+    match response.body {
+        Body::Full(body) => send.send_data(body.into(), true)?,
+        Body::Events(events) => {
+            for (data, pause) in event_writes(&events, response.pacing) {
+                send.send_data(data.into(), false)?;
+                tokio::time::sleep(pause).await;
+            }
+            send.send_data(bytes::Bytes::new(), true)?;
+        }
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------

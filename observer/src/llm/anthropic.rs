@@ -10,8 +10,8 @@ use super::exchange::{ApiReader, read_call, record_identity};
 use super::json::{append_str, array_at, object_at, str_at, u64_at};
 use super::origin::{is_post, provider_name, request_path};
 use super::otel::{
-    content_parts, input_message, opaque_part, output_message, parse_arguments, reasoning_part,
-    text_part, tool_call_part, tool_call_response_part, tool_definition,
+    content_parts, input_message, opaque_part, parse_arguments, reasoning_part,
+    record_assistant_output, text_part, tool_call_part, tool_call_response_part, tool_definition,
 };
 use super::params::{record_model, record_numbers, record_stop_sequences, record_stream};
 use super::stream::{Seen, StreamSummary, read_sse};
@@ -110,17 +110,7 @@ fn usage(report: &Value) -> Usage {
 }
 
 fn record_output(call: &mut LlmCall, blocks: &[Value], stop_reason: Option<&str>) {
-    if let Some(reason) = stop_reason {
-        call.set(attr::RESPONSE_FINISH_REASONS, vec![reason]);
-    }
-    if blocks.is_empty() && stop_reason.is_none() {
-        return;
-    }
-    let parts = blocks.iter().map(block_part).collect();
-    call.set(
-        attr::OUTPUT_MESSAGES,
-        vec![output_message("assistant", parts, stop_reason)],
-    );
+    record_assistant_output(call, blocks, stop_reason, block_part);
 }
 
 /// A content block (request, response or reassembled from a stream) as an OTel part.

@@ -15,8 +15,8 @@ use super::framing::eventstream;
 use super::json::{self, array_at, object_at, str_at, u64_at};
 use super::origin::{decode_segment, is_post, request_path};
 use super::otel::{
-    input_message, opaque_part, output_message, parse_arguments, reasoning_part, text_part,
-    tool_call_part, tool_call_response_part, tool_definition,
+    input_message, opaque_part, parse_arguments, reasoning_part, record_assistant_output,
+    text_part, tool_call_part, tool_call_response_part, tool_definition,
 };
 use super::params::{record_numbers, record_stop_sequences};
 use super::stream::{Seen, StreamSummary, read_eventstream};
@@ -252,17 +252,7 @@ fn converse_usage(report: &Value) -> Usage {
 }
 
 fn record_output(call: &mut LlmCall, blocks: &[Value], stop_reason: Option<&str>) {
-    if let Some(reason) = stop_reason {
-        call.set(attr::RESPONSE_FINISH_REASONS, vec![reason]);
-    }
-    if blocks.is_empty() && stop_reason.is_none() {
-        return;
-    }
-    let parts = blocks.iter().map(block_part).collect();
-    call.set(
-        attr::OUTPUT_MESSAGES,
-        vec![output_message("assistant", parts, stop_reason)],
-    );
+    record_assistant_output(call, blocks, stop_reason, block_part);
 }
 
 /// A Converse content block (`{text}`, `{toolUse}`, `{toolResult}`, `{reasoningContent}`, ...).

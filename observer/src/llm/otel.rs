@@ -3,6 +3,7 @@
 use serde_json::{Map, Value, json};
 
 use super::json::str_at;
+use super::{LlmCall, attr};
 
 pub(crate) fn text_part(content: &str) -> Value {
     json!({"type": "text", "content": content})
@@ -78,4 +79,24 @@ pub(crate) fn tool_definition(kind: &str, spec: &Value, parameters_key: &str) ->
         }
     }
     Value::Object(definition)
+}
+
+/// The assistant's reply, from content blocks in the provider's own shape, and its stop reason.
+pub(crate) fn record_assistant_output(
+    call: &mut LlmCall,
+    blocks: &[Value],
+    stop_reason: Option<&str>,
+    block_part: fn(&Value) -> Value,
+) {
+    if let Some(reason) = stop_reason {
+        call.set(attr::RESPONSE_FINISH_REASONS, vec![reason]);
+    }
+    if blocks.is_empty() && stop_reason.is_none() {
+        return;
+    }
+    let parts = blocks.iter().map(block_part).collect();
+    call.set(
+        attr::OUTPUT_MESSAGES,
+        vec![output_message("assistant", parts, stop_reason)],
+    );
 }

@@ -271,12 +271,17 @@ pub struct MockServer {
     proc: Proc,
     pub port: u16,
     pub ca: PathBuf,
+    /// Plaintext HTTP rather than HTTPS.
+    pub plain: bool,
 }
 
 impl MockServer {
-    pub fn start(dir: &Path) -> MockServer {
+    pub fn start(dir: &Path, plain: bool) -> MockServer {
         let mut command = Command::new(mock_server_bin());
         command.arg("--cert-dir").arg(dir);
+        if plain {
+            command.arg("--plain");
+        }
         let proc = Proc::spawn("llm-mock-server", command);
         let line = proc
             .stdout
@@ -294,11 +299,13 @@ impl MockServer {
             proc,
             port,
             ca: PathBuf::from(cert),
+            plain,
         }
     }
 
     pub fn base_url(&self) -> String {
-        format!("https://127.0.0.1:{}", self.port)
+        let scheme = if self.plain { "http" } else { "https" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// The requests the server served so far (one JSON object each: conn, seq, path, status,
@@ -490,14 +497,24 @@ pub struct TestEnv {
 }
 
 impl TestEnv {
+    /// With an HTTPS mock server.
     pub fn new() -> TestEnv {
+        Self::with_server(false)
+    }
+
+    /// With a plaintext HTTP mock server (Ollama, vLLM and other local servers).
+    pub fn plaintext() -> TestEnv {
+        Self::with_server(true)
+    }
+
+    fn with_server(plain: bool) -> TestEnv {
         require_root();
         let serial = serial();
         let dir = tempfile::Builder::new()
             .prefix("observer-e2e-")
             .tempdir()
             .expect("temp dir");
-        let server = MockServer::start(dir.path());
+        let server = MockServer::start(dir.path(), plain);
         TestEnv {
             _serial: serial,
             dir: Some(dir),

@@ -29,11 +29,36 @@ const UPROBE_PROGRAMS: &[&str] = &[
     "ssl_return",
     "ssl_free",
 ];
-const TRACEPOINTS: &[(&str, &str, &str)] = &[
-    ("process_fork", "sched", "sched_process_fork"),
-    ("process_exec", "sched", "sched_process_exec"),
-    ("process_exit", "sched", "sched_process_exit"),
+/// Each program and the tracepoints it serves (the syscall programs dispatch on the number).
+const TRACEPOINTS: &[(&str, &str, &[&str])] = &[
+    ("process_fork", "sched", &["sched_process_fork"]),
+    ("process_exec", "sched", &["sched_process_exec"]),
+    ("process_exit", "sched", &["sched_process_exit"]),
+    ("syscall_enter", "syscalls", &SYSCALLS_ENTER),
+    ("syscall_exit", "syscalls", &SYSCALLS_EXIT),
 ];
+/// The syscalls that open, carry and close connections, and map libraries.
+macro_rules! syscall_tracepoints {
+    ($prefix:literal) => {
+        [
+            concat!($prefix, "connect"),
+            concat!($prefix, "accept"),
+            concat!($prefix, "accept4"),
+            concat!($prefix, "close"),
+            concat!($prefix, "mmap"),
+            concat!($prefix, "read"),
+            concat!($prefix, "write"),
+            concat!($prefix, "readv"),
+            concat!($prefix, "writev"),
+            concat!($prefix, "recvfrom"),
+            concat!($prefix, "sendto"),
+            concat!($prefix, "recvmsg"),
+            concat!($prefix, "sendmsg"),
+        ]
+    };
+}
+const SYSCALLS_ENTER: [&str; 13] = syscall_tracepoints!("sys_enter_");
+const SYSCALLS_EXIT: [&str; 13] = syscall_tracepoints!("sys_exit_");
 
 /// Loaded programs and the files they are attached to.
 pub struct Probes {
@@ -69,14 +94,16 @@ impl Probes {
                 .load()
                 .with_context(|| format!("loading probe {name}"))?;
         }
-        for (name, category, event) in TRACEPOINTS {
+        for (name, category, events) in TRACEPOINTS {
             let program: &mut TracePoint = program(&mut ebpf, name)?.try_into()?;
             program
                 .load()
                 .with_context(|| format!("loading tracepoint program {name}"))?;
-            program
-                .attach(category, event)
-                .with_context(|| format!("attaching to tracepoint {category}/{event}"))?;
+            for event in *events {
+                program
+                    .attach(category, event)
+                    .with_context(|| format!("attaching to tracepoint {category}/{event}"))?;
+            }
         }
         let mut settings: Array<_, u32> = Array::try_from(map(&mut ebpf, "CONFIG")?)?;
         settings.set(config::FILTER_PIDS, u32::from(filter_pids), 0)?;

@@ -55,7 +55,9 @@ impl RecordWriter {
                 self.scrubbers.retain(|(c, _), _| c.pid != *pid);
                 postcard::to_stdvec(event)?
             }
-            CaptureEvent::Exec { .. } => postcard::to_stdvec(event)?,
+            CaptureEvent::Exec { .. }
+            | CaptureEvent::Socket { .. }
+            | CaptureEvent::Container { .. } => postcard::to_stdvec(event)?,
         };
         self.out.write_all(&(encoded.len() as u32).to_le_bytes())?;
         self.out.write_all(&encoded)?;

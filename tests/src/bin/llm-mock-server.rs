@@ -8,8 +8,9 @@
 //! function of the request (see `observer_e2e::mock`); magic words in the last user message
 //! switch scenarios (`observer_e2e::mock::scenario`).
 //!
-//! Usage: `llm-mock-server [--port N] [--cert-dir DIR]`. The first line on stdout is
-//! `listening 127.0.0.1:PORT cert=DIR/ca.pem`; then one JSON line per request served.
+//! Usage: `llm-mock-server [--port N] [--cert-dir DIR] [--plain]`. The first line on stdout is
+//! `listening 127.0.0.1:PORT cert=DIR/ca.pem`; then one JSON line per request served. With
+//! `--plain` it speaks HTTP/1.1 without TLS (the certificate is written but unused).
 
 use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr};
@@ -41,15 +42,17 @@ fn next_id() -> u64 {
 async fn main() -> Result<()> {
     let mut port = 0u16;
     let mut cert_dir: Option<PathBuf> = None;
+    let mut plain = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--port" => port = args.next().context("--port needs a value")?.parse()?,
+            "--plain" => plain = true,
             "--cert-dir" => {
                 cert_dir = Some(args.next().context("--cert-dir needs a value")?.into())
             }
             other => bail!(
-                "unknown argument {other:?}; usage: llm-mock-server [--port N] [--cert-dir DIR]"
+                "unknown argument {other:?}; usage: llm-mock-server [--port N] [--cert-dir DIR] [--plain]"
             ),
         }
     }
@@ -74,6 +77,10 @@ async fn main() -> Result<()> {
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
             let result = async {
+                if plain {
+                    // Plaintext HTTP/1.1, as Ollama and local OpenAI-compatible servers speak it.
+                    return serve_connection(tcp, conn_id).await;
+                }
                 let tls = acceptor.accept(tcp).await.context("TLS handshake")?;
                 if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
                     serve_h2_connection(tls, conn_id).await

@@ -12,13 +12,14 @@
 //! - `close` ends the connection the fd carried;
 //! - an executable file mapping tells user space to look for TLS libraries loaded late.
 use aya_ebpf::{
+    bindings::BPF_RB_FORCE_WAKEUP,
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user},
     macros::{map, tracepoint},
     maps::LruHashMap,
     programs::TracePointContext,
 };
 use observer_ebpf::{
-    PLAINTEXT_CONN_BIT, SocketEvent, counter, direction, kind, socket_role, tls_source,
+    EventHeader, PLAINTEXT_CONN_BIT, SocketEvent, counter, direction, kind, socket_role, tls_source,
 };
 
 use crate::probes::{
@@ -148,7 +149,14 @@ pub fn syscall_exit(ctx: TracePointContext) -> u32 {
             remember_socket(pid_tgid, ret as u32, pending.ptr, socket_role::ACCEPTED)
         }
         nr::MMAP if !(-4096..0).contains(&ret) => {
-            output(&header(kind::LIBRARY_MAPPED, pid_tgid));
+            // Rare, and urgent: the library's first TLS call may be milliseconds away.
+            let event = header(kind::LIBRARY_MAPPED, pid_tgid);
+            if EVENTS
+                .output::<EventHeader>(&event, BPF_RB_FORCE_WAKEUP as u64)
+                .is_err()
+            {
+                bump(counter::EVENTS_LOST, 1);
+            }
         }
         nr::READ | nr::WRITE | nr::SENDTO | nr::RECVFROM if ret > 0 => {
             let dir = if matches!(pending.nr, nr::WRITE | nr::SENDTO) {

@@ -276,8 +276,18 @@ pub struct MockServer {
 }
 
 impl MockServer {
-    pub fn start(dir: &Path, plain: bool) -> MockServer {
-        let mut command = Command::new(mock_server_bin());
+    /// Starts the server; inside network namespace `netns` when given.
+    pub fn start(dir: &Path, plain: bool, netns: Option<&str>) -> MockServer {
+        let mut command = match netns {
+            Some(netns) => {
+                let mut command = Command::new("ip");
+                command
+                    .args(["netns", "exec", netns])
+                    .arg(mock_server_bin());
+                command
+            }
+            None => Command::new(mock_server_bin()),
+        };
         command.arg("--cert-dir").arg(dir);
         if plain {
             command.arg("--plain");
@@ -499,22 +509,28 @@ pub struct TestEnv {
 impl TestEnv {
     /// With an HTTPS mock server.
     pub fn new() -> TestEnv {
-        Self::with_server(false)
+        Self::with_server(false, None)
     }
 
     /// With a plaintext HTTP mock server (Ollama, vLLM and other local servers).
     pub fn plaintext() -> TestEnv {
-        Self::with_server(true)
+        Self::with_server(true, None)
     }
 
-    fn with_server(plain: bool) -> TestEnv {
+    /// With an HTTPS mock server inside network namespace `netns` (which must exist, with
+    /// its loopback up).
+    pub fn in_network_namespace(netns: &str) -> TestEnv {
+        Self::with_server(false, Some(netns))
+    }
+
+    fn with_server(plain: bool, netns: Option<&str>) -> TestEnv {
         require_root();
         let serial = serial();
         let dir = tempfile::Builder::new()
             .prefix("observer-e2e-")
             .tempdir()
             .expect("temp dir");
-        let server = MockServer::start(dir.path(), plain);
+        let server = MockServer::start(dir.path(), plain, netns);
         TestEnv {
             _serial: serial,
             dir: Some(dir),

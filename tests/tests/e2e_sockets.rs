@@ -124,3 +124,92 @@ fn short_lived_processes_started_after_ready() {
         assert_spans_match_calls(&run.spans, &calls, env.server.port);
     }
 }
+
+/// A network namespace made for one test, deleted when dropped.
+struct NetworkNamespace(String);
+
+impl NetworkNamespace {
+    fn create() -> NetworkNamespace {
+        let name = format!("observer-e2e-{}", std::process::id());
+        let ip = |args: &[&str]| {
+            let status = std::process::Command::new("ip")
+                .args(args)
+                .status()
+                .expect("run ip (iproute2)");
+            assert!(status.success(), "ip {args:?} failed");
+        };
+        ip(&["netns", "add", &name]);
+        let namespace = NetworkNamespace(name);
+        ip(&["-n", &namespace.0, "link", "set", "lo", "up"]);
+        namespace
+    }
+}
+
+impl Drop for NetworkNamespace {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "delete", &self.0])
+            .status();
+    }
+}
+
+/// A process in its own network namespace that loads its own copy of libssl (another file,
+/// another path) only when it imports `ssl`, after the observer is watching the whole host:
+/// the late mapping is found and attached before its first TLS call.
+#[test]
+fn own_libssl_copy_in_a_network_namespace() {
+    let netns = NetworkNamespace::create();
+    let env = TestEnv::in_network_namespace(&netns.0);
+    let libssl = std::fs::read_dir("/usr/lib/x86_64-linux-gnu")
+        .expect("system library directory")
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .find(|path| {
+            path.file_name()
+                .is_some_and(|name| name.to_string_lossy().starts_with("libssl.so.3"))
+        })
+        .expect("the system libssl.so.3");
+    let private = env.dir().join("private-lib");
+    std::fs::create_dir_all(&private).expect("create the private library directory");
+    std::fs::copy(&libssl, private.join("libssl.so.3")).expect("copy libssl");
+
+    let watcher = env.watch(&[]);
+    let mut argv: Vec<String> = [
+        "ip",
+        "netns",
+        "exec",
+        &netns.0,
+        "env",
+        &format!("LD_LIBRARY_PATH={}", private.display()),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    argv.extend(env.client("stdlib_calls.py", &["chat_json", "messages_json"]));
+    let mut client = env.spawn_client(&argv);
+    let status = client.wait(Duration::from_secs(60));
+    assert!(status.success(), "client failed: {}", client.describe());
+    let calls = ClientCall::parse_all(&client.stdout.text());
+    assert_eq!(calls.len(), 2, "client output: {}", client.describe());
+    let pid = calls[0].pid();
+    let maps_used_the_copy = watcher.wait_for_spans(Duration::from_secs(20), |spans| {
+        spans
+            .iter()
+            .filter(|s| s.u64("process.pid") == Some(pid))
+            .count()
+            >= 2
+    });
+    let run = watcher.stop(libc::SIGINT);
+    run.assert_success();
+    assert!(
+        maps_used_the_copy,
+        "both calls of the namespaced client were captured: {}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains(&private.display().to_string()),
+        "the observer attached to the private copy of libssl: {}",
+        run.stderr
+    );
+    assert_spans_match_calls(&run.spans, &calls, env.server.port);
+}

@@ -42,6 +42,8 @@ pub mod direction {
 pub mod tls_source {
     pub const OPENSSL: u8 = 1;
     pub const GNUTLS: u8 = 2;
+    /// Go's `crypto/tls`, in Go executables (ids 3, 5 and 6 belong to other stacks).
+    pub const GO: u8 = 4;
 }
 
 /// Indexes of the per-CPU counters in the `COUNTERS` map.

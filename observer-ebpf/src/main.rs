@@ -6,6 +6,9 @@
 fn main() {}
 
 #[cfg(target_arch = "bpf")]
+mod go_tls;
+
+#[cfg(target_arch = "bpf")]
 mod probes {
     use aya_ebpf::{
         EbpfContext as _,
@@ -59,15 +62,15 @@ mod probes {
 
     #[repr(C)]
     #[derive(Clone, Copy)]
-    struct ActiveCall {
-        conn: u64,
-        buf: u64,
+    pub(crate) struct ActiveCall {
+        pub(crate) conn: u64,
+        pub(crate) buf: u64,
         /// `_ex` forms: where the library stores the byte count; 0 for the plain forms.
-        count_ptr: u64,
-        dir: u8,
+        pub(crate) count_ptr: u64,
+        pub(crate) dir: u8,
         /// `tls_source`, from the attach cookie.
-        source: u8,
-        _pad: [u8; 6],
+        pub(crate) source: u8,
+        pub(crate) _pad: [u8; 6],
     }
 
     fn bump(index: u32, by: u64) {
@@ -76,7 +79,7 @@ mod probes {
         }
     }
 
-    fn traced(tgid: u32) -> bool {
+    pub(crate) fn traced(tgid: u32) -> bool {
         match CONFIG.get(config::FILTER_PIDS) {
             Some(&1) => unsafe { WATCHED_PIDS.get(&tgid) }.is_some(),
             _ => true,
@@ -172,7 +175,7 @@ mod probes {
     #[map]
     static EMISSION: PerCpuArray<Emission> = PerCpuArray::with_max_entries(1, 0);
 
-    fn emit_data(pid_tgid: u64, call: &ActiveCall, len: u64) {
+    pub(crate) fn emit_data(pid_tgid: u64, call: &ActiveCall, len: u64) {
         let key = StreamKey {
             conn: call.conn,
             pid: (pid_tgid >> 32) as u32,
@@ -286,13 +289,19 @@ mod probes {
     #[uprobe]
     pub fn ssl_free(ctx: ProbeContext) -> u32 {
         let pid_tgid = bpf_get_current_pid_tgid();
-        let pid = (pid_tgid >> 32) as u32;
-        if !traced(pid) {
+        if !traced((pid_tgid >> 32) as u32) {
             return 0;
         }
-        let Some(conn) = ctx.arg::<u64>(0) else {
-            return 0;
-        };
+        if let Some(conn) = ctx.arg::<u64>(0) {
+            end_connection(pid_tgid, conn);
+        }
+        0
+    }
+
+    /// The connection `conn` of the current process is over: forget its stream offsets and
+    /// tell user space.
+    pub(crate) fn end_connection(pid_tgid: u64, conn: u64) {
+        let pid = (pid_tgid >> 32) as u32;
         for dir in [direction::EGRESS, direction::INGRESS] {
             let _ = STREAM_OFFSETS.remove(&StreamKey {
                 conn,
@@ -307,7 +316,6 @@ mod probes {
         if EVENTS.output::<ConnEndEvent>(&event, ring_flags()).is_err() {
             bump(counter::EVENTS_LOST, 1);
         }
-        0
     }
 
     // sched/sched_process_fork: parent_pid @12, child_pid @20 (the parent is `current`).

@@ -6,6 +6,7 @@
 mod decode;
 mod discover;
 mod elf;
+mod golang;
 mod probes;
 pub mod record;
 mod types;

@@ -26,6 +26,7 @@ pub enum Direction {
 pub enum TlsLibrary {
     OpenSsl = observer_ebpf::tls_source::OPENSSL,
     GnuTls = observer_ebpf::tls_source::GNUTLS,
+    Go = observer_ebpf::tls_source::GO,
 }
 
 impl TlsLibrary {
@@ -33,11 +34,12 @@ impl TlsLibrary {
         match self {
             TlsLibrary::OpenSsl => "openssl",
             TlsLibrary::GnuTls => "gnutls",
+            TlsLibrary::Go => "go",
         }
     }
 
     pub fn from_source(source: u8) -> Option<TlsLibrary> {
-        [TlsLibrary::OpenSsl, TlsLibrary::GnuTls]
+        [TlsLibrary::OpenSsl, TlsLibrary::GnuTls, TlsLibrary::Go]
             .into_iter()
             .find(|l| *l as u8 == source)
     }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use observer_e2e::{ObserverRun, TestEnv, assert_spans_match_calls};
+use observer_e2e::{TestEnv, assert_same_spans, expected_calls};
 
 /// Sequential JSON and streamed calls, a request body over 100 KiB (written in several Write
 /// calls, copied in 16 KiB chunks), a streamed reply over 64 KiB, then concurrent goroutines.
@@ -19,7 +19,6 @@ const SCENARIOS: &[&str] = &[
     "parallel4:chat_json",
     "parallel4:chat_stream",
 ];
-const CALLS: usize = 12;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Build {
@@ -86,28 +85,20 @@ fn remove_section_headers(elf: &mut [u8]) {
 }
 
 /// Runs the client under the observer and checks every call against its span, field by field
-/// (model, tokens, finish reason, text, stream flag, pid, executable), and that the spans say
-/// the bytes came from Go's TLS.
-fn check(build: Build, version: &str) -> ObserverRun {
+/// (model, tokens, finish reason, text, stream flag, pid, executable), that the spans say the
+/// bytes came from Go's TLS, and that replaying the recording gives the same spans.
+fn check(build: Build, version: &str) {
     let env = TestEnv::new();
     let client = build_client(build);
+    let calls = expected_calls(SCENARIOS);
     let mut command = vec![client.display().to_string(), version.to_owned()];
     command.extend(SCENARIOS.iter().map(|s| s.to_string()));
-    let run = env.capture(&command, false);
-    assert_eq!(
-        run.calls.len(),
-        CALLS,
-        "the Go client reported {} calls\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        run.calls.len(),
-        run.stdout,
-        run.stderr
-    );
+    let run = env.check_command(&command, calls, true);
     let (proto, server_version) = match version {
         "http1" => ("HTTP/1.1", "http/1.1"),
         _ => ("HTTP/2.0", "h2"),
     };
     for call in &run.calls {
-        call.assert_consistent_with_mock();
         assert_eq!(
             call.0["proto"], proto,
             "test setup: the client was meant to speak {proto}: {}",
@@ -116,10 +107,9 @@ fn check(build: Build, version: &str) -> ObserverRun {
     }
     let served = env.server.requests();
     assert!(
-        served.len() == CALLS && served.iter().all(|r| r["version"] == server_version),
-        "test setup: the server was meant to see {CALLS} {server_version} requests, saw {served:?}"
+        served.len() == calls && served.iter().all(|r| r["version"] == server_version),
+        "test setup: the server was meant to see {calls} {server_version} requests, saw {served:?}"
     );
-    assert_spans_match_calls(&run.spans, &run.calls, env.server.port);
     for span in &run.spans {
         assert_eq!(
             span.str("observer.tls.library"),
@@ -149,7 +139,7 @@ fn check(build: Build, version: &str) -> ObserverRun {
             "test setup: HTTP/2 calls were meant to share one connection, server saw {conns:?}"
         );
     }
-    run
+    assert_same_spans(&run.spans, &run.replay(env.dir()));
 }
 
 #[test]

@@ -1,7 +1,7 @@
 // A Go client of the mock LLM server (standard library only): OpenAI chat completions, JSON and
 // streamed, over Go's crypto/tls, with HTTP/1.1 or HTTP/2 (ALPN h2).
 //
-// Usage: go-client http1|http2 SCENARIO...
+// Usage: go-client http1|http2 SCENARIO...   (or `go-client bench ...`: see bench.go)
 //
 // Scenarios: chat_json, chat_stream, chat_stream_big (a reply of many 16 KiB records),
 // chat_big_request (a request body over 100 KiB), and parallelN:NAME (NAME on N goroutines at
@@ -241,7 +241,11 @@ func run(name string) {
 
 func main() {
 	if len(os.Args) < 2 {
-		fail("usage: go-client http1|http2 SCENARIO...")
+		fail("usage: go-client http1|http2 SCENARIO... | go-client bench ITERATIONS SIZE")
+	}
+	if os.Args[1] == "bench" {
+		bench(os.Args[2:])
+		return
 	}
 	client = newClient(os.Args[1])
 	for _, name := range os.Args[2:] {

@@ -8,7 +8,7 @@
 //! info: before 1.17, Go passed arguments on the stack, which the probes do not read.
 use std::{fs::File, io, path::Path};
 
-use iced_x86::{Decoder, DecoderOptions, Mnemonic};
+use iced_x86::{Decoder, DecoderOptions, Mnemonic, Register};
 use memchr::memmem;
 use object::{Architecture, Object, ObjectSection, ObjectSegment, ObjectSymbol, read::ReadCache};
 
@@ -175,17 +175,21 @@ pub fn inspect_bytes(bytes: &[u8]) -> GoBinary {
         return GoBinary::WithoutTls;
     };
     let offset = |address| file_offset(&elf, address);
-    let code = elf.segments().find_map(|segment| {
-        segment
-            .data_range(read.0, read.1.saturating_sub(read.0))
-            .ok()
-            .flatten()
-    });
-    let (Some(write), Some(read_entry), Some(code)) = (offset(write.0), offset(read.0), code)
+    let code = |(start, end): (u64, u64)| {
+        elf.segments().find_map(|segment| {
+            segment
+                .data_range(start, end.saturating_sub(start))
+                .ok()
+                .flatten()
+        })
+    };
+    let entry_probe = |bounds: (u64, u64)| offset(entry_probe_address(code(bounds)?, bounds.0));
+    let (Some(write), Some(read_entry), Some(read_code)) =
+        (entry_probe(write), entry_probe(read), code(read))
     else {
         return unsupported("crypto/tls functions lie outside the file's segments".into());
     };
-    let Some(read_returns) = return_addresses(code, read.0)
+    let Some(read_returns) = return_addresses(read_code, read.0)
         .into_iter()
         .map(offset)
         .collect::<Option<Vec<u64>>>()
@@ -199,8 +203,29 @@ pub fn inspect_bytes(bytes: &[u8]) -> GoBinary {
         write,
         read: read_entry,
         read_returns,
-        close: close.and_then(|c| offset(c.0)),
+        close: close.and_then(entry_probe),
     })
+}
+
+/// Where a function's entry probe goes: on the conditional jump that ends Go's stack-bound
+/// check (`cmp rsp, [r14+16]`, after `lea r12, [rsp-N]` for large frames), when the function
+/// starts with one. The kernel emulates a jump but single-steps a memory compare, at ~10 µs a
+/// hit on these machines; the check writes only flags and R12, never an argument register, so
+/// the arguments are the same there. (If the stack must grow, the function restarts from its
+/// entry and the probe fires again with the same arguments.)
+fn entry_probe_address(code: &[u8], entry: u64) -> u64 {
+    for instruction in Decoder::with_ip(64, code, entry, DecoderOptions::NONE)
+        .into_iter()
+        .take(3)
+    {
+        match instruction.mnemonic() {
+            Mnemonic::Cmp => {}
+            Mnemonic::Lea if instruction.op0_register() == Register::R12 => {}
+            _ if instruction.is_jcc_short_or_near() => return instruction.ip(),
+            _ => break,
+        }
+    }
+    entry
 }
 
 /// `[start, end)` of a defined function symbol.
@@ -445,6 +470,25 @@ mod tests {
         assert_eq!(uvarint(&[0xac, 0x02]), Some((300, 2)));
         assert_eq!(uvarint(&[0x80; 12]), None);
         assert_eq!(uvarint(&[]), None);
+    }
+
+    #[test]
+    fn entry_probes_skip_the_stack_check() {
+        // cmp rsp,[r14+0x10]; jbe +0x3c2; sub rsp,0x68
+        let small = [
+            0x49, 0x3b, 0x66, 0x10, 0x0f, 0x86, 0xc2, 0x03, 0x00, 0x00, 0x48, 0x83, 0xec, 0x68,
+        ];
+        assert_eq!(entry_probe_address(&small, 0x1000), 0x1004);
+        // lea r12,[rsp-0x68]; cmp r12,[r14+0x10]; jbe +0x764
+        let large = [
+            0x4c, 0x8d, 0x64, 0x24, 0x98, 0x4d, 0x3b, 0x66, 0x10, 0x0f, 0x86, 0x64, 0x07, 0x00,
+            0x00,
+        ];
+        assert_eq!(entry_probe_address(&large, 0x1000), 0x1009);
+        // A function without the check (or one that moves an argument first) keeps its entry.
+        let other = [0x48, 0x89, 0xc3, 0x75, 0x01, 0xc3];
+        assert_eq!(entry_probe_address(&other, 0x1000), 0x1000);
+        assert_eq!(entry_probe_address(&[], 0x1000), 0x1000);
     }
 
     #[test]

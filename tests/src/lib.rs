@@ -5,6 +5,7 @@
 
 pub mod calls;
 pub mod fixtures;
+pub mod go_client;
 pub mod harness;
 pub mod mock;
 pub mod span;

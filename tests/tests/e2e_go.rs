@@ -3,10 +3,7 @@
 //! one (`-ldflags "-s -w"`: no symbols, functions found through `.gopclntab`) and one without
 //! section headers at all (the tables found by their magic numbers).
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::OnceLock;
-
+use observer_e2e::go_client::{Build, build_client};
 use observer_e2e::{TestEnv, assert_same_spans, expected_calls};
 
 /// Sequential JSON and streamed calls, a request body over 100 KiB (written in several Write
@@ -19,70 +16,6 @@ const SCENARIOS: &[&str] = &[
     "parallel4:chat_json",
     "parallel4:chat_stream",
 ];
-
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Build {
-    Plain,
-    /// `-ldflags "-s -w"`: no symbol table, no DWARF.
-    Stripped,
-    /// The stripped build with its section headers removed.
-    NoSectionHeaders,
-}
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-        .to_path_buf()
-}
-
-/// Builds the client with the machine's `go` (`cargo xtask test` installs Debian's golang-go),
-/// offline: the cache, GOPATH and outputs stay under target/.
-fn build_client(build: Build) -> PathBuf {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    let out = repo_root().join("target/go-client");
-    let dir = BUILT.get_or_init(|| {
-        std::fs::create_dir_all(&out).expect("create target/go-client");
-        for (name, ldflags) in [("go-client", ""), ("go-client-stripped", "-s -w")] {
-            let status = Command::new("go")
-                .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("go-client"))
-                .args(["build", "-trimpath", "-ldflags", ldflags, "-o"])
-                .arg(out.join(name))
-                .arg(".")
-                .env("GOCACHE", out.join("cache"))
-                .env("GOPATH", out.join("gopath"))
-                .env("GOFLAGS", "-mod=mod")
-                .env("GOPROXY", "off")
-                .env("GOTOOLCHAIN", "local")
-                .env("CGO_ENABLED", "0")
-                .status()
-                .unwrap_or_else(|e| {
-                    panic!("cannot run `go` ({e}): install Go (apt-get install golang-go, or cargo xtask test)")
-                });
-            assert!(status.success(), "building the Go client failed: {status}");
-        }
-        let mut elf = std::fs::read(out.join("go-client-stripped")).expect("read the build");
-        remove_section_headers(&mut elf);
-        let path = out.join("go-client-noshdr");
-        std::fs::write(&path, elf).expect("write the build");
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-        out.clone()
-    });
-    dir.join(match build {
-        Build::Plain => "go-client",
-        Build::Stripped => "go-client-stripped",
-        Build::NoSectionHeaders => "go-client-noshdr",
-    })
-}
-
-/// Zeroes e_shoff, e_shnum and e_shstrndx of a 64-bit ELF: the program still runs (the loader
-/// reads segments only) but no tool can name its sections.
-fn remove_section_headers(elf: &mut [u8]) {
-    assert_eq!(&elf[..5], b"\x7fELF\x02", "expected a 64-bit ELF");
-    elf[0x28..0x30].fill(0);
-    elf[0x3c..0x40].fill(0);
-}
 
 /// Runs the client under the observer and checks every call against its span, field by field
 /// (model, tokens, finish reason, text, stream flag, pid, executable), that the spans say the

@@ -43,10 +43,7 @@ pub fn build_client(build: Build) -> PathBuf {
         }
         let mut elf = std::fs::read(out.join("go-client-stripped")).expect("read the build");
         remove_section_headers(&mut elf);
-        let path = out.join("go-client-noshdr");
-        std::fs::write(&path, elf).expect("write the build");
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        write_executable(&out.join("go-client-noshdr"), &elf);
         out.clone()
     });
     dir.join(match build {
@@ -62,4 +59,12 @@ fn remove_section_headers(elf: &mut [u8]) {
     assert_eq!(&elf[..5], b"\x7fELF\x02", "expected a 64-bit ELF");
     elf[0x28..0x30].fill(0);
     elf[0x3c..0x40].fill(0);
+}
+
+/// Writes a program file, executable.
+pub fn write_executable(path: &Path, bytes: &[u8]) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, bytes).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+        .unwrap_or_else(|e| panic!("chmod {}: {e}", path.display()));
 }

@@ -3,7 +3,7 @@
 //! one (`-ldflags "-s -w"`: no symbols, functions found through `.gopclntab`) and one without
 //! section headers at all (the tables found by their magic numbers).
 
-use observer_e2e::go_client::{Build, build_client};
+use observer_e2e::go_client::{Build, build_client, write_executable};
 use observer_e2e::{TestEnv, assert_same_spans, expected_calls};
 
 /// Sequential JSON and streamed calls, a request body over 100 KiB (written in several Write
@@ -93,4 +93,59 @@ fn go_http1_stripped_build() {
 #[test]
 fn go_http2_build_without_section_headers() {
     check(Build::NoSectionHeaders, "http2");
+}
+
+/// A Go program whose build info says Go 1.16 (stack calling convention) is not probed: the
+/// observer says so on stderr, and no span claims to come from it. (The plain build with its
+/// recorded version rewritten: the runtime does not read that record.)
+#[test]
+fn go_before_1_17_is_refused_with_a_message() {
+    let env = TestEnv::new();
+    let mut elf = std::fs::read(build_client(Build::Plain)).expect("read the build");
+    let magic = b"\xff Go buildinf:";
+    let at = elf
+        .windows(magic.len())
+        .position(|w| w == magic)
+        .expect("the build has build info");
+    // Go >= 1.18 keeps the version inline at offset 32: a length byte, then `go1.NN...`.
+    let version = &mut elf[at + 33..at + 39];
+    assert!(
+        version.starts_with(b"go1.") && version[4..].iter().all(u8::is_ascii_digit),
+        "unexpected build info layout: {:?}",
+        String::from_utf8_lossy(version)
+    );
+    version.copy_from_slice(b"go1.16");
+    let old = env.dir().join("go-client-go116");
+    write_executable(&old, &elf);
+
+    let run = env.capture(
+        &[
+            old.display().to_string(),
+            "http1".into(),
+            "chat_json".into(),
+        ],
+        false,
+    );
+    assert_eq!(
+        run.calls.len(),
+        1,
+        "the client itself must still work:\n{}\n{}",
+        run.stdout,
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .lines()
+            .any(|l| l.contains("not capturing TLS of the Go program")
+                && l.contains("go1.16")
+                && l.contains("before 1.17")),
+        "the observer did not say why it skips the program:\n{}",
+        run.stderr
+    );
+    let pid = run.calls[0].pid() as u32;
+    assert_eq!(
+        run.spans_of(pid),
+        vec![],
+        "no span may come from an unprobed program"
+    );
 }

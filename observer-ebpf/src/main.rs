@@ -6,13 +6,16 @@
 fn main() {}
 
 #[cfg(target_arch = "bpf")]
+mod go_tls;
+
+#[cfg(target_arch = "bpf")]
 mod syscalls;
 
 #[cfg(target_arch = "bpf")]
 mod probes {
     use aya_ebpf::{
         EbpfContext as _,
-        bindings::BPF_RB_NO_WAKEUP,
+        bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
         cty::c_void,
         helpers::{
             bpf_get_attach_cookie, bpf_get_current_comm, bpf_get_current_pid_tgid,
@@ -301,8 +304,7 @@ mod probes {
     #[uprobe]
     pub fn ssl_free(ctx: ProbeContext) -> u32 {
         let pid_tgid = bpf_get_current_pid_tgid();
-        let pid = (pid_tgid >> 32) as u32;
-        if !traced(pid) {
+        if !traced((pid_tgid >> 32) as u32) {
             return 0;
         }
         if let Some(conn) = ctx.arg::<u64>(0) {
@@ -366,7 +368,11 @@ mod probes {
                 event.path_len = path.len() as u32;
             }
         }
-        if EVENTS.output::<ExecEvent>(&*event, ring_flags()).is_err() {
+        // At once: discovery races the new program to its first TLS call.
+        if EVENTS
+            .output::<ExecEvent>(&*event, BPF_RB_FORCE_WAKEUP as u64)
+            .is_err()
+        {
             bump(counter::EVENTS_LOST, 1);
         }
         0

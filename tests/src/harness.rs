@@ -20,7 +20,8 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(90);
 /// How long the observer may take to flush and exit after SIGINT/SIGTERM.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
-fn repo_root() -> PathBuf {
+/// The workspace root (the parent of tests/).
+pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("tests/ has a parent")

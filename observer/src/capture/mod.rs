@@ -8,6 +8,7 @@ mod container;
 mod decode;
 mod discover;
 mod elf;
+mod golang;
 mod probes;
 pub mod record;
 mod sockets;

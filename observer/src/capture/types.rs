@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ConnKey {
     pub pid: u32,
-    /// `SSL*` for OpenSSL; unique within the process while the session lives.
+    /// `SSL*` for OpenSSL, `*tls.Conn` for Go: unique in the process while the session lives.
     pub conn: u64,
 }
 

@@ -76,26 +76,34 @@ impl ClientCall {
         self.0["tool_calls"].as_array().cloned().unwrap_or_default()
     }
 
-    pub fn provider(&self) -> &'static str {
-        if self.path() == "/v1/messages" {
-            "anthropic"
-        } else {
-            "openai"
-        }
+    /// Whether the stream broke off before its end (the client kept what arrived).
+    pub fn interrupted(&self) -> bool {
+        self.0["interrupted"].as_bool().unwrap_or(false)
     }
 
-    pub fn operation(&self) -> &'static str {
-        match self.path() {
+    /// `gen_ai.provider.name`: as the record says, else from the OpenAI/Anthropic path.
+    pub fn provider(&self) -> &str {
+        self.str("provider")
+            .unwrap_or(if self.path() == "/v1/messages" {
+                "anthropic"
+            } else {
+                "openai"
+            })
+    }
+
+    /// `gen_ai.operation.name`: as the record says, else from the OpenAI/Anthropic path.
+    pub fn operation(&self) -> &str {
+        self.str("operation").unwrap_or(match self.path() {
             "/v1/embeddings" => "embeddings",
             "/v1/completions" => "text_completion",
             _ => "chat",
-        }
+        })
     }
 
     /// Checks the client's own view against the mock model, so a scenario that silently did
     /// something else (say, a reply that is not the big one) fails here and not as a riddle.
     pub fn assert_consistent_with_mock(&self) {
-        if self.status() != 200 || self.operation() == "embeddings" {
+        if self.status() != 200 || self.operation() == "embeddings" || self.interrupted() {
             return;
         }
         if self.tool_calls().is_empty() {
@@ -114,9 +122,9 @@ impl ClientCall {
 /// the OpenTelemetry output-message finish reason it maps to.
 fn finish_aliases(raw: &str) -> Vec<&str> {
     let normalised = match raw {
-        "end_turn" | "stop_sequence" | "completed" => "stop",
+        "end_turn" | "stop_sequence" | "completed" | "STOP" => "stop",
         "tool_calls" | "tool_use" => "tool_call",
-        "max_tokens" | "incomplete" => "length",
+        "max_tokens" | "incomplete" | "MAX_TOKENS" => "length",
         other => other,
     };
     vec![raw, normalised]
@@ -206,6 +214,10 @@ pub fn check_span(span: &Span, call: &ClientCall, server_port: u16) -> Vec<Strin
     }
     check_ids_and_times(&mut c);
 
+    if call.interrupted() {
+        check_interrupted(&mut c, call);
+        return c.problems;
+    }
     if call.status() != 200 {
         if span.str("error.type").is_none_or(str::is_empty) {
             c.fail(format!(
@@ -214,6 +226,13 @@ pub fn check_span(span: &Span, call: &ClientCall, server_port: u16) -> Vec<Strin
                 span.get("error.type")
             ));
         }
+        // What the provider named the error, and its message, as the client's SDK read them.
+        if let Some(kind) = call.str("error_type") {
+            c.eq("error.type", kind.into());
+        }
+        if let Some(message) = call.str("error_message") {
+            c.eq("observer.error.message", message.into());
+        }
         if !span.output_text().is_empty() {
             c.fail("gen_ai.output.messages: an error response has no output text".into());
         }
@@ -221,10 +240,10 @@ pub fn check_span(span: &Span, call: &ClientCall, server_port: u16) -> Vec<Strin
     }
 
     c.absent("error.type", "the call succeeded");
-    c.eq(
-        "gen_ai.response.model",
-        call.str("response_model").unwrap_or_default().into(),
-    );
+    match call.str("response_model") {
+        Some(model) => c.eq("gen_ai.response.model", model.into()),
+        None => c.absent("gen_ai.response.model", "the response names no model"),
+    }
     match call.response_id() {
         Some(id) => c.eq("gen_ai.response.id", id.into()),
         None => c.absent("gen_ai.response.id", "the response has no id"),
@@ -284,6 +303,32 @@ pub fn check_span(span: &Span, call: &ClientCall, server_port: u16) -> Vec<Strin
         }
     }
     c.problems
+}
+
+/// A stream that broke off: an error, finish reason "error", and the output that arrived.
+fn check_interrupted(c: &mut Check, call: &ClientCall) {
+    if c.span.str("error.type").is_none_or(str::is_empty) {
+        c.fail(format!(
+            "error.type: expected set for an interrupted stream, got {:?}",
+            c.span.get("error.type")
+        ));
+    }
+    let reasons = c.span.finish_reasons();
+    if reasons.as_deref() != Some(&["error".to_owned()][..]) {
+        c.fail(format!(
+            "gen_ai.response.finish_reasons: expected [\"error\"] for an interrupted stream, got {reasons:?}"
+        ));
+    }
+    if let Some(id) = call.response_id() {
+        c.eq("gen_ai.response.id", id.into());
+    }
+    let text = c.span.output_text();
+    if text != call.text() || text.is_empty() {
+        c.fail(format!(
+            "gen_ai.output.messages text: expected what arrived before the cut, {:?}, got {text:?}",
+            call.text()
+        ));
+    }
 }
 
 fn check_ids_and_times(c: &mut Check) {
@@ -417,6 +462,10 @@ fn is_span_of(span: &Span, call: &ClientCall) -> bool {
                 && span.str("url.path") == Some(call.path())
                 && span.str("gen_ai.request.model") == Some(call.model())
                 && span.u64("http.response.status_code") == Some(call.status())
+                // Calls alike in all that differ in their prompt (when the span has one).
+                && span
+                    .last_user_text()
+                    .is_none_or(|text| call.prompt().is_empty() || text == call.prompt())
         }
     }
 }

@@ -2,7 +2,7 @@
 //! multiplexed HTTP/2 connection, some of them at once from several threads, JSON and SSE,
 //! chat, tools, the Responses API, embeddings and a 429. Each stream must be its own span.
 
-use observer_e2e::{TestEnv, assert_spans_match_calls};
+use observer_e2e::TestEnv;
 
 const SCENARIOS: &[&str] = &[
     "chat_json",
@@ -18,16 +18,7 @@ const SCENARIOS: &[&str] = &[
 #[test]
 fn httpx_http2_multiplexed_calls() {
     let env = TestEnv::new();
-    let mut client = vec!["/usr/bin/env".to_owned(), "OPENAI_HTTP2=1".to_owned()];
-    client.extend(env.client("openai_calls.py", SCENARIOS));
-    let run = env.capture(&client, false);
-    assert_eq!(
-        run.calls.len(),
-        SCENARIOS.len() - 1 + 4,
-        "client output:\n{}\n{}",
-        run.stdout,
-        run.stderr
-    );
+    env.check_client_with_env("openai_calls.py", SCENARIOS, &["OPENAI_HTTP2=1"], false);
     let served = env.server.requests();
     assert!(
         !served.is_empty() && served.iter().all(|r| r["version"] == "h2"),
@@ -39,8 +30,4 @@ fn httpx_http2_multiplexed_calls() {
         connections.len() < served.len(),
         "test setup: httpx was meant to multiplex calls on a connection, the server saw {served:?}"
     );
-    for call in &run.calls {
-        call.assert_consistent_with_mock();
-    }
-    assert_spans_match_calls(&run.spans, &run.calls, env.server.port);
 }

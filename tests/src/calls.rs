@@ -250,6 +250,7 @@ pub fn check_span(span: &Span, call: &ClientCall, server_port: u16) -> Vec<Strin
     }
     c.tokens("gen_ai.usage.input_tokens", call.input_tokens());
     c.tokens("gen_ai.usage.output_tokens", call.output_tokens());
+    check_derived(&mut c, call, op);
 
     let reasons = span.finish_reasons();
     match call.finish_reason() {
@@ -293,6 +294,7 @@ pub fn check_span(span: &Span, call: &ClientCall, server_port: u16) -> Vec<Strin
     }
 
     if call.stream() {
+        check_stream_timing(&mut c);
         let ttfc = span.f64("gen_ai.response.time_to_first_chunk");
         let duration = span.duration_secs().unwrap_or(0.0);
         if !ttfc.is_some_and(|t| t > 0.0 && t <= duration + 1e-3) {
@@ -303,6 +305,52 @@ pub fn check_span(span: &Span, call: &ClientCall, server_port: u16) -> Vec<Strin
         }
     }
     c.problems
+}
+
+/// The attributes derived from the call: OpenInference names, prompt fingerprint, cost.
+fn check_derived(c: &mut Check, call: &ClientCall, op: &str) {
+    let kind = if op == "embeddings" {
+        "EMBEDDING"
+    } else {
+        "LLM"
+    };
+    c.eq("openinference.span.kind", kind.into());
+    let model = call.str("response_model").unwrap_or(call.model());
+    c.eq("llm.model_name", model.into());
+    if let Some(input) = call.input_tokens() {
+        c.eq("llm.token_count.prompt", input.into());
+        let total = input + call.output_tokens().unwrap_or(0);
+        c.eq("llm.token_count.total", total.into());
+    }
+    let fingerprint = c.span.str("observer.prompt.fingerprint");
+    if !fingerprint.is_some_and(|f| f.len() == 16 && f.chars().all(|ch| ch.is_ascii_hexdigit())) {
+        c.fail(format!(
+            "observer.prompt.fingerprint: expected 16 hex digits, got {fingerprint:?}"
+        ));
+    }
+    let cost = c.span.f64("observer.cost.usd");
+    let unknown = c.span.str("observer.cost.unknown");
+    match (cost, unknown) {
+        (Some(usd), None) if usd >= 0.0 => {}
+        (None, Some(why)) if !why.is_empty() => {}
+        _ => c.fail(format!(
+            "observer.cost.usd / observer.cost.unknown: expected one of them, got {cost:?} / {unknown:?}"
+        )),
+    }
+}
+
+/// Output chunks counted, and the mean gap between them within the call's duration.
+fn check_stream_timing(c: &mut Check) {
+    let chunks = c.span.u64("observer.stream.output_chunk_count");
+    let per_chunk = c.span.f64("gen_ai.response.time_per_output_chunk");
+    let duration = c.span.duration_secs().unwrap_or(0.0);
+    match (chunks, per_chunk) {
+        (Some(n), Some(t)) if n >= 2 && (0.0..=duration + 1e-3).contains(&t) => {}
+        (Some(n), None) if n < 2 => {}
+        _ => c.fail(format!(
+            "observer.stream.output_chunk_count / gen_ai.response.time_per_output_chunk: expected a count and, from two chunks on, seconds in [0, {duration}], got {chunks:?} / {per_chunk:?}"
+        )),
+    }
 }
 
 /// A stream that broke off: an error, finish reason "error", and the output that arrived.

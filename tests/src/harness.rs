@@ -421,6 +421,11 @@ impl ObserverRun {
 
 /// Runs `observer replay RECORDING` (no root needed), writing its spans into `dir`.
 pub fn replay_recording(record: &Path, dir: &Path) -> Vec<Span> {
+    replay_recording_with(record, dir, &[])
+}
+
+/// As [`replay_recording`], with more `observer replay` options (`--content redacted`, ...).
+pub fn replay_recording_with(record: &Path, dir: &Path, options: &[&str]) -> Vec<Span> {
     let output = dir.join("replay.jsonl");
     let mut command = Command::new(observer_bin());
     command
@@ -428,7 +433,8 @@ pub fn replay_recording(record: &Path, dir: &Path) -> Vec<Span> {
         .arg(record)
         .arg("--output")
         .arg(&output)
-        .args(["--format", "jsonl"]);
+        .args(["--format", "jsonl"])
+        .args(options);
     let mut proc = Proc::spawn("observer replay", command);
     let status = proc.wait(Duration::from_secs(120));
     assert!(

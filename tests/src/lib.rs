@@ -35,14 +35,39 @@ impl TestEnv {
     /// With `OBSERVER_SAVE_FIXTURES=DIR` the run is recorded and, once it passed, its recording
     /// and what the client saw are saved under DIR for the replay tests (`tests/fixtures`).
     pub fn check_client(&self, script: &str, scenarios: &[&str], record: bool) -> ObserverRun {
+        self.check_client_with_env(script, scenarios, &[], record)
+    }
+
+    /// As [`Self::check_client`], the client run with `env` (`NAME=VALUE`) added to its
+    /// environment.
+    pub fn check_client_with_env(
+        &self,
+        script: &str,
+        scenarios: &[&str],
+        env: &[&str],
+        record: bool,
+    ) -> ObserverRun {
         let save_to = std::env::var_os("OBSERVER_SAVE_FIXTURES").map(std::path::PathBuf::from);
+        let mut command: Vec<String> = Vec::new();
+        if !env.is_empty() {
+            command.push("/usr/bin/env".to_owned());
+            command.extend(env.iter().map(|e| e.to_string()));
+        }
+        command.extend(self.client(script, scenarios));
         let run = self.check_command(
-            &self.client(script, scenarios),
+            &command,
             expected_calls(scenarios),
             record || save_to.is_some(),
         );
         if let Some(dir) = save_to {
-            fixtures::save(&dir, script, scenarios, &run, self.server.port);
+            // Runs of one script under different environments are kept apart.
+            let label = std::iter::once(script.trim_end_matches(".py"))
+                .chain(env.iter().copied())
+                .collect::<Vec<_>>()
+                .join("+")
+                .to_ascii_lowercase()
+                .replace('=', "_");
+            fixtures::save(&dir, &label, scenarios, &run, self.server.port);
         }
         run
     }

@@ -5,7 +5,7 @@ use std::{
     net::SocketAddr,
     path::PathBuf,
     process::ExitCode,
-    sync::mpsc::Receiver,
+    sync::mpsc::{Receiver, RecvTimeoutError},
     time::Duration,
 };
 
@@ -405,9 +405,16 @@ fn watch_and_report(args: Watch, sinks: Vec<Box<dyn Sink>>) -> Result<ExitCode> 
 
 fn run_pipeline(events: Receiver<CaptureEvent>, mut pipeline: Pipeline) -> Report {
     let mut last_ts = 0;
-    for event in events {
-        last_ts = last_ts.max(event.ts());
-        pipeline.on_event(event);
+    loop {
+        match events.recv_timeout(Duration::from_secs(1)) {
+            Ok(event) => {
+                last_ts = last_ts.max(event.ts());
+                pipeline.on_event(event);
+            }
+            // A quiet host: time still passes for agent runs waiting to close.
+            Err(RecvTimeoutError::Timeout) => pipeline.tick(store::now_unix_nanos()),
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
     }
     pipeline.finish(last_ts);
     pipeline.into_report()

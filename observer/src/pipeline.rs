@@ -8,7 +8,7 @@ use crate::{
     link::Linker,
     llm,
     sink::{Sink, Summary},
-    span::{self, ProcessInfo},
+    span::{self, ProcessInfo, Span},
 };
 
 /// Processes remembered for naming spans; the oldest are forgotten past this.
@@ -36,6 +36,7 @@ pub struct Report {
 pub struct PipelineStats {
     pub events: u64,
     pub bytes: u64,
+    /// Every span written: calls, and the runs' roots and tool executions the link stage infers.
     pub spans: u64,
     /// HTTP exchanges that no provider recognised as an LLM call.
     pub other_exchanges: u64,
@@ -96,13 +97,24 @@ impl Pipeline {
             CaptureEvent::Exit { pid, .. } => Some(*pid),
             _ => None,
         };
+        let ts = event.ts();
         let mut exchanges = std::mem::take(&mut self.exchanges);
         self.connections.on_event(event, &mut exchanges);
         self.emit(&mut exchanges);
         self.exchanges = exchanges;
         if let Some(pid) = exit {
+            let roots = self.linker.process_exited(pid);
+            self.write_all(roots);
             self.processes.remove(&pid);
         }
+        self.tick(ts);
+    }
+
+    /// Time has passed (Unix nanoseconds): writes the roots of agent runs that went idle.
+    /// Called on every event, and by a live source when no events come.
+    pub fn tick(&mut self, now: u64) {
+        let roots = self.linker.close_idle(now);
+        self.write_all(roots);
     }
 
     /// The source has ended (or the observer is stopping): every open exchange becomes a span.
@@ -110,6 +122,8 @@ impl Pipeline {
         let mut exchanges = std::mem::take(&mut self.exchanges);
         self.connections.flush_all(ts, &mut exchanges);
         self.emit(&mut exchanges);
+        let roots = self.linker.finish();
+        self.write_all(roots);
         for sink in &mut self.sinks {
             if let Err(error) = sink.flush() {
                 log::error!("flushing a sink failed: {error:#}");
@@ -145,17 +159,25 @@ impl Pipeline {
 
     fn emit(&mut self, exchanges: &mut Vec<Exchange>) {
         for exchange in exchanges.drain(..) {
-            let Some(call) = llm::recognise(&exchange) else {
+            let Some(mut call) = llm::recognise(&exchange) else {
                 self.stats.other_exchanges += 1;
                 continue;
             };
+            let keys = std::mem::take(&mut call.link);
             let unknown = ProcessInfo::default();
             let process = self.processes.get(&exchange.conn.pid).unwrap_or(&unknown);
-            let span = self
-                .linker
-                .link(&exchange, span::build(&exchange, call, process));
+            let span = span::build(&exchange, call, process);
+            let spans = self.linker.link(&exchange, &keys, span);
+            self.write_all(spans);
+        }
+    }
+
+    fn write_all(&mut self, spans: Vec<Span>) {
+        for span in spans {
             self.stats.spans += 1;
-            self.summary.record(&span);
+            if span.is_call() {
+                self.summary.record(&span);
+            }
             for sink in &mut self.sinks {
                 if let Err(error) = sink.write(&span) {
                     self.stats.sink_errors += 1;

@@ -240,13 +240,30 @@ fn otlp_span(span: &Span) -> otlp::Span {
             .map(hex_bytes)
             .unwrap_or_default(),
         name: span.name.clone(),
-        kind: SpanKind::Client as i32,
+        kind: match span.kind {
+            crate::span::SpanKind::Client => SpanKind::Client,
+            crate::span::SpanKind::Internal => SpanKind::Internal,
+        } as i32,
         start_time_unix_nano: span.start_time_unix_nano,
         end_time_unix_nano: span.end_time_unix_nano,
         attributes: span
             .attributes
             .iter()
             .map(|(key, value)| key_value(key, value))
+            .collect(),
+        links: span
+            .links
+            .iter()
+            .map(|link| otlp::span::Link {
+                trace_id: hex_bytes(&link.trace_id),
+                span_id: hex_bytes(&link.span_id),
+                attributes: link
+                    .attributes
+                    .iter()
+                    .map(|(key, value)| key_value(key, value))
+                    .collect(),
+                ..Default::default()
+            })
             .collect(),
         status,
         ..Default::default()

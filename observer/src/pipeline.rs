@@ -1,12 +1,13 @@
 //! The stages wired together: capture events in, spans out to the sinks.
 //! `observer capture` feeds it from the kernel, `observer replay` from a recording.
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
 use crate::{
     capture::{CaptureEvent, record::RecordWriter},
     http::{ConnectionStage, Exchange, HttpStats},
     link::Linker,
     llm,
+    metrics::{Metrics, PipelineTotals},
     sink::{Sink, Summary},
     span::{self, ProcessInfo, Span},
 };
@@ -24,7 +25,13 @@ pub struct Pipeline {
     summary: Summary,
     exchanges: Vec<Exchange>,
     stats: PipelineStats,
+    metrics: Option<Arc<Metrics>>,
+    /// When the health metrics were last brought up to date.
+    metrics_updated: u64,
 }
+
+/// How often (event time) the health metrics are brought up to date.
+const METRICS_INTERVAL_NS: u64 = 1_000_000_000;
 
 pub struct Report {
     pub summary: Summary,
@@ -59,7 +66,14 @@ impl Pipeline {
             summary: Summary::default(),
             exchanges: Vec::new(),
             stats: PipelineStats::default(),
+            metrics: None,
+            metrics_updated: 0,
         }
+    }
+
+    /// Keeps `metrics` up to date with every span and the pipeline's health.
+    pub fn report_to(&mut self, metrics: Arc<Metrics>) {
+        self.metrics = Some(metrics);
     }
 
     pub fn on_event(&mut self, event: CaptureEvent) {
@@ -115,6 +129,19 @@ impl Pipeline {
     pub fn tick(&mut self, now: u64) {
         let roots = self.linker.close_idle(now);
         self.write_all(roots);
+        if let Some(metrics) = &self.metrics
+            && now >= self.metrics_updated.saturating_add(METRICS_INTERVAL_NS)
+        {
+            self.metrics_updated = now;
+            let totals = PipelineTotals {
+                events: self.stats.events,
+                bytes: self.stats.bytes,
+                parse_failures: self.connections.stats().parse_failures,
+                spans: self.stats.spans,
+            };
+            let queues: Vec<_> = self.sinks.iter().filter_map(|sink| sink.queue()).collect();
+            metrics.update_pipeline(totals, &queues);
+        }
     }
 
     /// The source has ended (or the observer is stopping): every open exchange becomes a span.
@@ -177,6 +204,9 @@ impl Pipeline {
             self.stats.spans += 1;
             if span.is_call() {
                 self.summary.record(&span);
+            }
+            if let Some(metrics) = &self.metrics {
+                metrics.record_span(&span);
             }
             for sink in &mut self.sinks {
                 if let Err(error) = sink.write(&span) {

@@ -2,6 +2,7 @@
 //! capture → reassemble → http → llm → link → sink.
 pub mod capture;
 pub mod config;
+pub mod cost;
 pub mod http;
 pub mod link;
 pub mod llm;

@@ -1,7 +1,11 @@
 //! The span: one LLM call as the sinks see it.
 use serde_json::{Map, Value, json};
 
-use crate::{http::Exchange, llm::LlmCall};
+use crate::{
+    cost,
+    http::Exchange,
+    llm::{LlmCall, attr},
+};
 
 /// An OpenTelemetry span, with its attributes flat.
 #[derive(Clone, Debug, PartialEq)]
@@ -167,6 +171,17 @@ pub fn build(exchange: &Exchange, call: LlmCall, process: &ProcessInfo) -> Span 
         set("process.executable.path", json!(process.executable_path));
     }
     set("observer.tls.library", json!(exchange.library.as_str()));
+    let tokens = |key: &str| attributes.get(key).and_then(Value::as_u64);
+    let (input, output) = (
+        tokens("gen_ai.usage.input_tokens"),
+        tokens("gen_ai.usage.output_tokens"),
+    );
+    let model = [attr::RESPONSE_MODEL, attr::REQUEST_MODEL]
+        .iter()
+        .find_map(|key| attributes.get(*key).and_then(Value::as_str));
+    if let Some(cost) = model.and_then(|model| cost::estimate(model, input, output)) {
+        attributes.insert("observer.cost.usd".into(), json!(cost));
+    }
     let name = match &call.request_model {
         Some(model) => format!("{} {model}", call.operation),
         None => call.operation.clone(),

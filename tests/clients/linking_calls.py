@@ -35,9 +35,13 @@ def openai_client():
                          http_client=httpx2.Client(verify=ssl_context(), timeout=TIMEOUT))
 
 
-def record(name, conversation, turn, path, model, response_id, **extra):
+def record(name, conversation, turn, path, model, response_id, usage=None, **extra):
+    tokens = {}
+    if usage is not None:
+        tokens = {"input_tokens": getattr(usage, "prompt_tokens", None),
+                  "output_tokens": getattr(usage, "completion_tokens", None)}
     emit(name, conversation=conversation, turn=turn, path=path, model=model, status=200,
-         response_id=response_id, **extra)
+         response_id=response_id, **tokens, **extra)
 
 
 def chat_conversation(client, name, conversation, turns, opening):
@@ -46,7 +50,7 @@ def chat_conversation(client, name, conversation, turns, opening):
     for turn in range(1, turns + 1):
         r = client.chat.completions.create(model=MODEL, messages=messages)
         answer = r.choices[0].message.content
-        record(name, conversation, turn, "/v1/chat/completions", MODEL, r.id)
+        record(name, conversation, turn, "/v1/chat/completions", MODEL, r.id, r.usage)
         messages.append({"role": "assistant", "content": answer})
         messages.append({"role": "user", "content": "%s, follow-up %d" % (opening, turn)})
 
@@ -83,14 +87,14 @@ def tool_round_trip(name):
     message = r.choices[0].message
     calls = [{"id": c.id, "name": c.function.name, "arguments": c.function.arguments}
              for c in message.tool_calls or []]
-    record(name, name, 1, "/v1/chat/completions", MODEL, r.id, tool_calls=calls)
+    record(name, name, 1, "/v1/chat/completions", MODEL, r.id, r.usage, tool_calls=calls)
     messages.append(message.model_dump(exclude_none=True))
     for call in calls:
         threading.Event().wait(0.3)  # the tool's work
         messages.append({"role": "tool", "tool_call_id": call["id"],
                          "content": json.dumps({"temperature_c": 18})})
     r = client.chat.completions.create(model=MODEL, messages=messages)
-    record(name, name, 2, "/v1/chat/completions", MODEL, r.id)
+    record(name, name, 2, "/v1/chat/completions", MODEL, r.id, r.usage)
 
 
 def traceparent(name):

@@ -1,27 +1,17 @@
 //! The Prometheus endpoint of `observer capture --metrics-addr`, scraped while it watches
 //! real SDK calls.
-use std::{
-    io::{Read, Write},
-    net::{TcpListener, TcpStream},
-    time::Duration,
+use std::time::Duration;
+
+use observer_e2e::{
+    ClientCall, TestEnv,
+    harness::{free_port, http_get},
 };
 
-use observer_e2e::{ClientCall, TestEnv};
-
-/// `GET /metrics` over plain HTTP/1.0: the body.
+/// `GET /metrics`: the body.
 fn scrape(port: u16) -> String {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to /metrics");
-    stream
-        .write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-        .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
-    assert!(
-        head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
-        "{head}"
-    );
-    body.to_owned()
+    let (status, body) = http_get(port, "/metrics").expect("/metrics answers");
+    assert_eq!(status, 200, "{body}");
+    body
 }
 
 /// The sum of every sample of `metric` whose labels contain all of `labels`.
@@ -39,10 +29,7 @@ fn total(text: &str, metric: &str, labels: &[&str]) -> f64 {
 #[test]
 fn metrics_count_the_calls_tokens_and_the_observers_health() {
     let env = TestEnv::new();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
+    let port = free_port();
     let watcher = env.watch(&["--metrics-addr", &format!("127.0.0.1:{port}")]);
     let mut client = env.spawn_client(&env.client(
         "openai_calls.py",

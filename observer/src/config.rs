@@ -2,6 +2,7 @@
 //! `deploy/observer.toml` shows every setting.
 use std::{
     collections::BTreeMap,
+    net::SocketAddr,
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -20,6 +21,7 @@ pub struct Config {
     pub jsonl: Option<JsonlConfig>,
     pub content: ContentConfig,
     pub cost: CostConfig,
+    pub metrics: MetricsConfig,
 }
 
 /// Which processes to watch; everything when both are empty.
@@ -68,6 +70,23 @@ pub struct OtlpConfig {
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
     pub service_name: Option<String>,
+}
+
+/// The Prometheus endpoint (`GET /metrics`); on by default, on loopback.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    pub enabled: bool,
+    pub listen: SocketAddr,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]

@@ -5,6 +5,7 @@ pub mod config;
 pub mod http;
 pub mod link;
 pub mod llm;
+pub mod metrics;
 pub mod pipeline;
 pub mod query;
 pub mod reassemble;

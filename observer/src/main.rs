@@ -5,7 +5,7 @@ use std::{
     net::SocketAddr,
     path::PathBuf,
     process::ExitCode,
-    sync::mpsc::Receiver,
+    sync::mpsc::{Receiver, RecvTimeoutError},
     time::Duration,
 };
 
@@ -18,6 +18,7 @@ use observer::{
     },
     config::{Config, ContentConfig, ContentMode, CostConfig, OtlpConfig},
     llm,
+    metrics::{self, Metrics},
     pipeline::{Pipeline, Report},
     query::{
         self, DEFAULT_LIMIT, Filter, OrderBy, Query,
@@ -132,6 +133,10 @@ struct CaptureArgs {
     record: Option<PathBuf>,
     #[command(flatten)]
     export: ExportArgs,
+    /// Serve Prometheus metrics (GenAI calls, tokens, latency; the observer's health) at
+    /// http://ADDR/metrics.
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<SocketAddr>,
     /// Run this command, trace it and its children, and stop when it exits.
     #[arg(last = true)]
     command: Vec<String>,
@@ -190,6 +195,12 @@ struct RunArgs {
     otlp: OtlpArgs,
     #[command(flatten)]
     content: ContentArgs,
+    /// Serve Prometheus metrics at http://ADDR/metrics [default: 127.0.0.1:9464].
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<SocketAddr>,
+    /// Serve no metrics.
+    #[arg(long, conflicts_with = "metrics_addr")]
+    no_metrics: bool,
 }
 
 #[derive(clap::Args)]
@@ -355,6 +366,7 @@ fn capture(args: CaptureArgs) -> Result<ExitCode> {
         comms: args.comms,
         command: args.command,
         recorder,
+        metrics_addr: args.metrics_addr,
     };
     watch_and_report(watch, sinks)
 }
@@ -366,6 +378,8 @@ struct Watch {
     /// A command to start and trace; empty: watch until Ctrl-C or SIGTERM.
     command: Vec<String>,
     recorder: Option<RecordWriter>,
+    /// Where to serve Prometheus metrics, if anywhere.
+    metrics_addr: Option<SocketAddr>,
 }
 
 /// Captures until stopped, feeding `sinks`, then prints the summary.
@@ -383,10 +397,18 @@ fn watch_and_report(args: Watch, sinks: Vec<Box<dyn Sink>>) -> Result<ExitCode> 
     };
     let (capture, events) = LiveCapture::start(&options)?;
 
+    let metrics = args.metrics_addr.map(|_| Metrics::new());
     let comms = args.comms.clone();
+    let reported = metrics.clone();
     let pipeline = std::thread::Builder::new()
         .name("pipeline".into())
-        .spawn(move || run_pipeline(events, Pipeline::new(sinks, comms, recorder)))?;
+        .spawn(move || {
+            let mut pipeline = Pipeline::new(sinks, comms, recorder);
+            if let Some(metrics) = reported {
+                pipeline.report_to(metrics);
+            }
+            run_pipeline(events, pipeline)
+        })?;
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -403,6 +425,25 @@ fn watch_and_report(args: Watch, sinks: Vec<Box<dyn Sink>>) -> Result<ExitCode> 
         let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
         let mut sigterm =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        if let (Some(addr), Some(metrics)) = (args.metrics_addr, &metrics) {
+            let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+                format!("serving metrics on {addr} (pick another --metrics-addr)")
+            })?;
+            eprintln!("metrics: http://{}/metrics", listener.local_addr()?);
+            tokio::spawn(serve::serve(listener, metrics::router(metrics.clone())));
+        }
+        // The kernel's counters, read into the metrics while the capture runs.
+        let kernel_health = async {
+            let Some(metrics) = &metrics else {
+                return std::future::pending().await;
+            };
+            let mut every = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                every.tick().await;
+                metrics.update_kernel(capture.kernel_counters(), capture.attached_files());
+            }
+        };
+        tokio::pin!(kernel_health);
         let child = if args.command.is_empty() {
             None
         } else {
@@ -420,11 +461,13 @@ fn watch_and_report(args: Watch, sinks: Vec<Box<dyn Sink>>) -> Result<ExitCode> 
                 }
                 _ = sigint.recv() => ExitCode::SUCCESS,
                 _ = sigterm.recv() => ExitCode::SUCCESS,
+                () = &mut kernel_health => ExitCode::SUCCESS,
             },
             None => {
                 tokio::select! {
                     _ = sigint.recv() => {}
                     _ = sigterm.recv() => {}
+                    () = &mut kernel_health => {}
                 }
                 ExitCode::SUCCESS
             }
@@ -457,9 +500,16 @@ fn watch_and_report(args: Watch, sinks: Vec<Box<dyn Sink>>) -> Result<ExitCode> 
 
 fn run_pipeline(events: Receiver<CaptureEvent>, mut pipeline: Pipeline) -> Report {
     let mut last_ts = 0;
-    for event in events {
-        last_ts = last_ts.max(event.ts());
-        pipeline.on_event(event);
+    loop {
+        match events.recv_timeout(Duration::from_secs(1)) {
+            Ok(event) => {
+                last_ts = last_ts.max(event.ts());
+                pipeline.on_event(event);
+            }
+            // A quiet host: time still passes for agent runs waiting to close.
+            Err(RecvTimeoutError::Timeout) => pipeline.tick(store::now_unix_nanos()),
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
     }
     pipeline.finish(last_ts);
     pipeline.into_report()
@@ -576,6 +626,12 @@ fn run_config(args: RunArgs) -> Result<Config> {
     config.otlp = args.otlp.merged_into(config.otlp)?;
     args.content
         .merged_into(&mut config.content, &mut config.cost);
+    if let Some(addr) = args.metrics_addr {
+        config.metrics.listen = addr;
+    }
+    if args.no_metrics {
+        config.metrics.enabled = false;
+    }
     Ok(config)
 }
 
@@ -615,6 +671,7 @@ fn run(config: Config) -> Result<ExitCode> {
         comms: config.filters.comms,
         command: Vec::new(),
         recorder: None,
+        metrics_addr: config.metrics.enabled.then_some(config.metrics.listen),
     };
     watch_and_report(watch, sinks)
 }

@@ -1,14 +1,15 @@
 //! The stages wired together: capture events in, spans out to the sinks.
 //! `observer capture` feeds it from the kernel, `observer replay` from a recording.
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
 use crate::{
     capture::{CaptureEvent, ConnKey, record::RecordWriter},
     http::{ConnectionStage, Exchange, HttpStats},
     link::Linker,
     llm,
+    metrics::{Metrics, PipelineTotals},
     sink::{Sink, Summary},
-    span::{self, Endpoints, ProcessInfo},
+    span::{self, Endpoints, ProcessInfo, Span},
 };
 
 /// Processes remembered for naming spans; past this they are forgotten.
@@ -27,12 +28,18 @@ pub struct Pipeline {
     summary: Summary,
     exchanges: Vec<Exchange>,
     stats: PipelineStats,
+    metrics: Option<Arc<Metrics>>,
+    /// When the health metrics were last brought up to date.
+    metrics_updated: u64,
 }
 
 enum Ended {
     Process(u32),
     Connection(ConnKey),
 }
+
+/// How often (event time) the health metrics are brought up to date.
+const METRICS_INTERVAL_NS: u64 = 1_000_000_000;
 
 pub struct Report {
     pub summary: Summary,
@@ -44,6 +51,7 @@ pub struct Report {
 pub struct PipelineStats {
     pub events: u64,
     pub bytes: u64,
+    /// Every span written: calls, and the runs' roots and tool executions the link stage infers.
     pub spans: u64,
     /// HTTP exchanges that no provider recognised as an LLM call.
     pub other_exchanges: u64,
@@ -67,7 +75,14 @@ impl Pipeline {
             summary: Summary::default(),
             exchanges: Vec::new(),
             stats: PipelineStats::default(),
+            metrics: None,
+            metrics_updated: 0,
         }
+    }
+
+    /// Keeps `metrics` up to date with every span and the pipeline's health.
+    pub fn report_to(&mut self, metrics: Arc<Metrics>) {
+        self.metrics = Some(metrics);
     }
 
     pub fn on_event(&mut self, event: CaptureEvent) {
@@ -126,6 +141,7 @@ impl Pipeline {
             CaptureEvent::ConnEnd { conn, .. } => Some(Ended::Connection(*conn)),
             _ => None,
         };
+        let ts = event.ts();
         let mut exchanges = std::mem::take(&mut self.exchanges);
         self.connections.on_event(event, &mut exchanges);
         self.emit(&mut exchanges);
@@ -133,6 +149,8 @@ impl Pipeline {
         // Forgotten only once the spans they name are out.
         match ended {
             Some(Ended::Process(pid)) => {
+                let roots = self.linker.process_exited(pid);
+                self.write_all(roots);
                 self.processes.remove(&pid);
                 self.sockets.retain(|conn, _| conn.pid != pid);
             }
@@ -141,6 +159,27 @@ impl Pipeline {
             }
             None => {}
         }
+        self.tick(ts);
+    }
+
+    /// Time has passed (Unix nanoseconds): writes the roots of agent runs that went idle.
+    /// Called on every event, and by a live source when no events come.
+    pub fn tick(&mut self, now: u64) {
+        let roots = self.linker.close_idle(now);
+        self.write_all(roots);
+        if let Some(metrics) = &self.metrics
+            && now >= self.metrics_updated.saturating_add(METRICS_INTERVAL_NS)
+        {
+            self.metrics_updated = now;
+            let totals = PipelineTotals {
+                events: self.stats.events,
+                bytes: self.stats.bytes,
+                parse_failures: self.connections.stats().parse_failures,
+                spans: self.stats.spans,
+            };
+            let queues: Vec<_> = self.sinks.iter().filter_map(|sink| sink.queue()).collect();
+            metrics.update_pipeline(totals, &queues);
+        }
     }
 
     /// The source has ended (or the observer is stopping): every open exchange becomes a span.
@@ -148,6 +187,8 @@ impl Pipeline {
         let mut exchanges = std::mem::take(&mut self.exchanges);
         self.connections.flush_all(ts, &mut exchanges);
         self.emit(&mut exchanges);
+        let roots = self.linker.finish();
+        self.write_all(roots);
         for sink in &mut self.sinks {
             if let Err(error) = sink.flush() {
                 log::error!("flushing a sink failed: {error:#}");
@@ -183,18 +224,29 @@ impl Pipeline {
 
     fn emit(&mut self, exchanges: &mut Vec<Exchange>) {
         for exchange in exchanges.drain(..) {
-            let Some(call) = llm::recognise(&exchange) else {
+            let Some(mut call) = llm::recognise(&exchange) else {
                 self.stats.other_exchanges += 1;
                 continue;
             };
+            let keys = std::mem::take(&mut call.link);
             let unknown = ProcessInfo::default();
             let process = self.processes.get(&exchange.conn.pid).unwrap_or(&unknown);
             let endpoints = self.sockets.get(&exchange.conn);
-            let span = self
-                .linker
-                .link(&exchange, span::build(&exchange, call, process, endpoints));
+            let span = span::build(&exchange, call, process, endpoints);
+            let spans = self.linker.link(&exchange, &keys, span);
+            self.write_all(spans);
+        }
+    }
+
+    fn write_all(&mut self, spans: Vec<Span>) {
+        for span in spans {
             self.stats.spans += 1;
-            self.summary.record(&span);
+            if span.is_call() {
+                self.summary.record(&span);
+            }
+            if let Some(metrics) = &self.metrics {
+                metrics.record_span(&span);
+            }
             for sink in &mut self.sinks {
                 if let Err(error) = sink.write(&span) {
                     self.stats.sink_errors += 1;

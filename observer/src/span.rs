@@ -14,9 +14,63 @@ pub struct Span {
     pub span_id: String,
     pub parent_span_id: Option<String>,
     pub name: String,
+    pub kind: SpanKind,
     pub start_time_unix_nano: u64,
     pub end_time_unix_nano: u64,
     pub attributes: Map<String, Value>,
+    /// Related spans that are not this one's parent, each with why (see `crate::link`).
+    pub links: Vec<SpanLink>,
+}
+
+/// CLIENT for a call the process made; INTERNAL for what the link stage infers around calls
+/// (an agent run's root, a tool's execution).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SpanKind {
+    #[default]
+    Client,
+    Internal,
+}
+
+impl SpanKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SpanKind::Client => "CLIENT",
+            SpanKind::Internal => "INTERNAL",
+        }
+    }
+
+    pub fn parse(name: &str) -> SpanKind {
+        match name {
+            "INTERNAL" => SpanKind::Internal,
+            _ => SpanKind::Client,
+        }
+    }
+}
+
+/// A link to another span, with attributes saying how the two relate.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SpanLink {
+    pub trace_id: String,
+    pub span_id: String,
+    pub attributes: Map<String, Value>,
+}
+
+impl SpanLink {
+    pub fn to_json(&self) -> Value {
+        json!({"trace_id": self.trace_id, "span_id": self.span_id, "attributes": self.attributes})
+    }
+
+    pub fn from_json(value: &Value) -> Option<SpanLink> {
+        Some(SpanLink {
+            trace_id: value.get("trace_id")?.as_str()?.to_owned(),
+            span_id: value.get("span_id")?.as_str()?.to_owned(),
+            attributes: value
+                .get("attributes")
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default(),
+        })
+    }
 }
 
 impl Span {
@@ -27,12 +81,16 @@ impl Span {
         object.insert("span_id".into(), json!(self.span_id));
         object.insert("parent_span_id".into(), json!(self.parent_span_id));
         object.insert("name".into(), json!(self.name));
-        object.insert("kind".into(), json!("CLIENT"));
+        object.insert("kind".into(), json!(self.kind.as_str()));
         object.insert(
             "start_time_unix_nano".into(),
             json!(self.start_time_unix_nano),
         );
         object.insert("end_time_unix_nano".into(), json!(self.end_time_unix_nano));
+        if !self.links.is_empty() {
+            let links = self.links.iter().map(SpanLink::to_json).collect();
+            object.insert("links".into(), Value::Array(links));
+        }
         for (key, value) in &self.attributes {
             object.insert(key.clone(), value.clone());
         }
@@ -41,6 +99,11 @@ impl Span {
 
     pub fn attribute(&self, key: &str) -> Option<&Value> {
         self.attributes.get(key)
+    }
+
+    /// A call the process made, as opposed to a span the link stage inferred.
+    pub fn is_call(&self) -> bool {
+        self.kind == SpanKind::Client
     }
 
     pub fn duration_ns(&self) -> u64 {
@@ -149,9 +212,11 @@ pub fn build(
         span_id: String::new(),
         parent_span_id: None,
         name,
+        kind: SpanKind::Client,
         start_time_unix_nano: request.ts_start,
         end_time_unix_nano: end,
         attributes,
+        links: Vec::new(),
     }
 }
 

@@ -47,7 +47,8 @@ fn events(path: &Path) -> Vec<CaptureEvent> {
         .collect()
 }
 
-/// The spans as JSON, without the random trace and span ids.
+/// The spans as JSON, their random trace and span ids renamed in order of appearance (so the
+/// trace structure is compared, not the ids).
 fn replay(events: Vec<CaptureEvent>) -> Vec<Value> {
     let sink = Collect::default();
     let mut pipeline = Pipeline::new(vec![Box::new(sink.clone())], Vec::new(), None);
@@ -57,12 +58,26 @@ fn replay(events: Vec<CaptureEvent>) -> Vec<Value> {
     }
     pipeline.finish(last);
     let spans = sink.0.lock().expect("collector lock").clone();
+    let mut names = std::collections::HashMap::new();
+    let mut rename = |id: &mut Value| {
+        if let Value::String(text) = id {
+            let next = names.len();
+            *text = names
+                .entry(text.clone())
+                .or_insert(format!("id{next}"))
+                .clone();
+        }
+    };
     spans
         .iter()
         .map(|span| {
             let mut json = span.to_json();
-            for id in ["trace_id", "span_id"] {
-                json.as_object_mut().expect("object").remove(id);
+            for id in ["trace_id", "span_id", "parent_span_id"] {
+                rename(&mut json[id]);
+            }
+            for link in json["links"].as_array_mut().into_iter().flatten() {
+                rename(&mut link["trace_id"]);
+                rename(&mut link["span_id"]);
             }
             json
         })

@@ -540,7 +540,7 @@ pub fn assert_spans_match_calls(spans: &[Span], calls: &[ClientCall], server_por
     let pids: HashSet<u64> = calls.iter().map(ClientCall::pid).collect();
     let relevant: Vec<&Span> = spans
         .iter()
-        .filter(|s| s.u64("process.pid").is_some_and(|p| pids.contains(&p)))
+        .filter(|s| s.is_call() && s.u64("process.pid").is_some_and(|p| pids.contains(&p)))
         .collect();
     let mut report = String::new();
     let mut used = HashSet::new();

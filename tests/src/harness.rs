@@ -55,6 +55,48 @@ pub fn python() -> PathBuf {
     path
 }
 
+/// Arize Phoenix's launcher: $OBSERVER_PHOENIX, or .venv-phoenix/bin/phoenix of this workspace.
+pub fn phoenix() -> PathBuf {
+    let path = std::env::var_os("OBSERVER_PHOENIX")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".venv-phoenix/bin/phoenix"));
+    assert!(
+        path.exists(),
+        "Arize Phoenix not found at {} (set OBSERVER_PHOENIX, or run `cargo xtask test`, or: python3 -m venv {root}/.venv-phoenix && {root}/.venv-phoenix/bin/pip install -r {root}/tests/requirements-phoenix.txt)",
+        path.display(),
+        root = repo_root().display()
+    );
+    path
+}
+
+/// `GET path` on 127.0.0.1:port over HTTP/1.0: the status and body, None when nothing answers.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::Write as _;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).ok()?;
+    let response = String::from_utf8_lossy(&response);
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    let status = head.split(' ').nth(1)?.parse().ok()?;
+    Some((status, body.to_owned()))
+}
+
+/// A free TCP port on loopback (free when asked; the caller binds it soon after).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
+}
+
 /// The client scripts (tests/clients).
 pub fn clients_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("clients")
@@ -591,8 +633,13 @@ impl TestEnv {
     /// `observer capture --output F --format jsonl [--record R] -- CLIENT...`: runs the client
     /// under the observer to completion. Asserts exit 0 and no leaked key.
     pub fn capture(&self, client: &[String], record: bool) -> ObserverRun {
+        self.capture_with(&[], client, record)
+    }
+
+    /// As [`TestEnv::capture`], with more arguments for `observer capture` (e.g. an OTLP endpoint).
+    pub fn capture_with(&self, args: &[&str], client: &[String], record: bool) -> ObserverRun {
         let record_file = record.then(|| self.dir().join("capture.rec"));
-        let mut extra: Vec<String> = Vec::new();
+        let mut extra: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         if let Some(r) = &record_file {
             extra.extend(["--record".to_owned(), r.display().to_string()]);
         }

@@ -22,6 +22,12 @@ impl Span {
         self.0.get(key).filter(|v| !v.is_null())
     }
 
+    /// A call the client made, not a span the observer inferred around calls (an agent run's
+    /// `invoke_agent` root, an `execute_tool` gap): those are INTERNAL.
+    pub fn is_call(&self) -> bool {
+        self.str("kind") != Some("INTERNAL")
+    }
+
     pub fn str(&self, key: &str) -> Option<&str> {
         self.get(key).and_then(Value::as_str)
     }

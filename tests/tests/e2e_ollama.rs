@@ -26,7 +26,11 @@ fn ollama_client_over_plaintext_http() {
     let env = TestEnv::plaintext();
     let run = env.check_client("ollama_calls.py", SCENARIOS, false);
     for span in &run.spans {
-        assert_eq!(span.str("observer.tls.library"), Some("plaintext"), "{span}");
+        assert_eq!(
+            span.str("observer.tls.library"),
+            Some("plaintext"),
+            "{span}"
+        );
         assert_eq!(
             span.u64("network.peer.port"),
             Some(u64::from(env.server.port)),

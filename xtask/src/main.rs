@@ -64,7 +64,8 @@ fn main() -> Result<()> {
                 .args(["test", "--workspace", "--release", "--no-fail-fast"])
                 .args(&args)
                 .env("OBSERVER_BIN", root.join("target/release/observer"))
-                .env("OBSERVER_E2E_PYTHON", root.join(".venv/bin/python"));
+                .env("OBSERVER_E2E_PYTHON", root.join(".venv/bin/python"))
+                .env("OBSERVER_PHOENIX", root.join(".venv-phoenix/bin/phoenix"));
             let status = run_counting_tests(&mut cargo)?;
             std::process::exit(status.code().unwrap_or(1));
         }
@@ -163,19 +164,33 @@ fn build(root: &Path) -> Result<()> {
         .args(["build", "--release", "--workspace"]))
 }
 
-/// The real SDK clients the end-to-end tests run, in a virtualenv at .venv.
+/// The real SDK clients the end-to-end tests run, in a virtualenv at .venv; Arize Phoenix, the
+/// OTLP backend of the export test, in one of its own (it brings many packages).
 fn python_env(root: &Path) -> Result<()> {
-    let venv = root.join(".venv");
+    virtualenv(root, ".venv", "tests/requirements.txt", "the SDK clients")?;
+    virtualenv(
+        root,
+        ".venv-phoenix",
+        "tests/requirements-phoenix.txt",
+        "Arize Phoenix (several minutes the first time)",
+    )
+}
+
+/// A virtualenv at `dir` with `requirements` installed, reinstalled when the file changes.
+fn virtualenv(root: &Path, dir: &str, requirements: &str, what: &str) -> Result<()> {
+    let venv = root.join(dir);
     let python = venv.join("bin/python");
     if !python.exists() {
-        step("creating the Python virtualenv for the SDK clients (.venv)");
+        step(&format!(
+            "creating the Python virtualenv for {what} ({dir})"
+        ));
         run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
     }
-    let requirements = root.join("tests/requirements.txt");
+    let requirements = root.join(requirements);
     let stamp = venv.join(".requirements-installed");
     let wanted = std::fs::read_to_string(&requirements).unwrap_or_default();
     if std::fs::read_to_string(&stamp).ok().as_deref() != Some(wanted.as_str()) {
-        step("installing the SDK clients (tests/requirements.txt)");
+        step(&format!("installing {what} ({})", requirements.display()));
         run(Command::new(&python)
             .args([
                 "-m",

@@ -5,7 +5,9 @@
 //! several providers stream in (SSE, NDJSON, AWS event stream, JSON arrays) live in [`framing`], shared.
 pub mod attr;
 pub mod framing;
+pub mod keys;
 pub mod types;
+pub use keys::LinkKeys;
 pub use types::*;
 
 mod anthropic;
@@ -74,7 +76,9 @@ static PROVIDERS: &[&dyn Recogniser] = &[
 
 /// The LLM call an exchange makes, if it makes one.
 pub fn recognise(exchange: &Exchange) -> Option<LlmCall> {
-    PROVIDERS
+    let mut call = PROVIDERS
         .iter()
-        .find_map(|provider| provider.recognise(exchange))
+        .find_map(|provider| provider.recognise(exchange))?;
+    keys::complete(&mut call, &exchange.request.headers);
+    Some(call)
 }

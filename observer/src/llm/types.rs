@@ -1,7 +1,7 @@
 //! What the LLM stage hands to the link stage.
 use serde_json::{Map, Value};
 
-use super::attr;
+use super::{attr, keys::LinkKeys};
 
 /// One recognised LLM API call: the provider's view of an [`crate::http::Exchange`].
 #[derive(Clone, Debug, PartialEq)]
@@ -16,6 +16,8 @@ pub struct LlmCall {
     /// JSON-valued. Includes `gen_ai.provider.name`, `gen_ai.operation.name` and
     /// `gen_ai.request.model` too, so the map alone is a complete account of the call.
     pub attributes: Map<String, Value>,
+    /// What places the call in its conversation, for the link stage.
+    pub link: LinkKeys,
 }
 
 impl LlmCall {
@@ -26,6 +28,7 @@ impl LlmCall {
             operation: operation.to_owned(),
             request_model: None,
             attributes: Map::new(),
+            link: LinkKeys::default(),
         };
         call.set(attr::PROVIDER_NAME, provider);
         call.set(attr::OPERATION_NAME, operation);

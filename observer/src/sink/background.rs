@@ -14,7 +14,7 @@ use std::{
 use anyhow::Context;
 
 use super::Sink;
-use crate::span::Span;
+use crate::{metrics::QueueHealth, span::Span};
 
 /// What the worker thread does with spans, a batch at a time.
 pub trait BatchWriter: Send + 'static {
@@ -45,6 +45,8 @@ pub struct BackgroundSink {
     sender: Option<SyncSender<Message>>,
     worker: Option<JoinHandle<()>>,
     dropped: Arc<AtomicU64>,
+    /// Spans sent to the worker and not yet taken by it.
+    queued: Arc<AtomicU64>,
 }
 
 impl BackgroundSink {
@@ -54,15 +56,18 @@ impl BackgroundSink {
         policy: BatchPolicy,
     ) -> anyhow::Result<BackgroundSink> {
         let (sender, receiver) = mpsc::sync_channel(policy.queue);
+        let queued = Arc::new(AtomicU64::new(0));
+        let taken = queued.clone();
         let worker = std::thread::Builder::new()
             .name(format!("sink-{name}"))
-            .spawn(move || run(receiver, writer, policy))
+            .spawn(move || run(receiver, writer, policy, &taken))
             .with_context(|| format!("starting the {name} sink's thread"))?;
         Ok(BackgroundSink {
             name,
             sender: Some(sender),
             worker: Some(worker),
             dropped: Arc::default(),
+            queued,
         })
     }
 
@@ -77,7 +82,13 @@ impl Sink for BackgroundSink {
         let Some(sender) = &self.sender else {
             anyhow::bail!("the {} sink has stopped", self.name);
         };
-        match sender.try_send(Message::Span(Box::new(span.clone()))) {
+        // Counted before sending, so the worker never takes a span not counted yet.
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        let sent = sender.try_send(Message::Span(Box::new(span.clone())));
+        if sent.is_err() {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+        }
+        match sent {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(_)) => {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
@@ -108,6 +119,14 @@ impl Sink for BackgroundSink {
         }
         Ok(())
     }
+
+    fn queue(&self) -> Option<QueueHealth> {
+        Some(QueueHealth {
+            name: self.name,
+            depth: self.queued.load(Ordering::Relaxed),
+            dropped: self.dropped(),
+        })
+    }
 }
 
 impl Drop for BackgroundSink {
@@ -120,7 +139,12 @@ impl Drop for BackgroundSink {
     }
 }
 
-fn run(receiver: Receiver<Message>, mut writer: impl BatchWriter, policy: BatchPolicy) {
+fn run(
+    receiver: Receiver<Message>,
+    mut writer: impl BatchWriter,
+    policy: BatchPolicy,
+    queued: &AtomicU64,
+) {
     let mut batch = Vec::new();
     let mut deadline: Option<Instant> = None;
     loop {
@@ -129,6 +153,7 @@ fn run(receiver: Receiver<Message>, mut writer: impl BatchWriter, policy: BatchP
         });
         match receiver.recv_timeout(wait) {
             Ok(Message::Span(span)) => {
+                queued.fetch_sub(1, Ordering::Relaxed);
                 batch.push(*span);
                 let due = *deadline.get_or_insert_with(|| Instant::now() + policy.max_delay);
                 if batch.len() >= policy.max_spans || Instant::now() >= due {

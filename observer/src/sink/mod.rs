@@ -13,10 +13,14 @@ pub use pretty::PrettySink;
 pub use store::store_sink;
 pub use summary::Summary;
 
-use crate::span::Span;
+use crate::{metrics::QueueHealth, span::Span};
 
 pub trait Sink: Send {
     fn write(&mut self, span: &Span) -> anyhow::Result<()>;
     /// Called once at the end: write out what is buffered.
     fn flush(&mut self) -> anyhow::Result<()>;
+    /// The sink's queue, if it has one (for the health metrics).
+    fn queue(&self) -> Option<QueueHealth> {
+        None
+    }
 }

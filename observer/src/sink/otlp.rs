@@ -1,7 +1,11 @@
 //! Spans to an OpenTelemetry collector or backend: OTLP/HTTP with protobuf bodies, gzipped,
 //! batched on the sink's own thread, retried with exponential backoff when the receiver is
 //! busy or unreachable.
-use std::{collections::BTreeMap, io::Write, time::Duration};
+use std::{
+    collections::{BTreeMap, HashMap},
+    io::Write,
+    time::Duration,
+};
 
 use flate2::{Compression, write::GzEncoder};
 use opentelemetry_proto::tonic::{
@@ -11,7 +15,7 @@ use opentelemetry_proto::tonic::{
     trace::v1::{self as otlp, ResourceSpans, ScopeSpans, span::SpanKind, status::StatusCode},
 };
 use prost::Message;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::background::{BackgroundSink, BatchPolicy, BatchWriter};
 use crate::span::Span;
@@ -67,6 +71,7 @@ pub fn otlp_sink(options: OtlpOptions) -> anyhow::Result<BackgroundSink> {
         url: traces_url(&options.endpoint),
         host_name: host_name(),
         options,
+        containers: HashMap::new(),
     };
     BackgroundSink::start("otlp", exporter, policy)
 }
@@ -91,7 +96,12 @@ struct Exporter {
     url: String,
     host_name: String,
     options: OtlpOptions,
+    /// Container ids by pid, looked up once per process.
+    containers: HashMap<i64, Option<String>>,
 }
+
+/// Processes whose container is remembered at most (forgotten all at once past this).
+const MAX_CONTAINERS: usize = 4096;
 
 /// How one POST went.
 enum Outcome {
@@ -104,7 +114,13 @@ enum Outcome {
 
 impl BatchWriter for Exporter {
     fn write_batch(&mut self, spans: Vec<Span>) {
-        let request = export_request(&spans, &self.options.service_name, &self.host_name);
+        let containers = self.containers_of(&spans);
+        let request = export_request(
+            &spans,
+            &self.options.service_name,
+            &self.host_name,
+            &containers,
+        );
         let body = match gzip(&request.encode_to_vec()) {
             Ok(body) => body,
             Err(error) => {
@@ -142,6 +158,30 @@ impl BatchWriter for Exporter {
 }
 
 impl Exporter {
+    /// The containers of the spans' processes, where they run in one.
+    fn containers_of(&mut self, spans: &[Span]) -> HashMap<i64, String> {
+        if self.containers.len() >= MAX_CONTAINERS {
+            self.containers.clear();
+        }
+        let mut found = HashMap::new();
+        for span in spans {
+            let Some(pid) = span.attribute("process.pid").and_then(Value::as_i64) else {
+                continue;
+            };
+            let executable = span
+                .attribute("process.executable.name")
+                .and_then(Value::as_str);
+            let id = self
+                .containers
+                .entry(pid)
+                .or_insert_with(|| container_id(pid, executable));
+            if let Some(id) = id {
+                found.insert(pid, id.clone());
+            }
+        }
+        found
+    }
+
     fn post(&self, body: &[u8]) -> Outcome {
         let mut request = self
             .agent
@@ -182,6 +222,7 @@ pub fn export_request(
     spans: &[Span],
     service_name: &str,
     host_name: &str,
+    containers: &HashMap<i64, String>,
 ) -> ExportTraceServiceRequest {
     let mut by_process: BTreeMap<Option<i64>, Vec<&Span>> = BTreeMap::new();
     for span in spans {
@@ -194,10 +235,15 @@ pub fn export_request(
         ..Default::default()
     };
     let resource_spans = by_process
-        .into_values()
-        .map(|spans| ResourceSpans {
+        .into_iter()
+        .map(|(pid, spans)| ResourceSpans {
             resource: Some(Resource {
-                attributes: resource_attributes(spans[0], service_name, host_name),
+                attributes: resource_attributes(
+                    spans[0],
+                    service_name,
+                    host_name,
+                    pid.and_then(|pid| containers.get(&pid)),
+                ),
                 ..Default::default()
             }),
             scope_spans: vec![ScopeSpans {
@@ -211,17 +257,58 @@ pub fn export_request(
     ExportTraceServiceRequest { resource_spans }
 }
 
-fn resource_attributes(span: &Span, service_name: &str, host_name: &str) -> Vec<KeyValue> {
+fn resource_attributes(
+    span: &Span,
+    service_name: &str,
+    host_name: &str,
+    container_id: Option<&String>,
+) -> Vec<KeyValue> {
     let mut attributes = vec![
         key_value("service.name", &Value::from(service_name)),
         key_value("host.name", &Value::from(host_name)),
+        key_value("os.type", &Value::from("linux")),
     ];
-    for key in ["process.pid", "process.executable.name"] {
+    for key in [
+        "process.pid",
+        "process.executable.name",
+        "process.executable.path",
+    ] {
         if let Some(value) = span.attribute(key) {
             attributes.push(key_value(key, value));
         }
     }
+    if let Some(id) = container_id {
+        attributes.push(key_value("container.id", &Value::from(id.as_str())));
+    }
     attributes
+}
+
+/// The container process `pid` runs in, from its cgroup path. Only while the process is the
+/// one the span names (a replayed recording's pids are not this host's processes).
+fn container_id(pid: i64, executable: Option<&str>) -> Option<String> {
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
+    let name = exe.file_name()?.to_str()?;
+    // The kernel marks a replaced executable " (deleted)".
+    if executable? != name.trim_end_matches(" (deleted)") {
+        return None;
+    }
+    container_id_in(&std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?)
+}
+
+/// The 64-hex container id in a `/proc/PID/cgroup` text: a path segment that is the id, or
+/// the id wrapped by a runtime (`docker-ID.scope`, `cri-containerd-ID.scope`, `crio-ID.scope`,
+/// `libpod-ID.scope`).
+fn container_id_in(cgroup: &str) -> Option<String> {
+    cgroup
+        .lines()
+        .filter_map(|line| line.splitn(3, ':').nth(2))
+        .flat_map(|path| path.split('/'))
+        .map(|segment| {
+            let segment = segment.trim_end_matches(".scope");
+            segment.rsplit('-').next().unwrap_or(segment)
+        })
+        .find(|id| id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map(str::to_ascii_lowercase)
 }
 
 fn otlp_span(span: &Span) -> otlp::Span {
@@ -240,17 +327,77 @@ fn otlp_span(span: &Span) -> otlp::Span {
             .map(hex_bytes)
             .unwrap_or_default(),
         name: span.name.clone(),
-        kind: SpanKind::Client as i32,
+        kind: match span.kind {
+            crate::span::SpanKind::Client => SpanKind::Client,
+            crate::span::SpanKind::Internal => SpanKind::Internal,
+        } as i32,
         start_time_unix_nano: span.start_time_unix_nano,
         end_time_unix_nano: span.end_time_unix_nano,
         attributes: span
             .attributes
             .iter()
+            .chain(openinference_compat(span).iter().map(|(k, v)| (k, v)))
             .map(|(key, value)| key_value(key, value))
+            .collect(),
+        links: span
+            .links
+            .iter()
+            .map(|link| otlp::span::Link {
+                trace_id: hex_bytes(&link.trace_id),
+                span_id: hex_bytes(&link.span_id),
+                attributes: link
+                    .attributes
+                    .iter()
+                    .map(|(key, value)| key_value(key, value))
+                    .collect(),
+                ..Default::default()
+            })
             .collect(),
         status,
         ..Default::default()
     }
+}
+
+/// OpenInference attributes, which Arize Phoenix and similar backends read to show a span as
+/// an LLM call (model, token counts, input and output) or as an agent or tool: derived from the
+/// GenAI ones, for those the span does not carry already.
+fn openinference_compat(span: &Span) -> Map<String, Value> {
+    let attribute = |key: &str| span.attribute(key).filter(|v| !v.is_null());
+    let kind = match attribute("gen_ai.operation.name").and_then(Value::as_str) {
+        Some("invoke_agent") => "AGENT",
+        Some("execute_tool") => "TOOL",
+        Some("embeddings") => "EMBEDDING",
+        _ => "LLM",
+    };
+    let mut compat = Map::new();
+    compat.insert("openinference.span.kind".into(), kind.into());
+    if kind == "LLM" {
+        let model = attribute("gen_ai.response.model").or(attribute("gen_ai.request.model"));
+        let input = attribute("gen_ai.usage.input_tokens").and_then(Value::as_u64);
+        let output = attribute("gen_ai.usage.output_tokens").and_then(Value::as_u64);
+        let pairs = [
+            ("llm.model_name", model.cloned()),
+            ("llm.provider", attribute("gen_ai.provider.name").cloned()),
+            ("llm.token_count.prompt", input.map(Value::from)),
+            ("llm.token_count.completion", output.map(Value::from)),
+            (
+                "llm.token_count.total",
+                input.zip(output).map(|(i, o)| Value::from(i + o)),
+            ),
+            ("input.value", attribute("gen_ai.input.messages").cloned()),
+            ("output.value", attribute("gen_ai.output.messages").cloned()),
+        ];
+        for (key, value) in pairs {
+            if let Some(value) = value {
+                compat.insert(key.into(), value);
+            }
+        }
+    }
+    if let Some(name) = attribute("gen_ai.tool.name") {
+        compat.insert("tool.name".into(), name.clone());
+    }
+    compat.retain(|key, _| span.attribute(key).is_none());
+    compat
 }
 
 fn key_value(key: &str, value: &Value) -> KeyValue {

@@ -29,6 +29,10 @@ const PREVIEW_CHARS: usize = 60;
 
 impl Sink for PrettySink {
     fn write(&mut self, span: &Span) -> anyhow::Result<()> {
+        // Calls only: runs and tool gaps are for trace views (`observer show`, OTLP backends).
+        if !span.is_call() {
+            return Ok(());
+        }
         let line = render(span, |code, text| self.paint(code, text));
         writeln!(self.out, "{line}")?;
         self.out.flush()?;
@@ -172,9 +176,11 @@ mod tests {
             span_id: "s".into(),
             parent_span_id: None,
             name: "chat gpt-4o".into(),
+            kind: Default::default(),
             start_time_unix_nano: 3_723_004_000_000,
             end_time_unix_nano: 3_724_504_000_000,
             attributes: Default::default(),
+            links: Vec::new(),
         };
         for (k, v) in [
             ("process.executable.name", json!("python3")),

@@ -17,7 +17,7 @@ pub use retention::{Retention, RetentionReport};
 
 use crate::{
     query::{self, Query},
-    span::Span,
+    span::{Span, SpanKind, SpanLink},
 };
 
 /// Where `observer run` keeps its store, and where the query commands look by default.
@@ -39,7 +39,7 @@ pub const ATTRIBUTE_COLUMNS: &[(&str, &str)] = &[
 
 /// Columns selected to rebuild a [`Span`], in the order [`span_from_row`] reads them.
 pub(crate) const SPAN_COLUMNS: &str =
-    "span_id, trace_id, parent_span_id, name, start_ns, end_ns, attributes";
+    "span_id, trace_id, parent_span_id, name, start_ns, end_ns, attributes, kind, links";
 
 /// A trace as listed: its root and its totals.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -175,10 +175,10 @@ fn insert_sql() -> String {
         .iter()
         .map(|(_, column)| *column)
         .collect();
-    let placeholders = vec!["?"; 7 + columns.len()].join(", ");
+    let placeholders = vec!["?"; 9 + columns.len()].join(", ");
     format!(
         "INSERT INTO spans (span_id, trace_id, parent_span_id, name, start_ns, end_ns, \
-         attributes, {}) VALUES ({placeholders}) ON CONFLICT(span_id) DO NOTHING",
+         attributes, kind, links, {}) VALUES ({placeholders}) ON CONFLICT(span_id) DO NOTHING",
         columns.join(", ")
     )
 }
@@ -195,6 +195,13 @@ fn span_row(span: &Span) -> Result<Vec<SqlValue>> {
         SqlValue::Integer(nanos_to_sql(span.start_time_unix_nano)),
         SqlValue::Integer(nanos_to_sql(span.end_time_unix_nano)),
         SqlValue::Text(serde_json::to_string(&span.attributes)?),
+        SqlValue::Text(span.kind.as_str().to_owned()),
+        match span.links.as_slice() {
+            [] => SqlValue::Null,
+            links => SqlValue::Text(
+                Value::Array(links.iter().map(SpanLink::to_json).collect()).to_string(),
+            ),
+        },
     ];
     row.extend(
         ATTRIBUTE_COLUMNS
@@ -222,14 +229,25 @@ pub(crate) fn span_from_row(row: &Row) -> rusqlite::Result<Span> {
     let attributes = serde_json::from_str(&attributes).map_err(|error| {
         rusqlite::Error::FromSqlConversionFailure(6, rusqlite::types::Type::Text, Box::new(error))
     })?;
+    let kind: Option<String> = row.get(7)?;
+    let links: Option<String> = row.get(8)?;
+    // Links are the store's own JSON: unreadable ones (never written so) are left out.
+    let links = links
+        .and_then(|text| serde_json::from_str::<Vec<Value>>(&text).ok())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(SpanLink::from_json)
+        .collect();
     Ok(Span {
         span_id: row.get(0)?,
         trace_id: row.get(1)?,
         parent_span_id: row.get(2)?,
         name: row.get(3)?,
+        kind: kind.as_deref().map_or(SpanKind::Client, SpanKind::parse),
         start_time_unix_nano: row.get(4)?,
         end_time_unix_nano: row.get(5)?,
         attributes,
+        links,
     })
 }
 

@@ -65,6 +65,12 @@ const MIGRATIONS: &[&str] = &[
         INSERT INTO traces SELECT * FROM trace_rollup WHERE trace_id = OLD.trace_id;
     END;
     "#,
+    // 2: span kind (CLIENT calls, INTERNAL inferred spans) and span links (JSON), from the
+    // link stage. Rows written before have neither: NULL reads as CLIENT and no links.
+    r#"
+    ALTER TABLE spans ADD COLUMN kind TEXT;
+    ALTER TABLE spans ADD COLUMN links TEXT;
+    "#,
 ];
 
 pub const CURRENT_VERSION: u32 = MIGRATIONS.len() as u32;

@@ -38,9 +38,11 @@ pub(crate) fn span(
         span_id: format!("{id:0>16}"),
         parent_span_id: parent.map(|p| format!("{p:0>16}")),
         name: "chat gpt-4o".into(),
+        kind: crate::span::SpanKind::Client,
         start_time_unix_nano: start,
         end_time_unix_nano: start + SECOND / 2,
         attributes,
+        links: Vec::new(),
     }
 }
 

@@ -34,6 +34,7 @@ impl ApiReader for ResponsesApi {
         if let Some(id) = conversation_id(request) {
             call.set(attr::CONVERSATION_ID, id);
         }
+        call.link.previous_response_id = str_at(request, "previous_response_id").map(str::to_owned);
         if let Some(instructions) = str_at(request, "instructions") {
             call.set(attr::SYSTEM_INSTRUCTIONS, vec![text_part(instructions)]);
         }

@@ -233,3 +233,96 @@ fn builds_the_traces_url() {
     assert_eq!(hex_bytes("0aff"), [0x0a, 0xff]);
     assert!(hex_bytes("xyz1").is_empty());
 }
+
+#[test]
+fn finds_the_container_in_a_cgroup_path() {
+    let id = "4f1d9a7e".repeat(8);
+    for cgroup in [
+        format!("0::/system.slice/docker-{id}.scope\n"),
+        format!("12:memory:/docker/{id}\n0::/\n"),
+        format!("0::/kubepods.slice/kubepods-pod1.slice/cri-containerd-{id}.scope\n"),
+        format!("0::/kubepods/besteffort/pod0b2f/{id}\n"),
+    ] {
+        assert_eq!(container_id_in(&cgroup), Some(id.clone()), "{cgroup}");
+    }
+    assert_eq!(container_id_in("0::/user.slice/session-3.scope\n"), None);
+    assert_eq!(
+        container_id_in("4:memory:/process_api/7e72139267527873\n"),
+        None
+    );
+}
+
+#[test]
+fn exports_kind_links_and_the_container() {
+    let mut root = span("a", "1", None, 5, json!({"process.pid": 7}));
+    root.kind = crate::span::SpanKind::Internal;
+    let mut call = span("a", "2", Some("1"), 4, json!({"process.pid": 7}));
+    call.links.push(crate::span::SpanLink {
+        trace_id: call.trace_id.clone(),
+        span_id: "0".repeat(15) + "9",
+        attributes: json!({"observer.link.reason": "conversation_prefix"})
+            .as_object()
+            .cloned()
+            .unwrap(),
+    });
+    let id = "ab".repeat(32);
+    let containers = HashMap::from([(7, id.clone())]);
+    let request = export_request(&[root, call], "observer", "host", &containers);
+    let resource = &request.resource_spans[0]
+        .resource
+        .as_ref()
+        .unwrap()
+        .attributes;
+    assert_eq!(
+        attribute(resource, "container.id"),
+        Some(&V::StringValue(id))
+    );
+    let spans = &request.resource_spans[0].scope_spans[0].spans;
+    assert_eq!(spans[0].kind, SpanKind::Internal as i32);
+    assert_eq!(spans[1].kind, SpanKind::Client as i32);
+    let link = &spans[1].links[0];
+    assert_eq!(link.span_id, hex_bytes(&("0".repeat(15) + "9")));
+    assert_eq!(
+        attribute(&link.attributes, "observer.link.reason"),
+        Some(&V::StringValue("conversation_prefix".into()))
+    );
+}
+
+#[test]
+fn adds_openinference_attributes_once() {
+    let call = span(
+        "a",
+        "2",
+        None,
+        4,
+        json!({"gen_ai.response.model": "gpt-4o-2024", "llm.provider": "kept"}),
+    );
+    let request = export_request(&[call], "observer", "host", &HashMap::new());
+    let exported = &request.resource_spans[0].scope_spans[0].spans[0].attributes;
+    let text = |s: &str| Some(V::StringValue(s.into()));
+    assert_eq!(
+        attribute(exported, "openinference.span.kind").cloned(),
+        text("LLM")
+    );
+    assert_eq!(
+        attribute(exported, "llm.model_name").cloned(),
+        text("gpt-4o-2024")
+    );
+    assert_eq!(
+        attribute(exported, "llm.token_count.prompt"),
+        Some(&V::IntValue(100))
+    );
+    assert_eq!(
+        attribute(exported, "llm.token_count.completion"),
+        Some(&V::IntValue(20))
+    );
+    assert_eq!(
+        attribute(exported, "llm.token_count.total"),
+        Some(&V::IntValue(120))
+    );
+    let providers = exported
+        .iter()
+        .filter(|kv| kv.key == "llm.provider")
+        .count();
+    assert_eq!(providers, 1, "the span's own attribute wins");
+}

@@ -1,0 +1,531 @@
+//! Every linking rule, and the mistakes it must not make.
+use serde_json::{Value, json};
+
+use super::*;
+use crate::{
+    capture::{ConnKey, TlsLibrary},
+    http::{Body, ExchangeEnd, Headers, Request},
+    llm::{LlmCall, attr, keys},
+    span::SpanKind,
+};
+
+const MS: u64 = 1_000_000;
+const SECOND: u64 = 1_000 * MS;
+
+fn user(text: &str) -> Value {
+    json!({"role": "user", "parts": [{"type": "text", "content": text}]})
+}
+
+fn system(text: &str) -> Value {
+    json!({"role": "system", "parts": [{"type": "text", "content": text}]})
+}
+
+fn assistant(text: &str) -> Value {
+    json!({"role": "assistant", "parts": [{"type": "text", "content": text}], "finish_reason": "stop"})
+}
+
+fn asks_tool(id: &str, name: &str) -> Value {
+    json!({"role": "assistant", "finish_reason": "tool_call", "parts": [
+        {"type": "tool_call", "id": id, "name": name, "arguments": {"city": "Paris"}}]})
+}
+
+fn tool_result(id: &str) -> Value {
+    json!({"role": "tool", "parts": [{"type": "tool_call_response", "id": id, "response": "18C"}]})
+}
+
+/// One call as the link stage receives it.
+#[derive(Clone)]
+struct Call {
+    pid: u32,
+    tid: u32,
+    conn: u64,
+    start: u64,
+    end: u64,
+    input: Vec<Value>,
+    output: Vec<Value>,
+    headers: Vec<(String, String)>,
+    response_id: Option<String>,
+    previous_response_id: Option<String>,
+}
+
+impl Call {
+    fn new(start_ms: u64, input: Vec<Value>, output: Vec<Value>) -> Call {
+        Call {
+            pid: 100,
+            tid: 100,
+            conn: 1,
+            start: 1_000 * SECOND + start_ms * MS,
+            end: 1_000 * SECOND + (start_ms + 100) * MS,
+            input,
+            output,
+            headers: Vec::new(),
+            response_id: None,
+            previous_response_id: None,
+        }
+    }
+
+    fn on(mut self, pid: u32, tid: u32, conn: u64) -> Call {
+        (self.pid, self.tid, self.conn) = (pid, tid, conn);
+        self
+    }
+
+    fn lasting(mut self, ms: u64) -> Call {
+        self.end = self.start + ms * MS;
+        self
+    }
+
+    fn header(mut self, name: &str, value: &str) -> Call {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    fn response(mut self, id: &str) -> Call {
+        self.response_id = Some(id.into());
+        self
+    }
+
+    fn previous(mut self, id: &str) -> Call {
+        self.previous_response_id = Some(id.into());
+        self
+    }
+}
+
+/// Links one call: the spans written (the call's last).
+fn link(linker: &mut Linker, call: &Call) -> Vec<Span> {
+    let exchange = Exchange {
+        conn: ConnKey {
+            pid: call.pid,
+            conn: call.conn,
+        },
+        tid: call.tid,
+        library: TlsLibrary::OpenSsl,
+        request: Request {
+            method: "POST".into(),
+            target: "/v1/chat/completions".into(),
+            headers: Headers(call.headers.clone()),
+            body: Body::default(),
+            ts_start: call.start,
+            ts_end: call.start,
+        },
+        response: None,
+        end: ExchangeEnd::Complete,
+    };
+    let mut llm_call = LlmCall::new("openai", "chat");
+    llm_call.set(attr::INPUT_MESSAGES, call.input.clone());
+    llm_call.set(attr::OUTPUT_MESSAGES, call.output.clone());
+    if let Some(id) = &call.response_id {
+        llm_call.set(attr::RESPONSE_ID, id.as_str());
+    }
+    llm_call.link.previous_response_id = call.previous_response_id.clone();
+    keys::complete(&mut llm_call, &exchange.request.headers);
+    let mut attributes = llm_call.attributes.clone();
+    attributes.insert("process.pid".into(), json!(call.pid));
+    let span = Span {
+        trace_id: String::new(),
+        span_id: String::new(),
+        parent_span_id: None,
+        name: "chat m".into(),
+        kind: SpanKind::Client,
+        start_time_unix_nano: call.start,
+        end_time_unix_nano: call.end,
+        attributes,
+        links: Vec::new(),
+    };
+    linker.link(&exchange, &llm_call.link, span)
+}
+
+/// Links calls in order, returning each call's span.
+fn link_all(linker: &mut Linker, calls: &[Call]) -> Vec<Span> {
+    calls
+        .iter()
+        .map(|call| link(linker, call).pop().unwrap())
+        .collect()
+}
+
+fn reason(span: &Span) -> Option<&str> {
+    span.attribute(REASON).and_then(Value::as_str)
+}
+
+fn link_reasons(span: &Span) -> Vec<&str> {
+    span.links
+        .iter()
+        .filter_map(|l| l.attributes.get(REASON)?.as_str())
+        .collect()
+}
+
+fn roots(spans: &[Span]) -> Vec<&Span> {
+    spans
+        .iter()
+        .filter(|s| s.attribute(attr::OPERATION_NAME) == Some(&json!("invoke_agent")))
+        .collect()
+}
+
+/// A four-turn conversation, each turn sending the history and the last answer.
+fn four_turns(start_ms: u64, topic: &str) -> Vec<Call> {
+    let mut history = vec![user(&format!("{topic} 1"))];
+    let mut calls = Vec::new();
+    for turn in 1..=4 {
+        let answer = assistant(&format!("answer {turn} about {topic}"));
+        calls.push(Call::new(
+            start_ms + turn * 1_000,
+            history.clone(),
+            vec![answer.clone()],
+        ));
+        history.push(answer);
+        history.push(user(&format!("{topic} {}", turn + 1)));
+    }
+    calls
+}
+
+#[test]
+fn a_conversation_is_one_run_under_one_root() {
+    let mut linker = Linker::default();
+    let spans = link_all(&mut linker, &four_turns(0, "weather"));
+    let trace = &spans[0].trace_id;
+    let root_id = spans[0]
+        .parent_span_id
+        .clone()
+        .expect("a run's call has its root as parent");
+    for (turn, span) in spans.iter().enumerate() {
+        assert_eq!(&span.trace_id, trace, "turn {turn}");
+        assert_eq!(span.parent_span_id.as_ref(), Some(&root_id), "turn {turn}");
+    }
+    assert_eq!(reason(&spans[0]), None);
+    for (turn, span) in spans.iter().enumerate().skip(1) {
+        assert_eq!(reason(span), Some("conversation_prefix"));
+        assert_eq!(span.links.len(), 1);
+        assert_eq!(
+            span.links[0].span_id,
+            spans[turn - 1].span_id,
+            "links the turn before"
+        );
+    }
+    let finished = linker.finish();
+    let [root] = roots(&finished)[..] else {
+        panic!("one root expected: {finished:?}")
+    };
+    assert_eq!(root.span_id, root_id);
+    assert_eq!(root.trace_id, *trace);
+    assert_eq!(root.parent_span_id, None);
+    assert_eq!(root.kind, SpanKind::Internal);
+    assert_eq!(root.start_time_unix_nano, spans[0].start_time_unix_nano);
+    assert_eq!(root.end_time_unix_nano, spans[3].end_time_unix_nano);
+    assert_eq!(root.attribute("observer.run.calls"), Some(&json!(4)));
+    assert_eq!(root.attribute("process.pid"), Some(&json!(100)));
+}
+
+#[test]
+fn a_changed_system_prompt_and_another_thread_keep_the_conversation() {
+    let mut linker = Linker::default();
+    let first = Call::new(0, vec![system("v1"), user("hi")], vec![assistant("hello")]);
+    let second = Call::new(
+        1_000,
+        vec![system("v2"), user("hi"), assistant("hello"), user("more")],
+        vec![assistant("sure")],
+    )
+    .on(100, 101, 2);
+    let spans = link_all(&mut linker, &[first, second]);
+    assert_eq!(spans[0].trace_id, spans[1].trace_id);
+    assert_eq!(reason(&spans[1]), Some("conversation_prefix"));
+}
+
+#[test]
+fn a_history_cut_short_still_carries_the_last_answer() {
+    let mut linker = Linker::default();
+    let first = Call::new(
+        0,
+        vec![user("a"), assistant("b"), user("c")],
+        vec![assistant("d")],
+    );
+    // A sliding window dropped the first exchange.
+    let second = Call::new(1_000, vec![user("c"), assistant("d"), user("e")], vec![]);
+    let spans = link_all(&mut linker, &[first, second]);
+    assert_eq!(spans[0].trace_id, spans[1].trace_id);
+    assert_eq!(reason(&spans[1]), Some("conversation_overlap"));
+}
+
+#[test]
+fn previous_response_id_links_even_a_lone_message_on_another_thread() {
+    let mut linker = Linker::default();
+    let first = Call::new(0, vec![user("hi")], vec![assistant("hello")]).response("resp_1");
+    let second = Call::new(1_000, vec![user("and then?")], vec![assistant("x")])
+        .previous("resp_1")
+        .on(100, 7, 9);
+    let spans = link_all(&mut linker, &[first, second]);
+    assert_eq!(spans[0].trace_id, spans[1].trace_id);
+    assert_eq!(reason(&spans[1]), Some("previous_response_id"));
+    assert_eq!(spans[1].links[0].span_id, spans[0].span_id);
+}
+
+#[test]
+fn an_explicit_session_id_links_and_another_one_does_not() {
+    let mut linker = Linker::default();
+    let a1 = Call::new(0, vec![user("one")], vec![assistant("1")]).header("x-session-id", "s-a");
+    let a2 = Call::new(1_000, vec![user("two")], vec![assistant("2")])
+        .header("X-Session-Id", "s-a")
+        .on(100, 5, 5);
+    let b1 = Call::new(2_000, vec![user("three")], vec![]).header("x-session-id", "s-b");
+    let spans = link_all(&mut linker, &[a1, a2, b1]);
+    assert_eq!(spans[0].trace_id, spans[1].trace_id);
+    assert_eq!(reason(&spans[1]), Some("conversation_id"));
+    assert_ne!(spans[2].trace_id, spans[0].trace_id);
+    let roots = linker.finish();
+    assert_eq!(
+        roots[0].attribute(attr::CONVERSATION_ID),
+        Some(&json!("s-a"))
+    );
+}
+
+#[test]
+fn a_tool_round_trip_gets_an_execute_tool_span_covering_the_gap() {
+    let mut linker = Linker::default();
+    let ask = Call::new(
+        0,
+        vec![user("weather in Paris?")],
+        vec![asks_tool("call_1", "get_weather")],
+    );
+    let history = vec![
+        user("weather in Paris?"),
+        asks_tool("call_1", "get_weather"),
+        tool_result("call_1"),
+    ];
+    let answer = Call::new(2_000, history.clone(), vec![assistant("18C in Paris")]);
+    let mut later_history = history;
+    later_history.extend([assistant("18C in Paris"), user("thanks")]);
+    let later = Call::new(5_000, later_history, vec![assistant("welcome")]);
+
+    let first = link(&mut linker, &ask).pop().unwrap();
+    let mut written = link(&mut linker, &answer);
+    let second = written.pop().unwrap();
+    let [tool] = written.as_slice() else {
+        panic!("one execute_tool span expected: {written:?}")
+    };
+    assert_eq!(tool.name, "execute_tool get_weather");
+    assert_eq!(tool.kind, SpanKind::Internal);
+    assert_eq!(tool.trace_id, first.trace_id);
+    assert_eq!(tool.parent_span_id, first.parent_span_id);
+    assert_eq!(
+        tool.attribute("gen_ai.tool.call.id"),
+        Some(&json!("call_1"))
+    );
+    assert_eq!(
+        tool.attribute("gen_ai.tool.name"),
+        Some(&json!("get_weather"))
+    );
+    assert_eq!(tool.start_time_unix_nano, first.end_time_unix_nano);
+    assert_eq!(tool.end_time_unix_nano, second.start_time_unix_nano);
+    assert_eq!(tool.links[0].span_id, first.span_id);
+    assert_eq!(second.trace_id, first.trace_id);
+    // Both the tool answer and the history tie the second call to the first.
+    assert_eq!(reason(&second), Some("conversation_prefix"));
+
+    // The result is in every later request's history: the tool ran once.
+    let written = link(&mut linker, &later);
+    assert_eq!(written.len(), 1, "{written:?}");
+    assert_eq!(written[0].trace_id, first.trace_id);
+}
+
+#[test]
+fn a_tool_answer_alone_links_when_the_history_was_rewritten() {
+    let mut linker = Linker::default();
+    let ask = Call::new(0, vec![user("q")], vec![asks_tool("toolu_9", "search")]);
+    // A framework that re-sends only the tool result.
+    let answer = Call::new(
+        1_000,
+        vec![user("q, rephrased"), tool_result("toolu_9")],
+        vec![],
+    );
+    let first = link(&mut linker, &ask).pop().unwrap();
+    let written = link(&mut linker, &answer);
+    assert_eq!(written.len(), 2);
+    assert_eq!(reason(&written[1]), Some("tool_call"));
+    assert_eq!(written[1].trace_id, first.trace_id);
+}
+
+#[test]
+fn a_traceparent_joins_the_callers_trace_and_makes_no_run() {
+    let mut linker = Linker::default();
+    let call = Call::new(0, vec![user("hi"), assistant("x"), user("y")], vec![]).header(
+        "traceparent",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+    );
+    let span = link(&mut linker, &call).pop().unwrap();
+    assert_eq!(span.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(span.parent_span_id.as_deref(), Some("00f067aa0ba902b7"));
+    assert_eq!(reason(&span), Some("traceparent"));
+    assert!(linker.finish().is_empty(), "no invoke_agent root of ours");
+}
+
+#[test]
+fn a_fresh_conversation_on_the_same_thread_starts_a_new_run() {
+    let mut linker = Linker::default();
+    let mut calls = four_turns(0, "cats");
+    calls.push(Call::new(
+        10_000,
+        vec![system("s"), user("new topic")],
+        vec![],
+    ));
+    let spans = link_all(&mut linker, &calls);
+    assert_ne!(spans[4].trace_id, spans[0].trace_id);
+    assert_eq!(reason(&spans[4]), None);
+    assert!(
+        spans[4].links.is_empty(),
+        "a fresh conversation is not linked"
+    );
+    assert_eq!(roots(&linker.finish()).len(), 2);
+}
+
+#[test]
+fn identical_conversations_on_eight_threads_stay_on_their_threads() {
+    let mut linker = Linker::default();
+    // Every thread asks the same and gets the same answers, all at the same time.
+    let mut calls = Vec::new();
+    for turn in four_turns(0, "same") {
+        for thread in 0..8u32 {
+            calls.push(turn.clone().on(100, 200 + thread, 300 + u64::from(thread)));
+        }
+    }
+    let spans = link_all(&mut linker, &calls);
+    for thread in 0..8usize {
+        let of_thread: Vec<&Span> = spans.iter().skip(thread).step_by(8).collect();
+        assert_eq!(of_thread.len(), 4);
+        assert!(
+            of_thread
+                .iter()
+                .all(|s| s.trace_id == of_thread[0].trace_id)
+        );
+        for other in 0..8usize {
+            if other != thread {
+                assert_ne!(spans[other].trace_id, of_thread[0].trace_id);
+            }
+        }
+    }
+    assert_eq!(roots(&linker.finish()).len(), 8);
+}
+
+#[test]
+fn concurrent_calls_on_one_thread_over_different_connections_stay_apart() {
+    let mut linker = Linker::default();
+    // Twenty identical few-shot requests in flight together on one event loop thread.
+    let prompt = vec![
+        user("classify: a"),
+        assistant("positive"),
+        user("classify: b"),
+    ];
+    let calls: Vec<Call> = (0..20u64)
+        .map(|i| {
+            Call::new(i * 5, prompt.clone(), vec![assistant("negative")])
+                .lasting(500 - i * 10)
+                .on(100, 100, 1_000 + i)
+        })
+        .collect();
+    // They complete in any order.
+    let mut order = calls.clone();
+    order.reverse();
+    let spans = link_all(&mut linker, &order);
+    let traces: std::collections::HashSet<&String> = spans.iter().map(|s| &s.trace_id).collect();
+    assert_eq!(traces.len(), 20, "every stream its own run");
+    assert!(spans.iter().all(|s| s.links.is_empty()), "and no links");
+    assert!(spans.iter().all(|s| reason(s).is_none()));
+}
+
+#[test]
+fn same_thread_and_connection_gives_only_a_link() {
+    let mut linker = Linker::default();
+    let first = Call::new(
+        0,
+        vec![user("a"), assistant("b"), user("c")],
+        vec![assistant("d")],
+    );
+    // Unrelated content, right after, same thread and connection.
+    let second = Call::new(1_000, vec![user("x"), assistant("y"), user("z")], vec![]);
+    // Same, but on another connection.
+    let other_conn =
+        Call::new(2_000, vec![user("p"), assistant("q"), user("r")], vec![]).on(100, 100, 2);
+    // Same thread and connection but after the gap.
+    let late =
+        Call::new(60_000, vec![user("s"), assistant("t"), user("u")], vec![]).on(100, 100, 2);
+    let spans = link_all(&mut linker, &[first, second, other_conn, late]);
+    assert_ne!(
+        spans[1].trace_id, spans[0].trace_id,
+        "not joined: a link only"
+    );
+    assert_eq!(spans[1].parent_span_id.is_some(), true);
+    assert_eq!(link_reasons(&spans[1]), ["same_thread"]);
+    assert_eq!(spans[1].links[0].span_id, spans[0].span_id);
+    assert_eq!(spans[1].links[0].trace_id, spans[0].trace_id);
+    assert!(spans[2].links.is_empty(), "another connection");
+    assert!(spans[3].links.is_empty(), "past the gap");
+}
+
+#[test]
+fn other_processes_never_continue_a_run() {
+    let mut linker = Linker::default();
+    let calls = four_turns(0, "x");
+    let first = link(&mut linker, &calls[0]).pop().unwrap();
+    let elsewhere = link(&mut linker, &calls[1].clone().on(999, 999, 1))
+        .pop()
+        .unwrap();
+    assert_ne!(first.trace_id, elsewhere.trace_id);
+}
+
+#[test]
+fn a_run_closes_when_idle_or_when_its_process_exits() {
+    let mut linker = Linker::new(LinkOptions {
+        run_idle: Duration::from_secs(60),
+        ..LinkOptions::default()
+    });
+    let calls = four_turns(0, "idle");
+    let first = link(&mut linker, &calls[0]).pop().unwrap();
+    let other = link(&mut linker, &calls[0].clone().on(7, 7, 7))
+        .pop()
+        .unwrap();
+    assert!(
+        linker
+            .close_idle(first.end_time_unix_nano + 30 * SECOND)
+            .is_empty()
+    );
+    let closed = linker.close_idle(first.end_time_unix_nano + 61 * SECOND);
+    assert_eq!(closed.len(), 2);
+    assert!(
+        closed
+            .iter()
+            .all(|r| r.attribute("observer.run.close_reason") == Some(&json!("idle")))
+    );
+    // The conversation comes back after the run closed: a new run.
+    let mut late = calls[1].clone();
+    late.start += 120 * SECOND;
+    late.end += 120 * SECOND;
+    let resumed = link(&mut linker, &late).pop().unwrap();
+    assert_ne!(resumed.trace_id, first.trace_id);
+    assert_ne!(resumed.trace_id, other.trace_id);
+
+    let exited = linker.process_exited(100);
+    assert_eq!(roots(&exited).len(), 1);
+    assert_eq!(exited[0].trace_id, resumed.trace_id);
+    assert!(linker.finish().is_empty());
+}
+
+#[test]
+fn too_many_open_runs_close_the_least_recent() {
+    let mut linker = Linker::new(LinkOptions {
+        max_runs: 3,
+        ..LinkOptions::default()
+    });
+    let mut closed = Vec::new();
+    for i in 0..5u64 {
+        let call = Call::new(i * 1_000, vec![user(&format!("fresh {i}"))], vec![]);
+        closed.extend(
+            link(&mut linker, &call)
+                .into_iter()
+                .filter(|s| !s.is_call()),
+        );
+    }
+    assert_eq!(closed.len(), 2);
+    assert!(
+        closed
+            .iter()
+            .all(|r| r.attribute("observer.run.close_reason") == Some(&json!("too_many_runs")))
+    );
+    assert_eq!(linker.finish().len(), 3);
+}

@@ -1,0 +1,435 @@
+//! Prometheus metrics at `GET /metrics`: the OpenTelemetry GenAI client metrics, computed from
+//! the calls' spans, and the observer's own health (what it read, lost, truncated, failed to
+//! parse, attached to, and holds queued).
+use std::sync::Arc;
+
+use axum::{Router, extract::State, http::header, routing::get};
+use prometheus_client::{
+    encoding::{EncodeLabelSet, prometheus_text},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+use serde_json::Value;
+
+use crate::{capture::KernelCounters, span::Span};
+
+/// The GenAI conventions' bucket boundaries for token counts (powers of 4) and durations (s).
+const TOKEN_BUCKETS: [f64; 14] = [
+    1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0,
+    16777216.0, 67108864.0,
+];
+const DURATION_BUCKETS: [f64; 14] = [
+    0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabels {
+    gen_ai_provider_name: String,
+    gen_ai_operation_name: String,
+    gen_ai_request_model: String,
+    /// Empty for a call that succeeded.
+    error_type: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TokenLabels {
+    gen_ai_provider_name: String,
+    gen_ai_operation_name: String,
+    gen_ai_request_model: String,
+    /// "input" or "output".
+    gen_ai_token_type: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SinkLabels {
+    sink: String,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+pub struct Metrics {
+    registry: Registry,
+    token_usage: HistogramFamily<TokenLabels>,
+    duration: HistogramFamily<CallLabels>,
+    time_to_first_chunk: HistogramFamily<CallLabels>,
+    calls: Family<CallLabels, Counter>,
+    events: Counter,
+    bytes: Counter,
+    events_lost: Counter,
+    calls_truncated: Counter,
+    parse_failures: Counter,
+    spans: Counter,
+    attached_targets: Gauge,
+    queue_depth: Family<SinkLabels, Gauge>,
+    spans_dropped: Family<SinkLabels, Counter>,
+}
+
+/// What the pipeline counts of its own work, as totals since start.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PipelineTotals {
+    pub events: u64,
+    pub bytes: u64,
+    pub parse_failures: u64,
+    pub spans: u64,
+}
+
+/// A sink's queue, for the health metrics.
+#[derive(Clone, Copy, Debug)]
+pub struct QueueHealth {
+    pub name: &'static str,
+    pub depth: u64,
+    pub dropped: u64,
+}
+
+fn token_histogram() -> Histogram {
+    Histogram::new(TOKEN_BUCKETS)
+}
+
+fn duration_histogram() -> Histogram {
+    Histogram::new(DURATION_BUCKETS)
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Metrics> {
+        let metrics = Metrics {
+            registry: Registry::default(),
+            token_usage: Family::new_with_constructor(token_histogram),
+            duration: Family::new_with_constructor(duration_histogram),
+            time_to_first_chunk: Family::new_with_constructor(duration_histogram),
+            calls: Family::default(),
+            events: Counter::default(),
+            bytes: Counter::default(),
+            events_lost: Counter::default(),
+            calls_truncated: Counter::default(),
+            parse_failures: Counter::default(),
+            spans: Counter::default(),
+            attached_targets: Gauge::default(),
+            queue_depth: Family::default(),
+            spans_dropped: Family::default(),
+        };
+        let mut registry = Registry::default();
+        registry.register(
+            "gen_ai_client_token_usage",
+            "Tokens per LLM call, by token type (input, output)",
+            metrics.token_usage.clone(),
+        );
+        registry.register(
+            "gen_ai_client_operation_duration_seconds",
+            "Duration of LLM calls, request start to response end",
+            metrics.duration.clone(),
+        );
+        registry.register(
+            "gen_ai_client_operation_time_to_first_chunk_seconds",
+            "Time from the end of the request to the first streamed output",
+            metrics.time_to_first_chunk.clone(),
+        );
+        registry.register(
+            "gen_ai_client_calls",
+            "LLM calls seen; error_type is set on failed ones",
+            metrics.calls.clone(),
+        );
+        registry.register(
+            "observer_events",
+            "Capture events read from the kernel (or a recording)",
+            metrics.events.clone(),
+        );
+        registry.register(
+            "observer_bytes",
+            "Plaintext bytes captured from traced processes",
+            metrics.bytes.clone(),
+        );
+        registry.register(
+            "observer_events_lost",
+            "Events dropped because the kernel ring buffer was full",
+            metrics.events_lost.clone(),
+        );
+        registry.register(
+            "observer_calls_truncated",
+            "TLS reads or writes larger than the per-call capture cap",
+            metrics.calls_truncated.clone(),
+        );
+        registry.register(
+            "observer_parse_failures",
+            "HTTP messages that could not be parsed",
+            metrics.parse_failures.clone(),
+        );
+        registry.register(
+            "observer_spans",
+            "Spans written: calls, and the agent runs and tool executions inferred around them",
+            metrics.spans.clone(),
+        );
+        registry.register(
+            "observer_attached_targets",
+            "TLS library files the probes are attached to",
+            metrics.attached_targets.clone(),
+        );
+        registry.register(
+            "observer_sink_queue_depth",
+            "Spans waiting in a sink's queue",
+            metrics.queue_depth.clone(),
+        );
+        registry.register(
+            "observer_sink_dropped_spans",
+            "Spans a sink dropped because its queue was full",
+            metrics.spans_dropped.clone(),
+        );
+        Arc::new(Metrics {
+            registry,
+            ..metrics
+        })
+    }
+
+    /// Counts one span: calls feed the GenAI metrics, inferred spans only the span total.
+    pub fn record_span(&self, span: &Span) {
+        if !span.is_call() {
+            return;
+        }
+        let text = |key: &str| {
+            span.attribute(key)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let call = CallLabels {
+            gen_ai_provider_name: text("gen_ai.provider.name"),
+            gen_ai_operation_name: text("gen_ai.operation.name"),
+            gen_ai_request_model: text("gen_ai.request.model"),
+            error_type: match span.attribute("error.type") {
+                Some(Value::String(kind)) => kind.clone(),
+                Some(other) => other.to_string(),
+                None => String::new(),
+            },
+        };
+        self.calls.get_or_create(&call).inc();
+        self.duration
+            .get_or_create(&call)
+            .observe(span.duration_ns() as f64 / 1e9);
+        if let Some(seconds) = span
+            .attribute("gen_ai.response.time_to_first_chunk")
+            .and_then(Value::as_f64)
+        {
+            self.time_to_first_chunk
+                .get_or_create(&call)
+                .observe(seconds);
+        }
+        for (kind, key) in [
+            ("input", "gen_ai.usage.input_tokens"),
+            ("output", "gen_ai.usage.output_tokens"),
+        ] {
+            if let Some(tokens) = span.attribute(key).and_then(Value::as_u64) {
+                let labels = TokenLabels {
+                    gen_ai_provider_name: call.gen_ai_provider_name.clone(),
+                    gen_ai_operation_name: call.gen_ai_operation_name.clone(),
+                    gen_ai_request_model: call.gen_ai_request_model.clone(),
+                    gen_ai_token_type: kind.to_owned(),
+                };
+                self.token_usage
+                    .get_or_create(&labels)
+                    .observe(tokens as f64);
+            }
+        }
+    }
+
+    pub fn update_pipeline(&self, totals: PipelineTotals, queues: &[QueueHealth]) {
+        set_total(&self.events, totals.events);
+        set_total(&self.bytes, totals.bytes);
+        set_total(&self.parse_failures, totals.parse_failures);
+        set_total(&self.spans, totals.spans);
+        for queue in queues {
+            let labels = SinkLabels {
+                sink: queue.name.to_owned(),
+            };
+            self.queue_depth
+                .get_or_create(&labels)
+                .set(i64::try_from(queue.depth).unwrap_or(i64::MAX));
+            set_total(&self.spans_dropped.get_or_create(&labels), queue.dropped);
+        }
+    }
+
+    pub fn update_kernel(&self, counters: KernelCounters, attached_targets: usize) {
+        set_total(&self.events_lost, counters.events_lost);
+        set_total(&self.calls_truncated, counters.calls_truncated);
+        self.attached_targets
+            .set(i64::try_from(attached_targets).unwrap_or(i64::MAX));
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_text::encode(&mut text, &self.registry);
+        text
+    }
+}
+
+/// Brings a counter up to a total counted elsewhere (counters only go up).
+fn set_total(counter: &Counter, total: u64) {
+    let current = counter.get();
+    if total > current {
+        counter.inc_by(total - current);
+    }
+}
+
+pub fn router(metrics: Arc<Metrics>) -> Router {
+    Router::new()
+        .route("/metrics", get(scrape))
+        .with_state(metrics)
+}
+
+async fn scrape(State(metrics): State<Arc<Metrics>>) -> impl axum::response::IntoResponse {
+    (
+        [(header::CONTENT_TYPE, prometheus_text::CONTENT_TYPE)],
+        metrics.render(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::span::SpanKind;
+
+    fn call(extra: Value) -> Span {
+        let mut attributes = json!({
+            "gen_ai.provider.name": "openai",
+            "gen_ai.operation.name": "chat",
+            "gen_ai.request.model": "gpt-4o",
+            "gen_ai.usage.input_tokens": 100,
+            "gen_ai.usage.output_tokens": 20,
+            "gen_ai.response.time_to_first_chunk": 0.25,
+        })
+        .as_object()
+        .cloned()
+        .unwrap();
+        attributes.extend(extra.as_object().cloned().unwrap_or_default());
+        Span {
+            trace_id: "1".repeat(32),
+            span_id: "2".repeat(16),
+            parent_span_id: None,
+            name: "chat gpt-4o".into(),
+            kind: SpanKind::Client,
+            start_time_unix_nano: 1_000_000_000,
+            end_time_unix_nano: 2_500_000_000,
+            attributes,
+            links: Vec::new(),
+        }
+    }
+
+    /// The value of one sample line, e.g. `observer_events_total 12`.
+    fn sample(text: &str, line_start: &str) -> f64 {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(line_start))
+            .unwrap_or_else(|| panic!("no `{line_start}` in:\n{text}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    }
+
+    #[test]
+    fn genai_metrics_from_calls() {
+        let metrics = Metrics::new();
+        metrics.record_span(&call(json!({})));
+        metrics.record_span(&call(
+            json!({"error.type": "429", "gen_ai.usage.output_tokens": null}),
+        ));
+        let mut root = call(json!({"gen_ai.operation.name": "invoke_agent"}));
+        root.kind = SpanKind::Internal;
+        metrics.record_span(&root);
+        let text = metrics.render();
+        let ok = r#"gen_ai_provider_name="openai",gen_ai_operation_name="chat",gen_ai_request_model="gpt-4o",error_type="""#;
+        assert_eq!(
+            sample(&text, &format!("gen_ai_client_calls_total{{{ok}}}")),
+            1.0
+        );
+        let failed = ok.replace(r#"error_type="""#, r#"error_type="429""#);
+        assert_eq!(
+            sample(&text, &format!("gen_ai_client_calls_total{{{failed}}}")),
+            1.0
+        );
+        assert!(
+            !text.contains("invoke_agent"),
+            "inferred spans are not calls"
+        );
+        let tokens = r#"gen_ai_provider_name="openai",gen_ai_operation_name="chat",gen_ai_request_model="gpt-4o",gen_ai_token_type"#;
+        assert_eq!(
+            sample(
+                &text,
+                &format!(r#"gen_ai_client_token_usage_sum{{{tokens}="input"}}"#)
+            ),
+            200.0
+        );
+        assert_eq!(
+            sample(
+                &text,
+                &format!(r#"gen_ai_client_token_usage_count{{{tokens}="output"}}"#)
+            ),
+            1.0
+        );
+        assert_eq!(
+            sample(
+                &text,
+                &format!("gen_ai_client_operation_duration_seconds_sum{{{ok}}}")
+            ),
+            1.5
+        );
+        assert_eq!(
+            sample(
+                &text,
+                &format!(r#"gen_ai_client_operation_duration_seconds_bucket{{{ok},le="1.28"}}"#)
+            ),
+            0.0
+        );
+        assert_eq!(
+            sample(
+                &text,
+                &format!("gen_ai_client_operation_time_to_first_chunk_seconds_sum{{{ok}}}")
+            ),
+            0.25
+        );
+    }
+
+    #[test]
+    fn health_totals_only_go_up() {
+        let metrics = Metrics::new();
+        let queue = |depth, dropped| QueueHealth {
+            name: "otlp",
+            depth,
+            dropped,
+        };
+        let totals = PipelineTotals {
+            events: 10,
+            bytes: 4096,
+            parse_failures: 1,
+            spans: 3,
+        };
+        metrics.update_pipeline(totals, &[queue(7, 2)]);
+        metrics.update_pipeline(
+            PipelineTotals {
+                events: 12,
+                ..totals
+            },
+            &[queue(0, 2)],
+        );
+        let counters = KernelCounters {
+            events_lost: 5,
+            calls_truncated: 1,
+            ..KernelCounters::default()
+        };
+        metrics.update_kernel(counters, 3);
+        let text = metrics.render();
+        assert_eq!(sample(&text, "observer_events_total "), 12.0);
+        assert_eq!(sample(&text, "observer_bytes_total "), 4096.0);
+        assert_eq!(sample(&text, "observer_parse_failures_total "), 1.0);
+        assert_eq!(sample(&text, "observer_events_lost_total "), 5.0);
+        assert_eq!(sample(&text, "observer_calls_truncated_total "), 1.0);
+        assert_eq!(sample(&text, "observer_attached_targets "), 3.0);
+        assert_eq!(
+            sample(&text, r#"observer_sink_queue_depth{sink="otlp"}"#),
+            0.0
+        );
+        assert_eq!(
+            sample(&text, r#"observer_sink_dropped_spans_total{sink="otlp"}"#),
+            2.0
+        );
+    }
+}

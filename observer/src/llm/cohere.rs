@@ -8,9 +8,9 @@ use serde_json::{Value, json};
 use super::error::ProviderError;
 use super::exchange::{ApiReader, read_call, record_identity};
 use super::json::{append_str, array_at, object_at, str_at, u64_at};
-use super::openai::{message_parts, tool_definition_of};
+use super::openai::{message_parts, record_chat_messages, record_output_type};
 use super::origin::{is_post, known_host_or_names_model, provider_name, request_path};
-use super::otel::{input_message, output_message, reasoning_part};
+use super::otel::{output_message, reasoning_part};
 use super::params::{record_model, record_numbers, record_stop_sequences, record_stream};
 use super::stream::{Seen, StreamSummary, read_sse};
 use super::usage::Usage;
@@ -70,20 +70,8 @@ impl ApiReader for ChatApi {
         record_stream(call, request);
         record_numbers(call, request, NUMERIC_PARAMS);
         record_stop_sequences(call, request.get("stop_sequences"));
-        let messages = array_at(request, "messages").iter().map(|message| {
-            input_message(str_at(message, "role").unwrap_or("user"), parts(message))
-        });
-        call.set_list(attr::INPUT_MESSAGES, messages.collect());
-        let tools = array_at(request, "tools").iter().map(tool_definition_of);
-        call.set_list(attr::TOOL_DEFINITIONS, tools.collect());
-        let format = request
-            .get("response_format")
-            .and_then(|f| str_at(f, "type"));
-        match format {
-            Some("json_object") => call.set(attr::OUTPUT_TYPE, "json"),
-            Some("text") => call.set(attr::OUTPUT_TYPE, "text"),
-            _ => {}
-        }
+        record_chat_messages(call, request, parts);
+        record_output_type(call, request.get("response_format"));
     }
 
     fn read_json_response(&self, call: &mut LlmCall, response: &Value) {

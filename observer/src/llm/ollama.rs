@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use super::error::ProviderError;
 use super::exchange::{ApiReader, read_call, record_identity};
 use super::json::{array_at, object_at, str_at, u64_at};
-use super::openai::{message_parts, tool_definition_of};
+use super::openai::{message_parts, record_chat_messages};
 use super::origin::{is_post, known_host_or_names_model, provider_name, request_path};
 use super::otel::{input_message, output_message, text_part};
 use super::params::{record_model, record_numbers, record_stop_sequences};
@@ -88,27 +88,17 @@ impl ApiReader for GenerationApi {
         if request.get("format").is_some_and(|f| !f.is_null()) {
             call.set(attr::OUTPUT_TYPE, "json");
         }
-        let messages = match self {
-            GenerationApi::Chat => array_at(request, "messages")
-                .iter()
-                .map(|message| {
-                    input_message(
-                        str_at(message, "role").unwrap_or("user"),
-                        message_parts(message),
-                    )
-                })
-                .collect(),
+        match self {
+            GenerationApi::Chat => record_chat_messages(call, request, message_parts),
             GenerationApi::Generate => {
                 if let Some(system) = str_at(request, "system") {
                     call.set(attr::SYSTEM_INSTRUCTIONS, vec![text_part(system)]);
                 }
                 let prompt = str_at(request, "prompt").unwrap_or_default();
-                vec![input_message("user", vec![text_part(prompt)])]
+                let message = input_message("user", vec![text_part(prompt)]);
+                call.set(attr::INPUT_MESSAGES, vec![message]);
             }
-        };
-        call.set_list(attr::INPUT_MESSAGES, messages);
-        let tools = array_at(request, "tools").iter().map(tool_definition_of);
-        call.set_list(attr::TOOL_DEFINITIONS, tools.collect());
+        }
     }
 
     fn read_json_response(&self, call: &mut LlmCall, response: &Value) {

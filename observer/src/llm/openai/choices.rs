@@ -44,15 +44,7 @@ impl ApiReader for ChoicesApi {
         }
         match self {
             ChoicesApi::Chat => {
-                let messages = array_at(request, "messages").iter().map(|message| {
-                    input_message(
-                        str_at(message, "role").unwrap_or("user"),
-                        message_parts(message),
-                    )
-                });
-                call.set_list(attr::INPUT_MESSAGES, messages.collect());
-                let tools = array_at(request, "tools").iter().map(tool_definition_of);
-                call.set_list(attr::TOOL_DEFINITIONS, tools.collect());
+                record_chat_messages(call, request, message_parts);
                 record_output_type(call, request.get("response_format"));
             }
             ChoicesApi::Legacy => {
@@ -131,6 +123,21 @@ const REASONING_FIELDS: &[&str] = &["reasoning_content", "reasoning", "thinking"
 /// A Chat Completions message (request `messages[]`, response `choices[].message`, or one
 /// reassembled from a stream) as OTel parts. Also read for the APIs that copy its message
 /// shape (Ollama, Cohere).
+/// The Chat Completions request's `messages` (each read into parts by `parts`) and `tools`,
+/// a shape Cohere and Ollama copy.
+pub(crate) fn record_chat_messages(
+    call: &mut LlmCall,
+    request: &Value,
+    parts: fn(&Value) -> Vec<Value>,
+) {
+    let messages = array_at(request, "messages")
+        .iter()
+        .map(|message| input_message(str_at(message, "role").unwrap_or("user"), parts(message)));
+    call.set_list(attr::INPUT_MESSAGES, messages.collect());
+    let tools = array_at(request, "tools").iter().map(tool_definition_of);
+    call.set_list(attr::TOOL_DEFINITIONS, tools.collect());
+}
+
 pub(crate) fn message_parts(message: &Value) -> Vec<Value> {
     let mut parts = Vec::new();
     let reasoning = REASONING_FIELDS

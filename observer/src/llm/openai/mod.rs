@@ -5,7 +5,7 @@ mod embeddings;
 mod other;
 mod responses;
 
-pub(crate) use choices::{message_parts, tool_definition_of};
+pub(crate) use choices::{message_parts, record_chat_messages};
 
 use serde_json::Value;
 
@@ -181,7 +181,7 @@ fn record_usage(call: &mut LlmCall, body: &Value) {
 
 /// `gen_ai.output.type` from a requested response format (`response_format.type`,
 /// Responses' `text.format.type`).
-fn record_output_type(call: &mut LlmCall, format: Option<&Value>) {
+pub(crate) fn record_output_type(call: &mut LlmCall, format: Option<&Value>) {
     let output_type = match format.and_then(|f| f.get("type")).and_then(Value::as_str) {
         Some("text") => "text",
         Some("json_object" | "json_schema") => "json",

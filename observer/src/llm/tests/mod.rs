@@ -1,5 +1,6 @@
 //! Tests through the entry point, [`super::recognise`], with realistic wire bodies.
 mod anthropic;
+mod cohere;
 mod errors;
 mod openai_chat;
 mod openai_other;

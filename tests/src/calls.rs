@@ -713,7 +713,13 @@ mod tests {
             "server.address": "127.0.0.1", "server.port": 8443, "url.path": "/v1/chat/completions",
             "http.request.method": "POST", "http.response.status_code": 200, "process.pid": 42,
             "thread.id": 43, "process.executable.name": "python",
-            "gen_ai.response.time_to_first_chunk": 0.2
+            "gen_ai.response.time_to_first_chunk": 0.2,
+            "gen_ai.response.time_per_output_chunk": 0.1,
+            "observer.stream.output_chunk_count": 3,
+            "openinference.span.kind": "LLM", "llm.model_name": "gpt-4o-2025-01-01",
+            "llm.token_count.prompt": 5, "llm.token_count.completion": 7,
+            "llm.token_count.total": 12, "observer.prompt.fingerprint": "0123456789abcdef",
+            "observer.cost.usd": 0.000083
         }) else {
             unreachable!()
         };

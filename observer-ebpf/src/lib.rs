@@ -37,11 +37,12 @@ pub mod direction {
     pub const INGRESS: u8 = 1;
 }
 
-/// Which TLS library the bytes came from.
 /// Which TLS library the bytes came from: the uprobe's attach cookie.
 pub mod tls_source {
     pub const OPENSSL: u8 = 1;
     pub const GNUTLS: u8 = 2;
+    /// BoringSSL located without symbols (Bun); same calling shape as OpenSSL.
+    pub const BORINGSSL: u8 = 3;
 }
 
 /// Indexes of the per-CPU counters in the `COUNTERS` map.

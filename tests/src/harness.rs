@@ -54,6 +54,17 @@ pub fn python() -> PathBuf {
     path
 }
 
+/// A program installed from npm by `cargo xtask setup` (under target/npm/node_modules).
+pub fn npm_program(relative: &str) -> PathBuf {
+    let path = repo_root().join("target/npm/node_modules").join(relative);
+    assert!(
+        path.is_file(),
+        "{} not found: install the npm test programs with `cargo xtask setup`",
+        path.display()
+    );
+    path
+}
+
 /// The client scripts (tests/clients).
 pub fn clients_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("clients")
@@ -551,6 +562,16 @@ impl TestEnv {
     /// `observer capture --output F --format jsonl [--record R] -- CLIENT...`: runs the client
     /// under the observer to completion. Asserts exit 0 and no leaked key.
     pub fn capture(&self, client: &[String], record: bool) -> ObserverRun {
+        self.capture_with_env(client, record, &[])
+    }
+
+    /// [`TestEnv::capture`] with extra environment variables for the client.
+    pub fn capture_with_env(
+        &self,
+        client: &[String],
+        record: bool,
+        env: &[(&str, &str)],
+    ) -> ObserverRun {
         let record_file = record.then(|| self.dir().join("capture.rec"));
         let mut extra: Vec<String> = Vec::new();
         if let Some(r) = &record_file {
@@ -559,7 +580,8 @@ impl TestEnv {
         extra.push("--".to_owned());
         extra.extend(client.iter().cloned());
         let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
-        let (command, output) = self.observer(&[], &extra);
+        let (mut command, output) = self.observer(&[], &extra);
+        command.envs(env.iter().copied());
         let mut proc = Proc::spawn("observer capture -- client", command);
         let status = proc.wait(COMMAND_TIMEOUT);
         let run = ObserverRun::collect(&proc, status, &output, record_file);

@@ -21,8 +21,20 @@ impl TestEnv {
     /// With `OBSERVER_SAVE_FIXTURES=DIR` the run is recorded and, once it passed, its recording
     /// and what the client saw are saved under DIR for the replay tests (`tests/fixtures`).
     pub fn check_client(&self, script: &str, scenarios: &[&str], record: bool) -> ObserverRun {
+        self.check_command(script, &self.client(script, scenarios), scenarios, record)
+    }
+
+    /// Like [`TestEnv::check_client`], for any client command (`argv` ends with the scenarios)
+    /// that prints the same call records; `script` names it in messages and fixtures.
+    pub fn check_command(
+        &self,
+        script: &str,
+        argv: &[String],
+        scenarios: &[&str],
+        record: bool,
+    ) -> ObserverRun {
         let save_to = std::env::var_os("OBSERVER_SAVE_FIXTURES").map(std::path::PathBuf::from);
-        let run = self.capture(&self.client(script, scenarios), record || save_to.is_some());
+        let run = self.capture(argv, record || save_to.is_some());
         let expected: usize = scenarios
             .iter()
             .map(|s| {

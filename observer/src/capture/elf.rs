@@ -56,6 +56,11 @@ pub const TLS_FUNCTIONS: &[TlsFunction] = &[
     end(TlsLibrary::GnuTls, "gnutls_deinit"),
 ];
 
+/// BoringSSL's read and write, at offsets found by code signature (see `boringssl`): same
+/// calling shape as OpenSSL's, so the same programs.
+pub const BORINGSSL_READ: TlsFunction = io(TlsLibrary::BoringSsl, "SSL_read", "ssl_read");
+pub const BORINGSSL_WRITE: TlsFunction = io(TlsLibrary::BoringSsl, "SSL_write", "ssl_write");
+
 /// File offsets of the `functions` that `path` defines (dynamic or static symbol table).
 /// Empty when the file is not ELF or defines none of them.
 pub fn find_functions(
@@ -92,7 +97,10 @@ pub fn find_functions(
 }
 
 /// Where virtual address `address` lives in the file, through the loadable segments.
-fn file_offset<'a, R: object::ReadRef<'a>>(elf: &object::File<'a, R>, address: u64) -> Option<u64> {
+pub(super) fn file_offset<'a, R: object::ReadRef<'a>>(
+    elf: &object::File<'a, R>,
+    address: u64,
+) -> Option<u64> {
     elf.segments().find_map(|segment| {
         let (offset, size) = segment.file_range();
         let start = segment.address();

@@ -3,6 +3,7 @@
 //!
 //! Two threads: one drains the ring buffer (short timer plus wakeups past a fill threshold),
 //! one discovers and attaches to new TLS libraries (at exec, and by periodic rescans).
+mod boringssl;
 mod decode;
 mod discover;
 mod elf;

@@ -14,6 +14,7 @@ use aya::{
 use observer_ebpf::{config, counter};
 
 use super::{
+    boringssl::{Locator, Verdict},
     discover::FileId,
     elf::{self, TLS_FUNCTIONS},
 };
@@ -40,6 +41,7 @@ pub struct Probes {
     ebpf: Ebpf,
     judged: HashSet<FileId>,
     attached_files: usize,
+    boringssl: Locator,
 }
 
 /// Maps that user space reads or writes while capturing.
@@ -90,6 +92,7 @@ impl Probes {
                 ebpf,
                 judged: HashSet::new(),
                 attached_files: 0,
+                boringssl: Locator::default(),
             },
             events,
             maps,
@@ -100,15 +103,43 @@ impl Probes {
         self.attached_files
     }
 
-    /// Attaches to `path` if it defines TLS functions. Each file (by inode) is looked at once.
+    /// Attaches to `path` if it defines TLS functions, by symbol or (BoringSSL without symbols)
+    /// by code signature. Each file (by inode) is looked at once.
     /// Returns how many functions were attached.
     pub fn consider(&mut self, id: FileId, path: &Path) -> Result<usize> {
         if self.judged.contains(&id) {
             return Ok(0);
         }
         // On an error the file stays unjudged: a later sighting (another path to it) tries again.
-        let functions = elf::find_functions(path, TLS_FUNCTIONS)
+        let mut functions = elf::find_functions(path, TLS_FUNCTIONS)
             .with_context(|| format!("reading {}", path.display()))?;
+        let mut method = "by symbol".to_owned();
+        if !functions.iter().any(|(f, _)| f.moves_data()) {
+            match self
+                .boringssl
+                .locate(path)
+                .with_context(|| format!("reading {}", path.display()))?
+            {
+                Verdict::Absent => {}
+                Verdict::Located {
+                    read_offset,
+                    write_offset,
+                    evidence,
+                } => {
+                    functions = vec![
+                        (elf::BORINGSSL_READ, read_offset),
+                        (elf::BORINGSSL_WRITE, write_offset),
+                    ];
+                    method = format!("without symbols, by code signature: {evidence}");
+                }
+                Verdict::Refused(why) => log::warn!(
+                    "{} embeds BoringSSL, but its SSL_read/SSL_write could not be identified \
+                     with certainty ({why}); not attaching, so its TLS traffic will not be \
+                     seen. Please report this build (its version and `file` output).",
+                    path.display()
+                ),
+            }
+        }
         if functions.iter().any(|(f, _)| f.moves_data()) {
             self.attach_all(path, &functions)?;
         }
@@ -118,12 +149,12 @@ impl Probes {
         }
         self.attached_files += 1;
         log::info!(
-            "attached {} probes to {} ({})",
+            "attached {} probes to {} ({}), found {method}",
             functions[0].0.library.as_str(),
             path.display(),
             functions
                 .iter()
-                .map(|(f, _)| f.symbol)
+                .map(|(f, offset)| format!("{} at file offset {offset:#x}", f.symbol))
                 .collect::<Vec<_>>()
                 .join(", ")
         );

@@ -26,6 +26,7 @@ pub enum Direction {
 pub enum TlsLibrary {
     OpenSsl = observer_ebpf::tls_source::OPENSSL,
     GnuTls = observer_ebpf::tls_source::GNUTLS,
+    BoringSsl = observer_ebpf::tls_source::BORINGSSL,
 }
 
 impl TlsLibrary {
@@ -33,13 +34,18 @@ impl TlsLibrary {
         match self {
             TlsLibrary::OpenSsl => "openssl",
             TlsLibrary::GnuTls => "gnutls",
+            TlsLibrary::BoringSsl => "boringssl",
         }
     }
 
     pub fn from_source(source: u8) -> Option<TlsLibrary> {
-        [TlsLibrary::OpenSsl, TlsLibrary::GnuTls]
-            .into_iter()
-            .find(|l| *l as u8 == source)
+        [
+            TlsLibrary::OpenSsl,
+            TlsLibrary::GnuTls,
+            TlsLibrary::BoringSsl,
+        ]
+        .into_iter()
+        .find(|l| *l as u8 == source)
     }
 }
 

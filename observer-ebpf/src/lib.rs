@@ -43,6 +43,8 @@ pub mod tls_source {
     pub const GNUTLS: u8 = 2;
     /// BoringSSL located without symbols (Bun); same calling shape as OpenSSL.
     pub const BORINGSSL: u8 = 3;
+    /// rustls, attached by demangled symbol name (`rustls.rs`).
+    pub const RUSTLS: u8 = 5;
 }
 
 /// Indexes of the per-CPU counters in the `COUNTERS` map.

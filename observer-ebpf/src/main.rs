@@ -6,6 +6,9 @@
 fn main() {}
 
 #[cfg(target_arch = "bpf")]
+mod rustls;
+
+#[cfg(target_arch = "bpf")]
 mod probes {
     use aya_ebpf::{
         EbpfContext as _,
@@ -59,24 +62,24 @@ mod probes {
 
     #[repr(C)]
     #[derive(Clone, Copy)]
-    struct ActiveCall {
-        conn: u64,
-        buf: u64,
+    pub(crate) struct ActiveCall {
+        pub(crate) conn: u64,
+        pub(crate) buf: u64,
         /// `_ex` forms: where the library stores the byte count; 0 for the plain forms.
-        count_ptr: u64,
-        dir: u8,
+        pub(crate) count_ptr: u64,
+        pub(crate) dir: u8,
         /// `tls_source`, from the attach cookie.
-        source: u8,
-        _pad: [u8; 6],
+        pub(crate) source: u8,
+        pub(crate) _pad: [u8; 6],
     }
 
-    fn bump(index: u32, by: u64) {
+    pub(crate) fn bump(index: u32, by: u64) {
         if let Some(slot) = COUNTERS.get_ptr_mut(index) {
             unsafe { *slot += by };
         }
     }
 
-    fn traced(tgid: u32) -> bool {
+    pub(crate) fn traced(tgid: u32) -> bool {
         match CONFIG.get(config::FILTER_PIDS) {
             Some(&1) => unsafe { WATCHED_PIDS.get(&tgid) }.is_some(),
             _ => true,
@@ -172,7 +175,7 @@ mod probes {
     #[map]
     static EMISSION: PerCpuArray<Emission> = PerCpuArray::with_max_entries(1, 0);
 
-    fn emit_data(pid_tgid: u64, call: &ActiveCall, len: u64) {
+    pub(crate) fn emit_data(pid_tgid: u64, call: &ActiveCall, len: u64) {
         let key = StreamKey {
             conn: call.conn,
             pid: (pid_tgid >> 32) as u32,

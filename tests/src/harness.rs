@@ -73,12 +73,17 @@ pub fn clients_dir() -> PathBuf {
 /// The mock server binary, which cargo builds next to the integration tests
 /// (target/<profile>/llm-mock-server; the tests run from target/<profile>/deps/).
 fn mock_server_bin() -> PathBuf {
+    built_program("llm-mock-server", "cargo builds it with the tests")
+}
+
+/// A binary of this workspace in the tests' target directory (target/<profile>/NAME).
+pub fn built_program(name: &str, how: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     exe.parent()
         .and_then(Path::parent)
-        .map(|dir| dir.join("llm-mock-server"))
+        .map(|dir| dir.join(name))
         .filter(|p| p.is_file())
-        .unwrap_or_else(|| panic!("llm-mock-server not found next to {}", exe.display()))
+        .unwrap_or_else(|| panic!("{name} not found next to {} ({how})", exe.display()))
 }
 
 /// These are eBPF tests: they attach uprobes, which needs root.

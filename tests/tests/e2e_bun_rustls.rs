@@ -1,9 +1,9 @@
-//! TLS stacks without symbols to attach to: Bun (and the Bun-compiled Claude Code CLI), whose
-//! BoringSSL is found by code signature.
+//! TLS stacks without OpenSSL's exported functions: Bun (and the Bun-compiled Claude Code CLI),
+//! whose stripped BoringSSL is found by code signature, and rustls, found by Rust symbol name.
 
 use observer_e2e::{
     TestEnv,
-    harness::{clients_dir, npm_program},
+    harness::{built_program, clients_dir, npm_program},
 };
 use serde_json::Value;
 
@@ -139,5 +139,44 @@ fn assert_located_by_signature(stderr: &str, exe: &str) {
                 && l.contains("without symbols, by code signature")
                 && l.contains("cross-checked")),
         "no log line saying how {exe}'s BoringSSL was found:\n{stderr}"
+    );
+}
+
+/// reqwest over rustls, a Rust client with symbols (tests/rustls-client): OpenAI and Anthropic
+/// calls, JSON and streamed, on one kept-alive connection. hyper hands rustls vectored writes
+/// (headers and body as separate chunks), so the probes' chunk walk is exercised too.
+#[test]
+fn reqwest_over_rustls_with_symbols() {
+    let env = TestEnv::new();
+    let scenarios = [
+        "chat_json",
+        "chat_stream",
+        "messages_json",
+        "messages_stream",
+    ];
+    let client = built_program(
+        "rustls-client",
+        "build it first: cargo build --release -p rustls-client (cargo xtask test does)",
+    );
+    let mut argv = vec![client.display().to_string()];
+    argv.extend(scenarios.iter().map(|s| s.to_string()));
+    let run = env.check_command("rustls-client", &argv, &scenarios, false);
+    assert_eq!(run.spans.len(), scenarios.len(), "{:?}", run.spans);
+    for span in &run.spans {
+        assert_eq!(span.str("observer.tls.library"), Some("rustls"), "{span:?}");
+    }
+    let conns = env.connections(&run.calls);
+    assert!(
+        conns[0].is_some() && conns.iter().all(|c| *c == conns[0]),
+        "test setup: reqwest was meant to reuse one connection, server saw {conns:?}"
+    );
+    assert!(
+        run.stderr
+            .lines()
+            .any(|l| l.contains("attached rustls probes to")
+                && l.contains("rustls-client")
+                && l.contains("found by symbol")),
+        "no log line about rustls-client's rustls:\n{}",
+        run.stderr
     );
 }

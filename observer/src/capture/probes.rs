@@ -29,6 +29,9 @@ const UPROBE_PROGRAMS: &[&str] = &[
     "ssl_read_ex",
     "ssl_return",
     "ssl_free",
+    "rustls_send",
+    "rustls_send_return",
+    "rustls_receive",
 ];
 const TRACEPOINTS: &[(&str, &str, &str)] = &[
     ("process_fork", "sched", "sched_process_fork"),
@@ -42,6 +45,7 @@ pub struct Probes {
     judged: HashSet<FileId>,
     attached_files: usize,
     boringssl: Locator,
+    own_executable: Option<FileId>,
 }
 
 /// Maps that user space reads or writes while capturing.
@@ -93,6 +97,7 @@ impl Probes {
                 judged: HashSet::new(),
                 attached_files: 0,
                 boringssl: Locator::default(),
+                own_executable: FileId::of(Path::new("/proc/self/exe")),
             },
             events,
             maps,
@@ -107,14 +112,15 @@ impl Probes {
     /// by code signature. Each file (by inode) is looked at once.
     /// Returns how many functions were attached.
     pub fn consider(&mut self, id: FileId, path: &Path) -> Result<usize> {
-        if self.judged.contains(&id) {
+        if self.judged.contains(&id) || Some(id) == self.own_executable {
+            // The observer's own TLS (OTLP export over rustls) is not observed.
             return Ok(0);
         }
         // On an error the file stays unjudged: a later sighting (another path to it) tries again.
         let mut functions = elf::find_functions(path, TLS_FUNCTIONS)
             .with_context(|| format!("reading {}", path.display()))?;
         let mut method = "by symbol".to_owned();
-        if !functions.iter().any(|(f, _)| f.moves_data()) {
+        if !functions.iter().any(|(f, _)| f.moves_data) {
             match self
                 .boringssl
                 .locate(path)
@@ -140,7 +146,7 @@ impl Probes {
                 ),
             }
         }
-        if functions.iter().any(|(f, _)| f.moves_data()) {
+        if functions.iter().any(|(f, _)| f.moves_data) {
             self.attach_all(path, &functions)?;
         }
         self.judged.insert(id);
@@ -152,11 +158,7 @@ impl Probes {
             "attached {} probes to {} ({}), found {method}",
             functions[0].0.library.as_str(),
             path.display(),
-            functions
-                .iter()
-                .map(|(f, offset)| format!("{} at file offset {offset:#x}", f.symbol))
-                .collect::<Vec<_>>()
-                .join(", ")
+            describe_offsets(&functions)
         );
         Ok(functions.len())
     }
@@ -238,6 +240,27 @@ impl SharedMaps {
             read_faults: sum(counter::READ_FAULTS),
         }
     }
+}
+
+/// "SSL_read at file offset 0x…, …"; a function with several copies is counted, not listed.
+fn describe_offsets(functions: &[(elf::TlsFunction, u64)]) -> String {
+    let mut seen: Vec<(&str, Vec<u64>)> = Vec::new();
+    for (function, offset) in functions {
+        match seen
+            .iter_mut()
+            .find(|(symbol, _)| *symbol == function.symbol)
+        {
+            Some((_, offsets)) => offsets.push(*offset),
+            None => seen.push((function.symbol, vec![*offset])),
+        }
+    }
+    seen.iter()
+        .map(|(symbol, offsets)| match offsets.as_slice() {
+            [one] => format!("{symbol} at file offset {one:#x}"),
+            many => format!("{symbol} ({} copies)", many.len()),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::programs::Program> {

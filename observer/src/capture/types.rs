@@ -27,6 +27,7 @@ pub enum TlsLibrary {
     OpenSsl = observer_ebpf::tls_source::OPENSSL,
     GnuTls = observer_ebpf::tls_source::GNUTLS,
     BoringSsl = observer_ebpf::tls_source::BORINGSSL,
+    Rustls = observer_ebpf::tls_source::RUSTLS,
 }
 
 impl TlsLibrary {
@@ -35,6 +36,7 @@ impl TlsLibrary {
             TlsLibrary::OpenSsl => "openssl",
             TlsLibrary::GnuTls => "gnutls",
             TlsLibrary::BoringSsl => "boringssl",
+            TlsLibrary::Rustls => "rustls",
         }
     }
 
@@ -43,6 +45,7 @@ impl TlsLibrary {
             TlsLibrary::OpenSsl,
             TlsLibrary::GnuTls,
             TlsLibrary::BoringSsl,
+            TlsLibrary::Rustls,
         ]
         .into_iter()
         .find(|l| *l as u8 == source)

@@ -90,12 +90,14 @@ pub fn find_functions(
         return Ok(Vec::new());
     };
     let mut found = Vec::new();
+    let mut rustls_0_23 = false;
     for symbol in elf.dynamic_symbols().chain(elf.symbols()) {
         if !symbol.is_definition() || symbol.address() == 0 {
             continue;
         }
         let Ok(name) = symbol.name() else { continue };
         let name = plain_name(name);
+        rustls_0_23 |= name.starts_with(RUSTLS_OUTBOUND_CHUNKS);
         let Some(function) = functions.iter().find(|f| f.symbol == name) else {
             continue;
         };
@@ -111,8 +113,19 @@ pub fn find_functions(
             found.push((*function, offset));
         }
     }
+    if !rustls_0_23 && found.iter().any(|(f, _)| f.library == TlsLibrary::Rustls) {
+        log::info!(
+            "{}: its rustls predates the OutboundChunks layout the probes read (0.23); not attached",
+            path.display()
+        );
+        found.retain(|(f, _)| f.library != TlsLibrary::Rustls);
+    }
     Ok(found)
 }
+
+/// rustls 0.23 and later hand `buffer_plaintext` an `OutboundChunks`; earlier versions a plain
+/// slice, which the probes would misread. Its methods' symbols tell the versions apart.
+const RUSTLS_OUTBOUND_CHUNKS: &str = "rustls::msgs::message::outbound::OutboundChunks::";
 
 /// The name a symbol is matched by: versioned names (`SSL_read@@OPENSSL_3.0.0`) by their plain
 /// name, mangled Rust names of rustls by their demangled path without the hash.

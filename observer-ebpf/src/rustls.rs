@@ -36,13 +36,18 @@ struct PendingSend {
 #[map]
 static RUSTLS_SENDS: LruHashMap<u64, PendingSend> = LruHashMap::with_max_entries(16384, 0);
 
-#[uprobe]
-pub fn rustls_send(ctx: ProbeContext) -> u32 {
+/// At entry of either method, for a traced thread: (pid_tgid, `self`, the argument by reference).
+fn session_and_payload(ctx: &ProbeContext) -> Option<(u64, u64, u64)> {
     let pid_tgid = bpf_get_current_pid_tgid();
     if !traced((pid_tgid >> 32) as u32) {
-        return 0;
+        return None;
     }
-    let (Some(conn), Some(payload)) = (ctx.arg::<u64>(0), ctx.arg::<u64>(1)) else {
+    Some((pid_tgid, ctx.arg::<u64>(0)?, ctx.arg::<u64>(1)?))
+}
+
+#[uprobe]
+pub fn rustls_send(ctx: ProbeContext) -> u32 {
+    let Some((pid_tgid, conn, payload)) = session_and_payload(&ctx) else {
         return 0;
     };
     let Ok(payload) = (unsafe { bpf_probe_read_user(payload as *const [u64; 4]) }) else {
@@ -107,11 +112,7 @@ pub fn rustls_send_return(ctx: RetProbeContext) -> u32 {
 
 #[uprobe]
 pub fn rustls_receive(ctx: ProbeContext) -> u32 {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    if !traced((pid_tgid >> 32) as u32) {
-        return 0;
-    }
-    let (Some(conn), Some(payload)) = (ctx.arg::<u64>(0), ctx.arg::<u64>(1)) else {
+    let Some((pid_tgid, conn, payload)) = session_and_payload(&ctx) else {
         return 0;
     };
     let Ok([_, ptr, len]) = (unsafe { bpf_probe_read_user(payload as *const [u64; 3]) }) else {

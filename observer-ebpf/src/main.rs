@@ -9,6 +9,9 @@ fn main() {}
 mod go_tls;
 
 #[cfg(target_arch = "bpf")]
+mod rustls;
+
+#[cfg(target_arch = "bpf")]
 mod syscalls;
 
 #[cfg(target_arch = "bpf")]

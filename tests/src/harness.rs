@@ -69,6 +69,17 @@ pub fn phoenix() -> PathBuf {
     path
 }
 
+/// A program installed from npm by `cargo xtask setup` (under target/npm/node_modules).
+pub fn npm_program(relative: &str) -> PathBuf {
+    let path = repo_root().join("target/npm/node_modules").join(relative);
+    assert!(
+        path.is_file(),
+        "{} not found: install the npm test programs with `cargo xtask setup`",
+        path.display()
+    );
+    path
+}
+
 /// `GET path` on 127.0.0.1:port over HTTP/1.0: the status and body, None when nothing answers.
 pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     use std::io::Write as _;
@@ -105,12 +116,17 @@ pub fn clients_dir() -> PathBuf {
 /// The mock server binary, which cargo builds next to the integration tests
 /// (target/<profile>/llm-mock-server; the tests run from target/<profile>/deps/).
 fn mock_server_bin() -> PathBuf {
+    built_program("llm-mock-server", "cargo builds it with the tests")
+}
+
+/// A binary of this workspace in the tests' target directory (target/<profile>/NAME).
+pub fn built_program(name: &str, how: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     exe.parent()
         .and_then(Path::parent)
-        .map(|dir| dir.join("llm-mock-server"))
+        .map(|dir| dir.join(name))
         .filter(|p| p.is_file())
-        .unwrap_or_else(|| panic!("llm-mock-server not found next to {}", exe.display()))
+        .unwrap_or_else(|| panic!("{name} not found next to {} ({how})", exe.display()))
 }
 
 /// These are eBPF tests: they attach uprobes, which needs root.
@@ -633,11 +649,18 @@ impl TestEnv {
     /// `observer capture --output F --format jsonl [--record R] -- CLIENT...`: runs the client
     /// under the observer to completion. Asserts exit 0 and no leaked key.
     pub fn capture(&self, client: &[String], record: bool) -> ObserverRun {
-        self.capture_with(&[], client, record)
+        self.capture_with(&[], &[], client, record)
     }
 
-    /// As [`TestEnv::capture`], with more arguments for `observer capture` (e.g. an OTLP endpoint).
-    pub fn capture_with(&self, args: &[&str], client: &[String], record: bool) -> ObserverRun {
+    /// As [`TestEnv::capture`], with more arguments for `observer capture` (e.g. an OTLP
+    /// endpoint) and more environment variables for it and the client.
+    pub fn capture_with(
+        &self,
+        args: &[&str],
+        env: &[(&str, &str)],
+        client: &[String],
+        record: bool,
+    ) -> ObserverRun {
         let record_file = record.then(|| self.dir().join("capture.rec"));
         let mut extra: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         if let Some(r) = &record_file {
@@ -646,7 +669,8 @@ impl TestEnv {
         extra.push("--".to_owned());
         extra.extend(client.iter().cloned());
         let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
-        let (command, output) = self.observer(&[], &extra);
+        let (mut command, output) = self.observer(&[], &extra);
+        command.envs(env.iter().copied());
         let mut proc = Proc::spawn("observer capture -- client", command);
         let status = proc.wait(COMMAND_TIMEOUT);
         let run = ObserverRun::collect(&proc, status, &output, record_file);

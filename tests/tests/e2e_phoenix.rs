@@ -74,6 +74,7 @@ fn spans_arrive_in_phoenix_as_llm_spans_with_model_and_tokens() {
     let endpoint = format!("http://127.0.0.1:{}", phoenix.port);
     let run = env.capture_with(
         &["--otlp-endpoint", &endpoint],
+        &[],
         &env.client("linking_calls.py", &["conversation", "tool_round_trip"]),
         false,
     );

@@ -13,6 +13,9 @@ use clap::{Parser, Subcommand};
 /// The toolchain in rust-toolchain.toml; bpf-linker is built against its LLVM.
 const TOOLCHAIN: &str = "1.95.0";
 const BPF_LINKER_VERSION: &str = "0.13.0";
+/// Programs from npm the end-to-end tests run: Bun and the Claude Code CLI (a Bun-compiled
+/// executable), both with BoringSSL and no symbols. Installed under target/npm.
+const NPM_TEST_PROGRAMS: &[&str] = &["bun@1.4.5", "@anthropic-ai/claude-code@2.1.197"];
 
 #[derive(Parser)]
 #[command(about = "Project tasks for the LLM call observer")]
@@ -23,7 +26,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Install what the build needs (rust-src, bpf-linker) if missing.
+    /// Install what the build and the tests need (rust-src, bpf-linker, npm test programs)
+    /// if missing.
     Setup,
     /// Set up, build, and run `observer capture` with the given arguments (needs root).
     Capture {
@@ -41,7 +45,10 @@ enum Task {
 fn main() -> Result<()> {
     let root = workspace_root()?;
     match Cli::parse().task {
-        Task::Setup => setup(),
+        Task::Setup => {
+            setup()?;
+            npm_programs(&root)
+        }
         Task::Capture { args } => {
             setup()?;
             build(&root)?;
@@ -56,6 +63,7 @@ fn main() -> Result<()> {
             setup()?;
             python_env(&root)?;
             go_toolchain()?;
+            npm_programs(&root)?;
             build(&root)?;
             step("running the tests (unit, replay, eBPF end-to-end)");
             let mut cargo = Command::new("cargo");
@@ -220,6 +228,35 @@ fn go_toolchain() -> Result<()> {
     run(Command::new("apt-get")
         .args(["install", "-y", "-qq", "golang-go"])
         .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+/// The npm programs the end-to-end tests run, in target/npm (install scripts are not needed:
+/// the packages ship their executables).
+fn npm_programs(root: &Path) -> Result<()> {
+    let prefix = root.join("target/npm");
+    let stamp = prefix.join(".installed");
+    let wanted = NPM_TEST_PROGRAMS.join("\n");
+    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str()) {
+        return Ok(());
+    }
+    step(&format!(
+        "installing the npm test programs into target/npm ({})",
+        NPM_TEST_PROGRAMS.join(", ")
+    ));
+    std::fs::create_dir_all(&prefix)?;
+    run(Command::new("npm")
+        .args([
+            "install",
+            "--no-audit",
+            "--no-fund",
+            "--ignore-scripts",
+            "--save-exact",
+            "--prefix",
+        ])
+        .arg(&prefix)
+        .args(NPM_TEST_PROGRAMS))?;
+    std::fs::write(&stamp, wanted)?;
+    Ok(())
 }
 
 /// Runs `cargo test`, echoing its output, and ends with one line adding up every test binary's

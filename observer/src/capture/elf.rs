@@ -14,14 +14,11 @@ pub struct TlsFunction {
     pub entry_program: &'static str,
     /// The return probe, if the call's result is needed.
     pub return_program: Option<&'static str>,
+    /// Reads or writes application data (as opposed to ending a session).
+    pub moves_data: bool,
 }
 
 impl TlsFunction {
-    /// Reads or writes application data (as opposed to ending a session).
-    pub fn moves_data(&self) -> bool {
-        self.return_program.is_some()
-    }
-
     /// Its probes, for the function found at file offset `offset`.
     pub fn attach_points(&self, offset: u64) -> impl Iterator<Item = AttachPoint> + '_ {
         std::iter::once(self.entry_program)
@@ -52,6 +49,7 @@ const fn io(library: TlsLibrary, symbol: &'static str, entry_program: &'static s
         symbol,
         entry_program,
         return_program: Some("ssl_return"),
+        moves_data: true,
     }
 }
 
@@ -61,6 +59,7 @@ const fn end(library: TlsLibrary, symbol: &'static str) -> TlsFunction {
         symbol,
         entry_program: "ssl_free",
         return_program: None,
+        moves_data: false,
     }
 }
 
@@ -77,7 +76,32 @@ pub const TLS_FUNCTIONS: &[TlsFunction] = &[
     io(TlsLibrary::GnuTls, "gnutls_record_send", "ssl_write"),
     io(TlsLibrary::GnuTls, "gnutls_record_recv", "ssl_read"),
     end(TlsLibrary::GnuTls, "gnutls_deinit"),
+    // rustls, by demangled name (needs symbols; see observer-ebpf/src/rustls.rs). Both data
+    // functions take the session's CommonState, which names the connection; its drop ends it.
+    TlsFunction {
+        library: TlsLibrary::Rustls,
+        symbol: "rustls::common_state::CommonState::buffer_plaintext",
+        entry_program: "rustls_send",
+        return_program: Some("rustls_send_return"),
+        moves_data: true,
+    },
+    TlsFunction {
+        library: TlsLibrary::Rustls,
+        symbol: "rustls::common_state::CommonState::take_received_plaintext",
+        entry_program: "rustls_receive",
+        return_program: None,
+        moves_data: true,
+    },
+    end(
+        TlsLibrary::Rustls,
+        "core::ptr::drop_in_place<rustls::common_state::CommonState>",
+    ),
 ];
+
+/// BoringSSL's read and write, at offsets found by code signature (see `boringssl`): same
+/// calling shape as OpenSSL's, so the same programs.
+pub const BORINGSSL_READ: TlsFunction = io(TlsLibrary::BoringSsl, "SSL_read", "ssl_read");
+pub const BORINGSSL_WRITE: TlsFunction = io(TlsLibrary::BoringSsl, "SSL_write", "ssl_write");
 
 /// File offsets of the `functions` that `path` defines (dynamic or static symbol table).
 /// Empty when the file is not ELF or defines none of them.
@@ -91,27 +115,50 @@ pub fn find_functions(
         return Ok(Vec::new());
     };
     let mut found = Vec::new();
+    let mut rustls_0_23 = false;
     for symbol in elf.dynamic_symbols().chain(elf.symbols()) {
         if !symbol.is_definition() || symbol.address() == 0 {
             continue;
         }
         let Ok(name) = symbol.name() else { continue };
-        // Versioned names (`SSL_read@@OPENSSL_3.0.0`) attach by their plain name.
-        let name = name.split('@').next().unwrap_or(name);
+        let name = plain_name(name);
+        rustls_0_23 |= name.starts_with(RUSTLS_OUTBOUND_CHUNKS);
         let Some(function) = functions.iter().find(|f| f.symbol == name) else {
             continue;
         };
-        if found
-            .iter()
-            .any(|(f, _): &(TlsFunction, u64)| f.symbol == function.symbol)
-        {
+        // A symbol can be in both tables; a Rust function can have several copies (two rustls
+        // versions, or drop glue instantiated per crate): each address is attached once.
+        let Some(offset) = file_offset(&elf, symbol.address()) else {
             continue;
-        }
-        if let Some(offset) = file_offset(&elf, symbol.address()) {
+        };
+        if !found
+            .iter()
+            .any(|(f, o): &(TlsFunction, u64)| f.symbol == function.symbol && *o == offset)
+        {
             found.push((*function, offset));
         }
     }
+    if !rustls_0_23 && found.iter().any(|(f, _)| f.library == TlsLibrary::Rustls) {
+        log::info!(
+            "{}: its rustls predates the OutboundChunks layout the probes read (0.23); not attached",
+            path.display()
+        );
+        found.retain(|(f, _)| f.library != TlsLibrary::Rustls);
+    }
     Ok(found)
+}
+
+/// rustls 0.23 and later hand `buffer_plaintext` an `OutboundChunks`; earlier versions a plain
+/// slice, which the probes would misread. Its methods' symbols tell the versions apart.
+const RUSTLS_OUTBOUND_CHUNKS: &str = "rustls::msgs::message::outbound::OutboundChunks::";
+
+/// The name a symbol is matched by: versioned names (`SSL_read@@OPENSSL_3.0.0`) by their plain
+/// name, mangled Rust names of rustls by their demangled path without the hash.
+fn plain_name(name: &str) -> std::borrow::Cow<'_, str> {
+    if name.contains("rustls") && (name.starts_with("_ZN") || name.starts_with("_R")) {
+        return format!("{:#}", rustc_demangle::demangle(name)).into();
+    }
+    name.split('@').next().unwrap_or(name).into()
 }
 
 /// Where virtual address `address` lives in the file, through the loadable segments.

@@ -4,6 +4,7 @@
 //! Two threads: one drains the ring buffer (short timer plus wakeups past a fill threshold),
 //! one discovers and attaches to new TLS libraries (at exec, when a process maps a file
 //! executable, and by periodic rescans).
+mod boringssl;
 mod container;
 mod decode;
 mod discover;

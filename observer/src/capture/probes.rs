@@ -14,6 +14,7 @@ use aya::{
 use observer_ebpf::{config, counter};
 
 use super::{
+    boringssl::{Locator, Verdict},
     discover::FileId,
     elf::{self, AttachPoint, TLS_FUNCTIONS},
     golang::{self, GoBinary},
@@ -33,6 +34,9 @@ const UPROBE_PROGRAMS: &[&str] = &[
     "go_tls_read",
     "go_tls_read_return",
     "go_tls_close",
+    "rustls_send",
+    "rustls_send_return",
+    "rustls_receive",
 ];
 /// Each program and the tracepoints it serves (the syscall programs dispatch on the number).
 const TRACEPOINTS: &[(&str, &str, &[&str])] = &[
@@ -70,6 +74,8 @@ pub struct Probes {
     ebpf: Ebpf,
     judged: HashSet<FileId>,
     attached_files: usize,
+    boringssl: Locator,
+    own_executable: Option<FileId>,
 }
 
 /// Maps that user space reads or writes while capturing.
@@ -122,6 +128,8 @@ impl Probes {
                 ebpf,
                 judged: HashSet::new(),
                 attached_files: 0,
+                boringssl: Locator::default(),
+                own_executable: FileId::of(Path::new("/proc/self/exe")),
             },
             events,
             maps,
@@ -132,32 +140,52 @@ impl Probes {
         self.attached_files
     }
 
-    /// Attaches to `path` if it defines TLS functions (a TLS library, or a Go executable with
-    /// `crypto/tls`). Each file (by inode) is looked at once. Returns how many probes were
-    /// attached.
+    /// Attaches to `path` if it defines TLS functions: by symbol, by code signature (BoringSSL
+    /// without symbols), or through the Go runtime's tables (`crypto/tls`). Each file (by
+    /// inode) is looked at once. Returns how many probes were attached.
     pub fn consider(&mut self, id: FileId, path: &Path) -> Result<usize> {
-        if self.judged.contains(&id) {
+        if self.judged.contains(&id) || Some(id) == self.own_executable {
+            // The observer's own TLS (OTLP export over rustls) is not observed.
             return Ok(0);
         }
         // On an error the file stays unjudged: a later sighting (another path to it) tries again.
         let reading = || format!("reading {}", path.display());
-        let functions = elf::find_functions(path, TLS_FUNCTIONS).with_context(reading)?;
+        let mut functions = elf::find_functions(path, TLS_FUNCTIONS).with_context(reading)?;
+        let mut method = "by symbol".to_owned();
+        if !functions.iter().any(|(f, _)| f.moves_data) {
+            match self.boringssl.locate(path).with_context(reading)? {
+                Verdict::Absent => {}
+                Verdict::Located {
+                    read_offset,
+                    write_offset,
+                    evidence,
+                } => {
+                    functions = vec![
+                        (elf::BORINGSSL_READ, read_offset),
+                        (elf::BORINGSSL_WRITE, write_offset),
+                    ];
+                    method = format!("without symbols, by code signature: {evidence}");
+                }
+                Verdict::Refused(why) => log::warn!(
+                    "{} embeds BoringSSL, but its SSL_read/SSL_write could not be identified \
+                     with certainty ({why}); not attaching, so its TLS traffic will not be \
+                     seen. Please report this build (its version and `file` output).",
+                    path.display()
+                ),
+            }
+        }
         let mut points = Vec::new();
         let mut found = Vec::new();
-        if functions.iter().any(|(f, _)| f.moves_data()) {
+        if functions.iter().any(|(f, _)| f.moves_data) {
             points.extend(
                 functions
                     .iter()
                     .flat_map(|(f, offset)| f.attach_points(*offset)),
             );
             found.push(format!(
-                "{} probes ({})",
+                "{} probes ({}), found {method}",
                 functions[0].0.library.as_str(),
-                functions
-                    .iter()
-                    .map(|(f, _)| f.symbol)
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                describe_offsets(&functions)
             ));
         }
         match golang::inspect(path).with_context(reading)? {
@@ -268,6 +296,27 @@ impl SharedMaps {
             read_faults: sum(counter::READ_FAULTS),
         }
     }
+}
+
+/// "SSL_read at file offset 0x…, …"; a function with several copies is counted, not listed.
+fn describe_offsets(functions: &[(elf::TlsFunction, u64)]) -> String {
+    let mut seen: Vec<(&str, Vec<u64>)> = Vec::new();
+    for (function, offset) in functions {
+        match seen
+            .iter_mut()
+            .find(|(symbol, _)| *symbol == function.symbol)
+        {
+            Some((_, offsets)) => offsets.push(*offset),
+            None => seen.push((function.symbol, vec![*offset])),
+        }
+    }
+    seen.iter()
+        .map(|(symbol, offsets)| match offsets.as_slice() {
+            [one] => format!("{symbol} at file offset {one:#x}"),
+            many => format!("{symbol} ({} copies)", many.len()),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::programs::Program> {

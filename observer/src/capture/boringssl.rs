@@ -1,0 +1,657 @@
+//! Finding `SSL_read` and `SSL_write` in executables that embed BoringSSL without symbols:
+//! Bun, and programs compiled with `bun build --compile` (the Claude Code CLI).
+//!
+//! A per-build offset table breaks with every release, so the functions are recognised by what
+//! survives recompilation: BoringSSL reports errors with `OPENSSL_PUT_ERROR`, which passes the
+//! source file name (`.../ssl/ssl_lib.cc`) and a reason code as immediates. Within ssl_lib.cc:
+//! - `SSL_write` raises SHOULD_NOT_HAVE_BEEN_CALLED (QUIC session), UNINITIALIZED,
+//!   SSL_HANDSHAKE_FAILURE and BAD_LENGTH;
+//! - `ssl_read_impl` raises UNINITIALIZED and SSL_HANDSHAKE_FAILURE but neither of the others;
+//! - `SSL_read` (with `SSL_peek` inlined, or calling it) raises SHOULD_NOT_HAVE_BEEN_CALLED and
+//!   reaches `ssl_read_impl`; unlike `SSL_peek` it stores to the session (it consumes the data).
+//!
+//! Each candidate must be the only one of its kind, and two independent facts must agree before
+//! anything is attached: both functions test the same session field (`ssl->quic_method`) before
+//! the QUIC error, and `SSL_write` and `ssl_read_impl` begin with the same error-state reset
+//! (their first direct call has one target). Anything else is refused: a uprobe at a wrong
+//! address corrupts the running process.
+//!
+//! Function bounds come from direct call targets (16-byte aligned) and a recursive descent of
+//! each candidate's code: Bun ships no `.eh_frame` to read them from. x86-64 only.
+use std::{
+    collections::{BTreeMap, HashMap},
+    fs::File,
+    path::Path,
+};
+
+use iced_x86::{
+    Code, Decoder, DecoderOptions, FlowControl, Instruction, InstructionInfoFactory, OpAccess,
+    OpKind, Register,
+};
+use object::{Object, ObjectSection, SectionKind};
+
+use super::elf::file_offset;
+
+/// BoringSSL's source file for the SSL API, as `OPENSSL_PUT_ERROR` embeds it (`__FILE__`).
+const MARKER: &[u8] = b"/ssl/ssl_lib.cc\0";
+/// `ERR_LIB_SSL`: the library argument of every error raised in ssl_lib.cc.
+const ERR_LIB_SSL: u64 = 16;
+
+mod reason {
+    pub const SHOULD_NOT_HAVE_BEEN_CALLED: u64 = 66;
+    pub const BAD_LENGTH: u64 = 111;
+    pub const SSL_HANDSHAKE_FAILURE: u64 = 215;
+    pub const UNINITIALIZED: u64 = 226;
+}
+
+/// How far before an error site a function may start, and how much code one may span.
+const MAX_FUNCTION_SPAN: u64 = 0x4000;
+/// Instructions decoded per function before giving up on it.
+const MAX_INSTRUCTIONS: usize = 4000;
+
+/// The result for one file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// No BoringSSL SSL code in the file (or not x86-64 ELF).
+    Absent,
+    /// Both functions found and cross-checked; file offsets for the uprobes.
+    Located {
+        read_offset: u64,
+        write_offset: u64,
+        /// What was found and how it was checked, for the log.
+        evidence: String,
+    },
+    /// BoringSSL is there but the functions could not be told apart with certainty.
+    Refused(String),
+}
+
+/// Looks for BoringSSL's `SSL_read`/`SSL_write` in files, remembering each build's verdict:
+/// copies of one build (containers, reinstalls) are recognised by their ELF build id.
+#[derive(Default)]
+pub struct Locator {
+    by_build_id: HashMap<Vec<u8>, Verdict>,
+}
+
+impl Locator {
+    pub fn locate(&mut self, path: &Path) -> std::io::Result<Verdict> {
+        let file = File::open(path)?;
+        // SAFETY: the map is only read. A file truncated underneath us could fault, the risk
+        // every reader mapping binaries takes; the files here are programs being run.
+        let map = unsafe { memmap2::Mmap::map(&file)? };
+        let Ok(elf) = object::File::parse(&*map) else {
+            return Ok(Verdict::Absent);
+        };
+        let build_id = elf.build_id().ok().flatten().map(<[u8]>::to_vec);
+        if let Some(verdict) = build_id.as_ref().and_then(|id| self.by_build_id.get(id)) {
+            return Ok(verdict.clone());
+        }
+        let verdict = locate_in(&elf);
+        if let Some(id) = build_id {
+            self.by_build_id.insert(id, verdict.clone());
+        }
+        Ok(verdict)
+    }
+}
+
+fn locate_in<'a>(elf: &object::File<'a, &'a [u8]>) -> Verdict {
+    if elf.architecture() != object::Architecture::X86_64 {
+        return Verdict::Absent;
+    }
+    let Some(marker) = marker_address(elf) else {
+        return Verdict::Absent;
+    };
+    let Some(text) = elf.section_by_name(".text") else {
+        return Verdict::Refused("no .text section".into());
+    };
+    let Ok(code) = text.data() else {
+        return Verdict::Refused(".text could not be read".into());
+    };
+    let code = Code_ {
+        bytes: code,
+        base: text.address(),
+    };
+    match identify(&code, marker) {
+        Ok(None) => Verdict::Absent,
+        Ok(Some(found)) => {
+            let (Some(read_offset), Some(write_offset)) =
+                (file_offset(elf, found.read), file_offset(elf, found.write))
+            else {
+                return Verdict::Refused("functions outside the file's segments".into());
+            };
+            Verdict::Located {
+                read_offset,
+                write_offset,
+                evidence: found.evidence,
+            }
+        }
+        Err(why) => Verdict::Refused(why),
+    }
+}
+
+/// Virtual address of the ssl_lib.cc file-name string, if the file has one.
+fn marker_address<'a>(elf: &object::File<'a, &'a [u8]>) -> Option<u64> {
+    elf.sections()
+        .filter(|s| {
+            matches!(
+                s.kind(),
+                SectionKind::ReadOnlyData | SectionKind::ReadOnlyString
+            )
+        })
+        .find_map(|section| {
+            let bytes = section.data().ok()?;
+            let end = memchr::memmem::find(bytes, MARKER)?;
+            let start = bytes[..end]
+                .iter()
+                .rposition(|&b| b == 0)
+                .map_or(0, |p| p + 1);
+            Some(section.address() + start as u64)
+        })
+}
+
+/// Machine code and the address of its first byte.
+struct Code_<'a> {
+    bytes: &'a [u8],
+    base: u64,
+}
+
+impl Code_<'_> {
+    fn contains(&self, address: u64) -> bool {
+        address >= self.base && address < self.base + self.bytes.len() as u64
+    }
+
+    fn decoder_at(&self, address: u64) -> Option<Decoder<'_>> {
+        let offset = usize::try_from(address.checked_sub(self.base)?).ok()?;
+        let bytes = self.bytes.get(offset..)?;
+        let end = bytes.len().min(MAX_FUNCTION_SPAN as usize * 2);
+        Some(Decoder::with_ip(
+            64,
+            &bytes[..end],
+            address,
+            DecoderOptions::NONE,
+        ))
+    }
+
+    /// Instructions that load `target`'s address: `mov r32, imm32` (non-PIE) or
+    /// `lea r64, [rip+disp32]` (PIE).
+    fn references_to(&self, target: u64) -> Vec<u64> {
+        let mut sites = Vec::new();
+        if let Ok(imm) = u32::try_from(target) {
+            for at in memchr::memmem::find_iter(self.bytes, &imm.to_le_bytes()) {
+                if at >= 1 && (0xb8..=0xbf).contains(&self.bytes[at - 1]) {
+                    let rex = at >= 2 && self.bytes[at - 2] == 0x41;
+                    sites.push(self.base + (at - 1 - usize::from(rex)) as u64);
+                }
+            }
+        }
+        for at in memchr::memchr_iter(0x8d, self.bytes) {
+            let (Some(&rex), Some(&modrm), Some(disp)) = (
+                at.checked_sub(1).and_then(|p| self.bytes.get(p)),
+                self.bytes.get(at + 1),
+                self.bytes.get(at + 2..at + 6),
+            ) else {
+                continue;
+            };
+            if rex & 0xfb != 0x48 || modrm & 0xc7 != 0x05 {
+                continue;
+            }
+            let disp = i32::from_le_bytes([disp[0], disp[1], disp[2], disp[3]]);
+            let next = self.base + (at + 6) as u64;
+            if next.wrapping_add_signed(disp.into()) == target {
+                sites.push(self.base + (at - 1) as u64);
+            }
+        }
+        sites.sort_unstable();
+        sites
+    }
+
+    /// Targets of direct calls that look like function entries (16-byte aligned), sorted.
+    fn call_targets(&self) -> Vec<u64> {
+        let mut targets: Vec<u64> = memchr::memchr_iter(0xe8, self.bytes)
+            .filter_map(|at| {
+                let rel = self.bytes.get(at + 1..at + 5)?;
+                let rel = i32::from_le_bytes([rel[0], rel[1], rel[2], rel[3]]);
+                let target = (self.base + at as u64 + 5).wrapping_add_signed(rel.into());
+                (target % 16 == 0 && self.contains(target)).then_some(target)
+            })
+            .collect();
+        targets.sort_unstable();
+        targets.dedup();
+        targets
+    }
+}
+
+/// One function, decoded by following its branches from the entry.
+struct Function {
+    entry: u64,
+    code: BTreeMap<u64, Instruction>,
+}
+
+impl Function {
+    fn decode(code: &Code_, entry: u64) -> Option<Function> {
+        let mut decoded = BTreeMap::new();
+        let mut pending = vec![entry];
+        let limit = entry + MAX_FUNCTION_SPAN;
+        while let Some(start) = pending.pop() {
+            let mut decoder = code.decoder_at(start)?;
+            while decoder.can_decode() {
+                let ip = decoder.ip();
+                if decoded.contains_key(&ip) {
+                    break;
+                }
+                let instruction = decoder.decode();
+                if instruction.is_invalid() || decoded.len() >= MAX_INSTRUCTIONS {
+                    return None;
+                }
+                decoded.insert(ip, instruction);
+                let branch = instruction.near_branch_target();
+                let in_function = |t: u64| t >= entry && t < limit;
+                match instruction.flow_control() {
+                    FlowControl::Next | FlowControl::Call | FlowControl::IndirectCall => {}
+                    FlowControl::ConditionalBranch => {
+                        if in_function(branch) {
+                            pending.push(branch);
+                        }
+                    }
+                    FlowControl::UnconditionalBranch => {
+                        if in_function(branch) {
+                            pending.push(branch);
+                        }
+                        break;
+                    }
+                    _ => break,
+                }
+            }
+        }
+        Some(Function {
+            entry,
+            code: decoded,
+        })
+    }
+
+    /// The straight-line instructions from `address` on, as decoded.
+    fn from(&self, address: u64) -> impl Iterator<Item = &Instruction> {
+        let mut next = address;
+        std::iter::from_fn(move || {
+            let instruction = self.code.get(&next)?;
+            next = instruction.next_ip();
+            Some(instruction)
+        })
+    }
+
+    /// Reason codes of the ssl_lib.cc errors this function raises, by site.
+    fn errors(&self, sites: &[u64]) -> Vec<(u64, Option<u64>)> {
+        sites
+            .iter()
+            .filter(|s| self.code.contains_key(s))
+            .map(|&site| (site, self.reason_at(site)))
+            .collect()
+    }
+
+    /// `ERR_put_error(lib, [0,] reason, file, line)`: the reason is in the argument register
+    /// before the file's, set between the file load and the call.
+    fn reason_at(&self, site: u64) -> Option<u64> {
+        let file_register = self.code.get(&site)?.op0_register().full_register();
+        let reason_register = match file_register {
+            Register::RCX => Register::RDX,
+            Register::RDX => Register::RSI,
+            _ => return None,
+        };
+        let (mut reason, mut library) = (None, None);
+        for instruction in self.from(site).take(8) {
+            if instruction.flow_control() != FlowControl::Next {
+                break;
+            }
+            if instruction.code() == Code::Mov_r32_imm32 {
+                let value = u64::from(instruction.immediate32());
+                match instruction.op0_register().full_register() {
+                    r if r == reason_register => reason = Some(value),
+                    Register::RDI => library = Some(value),
+                    _ => {}
+                }
+            }
+        }
+        (library == Some(ERR_LIB_SSL)).then_some(reason).flatten()
+    }
+
+    fn direct_calls(&self) -> impl Iterator<Item = u64> + '_ {
+        self.code
+            .values()
+            .filter(|i| i.flow_control() == FlowControl::Call)
+            .map(|i| i.near_branch_target())
+    }
+
+    /// Displacement of the last `cmp qword [reg+disp], 0` before `site`: the field whose test
+    /// leads to the error raised there.
+    fn tested_field_before(&self, site: u64) -> Option<i64> {
+        self.code
+            .range(..site)
+            .rev()
+            .take(12)
+            .map(|(_, i)| i)
+            .find(|i| {
+                matches!(i.code(), Code::Cmp_rm64_imm8 | Code::Cmp_rm64_imm32)
+                    && i.op0_kind() == OpKind::Memory
+                    && i.immediate(1) == 0
+            })
+            .map(|i| i.memory_displacement64() as i64)
+    }
+
+    /// Whether the function writes through a pointer that is not the stack (SSL_read consumes
+    /// the buffered record; SSL_peek only copies it).
+    fn stores_to_heap(&self) -> bool {
+        let mut factory = InstructionInfoFactory::new();
+        self.code.values().any(|instruction| {
+            factory
+                .info(instruction)
+                .used_memory()
+                .iter()
+                .any(|memory| {
+                    matches!(
+                        memory.access(),
+                        OpAccess::Write | OpAccess::ReadWrite | OpAccess::CondWrite
+                    ) && !matches!(
+                        memory.base(),
+                        Register::RSP | Register::RBP | Register::RIP | Register::None
+                    )
+                })
+        })
+    }
+}
+
+struct Found {
+    read: u64,
+    write: u64,
+    evidence: String,
+}
+
+/// A function with the ssl_lib.cc errors it raises.
+struct Profile {
+    function: Function,
+    /// (site, reason) for every site whose reason could be read.
+    errors: Vec<(u64, u64)>,
+    unreadable_errors: usize,
+}
+
+impl Profile {
+    fn raises(&self, reason: u64) -> bool {
+        self.errors.iter().any(|(_, r)| *r == reason)
+    }
+
+    fn site_of(&self, reason: u64) -> Option<u64> {
+        self.errors
+            .iter()
+            .find(|(_, r)| *r == reason)
+            .map(|(site, _)| *site)
+    }
+}
+
+/// `Ok(None)`: the file names ssl_lib.cc but raises no SSL error with it (not BoringSSL).
+fn identify(code: &Code_, marker: u64) -> Result<Option<Found>, String> {
+    let sites = code.references_to(marker);
+    let entries = code.call_targets();
+    // Each error site belongs to the nearest preceding function entry whose code reaches it.
+    let mut functions: HashMap<u64, Profile> = HashMap::new();
+    for &site in &sites {
+        if functions
+            .values()
+            .any(|p| p.function.code.contains_key(&site))
+        {
+            continue;
+        }
+        let first = entries.partition_point(|&e| e < site.saturating_sub(MAX_FUNCTION_SPAN));
+        let last = entries.partition_point(|&e| e <= site);
+        let owner = entries[first..last]
+            .iter()
+            .rev()
+            .filter_map(|&entry| Function::decode(code, entry))
+            .find(|f| f.code.contains_key(&site));
+        if let Some(function) = owner {
+            let all = function.errors(&sites);
+            let errors = all.iter().filter_map(|(s, r)| Some((*s, (*r)?))).collect();
+            let unreadable_errors = all.iter().filter(|(_, r)| r.is_none()).count();
+            functions.insert(
+                function.entry,
+                Profile {
+                    function,
+                    errors,
+                    unreadable_errors,
+                },
+            );
+        }
+    }
+    if functions.values().all(|p| p.errors.is_empty()) {
+        return Ok(None);
+    }
+    let only = |what: &str, matches: Vec<&Profile>| -> Result<u64, String> {
+        match matches.as_slice() {
+            [one] if one.unreadable_errors == 0 => Ok(one.function.entry),
+            [_] => Err(format!("{what}: an error site's reason could not be read")),
+            [] => Err(format!("no function looks like {what}")),
+            many => Err(format!("{} functions look like {what}", many.len())),
+        }
+    };
+    use reason::*;
+    let write = only(
+        "SSL_write",
+        functions
+            .values()
+            .filter(|p| {
+                [
+                    SHOULD_NOT_HAVE_BEEN_CALLED,
+                    UNINITIALIZED,
+                    SSL_HANDSHAKE_FAILURE,
+                    BAD_LENGTH,
+                ]
+                .iter()
+                .all(|&r| p.raises(r))
+            })
+            .collect(),
+    )?;
+    let read_impl = only(
+        "ssl_read_impl",
+        functions
+            .values()
+            .filter(|p| {
+                p.raises(UNINITIALIZED)
+                    && p.raises(SSL_HANDSHAKE_FAILURE)
+                    && !p.raises(BAD_LENGTH)
+                    && !p.raises(SHOULD_NOT_HAVE_BEEN_CALLED)
+            })
+            .collect(),
+    )?;
+    let read = only(
+        "SSL_read",
+        functions
+            .values()
+            .filter(|p| {
+                p.raises(SHOULD_NOT_HAVE_BEEN_CALLED)
+                    && !p.raises(BAD_LENGTH)
+                    && p.function.direct_calls().any(|t| t == read_impl)
+                    && p.function.stores_to_heap()
+            })
+            .collect(),
+    )?;
+
+    // Cross-check 1: SSL_read and SSL_write test the same session field before the QUIC error.
+    let quic_field = |entry: u64| {
+        let profile = &functions[&entry];
+        profile
+            .site_of(SHOULD_NOT_HAVE_BEEN_CALLED)
+            .and_then(|site| profile.function.tested_field_before(site))
+    };
+    let (read_field, write_field) = (quic_field(read), quic_field(write));
+    if read_field.is_none() || read_field != write_field {
+        return Err(format!(
+            "SSL_read and SSL_write do not test the same session field before the QUIC error \
+             ({read_field:?} vs {write_field:?})"
+        ));
+    }
+    // Cross-check 2: SSL_write and ssl_read_impl start with the same error-state reset.
+    let first_call = |entry: u64| functions[&entry].function.direct_calls().next();
+    if first_call(write).is_none() || first_call(write) != first_call(read_impl) {
+        return Err(
+            "SSL_write and ssl_read_impl do not begin with the same error-state reset".into(),
+        );
+    }
+    Ok(Some(Found {
+        read,
+        write,
+        evidence: format!(
+            "OPENSSL_PUT_ERROR reason codes from ssl_lib.cc ({} error sites in {} functions); \
+             cross-checked: both test session field +{:#x} before the QUIC error, SSL_write and \
+             ssl_read_impl ({read_impl:#x}) share their error-reset call",
+            sites.len(),
+            functions.len(),
+            read_field.unwrap_or_default(),
+        ),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binaries_without_boringssl_are_absent() {
+        let own = std::env::current_exe().expect("current exe");
+        let mut locator = Locator::default();
+        assert_eq!(locator.locate(&own).expect("readable"), Verdict::Absent);
+    }
+
+    const BASE: u64 = 0x40_0000;
+    const MARKER_AT: u32 = 0x29_e59d;
+    const ERR_PUT_ERROR: u64 = BASE;
+    const RESET_ERRORS: u64 = BASE + 0x10;
+    const READ_IMPL: u64 = BASE + 0x100;
+    const READ: u64 = BASE + 0x200;
+    const WRITE: u64 = BASE + 0x300;
+
+    /// A little x86-64, written by hand: just the instructions the signature looks at.
+    #[derive(Default)]
+    struct Asm(Vec<u8>);
+
+    impl Asm {
+        fn at(&mut self, address: u64) -> &mut Self {
+            self.0.resize((address - BASE) as usize, 0xcc);
+            self
+        }
+        fn call(&mut self, target: u64) -> &mut Self {
+            let next = BASE + self.0.len() as u64 + 5;
+            self.0.push(0xe8);
+            self.0
+                .extend(((target as i64 - next as i64) as i32).to_le_bytes());
+            self
+        }
+        /// `OPENSSL_PUT_ERROR(SSL, reason)`: ERR_put_error(16, 0, reason, file, line).
+        fn raise(&mut self, reason: u64) -> &mut Self {
+            self.0.push(0xb9); // mov ecx, file
+            self.0.extend(MARKER_AT.to_le_bytes());
+            self.0.extend([0xbf, 0x10, 0, 0, 0, 0x31, 0xf6]); // mov edi, 16; xor esi, esi
+            self.0.push(0xba); // mov edx, reason
+            self.0.extend((reason as u32).to_le_bytes());
+            self.0.extend([0x41, 0xb8, 0x2a, 0, 0, 0]); // mov r8d, 42
+            self.call(ERR_PUT_ERROR)
+        }
+        /// `cmp qword [rdi+field], 0`
+        fn test_field(&mut self, field: u32) -> &mut Self {
+            self.0.extend([0x48, 0x83, 0xbf]);
+            self.0.extend(field.to_le_bytes());
+            self.0.push(0);
+            self
+        }
+        /// `add [rax+0x80], rbx`: a store through the session.
+        fn store(&mut self) -> &mut Self {
+            self.0.extend([0x48, 0x01, 0x98, 0x80, 0, 0, 0]);
+            self
+        }
+        fn ret(&mut self) -> &mut Self {
+            self.0.push(0xc3);
+            self
+        }
+    }
+
+    /// ERR_put_error, the error-state reset, ssl_read_impl, SSL_read and SSL_write, and a
+    /// caller of the three; `write_field` is the field SSL_write tests before its QUIC error.
+    fn boringssl_like(write_field: u32) -> Asm {
+        use reason::*;
+        let mut asm = Asm::default();
+        asm.at(ERR_PUT_ERROR).ret();
+        asm.at(RESET_ERRORS).ret();
+        asm.at(READ_IMPL)
+            .call(RESET_ERRORS)
+            .raise(UNINITIALIZED)
+            .raise(SSL_HANDSHAKE_FAILURE)
+            .ret();
+        asm.at(READ)
+            .test_field(0x98)
+            .raise(SHOULD_NOT_HAVE_BEEN_CALLED)
+            .call(READ_IMPL)
+            .store()
+            .ret();
+        asm.at(WRITE);
+        write_like(&mut asm, write_field);
+        asm.at(BASE + 0x400)
+            .call(READ_IMPL)
+            .call(READ)
+            .call(WRITE)
+            .ret();
+        asm
+    }
+
+    /// SSL_write's shape, from the current position.
+    fn write_like(asm: &mut Asm, field: u32) {
+        use reason::*;
+        asm.call(RESET_ERRORS)
+            .test_field(field)
+            .raise(SHOULD_NOT_HAVE_BEEN_CALLED)
+            .raise(UNINITIALIZED)
+            .raise(SSL_HANDSHAKE_FAILURE)
+            .raise(BAD_LENGTH)
+            .ret();
+    }
+
+    fn identify_in(asm: &Asm) -> Result<Option<(u64, u64)>, String> {
+        let code = Code_ {
+            bytes: &asm.0,
+            base: BASE,
+        };
+        identify(&code, MARKER_AT.into()).map(|found| found.map(|f| (f.read, f.write)))
+    }
+
+    #[test]
+    fn finds_read_and_write_by_their_errors() {
+        assert_eq!(identify_in(&boringssl_like(0x98)), Ok(Some((READ, WRITE))));
+    }
+
+    #[test]
+    fn refuses_when_the_cross_check_disagrees() {
+        let verdict = identify_in(&boringssl_like(0xa0));
+        assert!(
+            matches!(&verdict, Err(why) if why.contains("same session field")),
+            "{verdict:?}"
+        );
+    }
+
+    #[test]
+    fn refuses_two_candidates() {
+        let mut asm = boringssl_like(0x98);
+        let copy = BASE + 0x500;
+        asm.at(copy);
+        write_like(&mut asm, 0x98);
+        asm.call(copy).ret();
+        let verdict = identify_in(&asm);
+        assert!(
+            matches!(&verdict, Err(why) if why.contains("2 functions look like SSL_write")),
+            "{verdict:?}"
+        );
+    }
+
+    #[test]
+    fn a_file_name_without_ssl_errors_is_not_boringssl() {
+        let mut asm = Asm::default();
+        asm.at(BASE + 0x20).0.push(0xb9); // mov ecx, file: but no ERR_put_error call
+        asm.0.extend(MARKER_AT.to_le_bytes());
+        asm.ret().at(BASE + 0x40).call(BASE + 0x20).ret();
+        assert_eq!(identify_in(&asm), Ok(None));
+    }
+}

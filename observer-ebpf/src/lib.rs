@@ -121,6 +121,10 @@ pub struct ConnEndEvent {
     pub conn: u64,
 }
 
+/// A TLS session of a process as the key of the kernel's map of connections not to copy:
+/// `[conn, pid]` (a plain array, so user space uses it as a map key as it is).
+pub type ConnId = [u64; 2];
+
 /// Key of the kernel's per-connection stream offsets.
 #[repr(C)]
 #[derive(Clone, Copy)]

@@ -332,9 +332,14 @@ fn watch_and_report(args: Watch, sinks: Vec<Box<dyn Sink>>) -> Result<ExitCode> 
     let (capture, events) = LiveCapture::start(&options)?;
 
     let comms = args.comms.clone();
-    let pipeline = std::thread::Builder::new()
-        .name("pipeline".into())
-        .spawn(move || run_pipeline(events, Pipeline::new(sinks, comms, recorder)))?;
+    let pipeline = std::thread::Builder::new().name("pipeline".into()).spawn({
+        let skipper = capture.skipper();
+        move || {
+            let mut pipeline = Pipeline::new(sinks, comms, recorder);
+            pipeline.on_ignored(Box::new(move |conn| skipper.skip(conn)));
+            run_pipeline(events, pipeline)
+        }
+    })?;
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use crate::{
-    capture::{CaptureEvent, record::RecordWriter},
+    capture::{CaptureEvent, ConnKey, record::RecordWriter},
     http::{ConnectionStage, Exchange, HttpStats},
     link::Linker,
     llm,
@@ -24,6 +24,9 @@ pub struct Pipeline {
     summary: Summary,
     exchanges: Vec<Exchange>,
     stats: PipelineStats,
+    /// Told about each connection the pipeline stops following (live capture: the kernel stops
+    /// copying it).
+    on_ignored: Option<Box<dyn FnMut(ConnKey) + Send>>,
 }
 
 pub struct Report {
@@ -58,7 +61,13 @@ impl Pipeline {
             summary: Summary::default(),
             exchanges: Vec::new(),
             stats: PipelineStats::default(),
+            on_ignored: None,
         }
+    }
+
+    /// Calls `hook` with every connection the pipeline stops following.
+    pub fn on_ignored(&mut self, hook: Box<dyn FnMut(ConnKey) + Send>) {
+        self.on_ignored = Some(hook);
     }
 
     pub fn on_event(&mut self, event: CaptureEvent) {
@@ -98,6 +107,9 @@ impl Pipeline {
         };
         let mut exchanges = std::mem::take(&mut self.exchanges);
         self.connections.on_event(event, &mut exchanges);
+        if let Some(hook) = &mut self.on_ignored {
+            self.connections.take_ignored().into_iter().for_each(hook);
+        }
         self.emit(&mut exchanges);
         self.exchanges = exchanges;
         if let Some(pid) = exit {

@@ -4,7 +4,10 @@ use std::{fs::File, path::Path};
 
 use object::{Object, ObjectSegment, ObjectSymbol, read::ReadCache};
 
-use super::TlsLibrary;
+use super::{
+    TlsLibrary,
+    probe_sites::{self, Located, SiteChoice},
+};
 
 /// A function the probes attach to, with the probe programs that serve it.
 #[derive(Clone, Copy, Debug)]
@@ -56,8 +59,9 @@ pub const TLS_FUNCTIONS: &[TlsFunction] = &[
     end(TlsLibrary::GnuTls, "gnutls_deinit"),
 ];
 
-/// File offsets of the `functions` that `path` defines (dynamic or static symbol table).
-/// Empty when the file is not ELF or defines none of them.
+/// File offsets at which to probe the `functions` that `path` defines (dynamic or static symbol
+/// table), moved to cheaper sites where [`probe_sites`] finds them. Empty when the file is not
+/// ELF or defines none of them.
 pub fn find_functions(
     path: &Path,
     functions: &'static [TlsFunction],
@@ -67,7 +71,34 @@ pub fn find_functions(
     let Ok(elf) = object::File::parse(&cache) else {
         return Ok(Vec::new());
     };
-    let mut found = Vec::new();
+    let mut found = locate(&elf, functions);
+    for (site, choice) in probe_sites::prefer_emulated_sites(&elf, &mut found) {
+        match choice {
+            SiteChoice::Internal {
+                address,
+                first_instruction,
+            } => log::info!(
+                "{}: probing {site} at 0x{address:x} (starts with {first_instruction}, emulated by the kernel)",
+                path.display()
+            ),
+            SiteChoice::Exported { reason } => log::info!(
+                "{}: probing the exported entries instead of {site}: {reason}",
+                path.display()
+            ),
+        }
+    }
+    Ok(found
+        .into_iter()
+        .filter_map(|l| Some((l.function, file_offset(&elf, l.address)?)))
+        .collect())
+}
+
+/// The `functions` that `elf` defines, each once, by virtual address.
+pub(super) fn locate<'data, R: object::ReadRef<'data>>(
+    elf: &object::File<'data, R>,
+    functions: &'static [TlsFunction],
+) -> Vec<Located> {
+    let mut found: Vec<Located> = Vec::new();
     for symbol in elf.dynamic_symbols().chain(elf.symbols()) {
         if !symbol.is_definition() || symbol.address() == 0 {
             continue;
@@ -78,17 +109,16 @@ pub fn find_functions(
         let Some(function) = functions.iter().find(|f| f.symbol == name) else {
             continue;
         };
-        if found
-            .iter()
-            .any(|(f, _): &(TlsFunction, u64)| f.symbol == function.symbol)
-        {
+        if found.iter().any(|l| l.function.symbol == function.symbol) {
             continue;
         }
-        if let Some(offset) = file_offset(&elf, symbol.address()) {
-            found.push((*function, offset));
-        }
+        found.push(Located {
+            function: *function,
+            address: symbol.address(),
+            size: symbol.size(),
+        });
     }
-    Ok(found)
+    found
 }
 
 /// Where virtual address `address` lives in the file, through the loadable segments.

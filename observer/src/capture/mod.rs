@@ -6,6 +6,7 @@
 mod decode;
 mod discover;
 mod elf;
+mod probe_sites;
 mod probes;
 pub mod record;
 mod types;
@@ -133,6 +134,13 @@ impl LiveCapture {
         lock(&self.maps).unwatch_pid(pid)
     }
 
+    /// A handle the pipeline uses to stop the probes copying connections it does not follow.
+    pub fn skipper(&self) -> Skipper {
+        Skipper {
+            maps: self.maps.clone(),
+        }
+    }
+
     pub fn kernel_counters(&self) -> KernelCounters {
         lock(&self.maps).counters()
     }
@@ -153,6 +161,21 @@ impl LiveCapture {
 impl Drop for LiveCapture {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// See [`LiveCapture::skipper`].
+pub struct Skipper {
+    maps: Arc<Mutex<SharedMaps>>,
+}
+
+impl Skipper {
+    /// The probes stop copying `conn` (best effort: a full map only costs the copying).
+    pub fn skip(&self, conn: ConnKey) {
+        match lock(&self.maps).skip_conn(conn) {
+            Ok(()) => log::debug!("{conn:?}: not followed, the probes stop copying it"),
+            Err(error) => log::debug!("{error:#}"),
+        }
     }
 }
 

@@ -382,6 +382,31 @@ fn non_http_connections_are_skipped() {
 }
 
 #[test]
+fn connections_no_longer_followed_are_reported_once() {
+    let mut server = Wire::new();
+    server.read(GET);
+    assert_eq!(server.stage.take_ignored(), vec![CONN]);
+    server.write(&ok_response("served")).read(GET);
+    assert!(server.stage.take_ignored().is_empty());
+
+    let mut client = Wire::new();
+    client.write(GET).read(&ok_response("ok"));
+    assert!(client.stage.take_ignored().is_empty());
+}
+
+#[test]
+fn a_binary_protocol_is_judged_at_its_first_message() {
+    let mut wire = Wire::new();
+    wire.write(&[b'c'; 64]);
+    assert_eq!(wire.stats().non_http_skipped, 1);
+    assert_eq!(wire.stage.take_ignored(), vec![CONN]);
+    // A long method name still is one.
+    let mut wire = Wire::new();
+    wire.write(b"UPDATEREDIRECTREF / HTTP/1.1\r\n\r\n");
+    assert_eq!(wire.stats().non_http_skipped, 0);
+}
+
+#[test]
 fn first_bytes_split_across_reads_are_sniffed_together() {
     let mut wire = Wire::new();
     wire.write(b"G")

@@ -92,6 +92,7 @@ impl LiveCapture {
         for pid in scan_pids {
             scan_process(&mut probes, pid);
         }
+        release_freed_memory();
         let attached_files = probes.attached_files();
 
         let maps = Arc::new(Mutex::new(maps));
@@ -252,6 +253,16 @@ fn process_identity(pid: u32, ts: u64, comm: Option<String>) -> CaptureEvent {
     }
 }
 
+/// Hands the heap's free pages back to the system. Reading the symbol tables of a host's large
+/// libraries (tens of MB for some) leaves that much freed but still resident otherwise.
+fn release_freed_memory() {
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    #[cfg(target_env = "gnu")]
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 fn wait_readable(fd: i32, timeout: Duration) {
     let mut poll = libc::pollfd {
         fd,
@@ -298,6 +309,7 @@ fn discover_loop(mut probes: Probes, stop: Arc<AtomicBool>, execs: Receiver<u32>
             for pid in all_pids() {
                 scan_process(&mut probes, pid);
             }
+            release_freed_memory();
             next_full_scan = Instant::now() + RESCAN_INTERVAL;
         }
     }

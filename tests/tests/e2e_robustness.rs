@@ -76,3 +76,44 @@ fn sigkill_then_restart_on_the_same_store() {
         "expected the restarted observer's span (and maybe the killed one's), got {spans:?}"
     );
 }
+
+/// A client killed in the middle of a stream: its call becomes a span marked incomplete, with
+/// what had arrived, as soon as the process is gone (not when the observer stops).
+#[test]
+fn client_killed_mid_stream_yields_an_incomplete_span() {
+    let env = TestEnv::new();
+    let watcher = env.watch(&[]);
+    let client = env.spawn_client(&env.client("openai_calls.py", &["chat_stream_slow"]));
+    let first = client
+        .stdout
+        .wait_for(Duration::from_secs(60), |l| {
+            l.starts_with("first-delta id=")
+        })
+        .unwrap_or_else(|| panic!("the slow stream never started: {}", client.describe()));
+    let response_id = first["first-delta id=".len()..].to_owned();
+    std::thread::sleep(Duration::from_millis(800));
+    client.signal(libc::SIGKILL);
+    drop(client);
+
+    let found = watcher.wait_for_spans(Duration::from_secs(20), |spans| {
+        spans
+            .iter()
+            .any(|s| s.str("gen_ai.response.id") == Some(response_id.as_str()))
+    });
+    let run = watcher.stop(libc::SIGINT);
+    run.assert_success();
+    assert!(
+        found,
+        "no span for the killed client's stream {response_id} before the observer stopped"
+    );
+    let span = run
+        .spans
+        .iter()
+        .find(|s| s.str("gen_ai.response.id") == Some(response_id.as_str()))
+        .expect("the span seen while watching is in the output");
+    assert!(
+        span.str("error.type").is_some_and(|e| !e.is_empty()),
+        "a stream cut by the client's death must be marked incomplete: {span}"
+    );
+    assert_eq!(span.str("gen_ai.request.model"), Some("gpt-4o"), "{span}");
+}

@@ -735,3 +735,35 @@ fn rechunking_a_recorded_stream_gives_identical_exchanges() {
         assert_eq!(replay(&session, Some(&mut rng)), expected, "round {round}");
     }
 }
+
+/// 100,000 connections that each send a request head claiming a 1 GB body and are never
+/// closed: the stage keeps at most its configured number of connections (the rest are evicted,
+/// counted), so memory stays bounded by the caps rather than by what clients claim or leave open.
+#[test]
+fn connections_never_closed_are_bounded_by_the_caps() {
+    let mut stage = ConnectionStage::default();
+    let mut out = Vec::new();
+    let head =
+        b"POST /upload HTTP/1.1\r\nHost: example.test\r\nContent-Length: 1000000000\r\n\r\npartial";
+    for n in 0..100_000u64 {
+        let chunk = Chunk {
+            conn: ConnKey {
+                pid: 4242,
+                conn: 0x10_0000 + n,
+            },
+            tid: TID,
+            dir: Direction::Egress,
+            ts: 1_000 * MS + n,
+            offset: 0,
+            data: Bytes::from_static(head),
+            truncated_after: false,
+            library: TlsLibrary::OpenSsl,
+        };
+        stage.on_event(CaptureEvent::Data(chunk), &mut out);
+    }
+    let limits = HttpLimits::default();
+    assert!(stage.http.conns.len() <= limits.max_connections);
+    assert!(stage.stats().connections_evicted >= 100_000 - limits.max_connections as u64);
+    let max_streams = ReassemblyLimits::default().max_streams as u64;
+    assert!(stage.reassembly_stats().streams_evicted >= 100_000 - max_streams);
+}

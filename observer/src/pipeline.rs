@@ -8,15 +8,18 @@ use crate::{
     link::Linker,
     llm,
     sink::{Sink, Summary},
-    span::{self, ProcessInfo},
+    span::{self, Endpoints, ProcessInfo},
 };
 
-/// Processes remembered for naming spans; the oldest are forgotten past this.
+/// Processes remembered for naming spans; past this they are forgotten.
 const MAX_PROCESSES: usize = 65_536;
+/// Connections whose socket addresses are remembered; past this they are forgotten.
+const MAX_SOCKETS: usize = 65_536;
 
 pub struct Pipeline {
     connections: ConnectionStage,
     processes: HashMap<u32, ProcessInfo>,
+    sockets: HashMap<ConnKey, Endpoints>,
     comm_filter: Vec<String>,
     linker: Linker,
     sinks: Vec<Box<dyn Sink>>,
@@ -27,6 +30,11 @@ pub struct Pipeline {
     /// Told about each connection the pipeline stops following (live capture: the kernel stops
     /// copying it).
     on_ignored: Option<Box<dyn FnMut(ConnKey) + Send>>,
+}
+
+enum Ended {
+    Process(u32),
+    Connection(ConnKey),
 }
 
 pub struct Report {
@@ -54,6 +62,7 @@ impl Pipeline {
         Pipeline {
             connections: ConnectionStage::default(),
             processes: HashMap::new(),
+            sockets: HashMap::new(),
             comm_filter,
             linker: Linker::default(),
             sinks,
@@ -90,6 +99,7 @@ impl Pipeline {
                     ProcessInfo {
                         executable_path: path.clone(),
                         comm: comm.clone(),
+                        container_id: None,
                     },
                 );
             }
@@ -99,10 +109,30 @@ impl Pipeline {
                 }
                 self.stats.bytes += chunk.data.len() as u64;
             }
+            CaptureEvent::Socket {
+                conn, peer, local, ..
+            } => {
+                if self.sockets.len() >= MAX_SOCKETS {
+                    self.sockets.clear();
+                }
+                self.sockets.insert(
+                    *conn,
+                    Endpoints {
+                        peer: *peer,
+                        local: *local,
+                    },
+                );
+            }
+            CaptureEvent::Container { pid, id, .. } => {
+                if let Some(process) = self.processes.get_mut(pid) {
+                    process.container_id = Some(id.clone());
+                }
+            }
             CaptureEvent::ConnEnd { .. } | CaptureEvent::Exit { .. } => {}
         }
-        let exit = match &event {
-            CaptureEvent::Exit { pid, .. } => Some(*pid),
+        let ended = match &event {
+            CaptureEvent::Exit { pid, .. } => Some(Ended::Process(*pid)),
+            CaptureEvent::ConnEnd { conn, .. } => Some(Ended::Connection(*conn)),
             _ => None,
         };
         let mut exchanges = std::mem::take(&mut self.exchanges);
@@ -112,8 +142,16 @@ impl Pipeline {
         }
         self.emit(&mut exchanges);
         self.exchanges = exchanges;
-        if let Some(pid) = exit {
-            self.processes.remove(&pid);
+        // Forgotten only once the spans they name are out.
+        match ended {
+            Some(Ended::Process(pid)) => {
+                self.processes.remove(&pid);
+                self.sockets.retain(|conn, _| conn.pid != pid);
+            }
+            Some(Ended::Connection(conn)) => {
+                self.sockets.remove(&conn);
+            }
+            None => {}
         }
     }
 
@@ -163,9 +201,10 @@ impl Pipeline {
             };
             let unknown = ProcessInfo::default();
             let process = self.processes.get(&exchange.conn.pid).unwrap_or(&unknown);
+            let endpoints = self.sockets.get(&exchange.conn);
             let span = self
                 .linker
-                .link(&exchange, span::build(&exchange, call, process));
+                .link(&exchange, span::build(&exchange, call, process, endpoints));
             self.stats.spans += 1;
             self.summary.record(&span);
             for sink in &mut self.sinks {

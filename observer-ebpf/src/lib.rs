@@ -143,6 +143,10 @@ pub struct ConnEndEvent {
     pub conn: u64,
 }
 
+/// A TLS session of a process as the key of the kernel's map of connections not to copy:
+/// `[conn, pid]` (a plain array, so user space uses it as a map key as it is).
+pub type ConnId = [u64; 2];
+
 /// A connection (TLS session, or plaintext HTTP socket) and the socket that carries it.
 #[repr(C)]
 #[derive(Clone, Copy)]

@@ -29,8 +29,8 @@ mod probes {
         programs::{ProbeContext, RetProbeContext, TracePointContext},
     };
     use observer_ebpf::{
-        CHUNK_CAPACITY, ConnEndEvent, DATA_EVENT_HEADER_LEN, DataEvent, EventHeader, ExecEvent,
-        MAX_CHUNKS_PER_CALL, StreamKey, config, counter, direction, flags, kind,
+        CHUNK_CAPACITY, ConnEndEvent, ConnId, DATA_EVENT_HEADER_LEN, DataEvent, EventHeader,
+        ExecEvent, MAX_CHUNKS_PER_CALL, StreamKey, config, counter, direction, flags, kind,
     };
 
     /// Wake the reader only once this much is waiting; below it, user space drains on a timer.
@@ -50,11 +50,15 @@ mod probes {
     #[map]
     static WATCHED_PIDS: HashMap<u32, u8> = HashMap::with_max_entries(65536, 0);
 
-    /// A TLS read or write in progress, by thread (pid_tgid). LRU: a thread that dies inside a
-    /// call leaves an entry nobody removes.
+    /// A TLS read or write in progress, by thread (pid_tgid). A plain hash (cheaper per call than
+    /// an LRU one): a thread that ends inside a call has its entry removed by `process_exit`.
     #[map]
-    pub(crate) static ACTIVE_CALLS: LruHashMap<u64, ActiveCall> =
-        LruHashMap::with_max_entries(16384, 0);
+    pub(crate) static ACTIVE_CALLS: HashMap<u64, ActiveCall> = HashMap::with_max_entries(16384, 0);
+
+    /// Connections user space has judged not worth following (not HTTP, server side): their
+    /// calls are not copied. Removed at SSL_free, since a later session may reuse the address.
+    #[map]
+    static SKIPPED_CONNS: LruHashMap<ConnId, u8> = LruHashMap::with_max_entries(65536, 0);
 
     /// Bytes seen so far on each connection and direction.
     #[map]
@@ -119,6 +123,10 @@ mod probes {
         let (Some(conn), Some(buf)) = (ctx.arg::<u64>(0), ctx.arg::<u64>(1)) else {
             return 0;
         };
+        let id: ConnId = [conn, pid_tgid >> 32];
+        if unsafe { SKIPPED_CONNS.get(&id) }.is_some() {
+            return 0;
+        }
         let count_ptr = if has_count_ptr {
             ctx.arg::<u64>(3).unwrap_or(0)
         } else {
@@ -145,8 +153,9 @@ mod probes {
         let _ = ACTIVE_CALLS.remove(&pid_tgid);
         let ret: i64 = ctx.ret::<i64>();
         let len = if call.count_ptr != 0 {
-            // SSL_read_ex / SSL_write_ex: 1 on success, the count behind the pointer.
-            if ret as i32 != 1 {
+            // SSL_read_ex / SSL_write_ex (1 on success) and the internal functions they forward
+            // to (> 0 on success): the count is behind the pointer.
+            if ret as i32 <= 0 {
                 return 0;
             }
             match unsafe { bpf_probe_read_user(call.count_ptr as *const u64) } {
@@ -199,8 +208,18 @@ mod probes {
             pid: (pid_tgid >> 32) as u32,
             dir: call.dir as u32,
         };
-        let start = unsafe { STREAM_OFFSETS.get(&key) }.copied().unwrap_or(0);
-        let _ = STREAM_OFFSETS.insert(&key, &(start + len), 0);
+        // Updated in place: an LRU insert per call costs more than the rest of the probe.
+        let start = match STREAM_OFFSETS.get_ptr_mut(&key) {
+            Some(offset) => unsafe {
+                let start = *offset;
+                *offset = start + len;
+                start
+            },
+            None => {
+                let _ = STREAM_OFFSETS.insert(&key, &len, 0);
+                0
+            }
+        };
 
         let (Some(event), Some(emission)) = (SCRATCH.get_ptr_mut(0), EMISSION.get_ptr_mut(0))
         else {
@@ -326,6 +345,7 @@ mod probes {
                 dir: dir as u32,
             });
         }
+        let _ = SKIPPED_CONNS.remove(&[conn, pid as u64]);
         let event = ConnEndEvent {
             header: header(kind::CONN_END, pid_tgid),
             conn,
@@ -390,6 +410,8 @@ mod probes {
             // process_fork cannot tell threads from processes: forget threads as they end.
             let _ = WATCHED_PIDS.remove(&tid);
         }
+        // A thread that ends inside a TLS call never returns from it.
+        let _ = ACTIVE_CALLS.remove(&pid_tgid);
         if !matches!(unsafe { ctx.read_at::<u8>(32) }, Ok(1)) || !traced(pid) {
             return 0;
         }

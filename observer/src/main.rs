@@ -400,15 +400,17 @@ fn watch_and_report(args: Watch, sinks: Vec<Box<dyn Sink>>) -> Result<ExitCode> 
     let metrics = args.metrics_addr.map(|_| Metrics::new());
     let comms = args.comms.clone();
     let reported = metrics.clone();
-    let pipeline = std::thread::Builder::new()
-        .name("pipeline".into())
-        .spawn(move || {
+    let pipeline = std::thread::Builder::new().name("pipeline".into()).spawn({
+        let skipper = capture.skipper();
+        move || {
             let mut pipeline = Pipeline::new(sinks, comms, recorder);
             if let Some(metrics) = reported {
                 pipeline.report_to(metrics);
             }
+            pipeline.on_ignored(Box::new(move |conn| skipper.skip(conn)));
             run_pipeline(events, pipeline)
-        })?;
+        }
+    })?;
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

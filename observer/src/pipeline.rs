@@ -31,6 +31,9 @@ pub struct Pipeline {
     metrics: Option<Arc<Metrics>>,
     /// When the health metrics were last brought up to date.
     metrics_updated: u64,
+    /// Told about each connection the pipeline stops following (live capture: the kernel stops
+    /// copying it).
+    on_ignored: Option<Box<dyn FnMut(ConnKey) + Send>>,
 }
 
 enum Ended {
@@ -77,12 +80,18 @@ impl Pipeline {
             stats: PipelineStats::default(),
             metrics: None,
             metrics_updated: 0,
+            on_ignored: None,
         }
     }
 
     /// Keeps `metrics` up to date with every span and the pipeline's health.
     pub fn report_to(&mut self, metrics: Arc<Metrics>) {
         self.metrics = Some(metrics);
+    }
+
+    /// Calls `hook` with every connection the pipeline stops following.
+    pub fn on_ignored(&mut self, hook: Box<dyn FnMut(ConnKey) + Send>) {
+        self.on_ignored = Some(hook);
     }
 
     pub fn on_event(&mut self, event: CaptureEvent) {
@@ -144,6 +153,9 @@ impl Pipeline {
         let ts = event.ts();
         let mut exchanges = std::mem::take(&mut self.exchanges);
         self.connections.on_event(event, &mut exchanges);
+        if let Some(hook) = &mut self.on_ignored {
+            self.connections.take_ignored().into_iter().for_each(hook);
+        }
         self.emit(&mut exchanges);
         self.exchanges = exchanges;
         // Forgotten only once the spans they name are out.

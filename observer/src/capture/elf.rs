@@ -4,7 +4,10 @@ use std::{fs::File, path::Path};
 
 use object::{Object, ObjectSegment, ObjectSymbol, read::ReadCache};
 
-use super::TlsLibrary;
+use super::{
+    TlsLibrary,
+    probe_sites::{self, Located, SiteChoice},
+};
 
 /// A function the probes attach to, with the probe programs that serve it.
 #[derive(Clone, Copy, Debug)]
@@ -103,8 +106,9 @@ pub const TLS_FUNCTIONS: &[TlsFunction] = &[
 pub const BORINGSSL_READ: TlsFunction = io(TlsLibrary::BoringSsl, "SSL_read", "ssl_read");
 pub const BORINGSSL_WRITE: TlsFunction = io(TlsLibrary::BoringSsl, "SSL_write", "ssl_write");
 
-/// File offsets of the `functions` that `path` defines (dynamic or static symbol table).
-/// Empty when the file is not ELF or defines none of them.
+/// File offsets at which to probe the `functions` that `path` defines (dynamic or static symbol
+/// table), moved to cheaper sites where [`probe_sites`] finds them. Empty when the file is not
+/// ELF or defines none of them.
 pub fn find_functions(
     path: &Path,
     functions: &'static [TlsFunction],
@@ -114,7 +118,53 @@ pub fn find_functions(
     let Ok(elf) = object::File::parse(&cache) else {
         return Ok(Vec::new());
     };
-    let mut found = Vec::new();
+    let (mut found, rustls_0_23) = locate_with_rustls_version(&elf, functions);
+    if !rustls_0_23
+        && found
+            .iter()
+            .any(|l| l.function.library == TlsLibrary::Rustls)
+    {
+        log::info!(
+            "{}: its rustls predates the OutboundChunks layout the probes read (0.23); not attached",
+            path.display()
+        );
+        found.retain(|l| l.function.library != TlsLibrary::Rustls);
+    }
+    for (site, choice) in probe_sites::prefer_emulated_sites(&elf, &mut found) {
+        match choice {
+            SiteChoice::Internal {
+                address,
+                first_instruction,
+            } => log::info!(
+                "{}: probing {site} at 0x{address:x} (starts with {first_instruction}, emulated by the kernel)",
+                path.display()
+            ),
+            SiteChoice::Exported { reason } => log::info!(
+                "{}: probing the exported entries instead of {site}: {reason}",
+                path.display()
+            ),
+        }
+    }
+    Ok(found
+        .into_iter()
+        .filter_map(|l| Some((l.function, file_offset(&elf, l.address)?)))
+        .collect())
+}
+
+/// The `functions` that `elf` defines, by virtual address.
+pub(super) fn locate<'data, R: object::ReadRef<'data>>(
+    elf: &object::File<'data, R>,
+    functions: &'static [TlsFunction],
+) -> Vec<Located> {
+    locate_with_rustls_version(elf, functions).0
+}
+
+/// [`locate`], and whether the file's rustls is 0.23 or later.
+fn locate_with_rustls_version<'data, R: object::ReadRef<'data>>(
+    elf: &object::File<'data, R>,
+    functions: &'static [TlsFunction],
+) -> (Vec<Located>, bool) {
+    let mut found: Vec<Located> = Vec::new();
     let mut rustls_0_23 = false;
     for symbol in elf.dynamic_symbols().chain(elf.symbols()) {
         if !symbol.is_definition() || symbol.address() == 0 {
@@ -128,24 +178,19 @@ pub fn find_functions(
         };
         // A symbol can be in both tables; a Rust function can have several copies (two rustls
         // versions, or drop glue instantiated per crate): each address is attached once.
-        let Some(offset) = file_offset(&elf, symbol.address()) else {
-            continue;
-        };
-        if !found
+        if found
             .iter()
-            .any(|(f, o): &(TlsFunction, u64)| f.symbol == function.symbol && *o == offset)
+            .any(|l| l.function.symbol == function.symbol && l.address == symbol.address())
         {
-            found.push((*function, offset));
+            continue;
         }
+        found.push(Located {
+            function: *function,
+            address: symbol.address(),
+            size: symbol.size(),
+        });
     }
-    if !rustls_0_23 && found.iter().any(|(f, _)| f.library == TlsLibrary::Rustls) {
-        log::info!(
-            "{}: its rustls predates the OutboundChunks layout the probes read (0.23); not attached",
-            path.display()
-        );
-        found.retain(|(f, _)| f.library != TlsLibrary::Rustls);
-    }
-    Ok(found)
+    (found, rustls_0_23)
 }
 
 /// rustls 0.23 and later hand `buffer_plaintext` an `OutboundChunks`; earlier versions a plain

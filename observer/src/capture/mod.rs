@@ -10,6 +10,7 @@ mod decode;
 mod discover;
 mod elf;
 mod golang;
+mod probe_sites;
 mod probes;
 pub mod record;
 mod sockets;
@@ -96,6 +97,7 @@ impl LiveCapture {
         for pid in scan_pids {
             scan_process(&mut probes, pid);
         }
+        release_freed_memory();
         let attached_files = probes.attached_files();
 
         let maps = Arc::new(Mutex::new(maps));
@@ -138,6 +140,13 @@ impl LiveCapture {
         lock(&self.maps).unwatch_pid(pid)
     }
 
+    /// A handle the pipeline uses to stop the probes copying connections it does not follow.
+    pub fn skipper(&self) -> Skipper {
+        Skipper {
+            maps: self.maps.clone(),
+        }
+    }
+
     pub fn kernel_counters(&self) -> KernelCounters {
         lock(&self.maps).counters()
     }
@@ -158,6 +167,21 @@ impl LiveCapture {
 impl Drop for LiveCapture {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// See [`LiveCapture::skipper`].
+pub struct Skipper {
+    maps: Arc<Mutex<SharedMaps>>,
+}
+
+impl Skipper {
+    /// The probes stop copying `conn` (best effort: a full map only costs the copying).
+    pub fn skip(&self, conn: ConnKey) {
+        match lock(&self.maps).skip_conn(conn) {
+            Ok(()) => log::debug!("{conn:?}: not followed, the probes stop copying it"),
+            Err(error) => log::debug!("{error:#}"),
+        }
     }
 }
 
@@ -271,6 +295,16 @@ fn process_identity(pid: u32, ts: u64, comm: Option<String>) -> CaptureEvent {
     }
 }
 
+/// Hands the heap's free pages back to the system. Reading the symbol tables of a host's large
+/// libraries (tens of MB for some) leaves that much freed but still resident otherwise.
+fn release_freed_memory() {
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    #[cfg(target_env = "gnu")]
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 fn wait_readable(fd: i32, timeout: Duration) {
     let mut poll = libc::pollfd {
         fd,
@@ -331,6 +365,7 @@ fn discover_loop(mut probes: Probes, stop: Arc<AtomicBool>, requests: Receiver<D
             for pid in all_pids() {
                 scan_process(&mut probes, pid);
             }
+            release_freed_memory();
             next_full_scan = Instant::now() + RESCAN_INTERVAL;
         }
     }

@@ -11,9 +11,10 @@ use aya::{
         uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope},
     },
 };
-use observer_ebpf::{config, counter};
+use observer_ebpf::{ConnId, config, counter};
 
 use super::{
+    ConnKey,
     boringssl::{Locator, Verdict},
     discover::FileId,
     elf::{self, AttachPoint, TLS_FUNCTIONS},
@@ -82,6 +83,8 @@ pub struct Probes {
 pub struct SharedMaps {
     pub watched_pids: HashMap<MapData, u32, u8>,
     pub counters: PerCpuArray<MapData, u64>,
+    /// Connections whose bytes the probes no longer copy.
+    pub skipped_conns: HashMap<MapData, ConnId, u8>,
 }
 
 /// Per-CPU kernel counters, summed.
@@ -122,6 +125,7 @@ impl Probes {
         let maps = SharedMaps {
             watched_pids: HashMap::try_from(take_map(&mut ebpf, "WATCHED_PIDS")?)?,
             counters: PerCpuArray::try_from(take_map(&mut ebpf, "COUNTERS")?)?,
+            skipped_conns: HashMap::try_from(take_map(&mut ebpf, "SKIPPED_CONNS")?)?,
         };
         Ok((
             Probes {
@@ -279,6 +283,14 @@ impl SharedMaps {
         self.watched_pids
             .remove(&pid)
             .context("removing a pid from the kernel's watch list")
+    }
+
+    /// Stops the probes copying `conn`'s bytes (until its session is freed).
+    pub fn skip_conn(&mut self, conn: ConnKey) -> Result<()> {
+        let id: ConnId = [conn.conn, u64::from(conn.pid)];
+        self.skipped_conns
+            .insert(id, 1, 0)
+            .context("adding a connection to the kernel's skip list")
     }
 
     pub fn counters(&self) -> KernelCounters {

@@ -34,6 +34,14 @@ pub(super) enum StartLine {
 
 /// Whether `bytes` begin with an HTTP/1.x request or status line.
 pub(super) fn sniff_start_line(role: Role, bytes: &[u8]) -> StartLine {
+    // A method is a short token: without a space early on, this is no request line (and
+    // waiting for a whole head's worth of bytes to say so would follow a binary protocol for long).
+    if role == Role::Request
+        && bytes.len() >= LONGEST_METHOD + 1
+        && !bytes[..=LONGEST_METHOD].contains(&b' ')
+    {
+        return StartLine::Invalid;
+    }
     // No header slots: httparse reports `TooManyHeaders` only after accepting the start line.
     let result = match role {
         Role::Request => httparse::Request::new(&mut [])
@@ -49,6 +57,9 @@ pub(super) fn sniff_start_line(role: Role, bytes: &[u8]) -> StartLine {
         Err(_) => StartLine::Invalid,
     }
 }
+
+/// Longer than any registered HTTP method (`UPDATEREDIRECTREF`, 17).
+const LONGEST_METHOD: usize = 24;
 
 /// Where and when bytes were read.
 #[derive(Clone, Copy, Debug)]

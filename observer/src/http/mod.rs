@@ -141,6 +141,8 @@ pub struct HttpTracker {
     limits: HttpLimits,
     conns: HashMap<ConnKey, Connection>,
     stats: HttpStats,
+    /// Connections that became [`Protocol::Ignored`] since the last [`Self::take_ignored`].
+    newly_ignored: Vec<ConnKey>,
 }
 
 impl HttpTracker {
@@ -149,7 +151,14 @@ impl HttpTracker {
             limits,
             conns: HashMap::new(),
             stats: HttpStats::default(),
+            newly_ignored: Vec::new(),
         }
+    }
+
+    /// Connections no longer followed (server side, not HTTP, upgraded) since the last call:
+    /// the capture stage can stop copying their bytes.
+    pub fn take_ignored(&mut self) -> Vec<ConnKey> {
+        std::mem::take(&mut self.newly_ignored)
     }
 
     pub fn stats(&self) -> HttpStats {
@@ -194,7 +203,10 @@ impl HttpTracker {
                     conn.protocol = Protocol::Ignored;
                 }
             }
-            Protocol::Ignored => {}
+            Protocol::Ignored => return,
+        }
+        if matches!(conn.protocol, Protocol::Ignored) {
+            self.newly_ignored.push(cx.conn);
         }
     }
 
@@ -391,6 +403,11 @@ impl ConnectionStage {
 
     pub fn stats(&self) -> HttpStats {
         self.http.stats()
+    }
+
+    /// See [`HttpTracker::take_ignored`].
+    pub fn take_ignored(&mut self) -> Vec<ConnKey> {
+        self.http.take_ignored()
     }
 
     pub fn reassembly_stats(&self) -> ReassemblyStats {

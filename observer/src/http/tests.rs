@@ -382,6 +382,31 @@ fn non_http_connections_are_skipped() {
 }
 
 #[test]
+fn connections_no_longer_followed_are_reported_once() {
+    let mut server = Wire::new();
+    server.read(GET);
+    assert_eq!(server.stage.take_ignored(), vec![CONN]);
+    server.write(&ok_response("served")).read(GET);
+    assert!(server.stage.take_ignored().is_empty());
+
+    let mut client = Wire::new();
+    client.write(GET).read(&ok_response("ok"));
+    assert!(client.stage.take_ignored().is_empty());
+}
+
+#[test]
+fn a_binary_protocol_is_judged_at_its_first_message() {
+    let mut wire = Wire::new();
+    wire.write(&[b'c'; 64]);
+    assert_eq!(wire.stats().non_http_skipped, 1);
+    assert_eq!(wire.stage.take_ignored(), vec![CONN]);
+    // A long method name still is one.
+    let mut wire = Wire::new();
+    wire.write(b"UPDATEREDIRECTREF / HTTP/1.1\r\n\r\n");
+    assert_eq!(wire.stats().non_http_skipped, 0);
+}
+
+#[test]
 fn first_bytes_split_across_reads_are_sniffed_together() {
     let mut wire = Wire::new();
     wire.write(b"G")
@@ -709,4 +734,36 @@ fn rechunking_a_recorded_stream_gives_identical_exchanges() {
     for round in 0..200 {
         assert_eq!(replay(&session, Some(&mut rng)), expected, "round {round}");
     }
+}
+
+/// 100,000 connections that each send a request head claiming a 1 GB body and are never
+/// closed: the stage keeps at most its configured number of connections (the rest are evicted,
+/// counted), so memory stays bounded by the caps rather than by what clients claim or leave open.
+#[test]
+fn connections_never_closed_are_bounded_by_the_caps() {
+    let mut stage = ConnectionStage::default();
+    let mut out = Vec::new();
+    let head =
+        b"POST /upload HTTP/1.1\r\nHost: example.test\r\nContent-Length: 1000000000\r\n\r\npartial";
+    for n in 0..100_000u64 {
+        let chunk = Chunk {
+            conn: ConnKey {
+                pid: 4242,
+                conn: 0x10_0000 + n,
+            },
+            tid: TID,
+            dir: Direction::Egress,
+            ts: 1_000 * MS + n,
+            offset: 0,
+            data: Bytes::from_static(head),
+            truncated_after: false,
+            library: TlsLibrary::OpenSsl,
+        };
+        stage.on_event(CaptureEvent::Data(chunk), &mut out);
+    }
+    let limits = HttpLimits::default();
+    assert!(stage.http.conns.len() <= limits.max_connections);
+    assert!(stage.stats().connections_evicted >= 100_000 - limits.max_connections as u64);
+    let max_streams = ReassemblyLimits::default().max_streams as u64;
+    assert!(stage.reassembly_stats().streams_evicted >= 100_000 - max_streams);
 }

@@ -1,0 +1,119 @@
+//! Faults: the observer killed outright, and restarted on the same store.
+
+use std::{process::Command, time::Duration};
+
+use observer_e2e::{TestEnv, harness::observer_bin};
+
+/// `observer traces --db DB --spans --format json`: the stored spans.
+fn stored_spans(db: &std::path::Path) -> Vec<serde_json::Value> {
+    let out = Command::new(observer_bin())
+        .args([
+            "traces", "--spans", "--format", "json", "--limit", "1000", "--db",
+        ])
+        .arg(db)
+        .output()
+        .expect("running observer traces");
+    assert!(
+        out.status.success(),
+        "observer traces failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let value: serde_json::Value = serde_json::from_str(&text)
+        .unwrap_or_else(|error| panic!("observer traces printed no JSON ({error}): {text}"));
+    match value.get("spans") {
+        Some(serde_json::Value::Array(rows)) => rows.clone(),
+        _ => panic!("observer traces printed no span list: {value}"),
+    }
+}
+
+/// Runs one client call while `watcher` watches, and waits for its span.
+fn one_call(env: &TestEnv, watcher: &observer_e2e::harness::Watcher) {
+    let mut client = env.spawn_client(&env.client("stdlib_calls.py", &["chat_json"]));
+    assert!(
+        client.wait(Duration::from_secs(60)).success(),
+        "client failed: {}",
+        client.describe()
+    );
+    let pid = u64::from(client.pid());
+    assert!(
+        watcher.wait_for_spans(Duration::from_secs(20), |spans| spans
+            .iter()
+            .any(|s| s.u64("process.pid") == Some(pid))),
+        "no span for the client's call"
+    );
+}
+
+/// SIGKILL (no flush, no detach by the observer itself) leaves a store the next observer opens
+/// and adds to, and the kernel takes the killed observer's probes down with its descriptors.
+#[test]
+fn sigkill_then_restart_on_the_same_store() {
+    let env = TestEnv::new();
+    let db = env.dir().join("store.db");
+    let db_arg = db.display().to_string();
+
+    let watcher = env.watch(&["--store", &db_arg]);
+    one_call(&env, &watcher);
+    let killed_pid = watcher.pid();
+    let killed = watcher.stop(libc::SIGKILL);
+    assert!(!killed.status.success(), "SIGKILL should end the observer");
+    // Its probes went with its file descriptors: nothing of it is left in the process table.
+    assert!(
+        !std::path::Path::new(&format!("/proc/{killed_pid}")).exists(),
+        "the killed observer is still there"
+    );
+
+    let watcher = env.watch(&["--store", &db_arg]);
+    one_call(&env, &watcher);
+    let run = watcher.stop(libc::SIGTERM);
+    run.assert_success();
+
+    // The second run's span is in the store; the first run's is there too unless the kill
+    // landed before its batch was written (the writer batches), never a corrupt store.
+    let spans = stored_spans(&db);
+    assert!(
+        !spans.is_empty() && spans.len() <= 2,
+        "expected the restarted observer's span (and maybe the killed one's), got {spans:?}"
+    );
+}
+
+/// A client killed in the middle of a stream: its call becomes a span marked incomplete, with
+/// what had arrived, as soon as the process is gone (not when the observer stops).
+#[test]
+fn client_killed_mid_stream_yields_an_incomplete_span() {
+    let env = TestEnv::new();
+    let watcher = env.watch(&[]);
+    let client = env.spawn_client(&env.client("openai_calls.py", &["chat_stream_slow"]));
+    let first = client
+        .stdout
+        .wait_for(Duration::from_secs(60), |l| {
+            l.starts_with("first-delta id=")
+        })
+        .unwrap_or_else(|| panic!("the slow stream never started: {}", client.describe()));
+    let response_id = first["first-delta id=".len()..].to_owned();
+    std::thread::sleep(Duration::from_millis(800));
+    client.signal(libc::SIGKILL);
+    drop(client);
+
+    let found = watcher.wait_for_spans(Duration::from_secs(20), |spans| {
+        spans
+            .iter()
+            .any(|s| s.str("gen_ai.response.id") == Some(response_id.as_str()))
+    });
+    let run = watcher.stop(libc::SIGINT);
+    run.assert_success();
+    assert!(
+        found,
+        "no span for the killed client's stream {response_id} before the observer stopped"
+    );
+    let span = run
+        .spans
+        .iter()
+        .find(|s| s.str("gen_ai.response.id") == Some(response_id.as_str()))
+        .expect("the span seen while watching is in the output");
+    assert!(
+        span.str("error.type").is_some_and(|e| !e.is_empty()),
+        "a stream cut by the client's death must be marked incomplete: {span}"
+    );
+    assert_eq!(span.str("gen_ai.request.model"), Some("gpt-4o"), "{span}");
+}

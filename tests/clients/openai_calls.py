@@ -8,7 +8,8 @@ import sys
 import httpx2
 import openai
 
-from common import API_KEY, BASE, TIMEOUT, big_prompt, emit, note, run_scenarios, ssl_context
+from common import (API_KEY, BASE, TIMEOUT, WEATHER_TOOL, big_prompt, emit, note, run_scenarios,
+                    ssl_context)
 
 client = openai.OpenAI(
     api_key=API_KEY,
@@ -17,15 +18,6 @@ client = openai.OpenAI(
     timeout=TIMEOUT,
     http_client=httpx2.Client(verify=ssl_context(), timeout=TIMEOUT),
 )
-
-WEATHER_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Weather for a city",
-        "parameters": {"type": "object", "properties": {"query": {"type": "string"}}},
-    },
-}
 
 
 def usage_fields(usage):

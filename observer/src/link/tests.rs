@@ -394,9 +394,9 @@ fn identical_conversations_on_eight_threads_stay_on_their_threads() {
                 .iter()
                 .all(|s| s.trace_id == of_thread[0].trace_id)
         );
-        for other in 0..8usize {
+        for (other, span) in spans.iter().enumerate().take(8) {
             if other != thread {
-                assert_ne!(spans[other].trace_id, of_thread[0].trace_id);
+                assert_ne!(span.trace_id, of_thread[0].trace_id);
             }
         }
     }
@@ -450,7 +450,7 @@ fn same_thread_and_connection_gives_only_a_link() {
         spans[1].trace_id, spans[0].trace_id,
         "not joined: a link only"
     );
-    assert_eq!(spans[1].parent_span_id.is_some(), true);
+    assert!(spans[1].parent_span_id.is_some());
     assert_eq!(link_reasons(&spans[1]), ["same_thread"]);
     assert_eq!(spans[1].links[0].span_id, spans[0].span_id);
     assert_eq!(spans[1].links[0].trace_id, spans[0].trace_id);

@@ -336,7 +336,7 @@ fn otlp_span(span: &Span) -> otlp::Span {
         attributes: span
             .attributes
             .iter()
-            .chain(openinference_compat(span).iter().map(|(k, v)| (k, v)))
+            .chain(&openinference_compat(span))
             .map(|(key, value)| key_value(key, value))
             .collect(),
         links: span

@@ -22,6 +22,10 @@ pub mod kind {
     pub const EXEC: u32 = 2;
     pub const EXIT: u32 = 3;
     pub const CONN_END: u32 = 4;
+    /// A connection was tied to its socket ([`SocketEvent`]).
+    pub const SOCKET: u32 = 5;
+    /// A process mapped a file executable (a library loaded late): the header alone.
+    pub const LIBRARY_MAPPED: u32 = 6;
 }
 
 pub mod flags {
@@ -37,11 +41,29 @@ pub mod direction {
     pub const INGRESS: u8 = 1;
 }
 
-/// Which TLS library the bytes came from.
 /// Which TLS library the bytes came from: the uprobe's attach cookie.
 pub mod tls_source {
     pub const OPENSSL: u8 = 1;
     pub const GNUTLS: u8 = 2;
+    pub const BORINGSSL: u8 = 3;
+    pub const GO: u8 = 4;
+    pub const RUSTLS: u8 = 5;
+    /// Not TLS: plaintext HTTP read from socket syscalls.
+    pub const PLAINTEXT: u8 = 6;
+}
+
+/// Connection ids of plaintext connections have this bit set; TLS connections are named by a
+/// user-space pointer, which never does.
+pub const PLAINTEXT_CONN_BIT: u64 = 1 << 63;
+
+/// How the traced process got a socket.
+pub mod socket_role {
+    /// Opened before the observer saw it: its peer is unknown to the kernel side.
+    pub const UNKNOWN: u8 = 0;
+    /// `connect`: the process is the client.
+    pub const CONNECTED: u8 = 1;
+    /// `accept`/`accept4`: the process is the server.
+    pub const ACCEPTED: u8 = 2;
 }
 
 /// Indexes of the per-CPU counters in the `COUNTERS` map.
@@ -119,6 +141,24 @@ pub type ExitEvent = EventHeader;
 pub struct ConnEndEvent {
     pub header: EventHeader,
     pub conn: u64,
+}
+
+/// A connection (TLS session, or plaintext HTTP socket) and the socket that carries it.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SocketEvent {
+    pub header: EventHeader,
+    pub conn: u64,
+    pub fd: u32,
+    /// `AF_INET`, `AF_INET6`, or 0 when the peer is unknown.
+    pub family: u16,
+    /// Peer port, host byte order.
+    pub port: u16,
+    /// Peer address: 4 bytes for IPv4, 16 for IPv6, network byte order.
+    pub addr: [u8; 16],
+    pub source: u8,
+    pub role: u8,
+    pub _pad: [u8; 6],
 }
 
 /// Key of the kernel's per-connection stream offsets.

@@ -6,10 +6,16 @@
 fn main() {}
 
 #[cfg(target_arch = "bpf")]
+mod go_tls;
+
+#[cfg(target_arch = "bpf")]
+mod syscalls;
+
+#[cfg(target_arch = "bpf")]
 mod probes {
     use aya_ebpf::{
         EbpfContext as _,
-        bindings::BPF_RB_NO_WAKEUP,
+        bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
         cty::c_void,
         helpers::{
             bpf_get_attach_cookie, bpf_get_current_comm, bpf_get_current_pid_tgid,
@@ -29,7 +35,7 @@ mod probes {
     const BPF_RB_AVAIL_DATA: u64 = 0;
 
     #[map]
-    static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
+    pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
 
     #[map]
     static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
@@ -44,7 +50,8 @@ mod probes {
     /// A TLS read or write in progress, by thread (pid_tgid). LRU: a thread that dies inside a
     /// call leaves an entry nobody removes.
     #[map]
-    static ACTIVE_CALLS: LruHashMap<u64, ActiveCall> = LruHashMap::with_max_entries(16384, 0);
+    pub(crate) static ACTIVE_CALLS: LruHashMap<u64, ActiveCall> =
+        LruHashMap::with_max_entries(16384, 0);
 
     /// Bytes seen so far on each connection and direction.
     #[map]
@@ -59,31 +66,31 @@ mod probes {
 
     #[repr(C)]
     #[derive(Clone, Copy)]
-    struct ActiveCall {
-        conn: u64,
-        buf: u64,
+    pub(crate) struct ActiveCall {
+        pub(crate) conn: u64,
+        pub(crate) buf: u64,
         /// `_ex` forms: where the library stores the byte count; 0 for the plain forms.
-        count_ptr: u64,
-        dir: u8,
+        pub(crate) count_ptr: u64,
+        pub(crate) dir: u8,
         /// `tls_source`, from the attach cookie.
-        source: u8,
-        _pad: [u8; 6],
+        pub(crate) source: u8,
+        pub(crate) _pad: [u8; 6],
     }
 
-    fn bump(index: u32, by: u64) {
+    pub(crate) fn bump(index: u32, by: u64) {
         if let Some(slot) = COUNTERS.get_ptr_mut(index) {
             unsafe { *slot += by };
         }
     }
 
-    fn traced(tgid: u32) -> bool {
+    pub(crate) fn traced(tgid: u32) -> bool {
         match CONFIG.get(config::FILTER_PIDS) {
             Some(&1) => unsafe { WATCHED_PIDS.get(&tgid) }.is_some(),
             _ => true,
         }
     }
 
-    fn header(kind: u32, pid_tgid: u64) -> EventHeader {
+    pub(crate) fn header(kind: u32, pid_tgid: u64) -> EventHeader {
         EventHeader {
             kind,
             pid: (pid_tgid >> 32) as u32,
@@ -93,7 +100,7 @@ mod probes {
         }
     }
 
-    fn ring_flags() -> u64 {
+    pub(crate) fn ring_flags() -> u64 {
         if EVENTS.query(BPF_RB_AVAIL_DATA) >= WAKEUP_THRESHOLD {
             0
         } else {
@@ -157,6 +164,17 @@ mod probes {
         0
     }
 
+    /// Moves a connection's stream offset past bytes that were not copied: user space sees a gap.
+    pub(crate) fn skip_bytes(pid_tgid: u64, conn: u64, dir: u8, len: u64) {
+        let key = StreamKey {
+            conn,
+            pid: (pid_tgid >> 32) as u32,
+            dir: dir as u32,
+        };
+        let start = unsafe { STREAM_OFFSETS.get(&key) }.copied().unwrap_or(0);
+        let _ = STREAM_OFFSETS.insert(&key, &(start + len), 0);
+    }
+
     /// One TLS call being copied out, chunk by chunk, by [`emit_chunk`].
     #[repr(C)]
     #[derive(Clone, Copy)]
@@ -172,7 +190,7 @@ mod probes {
     #[map]
     static EMISSION: PerCpuArray<Emission> = PerCpuArray::with_max_entries(1, 0);
 
-    fn emit_data(pid_tgid: u64, call: &ActiveCall, len: u64) {
+    pub(crate) fn emit_data(pid_tgid: u64, call: &ActiveCall, len: u64) {
         let key = StreamKey {
             conn: call.conn,
             pid: (pid_tgid >> 32) as u32,
@@ -286,13 +304,18 @@ mod probes {
     #[uprobe]
     pub fn ssl_free(ctx: ProbeContext) -> u32 {
         let pid_tgid = bpf_get_current_pid_tgid();
-        let pid = (pid_tgid >> 32) as u32;
-        if !traced(pid) {
+        if !traced((pid_tgid >> 32) as u32) {
             return 0;
         }
-        let Some(conn) = ctx.arg::<u64>(0) else {
-            return 0;
-        };
+        if let Some(conn) = ctx.arg::<u64>(0) {
+            end_connection(pid_tgid, conn);
+        }
+        0
+    }
+
+    /// Forgets a connection's stream offsets and tells user space it is over.
+    pub(crate) fn end_connection(pid_tgid: u64, conn: u64) {
+        let pid = (pid_tgid >> 32) as u32;
         for dir in [direction::EGRESS, direction::INGRESS] {
             let _ = STREAM_OFFSETS.remove(&StreamKey {
                 conn,
@@ -307,7 +330,6 @@ mod probes {
         if EVENTS.output::<ConnEndEvent>(&event, ring_flags()).is_err() {
             bump(counter::EVENTS_LOST, 1);
         }
-        0
     }
 
     // sched/sched_process_fork: parent_pid @12, child_pid @20 (the parent is `current`).
@@ -346,7 +368,11 @@ mod probes {
                 event.path_len = path.len() as u32;
             }
         }
-        if EVENTS.output::<ExecEvent>(&*event, ring_flags()).is_err() {
+        // At once: discovery races the new program to its first TLS call.
+        if EVENTS
+            .output::<ExecEvent>(&*event, BPF_RB_FORCE_WAKEUP as u64)
+            .is_err()
+        {
             bump(counter::EVENTS_LOST, 1);
         }
         0

@@ -20,6 +20,7 @@ pub struct Config {
     pub otlp: Option<OtlpConfig>,
     pub jsonl: Option<JsonlConfig>,
     pub content: ContentConfig,
+    pub cost: CostConfig,
     pub metrics: MetricsConfig,
 }
 
@@ -98,15 +99,28 @@ pub struct JsonlConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct ContentConfig {
     pub mode: ContentMode,
+    /// Strings in span attributes past this many bytes are cut, with a marker.
+    pub max_string_bytes: Option<usize>,
 }
 
-/// How much prompt and completion text spans keep. Only `full` exists so far; the setting is
-/// accepted now so configuration files need no change when the others arrive.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct CostConfig {
+    /// A price table searched before the built-in one (the format of `observer/data/prices.toml`).
+    pub prices: Option<PathBuf>,
+}
+
+/// How much prompt and completion text spans keep (see `llm::content`).
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum ContentMode {
+    /// Messages, system instructions and tool definitions as sent and received.
     #[default]
     Full,
+    /// Each text, tool argument and tool result replaced by its length and a hash.
+    Redacted,
+    /// Metadata only: no messages, system instructions or tool definitions.
+    None,
 }
 
 impl Config {
@@ -155,6 +169,8 @@ mod tests {
         assert_eq!(config.store.retention().max_bytes, None);
         assert_eq!(config.otlp.unwrap().headers["authorization"], "Bearer t");
         assert!(toml::from_str::<Config>("[store]\nretention = 3").is_err());
-        assert!(toml::from_str::<Config>("[content]\nmode = \"none\"").is_err());
+        assert!(toml::from_str::<Config>("[content]\nmode = \"everything\"").is_err());
+        let config: Config = toml::from_str("[content]\nmode = \"redacted\"").unwrap();
+        assert_eq!(config.content.mode, ContentMode::Redacted);
     }
 }

@@ -2,7 +2,6 @@
 //! capture → reassemble → http → llm → link → sink.
 pub mod capture;
 pub mod config;
-pub mod cost;
 pub mod http;
 pub mod link;
 pub mod llm;

@@ -16,7 +16,8 @@ use observer::{
         CaptureEvent, CaptureOptions, LiveCapture,
         record::{RecordReader, RecordWriter},
     },
-    config::{Config, OtlpConfig},
+    config::{Config, ContentConfig, ContentMode, CostConfig, OtlpConfig},
+    llm,
     metrics::{self, Metrics},
     pipeline::{Pipeline, Report},
     query::{
@@ -68,6 +69,53 @@ struct OutputArgs {
     /// No live view on stderr when spans go to a file.
     #[arg(long, short)]
     quiet: bool,
+    #[command(flatten)]
+    content: ContentArgs,
+}
+
+/// What spans keep of message text, and how calls are priced.
+#[derive(clap::Args)]
+struct ContentArgs {
+    /// Message text in spans: full; redacted (lengths and hashes); none (metadata only).
+    /// Secrets are redacted in every mode.
+    #[arg(long, value_enum, value_name = "MODE")]
+    content: Option<ContentMode>,
+    /// Cut strings in span attributes past this many bytes, with a marker [default: 262144].
+    #[arg(long, value_name = "BYTES")]
+    max_string_bytes: Option<usize>,
+    /// USD prices per million tokens searched before the built-in table (TOML, in the format
+    /// of observer/data/prices.toml).
+    #[arg(long, value_name = "FILE")]
+    prices: Option<PathBuf>,
+}
+
+impl ContentArgs {
+    /// The flags over what the configuration file says.
+    fn merged_into(&self, content: &mut ContentConfig, cost: &mut CostConfig) {
+        content.mode = self.content.unwrap_or(content.mode);
+        content.max_string_bytes = self.max_string_bytes.or(content.max_string_bytes);
+        cost.prices = self.prices.clone().or(cost.prices.take());
+    }
+}
+
+/// Sets up the LLM stage's content handling and prices, once, before any span is made.
+fn configure_llm(content: &ContentConfig, cost: &CostConfig) -> Result<()> {
+    llm::content::configure(llm::content::ContentOptions {
+        mode: content.mode,
+        max_string_bytes: content
+            .max_string_bytes
+            .unwrap_or(llm::content::DEFAULT_MAX_STRING_BYTES),
+    });
+    if let Some(path) = &cost.prices {
+        llm::cost::use_user_prices(llm::cost::PriceTable::load(path)?);
+    }
+    Ok(())
+}
+
+fn configure_llm_from(args: &ContentArgs) -> Result<()> {
+    let (mut content, mut cost) = (ContentConfig::default(), CostConfig::default());
+    args.merged_into(&mut content, &mut cost);
+    configure_llm(&content, &cost)
 }
 
 #[derive(clap::Args)]
@@ -145,6 +193,8 @@ struct RunArgs {
     jsonl: Option<PathBuf>,
     #[command(flatten)]
     otlp: OtlpArgs,
+    #[command(flatten)]
+    content: ContentArgs,
     /// Serve Prometheus metrics at http://ADDR/metrics [default: 127.0.0.1:9464].
     #[arg(long, value_name = "ADDR")]
     metrics_addr: Option<SocketAddr>,
@@ -275,6 +325,7 @@ fn sinks(args: &OutputArgs) -> Result<Vec<Box<dyn Sink>>> {
 }
 
 fn replay(args: ReplayArgs) -> Result<ExitCode> {
+    configure_llm_from(&args.output.content)?;
     let reader = RecordReader::open(&args.file)?;
     let mut sinks = sinks(&args.output)?;
     sinks.extend(export_sinks(args.export)?);
@@ -302,6 +353,7 @@ fn health(report: &Report, events_lost: u64, calls_truncated: u64) -> Health {
 }
 
 fn capture(args: CaptureArgs) -> Result<ExitCode> {
+    configure_llm_from(&args.output.content)?;
     let recorder = args
         .record
         .as_deref()
@@ -572,6 +624,8 @@ fn run_config(args: RunArgs) -> Result<Config> {
         config.jsonl = Some(observer::config::JsonlConfig { path });
     }
     config.otlp = args.otlp.merged_into(config.otlp)?;
+    args.content
+        .merged_into(&mut config.content, &mut config.cost);
     if let Some(addr) = args.metrics_addr {
         config.metrics.listen = addr;
     }
@@ -583,6 +637,7 @@ fn run_config(args: RunArgs) -> Result<Config> {
 
 /// The daemon: the whole host (or the configured processes) into the configured sinks.
 fn run(config: Config) -> Result<ExitCode> {
+    configure_llm(&config.content, &config.cost)?;
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
     if config.store.enabled {
         let retention = config.store.retention();

@@ -3,21 +3,24 @@
 use std::{collections::HashMap, sync::Arc};
 
 use crate::{
-    capture::{CaptureEvent, record::RecordWriter},
+    capture::{CaptureEvent, ConnKey, record::RecordWriter},
     http::{ConnectionStage, Exchange, HttpStats},
     link::Linker,
     llm,
     metrics::{Metrics, PipelineTotals},
     sink::{Sink, Summary},
-    span::{self, ProcessInfo, Span},
+    span::{self, Endpoints, ProcessInfo, Span},
 };
 
-/// Processes remembered for naming spans; the oldest are forgotten past this.
+/// Processes remembered for naming spans; past this they are forgotten.
 const MAX_PROCESSES: usize = 65_536;
+/// Connections whose socket addresses are remembered; past this they are forgotten.
+const MAX_SOCKETS: usize = 65_536;
 
 pub struct Pipeline {
     connections: ConnectionStage,
     processes: HashMap<u32, ProcessInfo>,
+    sockets: HashMap<ConnKey, Endpoints>,
     comm_filter: Vec<String>,
     linker: Linker,
     sinks: Vec<Box<dyn Sink>>,
@@ -28,6 +31,11 @@ pub struct Pipeline {
     metrics: Option<Arc<Metrics>>,
     /// When the health metrics were last brought up to date.
     metrics_updated: u64,
+}
+
+enum Ended {
+    Process(u32),
+    Connection(ConnKey),
 }
 
 /// How often (event time) the health metrics are brought up to date.
@@ -59,6 +67,7 @@ impl Pipeline {
         Pipeline {
             connections: ConnectionStage::default(),
             processes: HashMap::new(),
+            sockets: HashMap::new(),
             comm_filter,
             linker: Linker::default(),
             sinks,
@@ -96,6 +105,7 @@ impl Pipeline {
                     ProcessInfo {
                         executable_path: path.clone(),
                         comm: comm.clone(),
+                        container_id: None,
                     },
                 );
             }
@@ -105,10 +115,30 @@ impl Pipeline {
                 }
                 self.stats.bytes += chunk.data.len() as u64;
             }
+            CaptureEvent::Socket {
+                conn, peer, local, ..
+            } => {
+                if self.sockets.len() >= MAX_SOCKETS {
+                    self.sockets.clear();
+                }
+                self.sockets.insert(
+                    *conn,
+                    Endpoints {
+                        peer: *peer,
+                        local: *local,
+                    },
+                );
+            }
+            CaptureEvent::Container { pid, id, .. } => {
+                if let Some(process) = self.processes.get_mut(pid) {
+                    process.container_id = Some(id.clone());
+                }
+            }
             CaptureEvent::ConnEnd { .. } | CaptureEvent::Exit { .. } => {}
         }
-        let exit = match &event {
-            CaptureEvent::Exit { pid, .. } => Some(*pid),
+        let ended = match &event {
+            CaptureEvent::Exit { pid, .. } => Some(Ended::Process(*pid)),
+            CaptureEvent::ConnEnd { conn, .. } => Some(Ended::Connection(*conn)),
             _ => None,
         };
         let ts = event.ts();
@@ -116,10 +146,18 @@ impl Pipeline {
         self.connections.on_event(event, &mut exchanges);
         self.emit(&mut exchanges);
         self.exchanges = exchanges;
-        if let Some(pid) = exit {
-            let roots = self.linker.process_exited(pid);
-            self.write_all(roots);
-            self.processes.remove(&pid);
+        // Forgotten only once the spans they name are out.
+        match ended {
+            Some(Ended::Process(pid)) => {
+                let roots = self.linker.process_exited(pid);
+                self.write_all(roots);
+                self.processes.remove(&pid);
+                self.sockets.retain(|conn, _| conn.pid != pid);
+            }
+            Some(Ended::Connection(conn)) => {
+                self.sockets.remove(&conn);
+            }
+            None => {}
         }
         self.tick(ts);
     }
@@ -193,7 +231,8 @@ impl Pipeline {
             let keys = std::mem::take(&mut call.link);
             let unknown = ProcessInfo::default();
             let process = self.processes.get(&exchange.conn.pid).unwrap_or(&unknown);
-            let span = span::build(&exchange, call, process);
+            let endpoints = self.sockets.get(&exchange.conn);
+            let span = span::build(&exchange, call, process, endpoints);
             let spans = self.linker.link(&exchange, &keys, span);
             self.write_all(spans);
         }

@@ -1,11 +1,9 @@
 //! The span: one LLM call as the sinks see it.
+use std::net::SocketAddr;
+
 use serde_json::{Map, Value, json};
 
-use crate::{
-    cost,
-    http::Exchange,
-    llm::{LlmCall, attr},
-};
+use crate::{capture::TlsLibrary, http::Exchange, llm::LlmCall};
 
 /// An OpenTelemetry span, with its attributes flat.
 #[derive(Clone, Debug, PartialEq)]
@@ -119,6 +117,14 @@ impl Span {
 pub struct ProcessInfo {
     pub executable_path: String,
     pub comm: String,
+    pub container_id: Option<String>,
+}
+
+/// The two ends of a connection's socket, when the capture tied the connection to one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Endpoints {
+    pub peer: Option<SocketAddr>,
+    pub local: Option<SocketAddr>,
 }
 
 impl ProcessInfo {
@@ -131,8 +137,13 @@ impl ProcessInfo {
     }
 }
 
-/// A span without trace identity yet: the call, its HTTP facts and its process.
-pub fn build(exchange: &Exchange, call: LlmCall, process: &ProcessInfo) -> Span {
+/// A span without trace identity yet: the call, its HTTP facts, its process and its socket.
+pub fn build(
+    exchange: &Exchange,
+    call: LlmCall,
+    process: &ProcessInfo,
+    endpoints: Option<&Endpoints>,
+) -> Span {
     let request = &exchange.request;
     let end = exchange
         .response
@@ -148,12 +159,30 @@ pub fn build(exchange: &Exchange, call: LlmCall, process: &ProcessInfo) -> Span 
     if let Some(model) = &call.request_model {
         set("gen_ai.request.model", json!(model));
     }
+    let peer = endpoints.and_then(|e| e.peer);
+    let default_port = if exchange.library == TlsLibrary::Plaintext {
+        80
+    } else {
+        443
+    };
     let (host, port) = server_address(request.headers.get("host"));
-    if let Some(host) = host {
+    // The Host header names the server as the client meant it; the socket says where it went.
+    let port = port
+        .or(peer.map(|p| p.port()))
+        .or(host.is_some().then_some(default_port));
+    if let Some(host) = host.or_else(|| peer.map(|p| p.ip().to_string())) {
         set("server.address", json!(host));
     }
     if let Some(port) = port {
         set("server.port", json!(port));
+    }
+    if let Some(peer) = peer {
+        set("network.peer.address", json!(peer.ip().to_string()));
+        set("network.peer.port", json!(peer.port()));
+    }
+    if let Some(local) = endpoints.and_then(|e| e.local) {
+        set("network.local.address", json!(local.ip().to_string()));
+        set("network.local.port", json!(local.port()));
     }
     let path = request.target.split(['?', '#']).next().unwrap_or_default();
     set("url.path", json!(path));
@@ -170,18 +199,10 @@ pub fn build(exchange: &Exchange, call: LlmCall, process: &ProcessInfo) -> Span 
     if !process.executable_path.is_empty() {
         set("process.executable.path", json!(process.executable_path));
     }
-    set("observer.tls.library", json!(exchange.library.as_str()));
-    let tokens = |key: &str| attributes.get(key).and_then(Value::as_u64);
-    let (input, output) = (
-        tokens("gen_ai.usage.input_tokens"),
-        tokens("gen_ai.usage.output_tokens"),
-    );
-    let model = [attr::RESPONSE_MODEL, attr::REQUEST_MODEL]
-        .iter()
-        .find_map(|key| attributes.get(*key).and_then(Value::as_str));
-    if let Some(cost) = model.and_then(|model| cost::estimate(model, input, output)) {
-        attributes.insert("observer.cost.usd".into(), json!(cost));
+    if let Some(container) = &process.container_id {
+        set("container.id", json!(container));
     }
+    set("observer.tls.library", json!(exchange.library.as_str()));
     let name = match &call.request_model {
         Some(model) => format!("{} {model}", call.operation),
         None => call.operation.clone(),
@@ -199,7 +220,7 @@ pub fn build(exchange: &Exchange, call: LlmCall, process: &ProcessInfo) -> Span 
     }
 }
 
-/// Host and port from a Host header; HTTPS's port when the header names none.
+/// Host and port from a Host header; the port only when the header names one.
 fn server_address(host_header: Option<&str>) -> (Option<String>, Option<u16>) {
     let Some(host) = host_header.map(str::trim).filter(|h| !h.is_empty()) else {
         return (None, None);
@@ -209,7 +230,7 @@ fn server_address(host_header: Option<&str>) -> (Option<String>, Option<u16>) {
         Some((name, port)) if !name.ends_with(':') && port.chars().all(|c| c.is_ascii_digit()) => {
             (name, port.parse().ok())
         }
-        _ => (host, Some(443)),
+        _ => (host, None),
     };
     (
         Some(
@@ -229,7 +250,7 @@ mod tests {
     fn splits_host_headers() {
         assert_eq!(
             server_address(Some("api.openai.com")),
-            (Some("api.openai.com".into()), Some(443))
+            (Some("api.openai.com".into()), None)
         );
         assert_eq!(
             server_address(Some("127.0.0.1:8443")),

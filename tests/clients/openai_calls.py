@@ -1,8 +1,10 @@
 """Calls through the official openai SDK, one client (one kept-alive connection pool) for all.
+With OPENAI_HTTP2=1 its httpx client speaks HTTP/2 (one connection, a stream per call).
 
 Usage: openai_calls.py SCENARIO...   (see SCENARIOS below; parallelN:SCENARIO runs N threads)
 """
 
+import os
 import sys
 
 import httpx2
@@ -16,7 +18,8 @@ client = openai.OpenAI(
     base_url=BASE + "/v1",
     max_retries=0,
     timeout=TIMEOUT,
-    http_client=httpx2.Client(verify=ssl_context(), timeout=TIMEOUT),
+    http_client=httpx2.Client(verify=ssl_context(), timeout=TIMEOUT,
+                              http2=os.environ.get("OPENAI_HTTP2") == "1"),
 )
 
 

@@ -1,4 +1,5 @@
-"""Calls with Python's standard library only (http.client, one kept-alive connection).
+"""Calls with Python's standard library only (http.client, one kept-alive connection; HTTPS or,
+when MOCK_BASE is http://, plaintext).
 
 Usage: stdlib_calls.py SCENARIO...   (chat_json, messages_json)
 """
@@ -11,7 +12,10 @@ import urllib.parse
 from common import API_KEY, BASE, TIMEOUT, emit, run_scenarios, ssl_context
 
 url = urllib.parse.urlsplit(BASE)
-conn = http.client.HTTPSConnection(url.hostname, url.port, context=ssl_context(), timeout=TIMEOUT)
+if url.scheme == "http":
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=TIMEOUT)
+else:
+    conn = http.client.HTTPSConnection(url.hostname, url.port, context=ssl_context(), timeout=TIMEOUT)
 
 
 def post(path, body, headers):

@@ -42,6 +42,11 @@ impl ClientCall {
     pub fn tid(&self) -> u64 {
         self.u64("tid").expect("record has tid")
     }
+    /// The thread that made the call, when the client knows it. Go clients do not: goroutines
+    /// move between threads, and the runtime writes requests from goroutines of its own.
+    pub fn known_tid(&self) -> Option<u64> {
+        self.u64("tid")
+    }
     pub fn path(&self) -> &str {
         self.str("path").expect("record has path")
     }
@@ -76,26 +81,34 @@ impl ClientCall {
         self.0["tool_calls"].as_array().cloned().unwrap_or_default()
     }
 
-    pub fn provider(&self) -> &'static str {
-        if self.path() == "/v1/messages" {
-            "anthropic"
-        } else {
-            "openai"
-        }
+    /// Whether the stream broke off before its end (the client kept what arrived).
+    pub fn interrupted(&self) -> bool {
+        self.0["interrupted"].as_bool().unwrap_or(false)
     }
 
-    pub fn operation(&self) -> &'static str {
-        match self.path() {
+    /// `gen_ai.provider.name`: as the record says, else from the OpenAI/Anthropic path.
+    pub fn provider(&self) -> &str {
+        self.str("provider")
+            .unwrap_or(if self.path() == "/v1/messages" {
+                "anthropic"
+            } else {
+                "openai"
+            })
+    }
+
+    /// `gen_ai.operation.name`: as the record says, else from the OpenAI/Anthropic path.
+    pub fn operation(&self) -> &str {
+        self.str("operation").unwrap_or(match self.path() {
             "/v1/embeddings" => "embeddings",
             "/v1/completions" => "text_completion",
             _ => "chat",
-        }
+        })
     }
 
     /// Checks the client's own view against the mock model, so a scenario that silently did
     /// something else (say, a reply that is not the big one) fails here and not as a riddle.
     pub fn assert_consistent_with_mock(&self) {
-        if self.status() != 200 || self.operation() == "embeddings" {
+        if self.status() != 200 || self.operation() == "embeddings" || self.interrupted() {
             return;
         }
         if self.tool_calls().is_empty() {
@@ -114,9 +127,9 @@ impl ClientCall {
 /// the OpenTelemetry output-message finish reason it maps to.
 fn finish_aliases(raw: &str) -> Vec<&str> {
     let normalised = match raw {
-        "end_turn" | "stop_sequence" | "completed" => "stop",
+        "end_turn" | "stop_sequence" | "completed" | "STOP" => "stop",
         "tool_calls" | "tool_use" => "tool_call",
-        "max_tokens" | "incomplete" => "length",
+        "max_tokens" | "incomplete" | "MAX_TOKENS" => "length",
         other => other,
     };
     vec![raw, normalised]
@@ -180,7 +193,17 @@ pub fn check_span(span: &Span, call: &ClientCall, server_port: u16) -> Vec<Strin
     c.eq("gen_ai.operation.name", op.into());
     c.eq("gen_ai.request.model", call.model().into());
     c.eq("process.pid", call.pid().into());
-    c.eq("thread.id", call.tid().into());
+    match call.known_tid() {
+        Some(tid) => c.eq("thread.id", tid.into()),
+        None => {
+            if span.u64("thread.id").is_none_or(|tid| tid == 0) {
+                c.fail(format!(
+                    "thread.id: expected the id of the thread that wrote the request, got {:?}",
+                    span.get("thread.id")
+                ));
+            }
+        }
+    }
     let exe = span.str("process.executable.name");
     let names = [call.str("comm"), call.str("exe")];
     if exe.is_none() || !names.contains(&exe) {
@@ -206,6 +229,10 @@ pub fn check_span(span: &Span, call: &ClientCall, server_port: u16) -> Vec<Strin
     }
     check_ids_and_times(&mut c);
 
+    if call.interrupted() {
+        check_interrupted(&mut c, call);
+        return c.problems;
+    }
     if call.status() != 200 {
         if span.str("error.type").is_none_or(str::is_empty) {
             c.fail(format!(
@@ -214,6 +241,13 @@ pub fn check_span(span: &Span, call: &ClientCall, server_port: u16) -> Vec<Strin
                 span.get("error.type")
             ));
         }
+        // What the provider named the error, and its message, as the client's SDK read them.
+        if let Some(kind) = call.str("error_type") {
+            c.eq("error.type", kind.into());
+        }
+        if let Some(message) = call.str("error_message") {
+            c.eq("observer.error.message", message.into());
+        }
         if !span.output_text().is_empty() {
             c.fail("gen_ai.output.messages: an error response has no output text".into());
         }
@@ -221,16 +255,17 @@ pub fn check_span(span: &Span, call: &ClientCall, server_port: u16) -> Vec<Strin
     }
 
     c.absent("error.type", "the call succeeded");
-    c.eq(
-        "gen_ai.response.model",
-        call.str("response_model").unwrap_or_default().into(),
-    );
+    match call.str("response_model") {
+        Some(model) => c.eq("gen_ai.response.model", model.into()),
+        None => c.absent("gen_ai.response.model", "the response names no model"),
+    }
     match call.response_id() {
         Some(id) => c.eq("gen_ai.response.id", id.into()),
         None => c.absent("gen_ai.response.id", "the response has no id"),
     }
     c.tokens("gen_ai.usage.input_tokens", call.input_tokens());
     c.tokens("gen_ai.usage.output_tokens", call.output_tokens());
+    check_derived(&mut c, call, op);
 
     let reasons = span.finish_reasons();
     match call.finish_reason() {
@@ -274,6 +309,7 @@ pub fn check_span(span: &Span, call: &ClientCall, server_port: u16) -> Vec<Strin
     }
 
     if call.stream() {
+        check_stream_timing(&mut c);
         let ttfc = span.f64("gen_ai.response.time_to_first_chunk");
         let duration = span.duration_secs().unwrap_or(0.0);
         if !ttfc.is_some_and(|t| t > 0.0 && t <= duration + 1e-3) {
@@ -284,6 +320,78 @@ pub fn check_span(span: &Span, call: &ClientCall, server_port: u16) -> Vec<Strin
         }
     }
     c.problems
+}
+
+/// The attributes derived from the call: OpenInference names, prompt fingerprint, cost.
+fn check_derived(c: &mut Check, call: &ClientCall, op: &str) {
+    let kind = if op == "embeddings" {
+        "EMBEDDING"
+    } else {
+        "LLM"
+    };
+    c.eq("openinference.span.kind", kind.into());
+    let model = call.str("response_model").unwrap_or(call.model());
+    c.eq("llm.model_name", model.into());
+    if let Some(input) = call.input_tokens() {
+        c.eq("llm.token_count.prompt", input.into());
+        let total = input + call.output_tokens().unwrap_or(0);
+        c.eq("llm.token_count.total", total.into());
+    }
+    let fingerprint = c.span.str("observer.prompt.fingerprint");
+    if !fingerprint.is_some_and(|f| f.len() == 16 && f.chars().all(|ch| ch.is_ascii_hexdigit())) {
+        c.fail(format!(
+            "observer.prompt.fingerprint: expected 16 hex digits, got {fingerprint:?}"
+        ));
+    }
+    let cost = c.span.f64("observer.cost.usd");
+    let unknown = c.span.str("observer.cost.unknown");
+    match (cost, unknown) {
+        (Some(usd), None) if usd >= 0.0 => {}
+        (None, Some(why)) if !why.is_empty() => {}
+        _ => c.fail(format!(
+            "observer.cost.usd / observer.cost.unknown: expected one of them, got {cost:?} / {unknown:?}"
+        )),
+    }
+}
+
+/// Output chunks counted, and the mean gap between them within the call's duration.
+fn check_stream_timing(c: &mut Check) {
+    let chunks = c.span.u64("observer.stream.output_chunk_count");
+    let per_chunk = c.span.f64("gen_ai.response.time_per_output_chunk");
+    let duration = c.span.duration_secs().unwrap_or(0.0);
+    match (chunks, per_chunk) {
+        (Some(n), Some(t)) if n >= 2 && (0.0..=duration + 1e-3).contains(&t) => {}
+        (Some(n), None) if n < 2 => {}
+        _ => c.fail(format!(
+            "observer.stream.output_chunk_count / gen_ai.response.time_per_output_chunk: expected a count and, from two chunks on, seconds in [0, {duration}], got {chunks:?} / {per_chunk:?}"
+        )),
+    }
+}
+
+/// A stream that broke off: an error, finish reason "error", and the output that arrived.
+fn check_interrupted(c: &mut Check, call: &ClientCall) {
+    if c.span.str("error.type").is_none_or(str::is_empty) {
+        c.fail(format!(
+            "error.type: expected set for an interrupted stream, got {:?}",
+            c.span.get("error.type")
+        ));
+    }
+    let reasons = c.span.finish_reasons();
+    if reasons.as_deref() != Some(&["error".to_owned()][..]) {
+        c.fail(format!(
+            "gen_ai.response.finish_reasons: expected [\"error\"] for an interrupted stream, got {reasons:?}"
+        ));
+    }
+    if let Some(id) = call.response_id() {
+        c.eq("gen_ai.response.id", id.into());
+    }
+    let text = c.span.output_text();
+    if text != call.text() || text.is_empty() {
+        c.fail(format!(
+            "gen_ai.output.messages text: expected what arrived before the cut, {:?}, got {text:?}",
+            call.text()
+        ));
+    }
 }
 
 fn check_ids_and_times(c: &mut Check) {
@@ -417,6 +525,10 @@ fn is_span_of(span: &Span, call: &ClientCall) -> bool {
                 && span.str("url.path") == Some(call.path())
                 && span.str("gen_ai.request.model") == Some(call.model())
                 && span.u64("http.response.status_code") == Some(call.status())
+                // Calls alike in all that differ in their prompt (when the span has one).
+                && span
+                    .last_user_text()
+                    .is_none_or(|text| call.prompt().is_empty() || text == call.prompt())
         }
     }
 }
@@ -440,10 +552,10 @@ pub fn assert_spans_match_calls(spans: &[Span], calls: &[ClientCall], server_por
             [] => {
                 let _ = writeln!(
                     report,
-                    "\n✗ call {:?} (pid {}, tid {}, {} {}, response id {:?}): NO SPAN",
+                    "\n✗ call {:?} (pid {}, tid {:?}, {} {}, response id {:?}): NO SPAN",
                     call.name(),
                     call.pid(),
-                    call.tid(),
+                    call.known_tid(),
                     call.path(),
                     call.model(),
                     call.response_id()

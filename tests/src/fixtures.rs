@@ -7,7 +7,10 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crate::{ClientCall, ObserverRun, harness::replay_recording};
+use crate::{
+    ClientCall, ObserverRun,
+    harness::{replay_recording, replay_recording_with},
+};
 
 pub struct Fixture {
     pub dir: PathBuf,
@@ -23,6 +26,11 @@ impl Fixture {
     /// The spans `observer replay` makes of the recording, written under `scratch`.
     pub fn replay(&self, scratch: &Path) -> Vec<crate::Span> {
         replay_recording(&self.recording(), scratch)
+    }
+
+    /// As [`Self::replay`], with more `observer replay` options.
+    pub fn replay_with(&self, scratch: &Path, options: &[&str]) -> Vec<crate::Span> {
+        replay_recording_with(&self.recording(), scratch, options)
     }
 }
 

@@ -20,7 +20,8 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(90);
 /// How long the observer may take to flush and exit after SIGINT/SIGTERM.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
-fn repo_root() -> PathBuf {
+/// The workspace root (the parent of tests/).
+pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("tests/ has a parent")
@@ -320,12 +321,27 @@ pub struct MockServer {
     proc: Proc,
     pub port: u16,
     pub ca: PathBuf,
+    /// Plaintext HTTP rather than HTTPS.
+    pub plain: bool,
 }
 
 impl MockServer {
-    pub fn start(dir: &Path) -> MockServer {
-        let mut command = Command::new(mock_server_bin());
+    /// Starts the server; inside network namespace `netns` when given.
+    pub fn start(dir: &Path, plain: bool, netns: Option<&str>) -> MockServer {
+        let mut command = match netns {
+            Some(netns) => {
+                let mut command = Command::new("ip");
+                command
+                    .args(["netns", "exec", netns])
+                    .arg(mock_server_bin());
+                command
+            }
+            None => Command::new(mock_server_bin()),
+        };
         command.arg("--cert-dir").arg(dir);
+        if plain {
+            command.arg("--plain");
+        }
         let proc = Proc::spawn("llm-mock-server", command);
         let line = proc
             .stdout
@@ -343,11 +359,13 @@ impl MockServer {
             proc,
             port,
             ca: PathBuf::from(cert),
+            plain,
         }
     }
 
     pub fn base_url(&self) -> String {
-        format!("https://127.0.0.1:{}", self.port)
+        let scheme = if self.plain { "http" } else { "https" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// The requests the server served so far (one JSON object each: conn, seq, path, status,
@@ -452,6 +470,11 @@ impl ObserverRun {
 
 /// Runs `observer replay RECORDING` (no root needed), writing its spans into `dir`.
 pub fn replay_recording(record: &Path, dir: &Path) -> Vec<Span> {
+    replay_recording_with(record, dir, &[])
+}
+
+/// As [`replay_recording`], with more `observer replay` options (`--content redacted`, ...).
+pub fn replay_recording_with(record: &Path, dir: &Path, options: &[&str]) -> Vec<Span> {
     let output = dir.join("replay.jsonl");
     let mut command = Command::new(observer_bin());
     command
@@ -459,7 +482,8 @@ pub fn replay_recording(record: &Path, dir: &Path) -> Vec<Span> {
         .arg(record)
         .arg("--output")
         .arg(&output)
-        .args(["--format", "jsonl"]);
+        .args(["--format", "jsonl"])
+        .args(options);
     let mut proc = Proc::spawn("observer replay", command);
     let status = proc.wait(Duration::from_secs(120));
     assert!(
@@ -539,14 +563,30 @@ pub struct TestEnv {
 }
 
 impl TestEnv {
+    /// With an HTTPS mock server.
     pub fn new() -> TestEnv {
+        Self::with_server(false, None)
+    }
+
+    /// With a plaintext HTTP mock server (Ollama, vLLM and other local servers).
+    pub fn plaintext() -> TestEnv {
+        Self::with_server(true, None)
+    }
+
+    /// With an HTTPS mock server inside network namespace `netns` (which must exist, with
+    /// its loopback up).
+    pub fn in_network_namespace(netns: &str) -> TestEnv {
+        Self::with_server(false, Some(netns))
+    }
+
+    fn with_server(plain: bool, netns: Option<&str>) -> TestEnv {
         require_root();
         let serial = serial();
         let dir = tempfile::Builder::new()
             .prefix("observer-e2e-")
             .tempdir()
             .expect("temp dir");
-        let server = MockServer::start(dir.path());
+        let server = MockServer::start(dir.path(), plain, netns);
         TestEnv {
             _serial: serial,
             dir: Some(dir),

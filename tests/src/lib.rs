@@ -5,6 +5,7 @@
 
 pub mod calls;
 pub mod fixtures;
+pub mod go_client;
 pub mod harness;
 pub mod mock;
 pub mod span;
@@ -12,6 +13,19 @@ pub mod span;
 pub use calls::{ClientCall, assert_same_spans, assert_spans_match_calls, check_span};
 pub use harness::{ObserverRun, TestEnv};
 pub use span::Span;
+
+/// How many calls a client makes for `scenarios`: one each, N for `parallelN:NAME`.
+pub fn expected_calls(scenarios: &[&str]) -> usize {
+    scenarios
+        .iter()
+        .map(|s| {
+            s.strip_prefix("parallel")
+                .and_then(|rest| rest.split(':').next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(1)
+        })
+        .sum()
+}
 
 impl TestEnv {
     /// Runs `python clients/SCRIPT SCENARIOS...` under `observer capture` (command mode) and
@@ -21,21 +35,52 @@ impl TestEnv {
     /// With `OBSERVER_SAVE_FIXTURES=DIR` the run is recorded and, once it passed, its recording
     /// and what the client saw are saved under DIR for the replay tests (`tests/fixtures`).
     pub fn check_client(&self, script: &str, scenarios: &[&str], record: bool) -> ObserverRun {
+        self.check_client_with_env(script, scenarios, &[], record)
+    }
+
+    /// As [`Self::check_client`], the client run with `env` (`NAME=VALUE`) added to its
+    /// environment.
+    pub fn check_client_with_env(
+        &self,
+        script: &str,
+        scenarios: &[&str],
+        env: &[&str],
+        record: bool,
+    ) -> ObserverRun {
         let save_to = std::env::var_os("OBSERVER_SAVE_FIXTURES").map(std::path::PathBuf::from);
-        let run = self.capture(&self.client(script, scenarios), record || save_to.is_some());
-        let expected: usize = scenarios
-            .iter()
-            .map(|s| {
-                s.strip_prefix("parallel")
-                    .and_then(|rest| rest.split(':').next())
-                    .and_then(|n| n.parse().ok())
-                    .unwrap_or(1)
-            })
-            .sum();
+        let mut command: Vec<String> = Vec::new();
+        if !env.is_empty() {
+            command.push("/usr/bin/env".to_owned());
+            command.extend(env.iter().map(|e| e.to_string()));
+        }
+        command.extend(self.client(script, scenarios));
+        let run = self.check_command(
+            &command,
+            expected_calls(scenarios),
+            record || save_to.is_some(),
+        );
+        if let Some(dir) = save_to {
+            // Runs of one script under different environments are kept apart.
+            let label = std::iter::once(script.trim_end_matches(".py"))
+                .chain(env.iter().copied())
+                .collect::<Vec<_>>()
+                .join("+")
+                .to_ascii_lowercase()
+                .replace('=', "_");
+            fixtures::save(&dir, &label, scenarios, &run, self.server.port);
+        }
+        run
+    }
+
+    /// Runs `command` (a client printing call records) under `observer capture` and asserts
+    /// that it reported `expected` calls, each agreeing with the mock server and recorded by
+    /// exactly one span saying the same, and no other span from the client's processes.
+    pub fn check_command(&self, command: &[String], expected: usize, record: bool) -> ObserverRun {
+        let run = self.capture(command, record);
         assert_eq!(
             run.calls.len(),
             expected,
-            "{script} {scenarios:?} reported {} calls, expected {expected}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            "{command:?} reported {} calls, expected {expected}\n--- stdout ---\n{}\n--- stderr ---\n{}",
             run.calls.len(),
             run.stdout,
             run.stderr
@@ -44,9 +89,6 @@ impl TestEnv {
             call.assert_consistent_with_mock();
         }
         assert_spans_match_calls(&run.spans, &run.calls, self.server.port);
-        if let Some(dir) = save_to {
-            fixtures::save(&dir, script, scenarios, &run, self.server.port);
-        }
         run
     }
 

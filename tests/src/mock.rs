@@ -23,10 +23,17 @@ pub mod scenario {
     /// Reply with a tool call to the first tool of the request (also triggered by `tools`
     /// being present in the request).
     pub const TOOL: &str = "[tool]";
+    /// A stream cut off half-way: the connection (HTTP/1.1) or stream (HTTP/2) is aborted.
+    pub const CUT: &str = "[cut]";
+    /// HTTP 500 with the provider's error body.
+    pub const SERVER_ERROR: &str = "[500]";
 
     pub const SLOW_EVENT_INTERVAL_MS: u64 = 250;
     pub const SLOW_EVENT_COUNT: usize = 240;
 }
+
+/// Models whose name starts with this are not found (HTTP 404 in the provider's format).
+pub const MISSING_MODEL_PREFIX: &str = "missing-";
 
 /// The minimum size of the `[big]` reply text.
 pub const BIG_REPLY_MIN_BYTES: usize = 80 * 1024;
@@ -134,9 +141,38 @@ fn content_text(content: &Value) -> String {
     }
 }
 
+/// The name of the first tool a request offers, in any provider's shape: OpenAI
+/// (`tools[].function.name`), Anthropic and Ollama (`tools[].name`), Gemini
+/// (`tools[].functionDeclarations[].name`), Bedrock (`toolConfig.tools[].toolSpec.name`).
+pub fn first_tool_name(request: &Value) -> Option<String> {
+    let tool = request
+        .get("tools")
+        .or_else(|| request.pointer("/toolConfig/tools"))?
+        .get(0)?;
+    [
+        "/function/name",
+        "/name",
+        "/functionDeclarations/0/name",
+        "/toolSpec/name",
+    ]
+    .iter()
+    .find_map(|pointer| tool.pointer(pointer))
+    .and_then(Value::as_str)
+    .map(str::to_owned)
+}
+
 /// The text of the last user message (chat / messages / responses input / completion prompt /
-/// embeddings input): what the reply is computed from.
+/// embeddings input / Gemini contents): what the reply is computed from.
 pub fn prompt_of(request: &Value) -> String {
+    if let Some(contents) = request.get("contents").and_then(Value::as_array) {
+        return contents
+            .iter()
+            .rev()
+            .find(|c| c.get("role").is_none_or(|role| role == "user"))
+            .and_then(|c| c.get("parts"))
+            .map(content_text)
+            .unwrap_or_default();
+    }
     if let Some(messages) = request.get("messages").and_then(Value::as_array) {
         return messages
             .iter()
@@ -180,11 +216,19 @@ pub fn input_tokens(request: &Value) -> u64 {
             _ => 0,
         }
     }
-    ["messages", "input", "prompt", "system", "instructions"]
-        .iter()
-        .filter_map(|k| request.get(*k))
-        .map(words_in)
-        .sum()
+    [
+        "messages",
+        "input",
+        "prompt",
+        "system",
+        "instructions",
+        "contents",
+        "systemInstruction",
+    ]
+    .iter()
+    .filter_map(|k| request.get(*k))
+    .map(words_in)
+    .sum()
 }
 
 /// Deterministic embedding vector for one input text.

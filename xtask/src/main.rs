@@ -55,6 +55,7 @@ fn main() -> Result<()> {
         Task::Test { args } => {
             setup()?;
             python_env(&root)?;
+            go_toolchain()?;
             build(&root)?;
             step("running the tests (unit, replay, eBPF end-to-end)");
             let mut cargo = Command::new("cargo");
@@ -203,6 +204,22 @@ fn virtualenv(root: &Path, dir: &str, requirements: &str, what: &str) -> Result<
         std::fs::write(&stamp, wanted)?;
     }
     Ok(())
+}
+
+/// Go, for the Go client the end-to-end tests build (tests/go-client): Debian's golang-go.
+fn go_toolchain() -> Result<()> {
+    if Command::new("go")
+        .arg("version")
+        .output()
+        .is_ok_and(|out| out.status.success())
+    {
+        return Ok(());
+    }
+    step("installing Go (Debian's golang-go) for the Go client of the end-to-end tests");
+    run(Command::new("apt-get").args(["update", "-qq"]))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-qq", "golang-go"])
+        .env("DEBIAN_FRONTEND", "noninteractive"))
 }
 
 /// Runs `cargo test`, echoing its output, and ends with one line adding up every test binary's

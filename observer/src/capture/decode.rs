@@ -1,10 +1,13 @@
 //! Ring-buffer records (the layout in `observer_ebpf`) to [`CaptureEvent`]s.
 use bytes::Bytes;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
 use observer_ebpf::{
-    ConnEndEvent, DATA_EVENT_HEADER_LEN, DataEvent, EventHeader, ExecEvent, direction, flags, kind,
+    ConnEndEvent, DATA_EVENT_HEADER_LEN, DataEvent, EventHeader, ExecEvent, SocketEvent, direction,
+    flags, kind, socket_role,
 };
 
-use super::{CaptureEvent, Chunk, ConnKey, Direction, TlsLibrary};
+use super::{CaptureEvent, Chunk, ConnKey, Direction, SocketRole, TlsLibrary};
 
 /// Converts the kernel's CLOCK_MONOTONIC timestamps to Unix time.
 #[derive(Clone, Copy, Debug)]
@@ -41,9 +44,25 @@ pub struct Decoded {
     pub comm: Option<String>,
 }
 
+/// A record: an event for the pipeline, or news for the capture stage itself.
+pub enum Record {
+    Event(Decoded),
+    /// The process mapped a file executable: look for TLS libraries in it now.
+    LibraryMapped {
+        pid: u32,
+    },
+}
+
 /// Reads a record; `None` for records that are too short or of an unknown kind.
-pub fn decode(record: &[u8], clock: Clock) -> Option<Decoded> {
+pub fn decode(record: &[u8], clock: Clock) -> Option<Record> {
     let header: EventHeader = read_struct(record)?;
+    if header.kind == kind::LIBRARY_MAPPED {
+        return Some(Record::LibraryMapped { pid: header.pid });
+    }
+    decode_event(record, header, clock).map(Record::Event)
+}
+
+fn decode_event(record: &[u8], header: EventHeader, clock: Clock) -> Option<Decoded> {
     let ts = clock.to_unix_ns(header.ts_ns);
     match header.kind {
         kind::DATA => {
@@ -105,8 +124,49 @@ pub fn decode(record: &[u8], clock: Clock) -> Option<Decoded> {
                 comm: None,
             })
         }
+        kind::SOCKET => {
+            let event: SocketEvent = read_struct(record)?;
+            let conn = ConnKey {
+                pid: header.pid,
+                conn: event.conn,
+            };
+            let role = match event.role {
+                socket_role::CONNECTED => SocketRole::Connected,
+                socket_role::ACCEPTED => SocketRole::Accepted,
+                _ => SocketRole::Unknown,
+            };
+            Some(Decoded {
+                event: CaptureEvent::Socket {
+                    conn,
+                    ts,
+                    fd: event.fd,
+                    role,
+                    peer: peer_address(&event),
+                    local: None,
+                },
+                comm: None,
+            })
+        }
         _ => None,
     }
+}
+
+fn peer_address(event: &SocketEvent) -> Option<SocketAddr> {
+    const AF_INET: u16 = libc::AF_INET as u16;
+    const AF_INET6: u16 = libc::AF_INET6 as u16;
+    let ip = match event.family {
+        AF_INET => {
+            let [a, b, c, d, ..] = event.addr;
+            IpAddr::V4(Ipv4Addr::new(a, b, c, d))
+        }
+        AF_INET6 => {
+            let v6 = Ipv6Addr::from(event.addr);
+            // A v4-mapped peer (dual-stack socket) is shown as the IPv4 address it is.
+            v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)
+        }
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, event.port))
 }
 
 /// The fixed part of a [`DataEvent`], read without its payload array.
@@ -174,6 +234,9 @@ mod tests {
             },
         )
         .expect("decodes");
+        let Record::Event(decoded) = decoded else {
+            panic!("not an event")
+        };
         assert_eq!(decoded.comm.as_deref(), Some("python3"));
         let CaptureEvent::Data(chunk) = decoded.event else {
             panic!("not data")
@@ -198,6 +261,55 @@ mod tests {
                 }
             )
             .is_none()
+        );
+    }
+
+    #[test]
+    fn decodes_a_socket_record_with_a_v4_mapped_peer() {
+        let mut addr = [0u8; 16];
+        addr[10..12].copy_from_slice(&[0xff, 0xff]);
+        addr[12..].copy_from_slice(&[127, 0, 0, 1]);
+        let event = SocketEvent {
+            header: EventHeader {
+                kind: kind::SOCKET,
+                pid: 7,
+                tid: 8,
+                _pad: 0,
+                ts_ns: 5,
+            },
+            conn: 0x1234,
+            fd: 9,
+            family: libc::AF_INET6 as u16,
+            port: 11434,
+            addr,
+            source: observer_ebpf::tls_source::PLAINTEXT,
+            role: socket_role::CONNECTED,
+            _pad: [0; 6],
+        };
+        let mut record = vec![0u8; size_of::<SocketEvent>()];
+        // SAFETY: the buffer is the struct's size.
+        unsafe { std::ptr::write_unaligned(record.as_mut_ptr().cast(), event) };
+        let Some(Record::Event(decoded)) = decode(
+            &record,
+            Clock {
+                monotonic_to_unix_ns: 0,
+            },
+        ) else {
+            panic!("not an event")
+        };
+        assert_eq!(
+            decoded.event,
+            CaptureEvent::Socket {
+                conn: ConnKey {
+                    pid: 7,
+                    conn: 0x1234
+                },
+                ts: 5,
+                fd: 9,
+                role: SocketRole::Connected,
+                peer: Some("127.0.0.1:11434".parse().expect("address")),
+                local: None,
+            }
         );
     }
 }

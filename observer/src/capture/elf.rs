@@ -21,6 +21,29 @@ impl TlsFunction {
     pub fn moves_data(&self) -> bool {
         self.return_program.is_some()
     }
+
+    /// Its probes, for the function found at file offset `offset`.
+    pub fn attach_points(&self, offset: u64) -> impl Iterator<Item = AttachPoint> + '_ {
+        std::iter::once(self.entry_program)
+            .chain(self.return_program)
+            .map(move |program| AttachPoint {
+                program,
+                offset,
+                library: self.library,
+                function: self.symbol,
+            })
+    }
+}
+
+/// One uprobe to place: a probe program at a file offset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttachPoint {
+    pub program: &'static str,
+    pub offset: u64,
+    /// Passed to the program as its attach cookie.
+    pub library: TlsLibrary,
+    /// The function the offset lies in, for messages.
+    pub function: &'static str,
 }
 
 const fn io(library: TlsLibrary, symbol: &'static str, entry_program: &'static str) -> TlsFunction {
@@ -92,7 +115,10 @@ pub fn find_functions(
 }
 
 /// Where virtual address `address` lives in the file, through the loadable segments.
-fn file_offset<'a, R: object::ReadRef<'a>>(elf: &object::File<'a, R>, address: u64) -> Option<u64> {
+pub fn file_offset<'a, R: object::ReadRef<'a>>(
+    elf: &object::File<'a, R>,
+    address: u64,
+) -> Option<u64> {
     elf.segments().find_map(|segment| {
         let (offset, size) = segment.file_range();
         let start = segment.address();

@@ -2,12 +2,16 @@
 //! and turns ring-buffer records into [`CaptureEvent`]s on a channel.
 //!
 //! Two threads: one drains the ring buffer (short timer plus wakeups past a fill threshold),
-//! one discovers and attaches to new TLS libraries (at exec, and by periodic rescans).
+//! one discovers and attaches to new TLS libraries (at exec, when a process maps a file
+//! executable, and by periodic rescans).
+mod container;
 mod decode;
 mod discover;
 mod elf;
+mod golang;
 mod probes;
 pub mod record;
+mod sockets;
 mod types;
 
 use std::{
@@ -28,7 +32,7 @@ pub use probes::{KernelCounters, running_as_root};
 pub use types::*;
 
 use self::{
-    decode::decode,
+    decode::{Record, decode},
     discover::{FileId, all_pids, executable_mappings, system_tls_libraries},
     probes::{Probes, SharedMaps},
 };
@@ -96,18 +100,18 @@ impl LiveCapture {
         let maps = Arc::new(Mutex::new(maps));
         let stop = Arc::new(AtomicBool::new(false));
         let (events_tx, events_rx) = mpsc::sync_channel(CHANNEL_CAPACITY);
-        let (exec_tx, exec_rx) = mpsc::channel();
+        let (discovery_tx, discovery_rx) = mpsc::channel();
         let drain = {
             let stop = stop.clone();
             std::thread::Builder::new()
                 .name("capture-drain".into())
-                .spawn(move || drain_ring(ring, stop, events_tx, exec_tx))?
+                .spawn(move || drain_ring(ring, stop, events_tx, discovery_tx))?
         };
         let discovery = {
             let stop = stop.clone();
             std::thread::Builder::new()
                 .name("capture-discovery".into())
-                .spawn(move || discover_loop(probes, stop, exec_rx))?
+                .spawn(move || discover_loop(probes, stop, discovery_rx))?
         };
         let capture = LiveCapture {
             maps,
@@ -172,11 +176,19 @@ fn scan_process(probes: &mut Probes, pid: u32) {
     }
 }
 
+/// What the drain thread asks of the discovery thread.
+enum Discovery {
+    /// A new program: scan it now and again over its first seconds.
+    Exec(u32),
+    /// A library was mapped: scan once, now.
+    Mapped(u32),
+}
+
 fn drain_ring(
     mut ring: aya::maps::RingBuf<aya::maps::MapData>,
     stop: Arc<AtomicBool>,
     events: SyncSender<CaptureEvent>,
-    execs: Sender<u32>,
+    discovery: Sender<Discovery>,
 ) {
     let clock = Clock::now();
     let mut known_pids: HashSet<u32> = HashSet::new();
@@ -184,29 +196,54 @@ fn drain_ring(
     loop {
         let stopping = stop.load(Ordering::SeqCst);
         while let Some(record) = ring.next() {
-            let Some(decoded) = decode(&record, clock) else {
-                continue;
+            let decoded = match decode(&record, clock) {
+                Some(Record::Event(decoded)) => decoded,
+                Some(Record::LibraryMapped { pid }) => {
+                    let _ = discovery.send(Discovery::Mapped(pid));
+                    continue;
+                }
+                None => continue,
             };
             drop(record);
-            let event = decoded.event;
-            match &event {
-                CaptureEvent::Exec { pid, .. } => {
+            let mut event = decoded.event;
+            // Events to send before this one (a process first seen through its data) and after
+            // it (the container of a program just started).
+            let mut before = Vec::new();
+            let mut after = None;
+            match &mut event {
+                CaptureEvent::Exec { pid, ts, .. } => {
                     known_pids.insert(*pid);
-                    let _ = execs.send(*pid);
+                    let _ = discovery.send(Discovery::Exec(*pid));
+                    after = container_event(*pid, *ts);
                 }
                 CaptureEvent::Exit { pid, .. } => {
                     known_pids.remove(pid);
                 }
                 CaptureEvent::Data(chunk) if known_pids.insert(chunk.conn.pid) => {
-                    let first_sight = process_identity(chunk.conn.pid, chunk.ts, decoded.comm);
-                    if events.send(first_sight).is_err() {
-                        return;
+                    let (pid, ts) = (chunk.conn.pid, chunk.ts);
+                    before.push(process_identity(pid, ts, decoded.comm));
+                    before.extend(container_event(pid, ts));
+                }
+                CaptureEvent::Socket {
+                    conn,
+                    fd,
+                    peer,
+                    local,
+                    ..
+                } => {
+                    if let Some((local_address, peer_address)) =
+                        sockets::tcp_addresses(conn.pid, *fd)
+                    {
+                        *local = Some(local_address);
+                        peer.get_or_insert(peer_address);
                     }
                 }
                 _ => {}
             }
-            if events.send(event).is_err() {
-                return;
+            for event in before.into_iter().chain([event]).chain(after) {
+                if events.send(event).is_err() {
+                    return;
+                }
             }
         }
         if stopping {
@@ -214,6 +251,10 @@ fn drain_ring(
         }
         wait_readable(fd, DRAIN_INTERVAL);
     }
+}
+
+fn container_event(pid: u32, ts: u64) -> Option<CaptureEvent> {
+    container::container_id(pid).map(|id| CaptureEvent::Container { pid, ts, id })
 }
 
 /// A process first seen through its data (it started before the observer): what is it running?
@@ -239,7 +280,7 @@ fn wait_readable(fd: i32, timeout: Duration) {
     unsafe { libc::poll(&mut poll, 1, timeout.as_millis() as i32) };
 }
 
-fn discover_loop(mut probes: Probes, stop: Arc<AtomicBool>, execs: Receiver<u32>) {
+fn discover_loop(mut probes: Probes, stop: Arc<AtomicBool>, requests: Receiver<Discovery>) {
     let mut pending: Vec<(Instant, u32)> = Vec::new();
     let mut next_full_scan = Instant::now() + RESCAN_INTERVAL;
     while !stop.load(Ordering::SeqCst) {
@@ -253,14 +294,28 @@ fn discover_loop(mut probes: Probes, stop: Arc<AtomicBool>, execs: Receiver<u32>
         let wait = next_due
             .saturating_duration_since(now)
             .min(Duration::from_millis(100));
-        match execs.recv_timeout(wait) {
-            Ok(pid) => {
-                scan_process(&mut probes, pid);
-                let now = Instant::now();
-                pending.extend(RESCANS_AFTER_EXEC.iter().map(|delay| (now + *delay, pid)));
-            }
-            Err(RecvTimeoutError::Timeout) => {}
+        let first = match requests.recv_timeout(wait) {
+            Ok(request) => Some(request),
+            Err(RecvTimeoutError::Timeout) => None,
             Err(RecvTimeoutError::Disconnected) => return,
+        };
+        // A program's loader maps its libraries in a burst: scan each process once per burst.
+        let mut scan_now: Vec<u32> = Vec::new();
+        for request in first.into_iter().chain(requests.try_iter()) {
+            let pid = match request {
+                Discovery::Exec(pid) => {
+                    let now = Instant::now();
+                    pending.extend(RESCANS_AFTER_EXEC.iter().map(|delay| (now + *delay, pid)));
+                    pid
+                }
+                Discovery::Mapped(pid) => pid,
+            };
+            if !scan_now.contains(&pid) {
+                scan_now.push(pid);
+            }
+        }
+        for pid in scan_now {
+            scan_process(&mut probes, pid);
         }
         let now = Instant::now();
         pending.retain(|&(at, pid)| {

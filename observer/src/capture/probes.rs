@@ -15,7 +15,8 @@ use observer_ebpf::{config, counter};
 
 use super::{
     discover::FileId,
-    elf::{self, TLS_FUNCTIONS},
+    elf::{self, AttachPoint, TLS_FUNCTIONS},
+    golang::{self, GoBinary},
 };
 
 static PROBES_OBJECT: &[u8] =
@@ -28,12 +29,41 @@ const UPROBE_PROGRAMS: &[&str] = &[
     "ssl_read_ex",
     "ssl_return",
     "ssl_free",
+    "go_tls_write",
+    "go_tls_read",
+    "go_tls_read_return",
+    "go_tls_close",
 ];
-const TRACEPOINTS: &[(&str, &str, &str)] = &[
-    ("process_fork", "sched", "sched_process_fork"),
-    ("process_exec", "sched", "sched_process_exec"),
-    ("process_exit", "sched", "sched_process_exit"),
+/// Each program and the tracepoints it serves (the syscall programs dispatch on the number).
+const TRACEPOINTS: &[(&str, &str, &[&str])] = &[
+    ("process_fork", "sched", &["sched_process_fork"]),
+    ("process_exec", "sched", &["sched_process_exec"]),
+    ("process_exit", "sched", &["sched_process_exit"]),
+    ("syscall_enter", "syscalls", &SYSCALLS_ENTER),
+    ("syscall_exit", "syscalls", &SYSCALLS_EXIT),
 ];
+/// The syscalls that open, carry and close connections, and map libraries.
+macro_rules! syscall_tracepoints {
+    ($prefix:literal) => {
+        [
+            concat!($prefix, "connect"),
+            concat!($prefix, "accept"),
+            concat!($prefix, "accept4"),
+            concat!($prefix, "close"),
+            concat!($prefix, "mmap"),
+            concat!($prefix, "read"),
+            concat!($prefix, "write"),
+            concat!($prefix, "readv"),
+            concat!($prefix, "writev"),
+            concat!($prefix, "recvfrom"),
+            concat!($prefix, "sendto"),
+            concat!($prefix, "recvmsg"),
+            concat!($prefix, "sendmsg"),
+        ]
+    };
+}
+const SYSCALLS_ENTER: [&str; 13] = syscall_tracepoints!("sys_enter_");
+const SYSCALLS_EXIT: [&str; 13] = syscall_tracepoints!("sys_exit_");
 
 /// Loaded programs and the files they are attached to.
 pub struct Probes {
@@ -69,14 +99,16 @@ impl Probes {
                 .load()
                 .with_context(|| format!("loading probe {name}"))?;
         }
-        for (name, category, event) in TRACEPOINTS {
+        for (name, category, events) in TRACEPOINTS {
             let program: &mut TracePoint = program(&mut ebpf, name)?.try_into()?;
             program
                 .load()
                 .with_context(|| format!("loading tracepoint program {name}"))?;
-            program
-                .attach(category, event)
-                .with_context(|| format!("attaching to tracepoint {category}/{event}"))?;
+            for event in *events {
+                program
+                    .attach(category, event)
+                    .with_context(|| format!("attaching to tracepoint {category}/{event}"))?;
+            }
         }
         let mut settings: Array<_, u32> = Array::try_from(map(&mut ebpf, "CONFIG")?)?;
         settings.set(config::FILTER_PIDS, u32::from(filter_pids), 0)?;
@@ -100,42 +132,69 @@ impl Probes {
         self.attached_files
     }
 
-    /// Attaches to `path` if it defines TLS functions. Each file (by inode) is looked at once.
-    /// Returns how many functions were attached.
+    /// Attaches to `path` if it defines TLS functions (a TLS library, or a Go executable with
+    /// `crypto/tls`). Each file (by inode) is looked at once. Returns how many probes were
+    /// attached.
     pub fn consider(&mut self, id: FileId, path: &Path) -> Result<usize> {
         if self.judged.contains(&id) {
             return Ok(0);
         }
         // On an error the file stays unjudged: a later sighting (another path to it) tries again.
-        let functions = elf::find_functions(path, TLS_FUNCTIONS)
-            .with_context(|| format!("reading {}", path.display()))?;
+        let reading = || format!("reading {}", path.display());
+        let functions = elf::find_functions(path, TLS_FUNCTIONS).with_context(reading)?;
+        let mut points = Vec::new();
+        let mut found = Vec::new();
         if functions.iter().any(|(f, _)| f.moves_data()) {
-            self.attach_all(path, &functions)?;
+            points.extend(
+                functions
+                    .iter()
+                    .flat_map(|(f, offset)| f.attach_points(*offset)),
+            );
+            found.push(format!(
+                "{} probes ({})",
+                functions[0].0.library.as_str(),
+                functions
+                    .iter()
+                    .map(|(f, _)| f.symbol)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
         }
+        match golang::inspect(path).with_context(reading)? {
+            GoBinary::Tls(go) => {
+                points.extend(go.attach_points());
+                found.push(format!(
+                    "Go crypto/tls probes ({}, bounds from {}, {} RET instructions of Read{})",
+                    go.version.as_deref().unwrap_or("Go version unknown"),
+                    go.bounds_from,
+                    go.read_returns.len(),
+                    if go.close.is_some() { ", Close" } else { "" }
+                ));
+            }
+            GoBinary::Unsupported { version, reason } => log::warn!(
+                "not capturing TLS of the Go program {} ({}): {reason}. Its calls will not be \
+                 seen; rebuild it with Go 1.17 or later for amd64 to capture them.",
+                path.display(),
+                version.as_deref().unwrap_or("Go version unknown"),
+            ),
+            GoBinary::NotGo | GoBinary::WithoutTls => {}
+        }
+        self.attach_all(path, &points)?;
         self.judged.insert(id);
-        if functions.is_empty() {
+        if points.is_empty() {
             return Ok(0);
         }
         self.attached_files += 1;
-        log::info!(
-            "attached {} probes to {} ({})",
-            functions[0].0.library.as_str(),
-            path.display(),
-            functions
-                .iter()
-                .map(|(f, _)| f.symbol)
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        Ok(functions.len())
+        log::info!("attached {} to {}", found.join(" and "), path.display());
+        Ok(points.len())
     }
 }
 
 impl Probes {
-    /// Attaches every function's programs, or none: a failure detaches what was attached.
-    fn attach_all(&mut self, path: &Path, functions: &[(elf::TlsFunction, u64)]) -> Result<()> {
+    /// Attaches every probe, or none: a failure detaches what was attached.
+    fn attach_all(&mut self, path: &Path, points: &[AttachPoint]) -> Result<()> {
         let mut attached = Vec::new();
-        let result = self.attach_each(path, functions, &mut attached);
+        let result = self.attach_each(path, points, &mut attached);
         if result.is_err() {
             for (name, link) in attached {
                 if let Ok(program) =
@@ -151,29 +210,31 @@ impl Probes {
     fn attach_each(
         &mut self,
         path: &Path,
-        functions: &[(elf::TlsFunction, u64)],
+        points: &[AttachPoint],
         attached: &mut Vec<(&'static str, UProbeLinkId)>,
     ) -> Result<()> {
-        for (function, offset) in functions {
-            // The cookie tells the probes which library the bytes come from.
-            let cookie = function.library as u64;
-            for name in std::iter::once(function.entry_program).chain(function.return_program) {
-                let program: &mut UProbe = program(&mut self.ebpf, name)?.try_into()?;
-                let point = UProbeAttachPoint {
-                    location: UProbeAttachLocation::AbsoluteOffset(*offset),
-                    cookie: Some(cookie),
-                };
-                let link = program
-                    .attach(point, path, UProbeScope::AllProcesses)
-                    .with_context(|| {
-                        format!(
-                            "attaching {name} to {} in {}",
-                            function.symbol,
-                            path.display()
-                        )
-                    })?;
-                attached.push((name, link));
-            }
+        for point in points {
+            let program: &mut UProbe = program(&mut self.ebpf, point.program)?.try_into()?;
+            let link = program
+                .attach(
+                    UProbeAttachPoint {
+                        location: UProbeAttachLocation::AbsoluteOffset(point.offset),
+                        // The cookie tells the probes which library the bytes come from.
+                        cookie: Some(point.library as u64),
+                    },
+                    path,
+                    UProbeScope::AllProcesses,
+                )
+                .with_context(|| {
+                    format!(
+                        "attaching {} to {} (file offset {:#x}) in {}",
+                        point.program,
+                        point.function,
+                        point.offset,
+                        path.display()
+                    )
+                })?;
+            attached.push((point.program, link));
         }
         Ok(())
     }

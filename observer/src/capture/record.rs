@@ -55,7 +55,9 @@ impl RecordWriter {
                 self.scrubbers.retain(|(c, _), _| c.pid != *pid);
                 postcard::to_stdvec(event)?
             }
-            CaptureEvent::Exec { .. } => postcard::to_stdvec(event)?,
+            CaptureEvent::Exec { .. }
+            | CaptureEvent::Socket { .. }
+            | CaptureEvent::Container { .. } => postcard::to_stdvec(event)?,
         };
         self.out.write_all(&(encoded.len() as u32).to_le_bytes())?;
         self.out.write_all(&encoded)?;
@@ -162,7 +164,10 @@ impl Scrubber {
                 _ => self.mask = Mask::Off,
             }
             let lower = b.to_ascii_lowercase();
-            if b == b':' && self.line_start.len() < NAME_WINDOW {
+            // Only a header line (a token, then ':') is masked: body lines such as a chunk
+            // that starts with `ptTokenCount": 12` must stay intact.
+            if b == b':' && self.line_start.len() < NAME_WINDOW && is_header_name(&self.line_start)
+            {
                 let name = String::from_utf8_lossy(&self.line_start);
                 if crate::redact::is_secret_header(name.trim()) {
                     self.mask = Mask::HeaderValue;
@@ -189,6 +194,14 @@ impl Scrubber {
                 && matches!(self.recent[self.recent.len() - key.len() - 1], b'?' | b'&')
         })
     }
+}
+
+/// Whether `name` can be an HTTP header name (an RFC 9110 token).
+fn is_header_name(name: &[u8]) -> bool {
+    !name.is_empty()
+        && name
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 #[cfg(test)]
@@ -219,5 +232,20 @@ mod tests {
             assert!(scrubbed.contains("Content-Type: application/json"));
             assert!(scrubbed.ends_with("{\"model\":\"m\"}"));
         }
+    }
+
+    /// A streamed body cut into HTTP/1.1 chunks: a chunk's first line can start inside a JSON
+    /// string that names a token count; it is body, not a header, and must stay as it was.
+    #[test]
+    fn leaves_body_lines_that_look_like_headers_alone() {
+        let response = "HTTP/1.1 200 OK\r\nx-goog-api-key: AIzaSECRET\r\n\r\n\
+            2a\r\ndata: {\"usageMetadata\": {\"promp\r\n\
+            1c\r\ntTokenCount\": 12, \"secret\": 1}}\r\n";
+        let scrubbed = scrub_in_pieces(response, response.len());
+        assert!(!scrubbed.contains("AIzaSECRET"));
+        assert!(
+            scrubbed.contains("tTokenCount\": 12, \"secret\": 1}}"),
+            "{scrubbed}"
+        );
     }
 }

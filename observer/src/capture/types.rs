@@ -1,12 +1,15 @@
 //! What the capture stage hands to the rest of the pipeline.
+use std::net::SocketAddr;
+
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-/// One connection as the kernel names it: the process and its TLS session handle.
+/// One connection as the kernel names it: the process and its TLS session handle (or, for
+/// plaintext HTTP, an id the kernel gave the socket).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ConnKey {
     pub pid: u32,
-    /// `SSL*` for OpenSSL; unique within the process while the session lives.
+    /// `SSL*` for OpenSSL, `*tls.Conn` for Go: unique in the process while the session lives.
     pub conn: u64,
 }
 
@@ -19,28 +22,54 @@ pub enum Direction {
     Ingress,
 }
 
-/// The TLS library the plaintext was taken from. The discriminants are the kernel's
-/// `observer_ebpf::tls_source` values.
+/// The TLS library the plaintext was taken from (or none, for plaintext HTTP). The
+/// discriminants are the kernel's `observer_ebpf::tls_source` values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[repr(u8)]
 pub enum TlsLibrary {
     OpenSsl = observer_ebpf::tls_source::OPENSSL,
     GnuTls = observer_ebpf::tls_source::GNUTLS,
+    BoringSsl = observer_ebpf::tls_source::BORINGSSL,
+    Go = observer_ebpf::tls_source::GO,
+    Rustls = observer_ebpf::tls_source::RUSTLS,
+    Plaintext = observer_ebpf::tls_source::PLAINTEXT,
 }
 
 impl TlsLibrary {
+    const ALL: [TlsLibrary; 6] = [
+        TlsLibrary::OpenSsl,
+        TlsLibrary::GnuTls,
+        TlsLibrary::BoringSsl,
+        TlsLibrary::Go,
+        TlsLibrary::Rustls,
+        TlsLibrary::Plaintext,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             TlsLibrary::OpenSsl => "openssl",
             TlsLibrary::GnuTls => "gnutls",
+            TlsLibrary::BoringSsl => "boringssl",
+            TlsLibrary::Go => "go",
+            TlsLibrary::Rustls => "rustls",
+            TlsLibrary::Plaintext => "plaintext",
         }
     }
 
     pub fn from_source(source: u8) -> Option<TlsLibrary> {
-        [TlsLibrary::OpenSsl, TlsLibrary::GnuTls]
-            .into_iter()
-            .find(|l| *l as u8 == source)
+        Self::ALL.into_iter().find(|l| *l as u8 == source)
     }
+}
+
+/// How the traced process came by a connection's socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum SocketRole {
+    /// It connected: it is the client.
+    Connected,
+    /// It accepted: it is the server.
+    Accepted,
+    /// The socket existed before the observer saw it.
+    Unknown,
 }
 
 /// Plaintext from one TLS read or write (or one piece of a large one).
@@ -81,6 +110,21 @@ pub enum CaptureEvent {
         pid: u32,
         ts: u64,
     },
+    /// A connection was tied to the socket that carries it.
+    Socket {
+        conn: ConnKey,
+        ts: u64,
+        fd: u32,
+        role: SocketRole,
+        peer: Option<SocketAddr>,
+        local: Option<SocketAddr>,
+    },
+    /// A process runs inside a container.
+    Container {
+        pid: u32,
+        ts: u64,
+        id: String,
+    },
 }
 
 impl CaptureEvent {
@@ -89,7 +133,9 @@ impl CaptureEvent {
             CaptureEvent::Data(chunk) => chunk.ts,
             CaptureEvent::ConnEnd { ts, .. }
             | CaptureEvent::Exec { ts, .. }
-            | CaptureEvent::Exit { ts, .. } => *ts,
+            | CaptureEvent::Exit { ts, .. }
+            | CaptureEvent::Socket { ts, .. }
+            | CaptureEvent::Container { ts, .. } => *ts,
         }
     }
 }

@@ -378,6 +378,7 @@ impl ConnectionStage {
                 self.forward(out);
                 self.http.on_process_exit(pid, ts, out);
             }
+            CaptureEvent::Socket { .. } | CaptureEvent::Container { .. } => {}
         }
     }
 

@@ -24,6 +24,8 @@ pub const RESPONSE_ID: &str = "gen_ai.response.id";
 pub const RESPONSE_MODEL: &str = "gen_ai.response.model";
 pub const RESPONSE_FINISH_REASONS: &str = "gen_ai.response.finish_reasons";
 pub const RESPONSE_TIME_TO_FIRST_CHUNK: &str = "gen_ai.response.time_to_first_chunk";
+/// Mean seconds between output chunks after the first (streams with two or more).
+pub const RESPONSE_TIME_PER_OUTPUT_CHUNK: &str = "gen_ai.response.time_per_output_chunk";
 
 pub const USAGE_INPUT_TOKENS: &str = "gen_ai.usage.input_tokens";
 pub const USAGE_OUTPUT_TOKENS: &str = "gen_ai.usage.output_tokens";
@@ -44,6 +46,8 @@ pub const OBSERVER_USAGE_SOURCE: &str = "observer.usage.source";
 /// Number of stream events (SSE data events, NDJSON lines, array elements, event-stream
 /// messages), the `[DONE]` sentinel excluded.
 pub const OBSERVER_STREAM_CHUNK_COUNT: &str = "observer.stream.chunk_count";
+/// Stream events that carried output (text, reasoning or tool-call arguments).
+pub const OBSERVER_STREAM_OUTPUT_CHUNK_COUNT: &str = "observer.stream.output_chunk_count";
 /// Event-stream messages that failed a CRC or were malformed (present only when some did).
 pub const OBSERVER_STREAM_CORRUPT_FRAMES: &str = "observer.stream.corrupt_frames";
 pub const OBSERVER_ERROR_CODE: &str = "observer.error.code";
@@ -57,3 +61,23 @@ pub const OBSERVER_EXCHANGE_END: &str = "observer.exchange.end";
 pub const OBSERVER_RATELIMIT_PREFIX: &str = "observer.ratelimit.";
 /// The `retry-after` header: seconds, or an HTTP date, as sent.
 pub const OBSERVER_RATELIMIT_RETRY_AFTER: &str = "observer.ratelimit.retry_after";
+
+/// A stable hash (16 hex digits) of what shapes a prompt: provider, model, request parameters,
+/// system instructions, tool definitions, output type. Calls sharing it share a prompt version.
+pub const OBSERVER_PROMPT_FINGERPRINT: &str = "observer.prompt.fingerprint";
+
+/// Names other backends read (OpenInference), copies of the GenAI attributes.
+pub const OPENINFERENCE_SPAN_KIND: &str = "openinference.span.kind";
+pub const LLM_MODEL_NAME: &str = "llm.model_name";
+pub const LLM_TOKEN_COUNT_PROMPT: &str = "llm.token_count.prompt";
+pub const LLM_TOKEN_COUNT_COMPLETION: &str = "llm.token_count.completion";
+pub const LLM_TOKEN_COUNT_TOTAL: &str = "llm.token_count.total";
+/// Set only from a conversation id the request itself carried.
+pub const SESSION_ID: &str = "session.id";
+
+/// What the call cost in USD, from the price table (`observer/data/prices.toml`, or a user's).
+pub const OBSERVER_COST_USD: &str = "observer.cost.usd";
+/// Why a call has no cost: no price for its model, or no token usage.
+pub const OBSERVER_COST_UNKNOWN: &str = "observer.cost.unknown";
+/// How many strings in the span were cut at the size cap (present only when some were).
+pub const OBSERVER_CONTENT_TRUNCATED_STRINGS: &str = "observer.content.truncated_strings";

@@ -13,6 +13,9 @@ pub use types::*;
 mod anthropic;
 mod bedrock;
 mod cohere;
+pub mod content;
+pub mod cost;
+mod derived;
 mod error;
 mod estimate;
 mod exchange;
@@ -52,7 +55,11 @@ trait Recogniser: Sync {
 impl<P: Provider> Recogniser for P {
     fn recognise(&self, exchange: &Exchange) -> Option<LlmCall> {
         let endpoint = self.endpoint(&exchange.request)?;
-        Some(self.parse(endpoint, exchange))
+        let mut call = self.parse(endpoint, exchange);
+        derived::record(&mut call);
+        // Last: the fingerprint and the cost are computed from the whole content.
+        content::apply(&mut call);
+        Some(call)
     }
 }
 

@@ -42,7 +42,10 @@ impl Seen {
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct StreamSummary {
     chunk_count: u64,
+    /// Chunks that carried output, and when the first and the last of them arrived.
+    content_chunks: u64,
     first_content_ts: Option<u64>,
+    last_content_ts: Option<u64>,
     terminated: bool,
     /// Binary frames that failed their checks (event stream only).
     corrupt_frames: u64,
@@ -114,10 +117,21 @@ pub(crate) fn read_eventstream(
 }
 
 impl StreamSummary {
+    /// Seconds between output chunks after the first, on average (as the GenAI metric
+    /// `gen_ai.client.operation.time_per_output_chunk` measures it); needs two such chunks.
+    fn time_per_output_chunk(&self) -> Option<f64> {
+        let span = self.last_content_ts?.checked_sub(self.first_content_ts?)?;
+        let gaps = self.content_chunks.checked_sub(1).filter(|&n| n > 0)?;
+        Some(span as f64 / gaps as f64 / 1e9)
+    }
+
     fn count(&mut self, body: &Body, completed_at: usize, seen: Seen) {
         self.chunk_count += 1;
-        if seen.content && self.first_content_ts.is_none() {
-            self.first_content_ts = body.time_at(completed_at);
+        if seen.content {
+            self.content_chunks += 1;
+            let at = body.time_at(completed_at);
+            self.first_content_ts = self.first_content_ts.or(at);
+            self.last_content_ts = at.or(self.last_content_ts);
         }
         self.terminated |= seen.terminal;
     }
@@ -136,6 +150,13 @@ impl StreamSummary {
             .and_then(|ts| ts.checked_sub(exchange.request.ts_end));
         if let Some(nanos) = since_request {
             call.set(attr::RESPONSE_TIME_TO_FIRST_CHUNK, nanos as f64 / 1e9);
+        }
+        call.set(
+            attr::OBSERVER_STREAM_OUTPUT_CHUNK_COUNT,
+            self.content_chunks,
+        );
+        if let Some(per_chunk) = self.time_per_output_chunk() {
+            call.set(attr::RESPONSE_TIME_PER_OUTPUT_CHUNK, per_chunk);
         }
         if !self.terminated {
             call.set_default(attr::ERROR_TYPE, "stream_interrupted");

@@ -129,6 +129,7 @@ pub fn get<'a>(call: &'a LlmCall, key: &str) -> &'a Value {
 pub fn timeless(call: &LlmCall) -> Map<String, Value> {
     let mut attributes = call.attributes.clone();
     attributes.remove(crate::llm::attr::RESPONSE_TIME_TO_FIRST_CHUNK);
+    attributes.remove(crate::llm::attr::RESPONSE_TIME_PER_OUTPUT_CHUNK);
     attributes
 }
 

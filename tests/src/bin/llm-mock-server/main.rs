@@ -8,8 +8,9 @@
 //! function of the request (see `observer_e2e::mock`); magic words in the last user message
 //! switch scenarios (`observer_e2e::mock::scenario`).
 //!
-//! Usage: `llm-mock-server [--port N] [--cert-dir DIR]`. The first line on stdout is
-//! `listening 127.0.0.1:PORT cert=DIR/ca.pem`; then one JSON line per request served.
+//! Usage: `llm-mock-server [--port N] [--cert-dir DIR] [--plain]`. The first line on stdout is
+//! `listening 127.0.0.1:PORT cert=DIR/ca.pem`; then one JSON line per request served. With
+//! `--plain` it speaks HTTP/1.1 without TLS (the certificate is written but unused).
 
 use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr};
@@ -27,6 +28,10 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
 
+mod bedrock;
+mod gemini;
+mod ollama;
+
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 const CREATED: u64 = 1_750_000_000;
@@ -41,15 +46,17 @@ fn next_id() -> u64 {
 async fn main() -> Result<()> {
     let mut port = 0u16;
     let mut cert_dir: Option<PathBuf> = None;
+    let mut plain = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--port" => port = args.next().context("--port needs a value")?.parse()?,
+            "--plain" => plain = true,
             "--cert-dir" => {
                 cert_dir = Some(args.next().context("--cert-dir needs a value")?.into())
             }
             other => bail!(
-                "unknown argument {other:?}; usage: llm-mock-server [--port N] [--cert-dir DIR]"
+                "unknown argument {other:?}; usage: llm-mock-server [--port N] [--cert-dir DIR] [--plain]"
             ),
         }
     }
@@ -74,6 +81,10 @@ async fn main() -> Result<()> {
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
             let result = async {
+                if plain {
+                    // Plaintext HTTP/1.1, as Ollama and local OpenAI-compatible servers speak it.
+                    return serve_connection(tcp, conn_id).await;
+                }
                 let tls = acceptor.accept(tcp).await.context("TLS handshake")?;
                 if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
                     serve_h2_connection(tls, conn_id).await
@@ -293,20 +304,25 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(io: S, conn_id: u64
     Ok(())
 }
 
-/// One JSON line per request served, on stdout.
+/// One JSON line per request served, on stdout. The SigV4 signature is logged so tests can
+/// check that it never leaves the observer (this log is the test's, not the observer's).
 fn log_request(request: &Request, response: &Response, conn_id: u64, seq: u64, version: &str) {
+    let signature = request
+        .header("authorization")
+        .and_then(|auth| auth.split("Signature=").nth(1))
+        .map(|sig| sig.trim().to_owned());
     let log = json!({
         "conn": conn_id, "seq": seq, "method": request.method, "path": request.path,
         "status": response.status, "request_bytes": request.body.len(),
-        "response_id": response.log_id, "version": version,
+        "response_id": response.log_id, "version": version, "sigv4_signature": signature,
     });
     println!("{log}");
 }
 
 enum Body {
     Full(Vec<u8>),
-    /// Server-sent events, one string per event (already framed, ending in a blank line).
-    Events(Vec<String>),
+    /// Stream events (SSE, NDJSON lines or event-stream messages), each already framed.
+    Events(Vec<Vec<u8>>),
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -319,6 +335,9 @@ enum Pacing {
     Merge,
     /// One write per event, with a long pause between events.
     Slow,
+    /// The first half of the events, then the connection (HTTP/1.1) or stream (HTTP/2) is
+    /// aborted without the body's end.
+    Cut,
 }
 
 struct Response {
@@ -335,8 +354,10 @@ fn reason_phrase(status: u16) -> &'static str {
         200 => "OK",
         400 => "Bad Request",
         401 => "Unauthorized",
+        403 => "Forbidden",
         404 => "Not Found",
         429 => "Too Many Requests",
+        500 => "Internal Server Error",
         _ => "Unknown",
     }
 }
@@ -364,9 +385,14 @@ async fn write_response<S: AsyncRead + AsyncWrite + Unpin>(
             head.push_str("transfer-encoding: chunked\r\n\r\n");
             conn.send(head.as_bytes()).await?;
             for (data, pause) in event_writes(&events, response.pacing) {
-                conn.send(format!("{:x}\r\n{data}\r\n", data.len()).as_bytes())
-                    .await?;
+                let mut chunk = format!("{:x}\r\n", data.len()).into_bytes();
+                chunk.extend_from_slice(&data);
+                chunk.extend_from_slice(b"\r\n");
+                conn.send(&chunk).await?;
                 tokio::time::sleep(pause).await;
+            }
+            if response.pacing == Pacing::Cut {
+                bail!("stream cut on purpose");
             }
             conn.send(b"0\r\n\r\n").await
         }
@@ -374,11 +400,15 @@ async fn write_response<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// The writes that carry `events` paced as asked, each with the pause that follows it.
-fn event_writes(events: &[String], pacing: Pacing) -> Vec<(String, Duration)> {
+fn event_writes(events: &[Vec<u8>], pacing: Pacing) -> Vec<(Vec<u8>, Duration)> {
     let none = Duration::ZERO;
     match pacing {
         Pacing::Merge => vec![(events.concat(), none)],
         Pacing::Normal => events.iter().map(|e| (e.clone(), none)).collect(),
+        Pacing::Cut => events[..events.len() / 2]
+            .iter()
+            .map(|e| (e.clone(), Duration::from_millis(10)))
+            .collect(),
         Pacing::Slow => {
             let pause = Duration::from_millis(scenario::SLOW_EVENT_INTERVAL_MS);
             events.iter().map(|e| (e.clone(), pause)).collect()
@@ -386,13 +416,16 @@ fn event_writes(events: &[String], pacing: Pacing) -> Vec<(String, Duration)> {
         Pacing::Split => events
             .iter()
             .flat_map(|event| {
+                // Text events split on a character boundary; binary ones anywhere.
                 let mut mid = event.len() / 2;
-                while !event.is_char_boundary(mid) {
-                    mid += 1;
+                if let Ok(text) = std::str::from_utf8(event) {
+                    while !text.is_char_boundary(mid) {
+                        mid += 1;
+                    }
                 }
                 [
-                    (event[..mid].to_owned(), Duration::from_millis(30)),
-                    (event[mid..].to_owned(), none),
+                    (event[..mid].to_vec(), Duration::from_millis(30)),
+                    (event[mid..].to_vec(), none),
                 ]
             })
             .collect(),
@@ -474,6 +507,10 @@ async fn serve_h2_stream(
                 send.send_data(data.into(), false)?;
                 tokio::time::sleep(pause).await;
             }
+            if response.pacing == Pacing::Cut {
+                send.send_reset(h2::Reason::INTERNAL_ERROR);
+                return Ok(());
+            }
             send.send_data(bytes::Bytes::new(), true)?;
         }
     }
@@ -487,6 +524,47 @@ async fn serve_h2_stream(
 enum Provider {
     OpenAi,
     Anthropic,
+    Gemini,
+    Bedrock,
+    Ollama,
+}
+
+type Handler = fn(&Call) -> Response;
+
+/// The API a request path calls, and what the path itself says (Gemini and Bedrock name the
+/// model and whether the reply streams in the URL).
+struct Route {
+    provider: Provider,
+    handler: Handler,
+    model: Option<String>,
+    stream: Option<bool>,
+}
+
+impl Route {
+    fn new(provider: Provider, handler: Handler) -> Route {
+        Route {
+            provider,
+            handler,
+            model: None,
+            stream: None,
+        }
+    }
+}
+
+fn find_route(path: &str) -> Option<Route> {
+    let route = match path {
+        "/v1/chat/completions" => Route::new(Provider::OpenAi, openai_chat),
+        "/v1/responses" => Route::new(Provider::OpenAi, openai_responses),
+        "/v1/embeddings" => Route::new(Provider::OpenAi, openai_embeddings),
+        "/v1/completions" => Route::new(Provider::OpenAi, openai_completions),
+        "/v1/messages" => Route::new(Provider::Anthropic, anthropic_messages),
+        _ => {
+            return gemini::route(path)
+                .or_else(|| bedrock::route(path))
+                .or_else(|| ollama::route(path));
+        }
+    };
+    Some(route)
 }
 
 /// What the mock model answers to one request.
@@ -525,6 +603,8 @@ impl Call<'_> {
             Pacing::Merge
         } else if self.has(scenario::SLOW) {
             Pacing::Slow
+        } else if self.has(scenario::CUT) {
+            Pacing::Cut
         } else {
             Pacing::Normal
         }
@@ -550,6 +630,12 @@ impl Call<'_> {
                 ("anthropic-ratelimit-requests-limit", "50".into()),
                 ("anthropic-ratelimit-requests-remaining", "49".into()),
             ]),
+            Provider::Gemini => h.extend([
+                ("vary", "Origin, X-Origin, Referer".into()),
+                ("server-timing", "gfet4t7; dur=412".into()),
+            ]),
+            Provider::Bedrock => h.push(("x-amzn-requestid", self.request_id.clone())),
+            Provider::Ollama => {}
         }
         h
     }
@@ -561,7 +647,12 @@ impl Call<'_> {
                 .request
                 .header("accept-encoding")
                 .is_some_and(|v| v.contains("gzip"));
-        let mut headers = self.headers("application/json");
+        let content_type = match self.provider {
+            Provider::Gemini => "application/json; charset=UTF-8",
+            Provider::Ollama => "application/json; charset=utf-8",
+            _ => "application/json",
+        };
+        let mut headers = self.headers(content_type);
         let body = if gzip {
             headers.push(("content-encoding", "gzip".into()));
             let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
@@ -587,43 +678,62 @@ impl Call<'_> {
                 Some(name) => format!("event: {name}\ndata: {data}\n\n"),
                 None => format!("data: {data}\n\n"),
             })
+            .map(String::into_bytes)
             .collect();
+        self.stream_of(
+            "text/event-stream; charset=utf-8",
+            Body::Events(events),
+            log_id,
+        )
+    }
+
+    /// A streamed response of already framed events.
+    fn stream_of(&self, content_type: &str, body: Body, log_id: Option<String>) -> Response {
         Response {
             status: 200,
-            headers: self.headers("text/event-stream; charset=utf-8"),
-            body: Body::Events(events),
+            headers: self.headers(content_type),
+            body,
             pacing: self.pacing(),
             log_id,
         }
     }
 
     fn rate_limited(&self) -> Response {
-        let (body, mut headers) = match self.provider {
-            Provider::OpenAi => (
-                json!({"error": {
-                    "message": format!("Rate limit reached for {} in organization org-mock on requests per min (RPM): Limit 500, Used 500, Requested 1. Please try again in 2s.", self.model),
-                    "type": "requests", "param": null, "code": "rate_limit_exceeded"}}),
-                vec![
-                    ("x-ratelimit-remaining-requests", "0".to_owned()),
-                    ("x-ratelimit-reset-requests", "2s".into()),
-                ],
+        let message = match self.provider {
+            Provider::OpenAi => format!(
+                "Rate limit reached for {} in organization org-mock on requests per min (RPM): Limit 500, Used 500, Requested 1. Please try again in 2s.",
+                self.model
             ),
-            Provider::Anthropic => (
-                json!({"type": "error", "error": {"type": "rate_limit_error",
-                    "message": "This request would exceed the rate limit for your organization of 50 requests per minute."},
-                    "request_id": self.request_id}),
-                vec![
-                    ("anthropic-ratelimit-requests-remaining", "0".to_owned()),
-                    (
-                        "anthropic-ratelimit-requests-reset",
-                        "2025-06-15T12:00:02Z".into(),
-                    ),
-                ],
-            ),
+            Provider::Anthropic => "This request would exceed the rate limit for your organization of 50 requests per minute.".into(),
+            Provider::Gemini => "Resource has been exhausted (e.g. check quota).".into(),
+            Provider::Bedrock => "Too many requests, please wait before trying again.".into(),
+            Provider::Ollama => "too many requests, please try again later".into(),
+        };
+        let mut headers = match self.provider {
+            Provider::OpenAi => vec![
+                ("x-ratelimit-remaining-requests", "0".to_owned()),
+                ("x-ratelimit-reset-requests", "2s".into()),
+            ],
+            Provider::Anthropic => vec![
+                ("anthropic-ratelimit-requests-remaining", "0".to_owned()),
+                (
+                    "anthropic-ratelimit-requests-reset",
+                    "2025-06-15T12:00:02Z".into(),
+                ),
+            ],
+            _ => Vec::new(),
         };
         headers.push(("retry-after", "2".into()));
-        headers.push(("x-should-retry", "true".into()));
-        error_response(self.provider, 429, body, &self.request_id, headers)
+        if matches!(self.provider, Provider::OpenAi | Provider::Anthropic) {
+            headers.push(("x-should-retry", "true".into()));
+        }
+        failure(
+            self.provider,
+            Failure::RateLimited,
+            &message,
+            &self.request_id,
+            headers,
+        )
     }
 
     fn usage_openai(&self, output_tokens: u64) -> Value {
@@ -637,123 +747,208 @@ impl Call<'_> {
     }
 }
 
-fn error_response(
+/// The ways a request fails, each answered in the provider's own error format.
+#[derive(Clone, Copy, PartialEq)]
+enum Failure {
+    BadRequest,
+    Unauthorised,
+    NotFound,
+    RateLimited,
+    ServerError,
+}
+
+impl Failure {
+    fn status(self, provider: Provider) -> u16 {
+        match self {
+            Failure::BadRequest => 400,
+            // AWS answers a bad signature with 403.
+            Failure::Unauthorised if provider == Provider::Bedrock => 403,
+            Failure::Unauthorised => 401,
+            Failure::NotFound => 404,
+            Failure::RateLimited => 429,
+            Failure::ServerError => 500,
+        }
+    }
+
+    /// The provider's name for the failure (error type, status or AWS exception).
+    fn kind(self, provider: Provider) -> &'static str {
+        use Failure::*;
+        match (provider, self) {
+            (Provider::OpenAi, RateLimited) => "requests",
+            (Provider::OpenAi, ServerError) => "server_error",
+            (Provider::OpenAi, _) => "invalid_request_error",
+            (Provider::Anthropic, BadRequest) => "invalid_request_error",
+            (Provider::Anthropic, Unauthorised) => "authentication_error",
+            (Provider::Anthropic, NotFound) => "not_found_error",
+            (Provider::Anthropic, RateLimited) => "rate_limit_error",
+            (Provider::Anthropic, ServerError) => "api_error",
+            (Provider::Gemini, BadRequest) => "INVALID_ARGUMENT",
+            (Provider::Gemini, Unauthorised) => "UNAUTHENTICATED",
+            (Provider::Gemini, NotFound) => "NOT_FOUND",
+            (Provider::Gemini, RateLimited) => "RESOURCE_EXHAUSTED",
+            (Provider::Gemini, ServerError) => "INTERNAL",
+            (Provider::Bedrock, BadRequest) => "ValidationException",
+            (Provider::Bedrock, Unauthorised) => "UnrecognizedClientException",
+            (Provider::Bedrock, NotFound) => "ResourceNotFoundException",
+            (Provider::Bedrock, RateLimited) => "ThrottlingException",
+            (Provider::Bedrock, ServerError) => "InternalServerException",
+            (Provider::Ollama, _) => "",
+        }
+    }
+}
+
+/// An error response in the provider's format, with `extra` headers.
+fn failure(
     provider: Provider,
-    status: u16,
-    body: Value,
+    failure: Failure,
+    message: &str,
     request_id: &str,
-    mut extra: Vec<(&'static str, String)>,
+    mut headers: Vec<(&'static str, String)>,
 ) -> Response {
-    let id_header = match provider {
-        Provider::OpenAi => "x-request-id",
-        Provider::Anthropic => "request-id",
+    let status = failure.status(provider);
+    let kind = failure.kind(provider);
+    let body = match provider {
+        Provider::OpenAi => {
+            let code = (failure == Failure::RateLimited).then_some("rate_limit_exceeded");
+            json!({"error": {"message": message, "type": kind, "param": null, "code": code}})
+        }
+        Provider::Anthropic => {
+            json!({"type": "error", "error": {"type": kind, "message": message}, "request_id": request_id})
+        }
+        Provider::Gemini => {
+            let mut error = json!({"code": status, "message": message, "status": kind});
+            if failure == Failure::RateLimited {
+                error["details"] = json!([{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "2s"}]);
+            }
+            json!({ "error": error })
+        }
+        // AWS names the exception in a header; the body has only the message.
+        Provider::Bedrock => {
+            headers.push((
+                "x-amzn-errortype",
+                format!("{kind}:http://internal.amazon.com/coral/com.amazon.bedrock/"),
+            ));
+            json!({ "message": message })
+        }
+        Provider::Ollama => json!({ "error": message }),
     };
-    extra.push(("content-type", "application/json".into()));
-    extra.push((id_header, request_id.to_owned()));
+    let id_header = match provider {
+        Provider::OpenAi => Some("x-request-id"),
+        Provider::Anthropic => Some("request-id"),
+        Provider::Bedrock => Some("x-amzn-requestid"),
+        Provider::Gemini | Provider::Ollama => None,
+    };
+    headers.push(("content-type", "application/json".into()));
+    if let Some(name) = id_header {
+        headers.push((name, request_id.to_owned()));
+    }
     Response {
         status,
-        headers: extra,
+        headers,
         body: Body::Full(serde_json::to_vec(&body).expect("serialise")),
         pacing: Pacing::Normal,
         log_id: None,
     }
 }
 
-fn simple_error(provider: Provider, status: u16, kind: &str, message: &str, rid: &str) -> Response {
-    let body = match provider {
-        Provider::OpenAi => {
-            json!({"error": {"message": message, "type": kind, "param": null, "code": null}})
+fn authorised(provider: Provider, request: &Request) -> bool {
+    let bearer = || request.header("authorization") == Some(&format!("Bearer {CANARY_API_KEY}"));
+    match provider {
+        Provider::OpenAi => bearer(),
+        // The Anthropic API takes `x-api-key`; recent SDKs send `Authorization: Bearer`.
+        Provider::Anthropic => request.header("x-api-key") == Some(CANARY_API_KEY) || bearer(),
+        Provider::Gemini => {
+            let in_query = request.path.split_once('?').is_some_and(|(_, query)| {
+                query
+                    .split('&')
+                    .any(|kv| kv == format!("key={CANARY_API_KEY}"))
+            });
+            request.header("x-goog-api-key") == Some(CANARY_API_KEY) || in_query
         }
-        Provider::Anthropic => {
-            json!({"type": "error", "error": {"type": kind, "message": message}, "request_id": rid})
+        // A signature is not checked, only that the request is signed with the test's
+        // session token (which holds the canary, so the observer must redact it).
+        Provider::Bedrock => {
+            request
+                .header("authorization")
+                .is_some_and(|a| a.starts_with("AWS4-HMAC-SHA256 Credential="))
+                && request
+                    .header("x-amz-security-token")
+                    .is_some_and(|t| t.contains(CANARY_API_KEY))
         }
-    };
-    error_response(provider, status, body, rid, Vec::new())
+        // Ollama has no authentication.
+        Provider::Ollama => true,
+    }
 }
 
 fn route(request: &Request, request_id: String) -> Response {
     let path = request.path.split('?').next().unwrap_or("");
-    let provider = if path == "/v1/messages" {
-        Provider::Anthropic
-    } else {
-        Provider::OpenAi
+    let Some(route) = find_route(path) else {
+        let msg = format!("Unknown request URL: {} {path}", request.method);
+        let provider = if path.starts_with("/api/") {
+            Provider::Ollama
+        } else {
+            Provider::OpenAi
+        };
+        return failure(provider, Failure::NotFound, &msg, &request_id, Vec::new());
     };
-    let handler: fn(&Call) -> Response = match path {
-        "/v1/chat/completions" => openai_chat,
-        "/v1/responses" => openai_responses,
-        "/v1/embeddings" => openai_embeddings,
-        "/v1/completions" => openai_completions,
-        "/v1/messages" => anthropic_messages,
-        _ => {
-            let msg = format!("Unknown request URL: {} {path}", request.method);
-            return simple_error(provider, 404, "invalid_request_error", &msg, &request_id);
-        }
-    };
+    let provider = route.provider;
+    let fail = |kind: Failure, msg: &str| failure(provider, kind, msg, &request_id, Vec::new());
     if request.method != "POST" {
         let msg = format!("{} is not allowed on {path}", request.method);
-        return simple_error(provider, 404, "invalid_request_error", &msg, &request_id);
+        return fail(Failure::NotFound, &msg);
     }
-    let authorised = match provider {
-        Provider::OpenAi => {
-            request.header("authorization") == Some(&format!("Bearer {CANARY_API_KEY}"))
-        }
-        // The Anthropic API takes `x-api-key`; recent SDKs send `Authorization: Bearer`.
-        Provider::Anthropic => {
-            request.header("x-api-key") == Some(CANARY_API_KEY)
-                || request.header("authorization") == Some(&format!("Bearer {CANARY_API_KEY}"))
-        }
-    };
-    if !authorised {
-        let kind = match provider {
-            Provider::OpenAi => "invalid_request_error",
-            Provider::Anthropic => "authentication_error",
-        };
-        return simple_error(
-            provider,
-            401,
-            kind,
-            "Incorrect API key provided.",
-            &request_id,
-        );
+    if !authorised(provider, request) {
+        return fail(Failure::Unauthorised, "Incorrect API key provided.");
     }
     let body: Value = match serde_json::from_slice(&request.body) {
         Ok(v) => v,
         Err(e) => {
             let msg = format!("We could not parse the JSON body of your request: {e}");
-            return simple_error(provider, 400, "invalid_request_error", &msg, &request_id);
+            return fail(Failure::BadRequest, &msg);
         }
     };
     let prompt = mock::prompt_of(&body);
-    let tool = body
-        .get("tools")
-        .and_then(|t| t.get(0))
-        .and_then(|t| {
-            t.pointer("/function/name")
-                .or_else(|| t.get("name"))
-                .and_then(Value::as_str)
-        })
-        .map(str::to_owned)
+    let tool = mock::first_tool_name(&body)
         .or_else(|| prompt.contains(scenario::TOOL).then(|| "lookup".to_owned()));
+    let model = route
+        .model
+        .clone()
+        .or_else(|| body["model"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".to_owned());
+    // Ollama streams unless told not to; the others only when asked.
+    let stream_by_default = provider == Provider::Ollama;
     let call = Call {
         request,
         provider,
-        request_id,
-        model: body["model"].as_str().unwrap_or("unknown").to_owned(),
         n: next_id(),
-        stream: body["stream"].as_bool().unwrap_or(false),
+        stream: route
+            .stream
+            .unwrap_or_else(|| body["stream"].as_bool().unwrap_or(stream_by_default)),
         include_usage: body
             .pointer("/stream_options/include_usage")
             .and_then(Value::as_bool)
             .unwrap_or(false),
         input_tokens: mock::input_tokens(&body),
+        request_id: request_id.clone(),
+        model,
         prompt,
         tool,
         body,
     };
+    if call.model.starts_with(mock::MISSING_MODEL_PREFIX) {
+        let msg = format!("model \"{}\" not found, try pulling it first", call.model);
+        return fail(Failure::NotFound, &msg);
+    }
     if call.has(scenario::RATE_LIMIT) {
         return call.rate_limited();
     }
-    handler(&call)
+    if call.has(scenario::SERVER_ERROR) {
+        return fail(
+            Failure::ServerError,
+            "The server had an error while processing your request.",
+        );
+    }
+    (route.handler)(&call)
 }
 
 /// An SSE event payload: `{"type": name, ...data}` (the type first, as the providers send it).

@@ -1,0 +1,583 @@
+//! Go executables: where `crypto/tls.(*Conn)`'s Write, Read and Close are, and every RET
+//! instruction of Read (Go is probed there, never with uretprobes: the runtime moves goroutine
+//! stacks and a return address rewritten by the kernel crashes it).
+//!
+//! Function bounds come from the symbol table when the binary has one, else from the runtime's
+//! own function table (`.gopclntab`), which stripping (`-ldflags "-s -w"`, `strip`) leaves in
+//! place; without section headers it is found by its magic. The Go version comes from the build
+//! info: before 1.17, Go passed arguments on the stack, which the probes do not read.
+use std::{fs::File, io, path::Path};
+
+use iced_x86::{Decoder, DecoderOptions, Mnemonic, Register};
+use memchr::memmem;
+use object::{Architecture, Object, ObjectSection, ObjectSegment, ObjectSymbol, read::ReadCache};
+
+use super::TlsLibrary;
+use super::elf::{AttachPoint, file_offset};
+
+const WRITE: &str = "crypto/tls.(*Conn).Write";
+const READ: &str = "crypto/tls.(*Conn).Read";
+const CLOSE: &str = "crypto/tls.(*Conn).Close";
+
+/// Go executables larger than this are not read (they would be read whole into memory).
+const MAX_EXECUTABLE_BYTES: u64 = 1 << 30;
+
+/// Starts the build info blob (`runtime/debug.BuildInfo` source) in every Go ≥ 1.13 binary.
+const BUILDINFO_MAGIC: &[u8] = b"\xff Go buildinf:";
+
+/// `.gopclntab` header magics, by the Go versions that write them.
+const PCLNTAB_GO116: u32 = 0xffff_fffa;
+const PCLNTAB_GO118: u32 = 0xffff_fff0;
+const PCLNTAB_GO120: u32 = 0xffff_fff1;
+
+/// What a file is, as far as Go TLS capture goes.
+#[derive(Debug, PartialEq, Eq)]
+pub enum GoBinary {
+    NotGo,
+    /// A Go executable that does not link `crypto/tls`.
+    WithoutTls,
+    /// A Go executable the probes cannot serve.
+    Unsupported {
+        version: Option<String>,
+        reason: String,
+    },
+    Tls(GoTls),
+}
+
+/// Where the probes go in one Go executable (file offsets).
+#[derive(Debug, PartialEq, Eq)]
+pub struct GoTls {
+    /// As the build info says (`go1.19.8`), when it could be read.
+    pub version: Option<String>,
+    /// `.symtab` or `.gopclntab`: where the function bounds came from.
+    pub bounds_from: &'static str,
+    pub write: u64,
+    pub read: u64,
+    pub read_returns: Vec<u64>,
+    pub close: Option<u64>,
+}
+
+impl GoTls {
+    pub fn attach_points(&self) -> Vec<AttachPoint> {
+        let point = |program, offset, function| AttachPoint {
+            program,
+            offset,
+            library: TlsLibrary::Go,
+            function,
+        };
+        let mut points = vec![
+            point("go_tls_write", self.write, WRITE),
+            point("go_tls_read", self.read, READ),
+        ];
+        points.extend(
+            self.read_returns
+                .iter()
+                .map(|&offset| point("go_tls_read_return", offset, READ)),
+        );
+        points.extend(
+            self.close
+                .map(|offset| point("go_tls_close", offset, CLOSE)),
+        );
+        points
+    }
+}
+
+/// Looks at `path`. Files whose section headers name no Go section are dismissed without being
+/// read; Go executables (and ELF files without section headers) are read whole.
+pub fn inspect(path: &Path) -> io::Result<GoBinary> {
+    {
+        let cache = ReadCache::new(File::open(path)?);
+        let Ok(elf) = object::File::parse(&cache) else {
+            return Ok(GoBinary::NotGo);
+        };
+        let has_sections = elf
+            .sections()
+            .any(|s| s.name().is_ok_and(|n| !n.is_empty()));
+        let go_section = [".go.buildinfo", ".gopclntab"]
+            .iter()
+            .any(|name| elf.section_by_name(name).is_some());
+        if has_sections && !go_section {
+            return Ok(GoBinary::NotGo);
+        }
+    }
+    let size = std::fs::metadata(path)?.len();
+    if size > MAX_EXECUTABLE_BYTES {
+        return Ok(GoBinary::Unsupported {
+            version: None,
+            reason: format!("the file is {size} bytes, more than the {MAX_EXECUTABLE_BYTES} read"),
+        });
+    }
+    Ok(inspect_bytes(&std::fs::read(path)?))
+}
+
+/// [`inspect`] on a file's bytes.
+pub fn inspect_bytes(bytes: &[u8]) -> GoBinary {
+    let Ok(elf) = object::File::parse(bytes) else {
+        return GoBinary::NotGo;
+    };
+    let section = |name| {
+        elf.section_by_name(name)
+            .and_then(|s| s.data().ok())
+            .filter(|d| !d.is_empty())
+    };
+    let buildinfo = section(".go.buildinfo").or_else(|| find_buildinfo(bytes));
+    let pclntab = section(".gopclntab")
+        .and_then(Pclntab::parse)
+        .or_else(|| find_pclntab(bytes));
+    if buildinfo.is_none() && pclntab.is_none() {
+        return GoBinary::NotGo;
+    }
+    let version = buildinfo.and_then(|b| buildinfo_version(&elf, b));
+    let unsupported = |reason: String| GoBinary::Unsupported {
+        version: version.clone(),
+        reason,
+    };
+    match version.as_deref().map(release) {
+        Some(Some(release)) if release < (1, 17) => {
+            return unsupported(
+                "Go before 1.17 passes arguments on the stack; the probes read the register ABI"
+                    .into(),
+            );
+        }
+        Some(Some(_)) => {}
+        _ if pclntab.as_ref().is_some_and(|p| p.magic == PCLNTAB_GO116) => {
+            return unsupported(
+                "the build info gives no version and the function table is Go 1.16's or 1.17's; \
+                 Go 1.16 passes arguments on the stack"
+                    .into(),
+            );
+        }
+        _ => {}
+    }
+    if elf.architecture() != Architecture::X86_64 {
+        return unsupported(format!(
+            "the probes read amd64 registers; this is {:?}",
+            elf.architecture()
+        ));
+    }
+
+    let mut bounds = [WRITE, READ, CLOSE].map(|name| symbol_bounds(&elf, name));
+    let mut bounds_from = ".symtab";
+    if bounds.iter().any(Option::is_none) {
+        let Some(table) = &pclntab else {
+            return unsupported("it has neither symbols nor a readable .gopclntab".into());
+        };
+        let text = elf.section_by_name(".text").map(|s| s.address());
+        let Some(functions) = table.find(&[WRITE, READ, CLOSE], text) else {
+            return unsupported(".gopclntab could not be read".into());
+        };
+        for (slot, found) in bounds.iter_mut().zip(functions) {
+            *slot = slot.or(found);
+        }
+        bounds_from = ".gopclntab";
+    }
+    let [Some(write), Some(read), close] = bounds else {
+        return GoBinary::WithoutTls;
+    };
+    let offset = |address| file_offset(&elf, address);
+    let code = |(start, end): (u64, u64)| {
+        elf.segments().find_map(|segment| {
+            segment
+                .data_range(start, end.saturating_sub(start))
+                .ok()
+                .flatten()
+        })
+    };
+    let entry_probe = |bounds: (u64, u64)| offset(entry_probe_address(code(bounds)?, bounds.0));
+    let (Some(write), Some(read_entry), Some(read_code)) =
+        (entry_probe(write), entry_probe(read), code(read))
+    else {
+        return unsupported("crypto/tls functions lie outside the file's segments".into());
+    };
+    let Some(read_returns) = return_addresses(read_code, read.0)
+        .into_iter()
+        .map(offset)
+        .collect::<Option<Vec<u64>>>()
+        .filter(|r| !r.is_empty())
+    else {
+        return unsupported(format!("no RET instruction found in {READ}"));
+    };
+    GoBinary::Tls(GoTls {
+        version,
+        bounds_from,
+        write,
+        read: read_entry,
+        read_returns,
+        close: close.and_then(entry_probe),
+    })
+}
+
+/// Where a function's entry probe goes: on the conditional jump that ends Go's stack-bound
+/// check (`cmp rsp, [r14+16]`, after `lea r12, [rsp-N]` for large frames), when the function
+/// starts with one. The kernel emulates a jump but single-steps a memory compare, at ~10 µs a
+/// hit on these machines; the check writes only flags and R12, never an argument register, so
+/// the arguments are the same there. (If the stack must grow, the function restarts from its
+/// entry and the probe fires again with the same arguments.)
+fn entry_probe_address(code: &[u8], entry: u64) -> u64 {
+    for instruction in Decoder::with_ip(64, code, entry, DecoderOptions::NONE)
+        .into_iter()
+        .take(3)
+    {
+        match instruction.mnemonic() {
+            Mnemonic::Cmp => {}
+            Mnemonic::Lea if instruction.op0_register() == Register::R12 => {}
+            _ if instruction.is_jcc_short_or_near() => return instruction.ip(),
+            _ => break,
+        }
+    }
+    entry
+}
+
+/// `[start, end)` of a defined function symbol.
+fn symbol_bounds<'a, R: object::ReadRef<'a>>(
+    elf: &object::File<'a, R>,
+    name: &str,
+) -> Option<(u64, u64)> {
+    elf.symbols()
+        .find(|s| s.is_definition() && s.size() > 0 && s.name() == Ok(name))
+        .map(|s| (s.address(), s.address() + s.size()))
+}
+
+/// Addresses of the RET instructions of the function whose machine code is `code`.
+fn return_addresses(code: &[u8], address: u64) -> Vec<u64> {
+    Decoder::with_ip(64, code, address, DecoderOptions::NONE)
+        .into_iter()
+        .filter(|instruction| instruction.mnemonic() == Mnemonic::Ret)
+        .map(|instruction| instruction.ip())
+        .collect()
+}
+
+/// The build info blob found by its magic (binaries without section headers). Go aligns it
+/// to 16 bytes.
+fn find_buildinfo(bytes: &[u8]) -> Option<&[u8]> {
+    memmem::find_iter(bytes, BUILDINFO_MAGIC)
+        .find(|at| at % 16 == 0)
+        .map(|at| &bytes[at..])
+}
+
+/// The Go version recorded in the build info: inline since Go 1.18, behind a pointer before.
+fn buildinfo_version<'a, R: object::ReadRef<'a>>(
+    elf: &object::File<'a, R>,
+    blob: &[u8],
+) -> Option<String> {
+    let header = blob.get(..32)?;
+    if !header.starts_with(BUILDINFO_MAGIC) {
+        return None;
+    }
+    let (ptr_size, flags) = (usize::from(header[14]), header[15]);
+    const INLINE_STRINGS: u8 = 2;
+    const BIG_ENDIAN: u8 = 1;
+    let text = if flags & INLINE_STRINGS != 0 {
+        let rest = blob.get(32..)?;
+        let (len, used) = uvarint(rest)?;
+        rest.get(used..used.checked_add(usize::try_from(len).ok()?)?)?
+    } else {
+        if flags & BIG_ENDIAN != 0 || !(ptr_size == 4 || ptr_size == 8) {
+            return None;
+        }
+        // A pointer to a Go string header {data, len} in the data segment.
+        let at_address = |address: u64, size: usize| {
+            elf.segments()
+                .find_map(|s| s.data_range(address, size as u64).ok().flatten())
+        };
+        let string_header = at_address(word(blob, 16, ptr_size)?, 2 * ptr_size)?;
+        let data = word(string_header, 0, ptr_size)?;
+        let len = word(string_header, ptr_size, ptr_size)?;
+        at_address(data, usize::try_from(len).ok().filter(|&l| l <= 256)?)?
+    };
+    String::from_utf8(text.to_vec()).ok()
+}
+
+/// `(major, minor)` of a Go version string: `go1.19.8`, `go1.21rc2`, `devel go1.23-abc…`.
+fn release(version: &str) -> Option<(u32, u32)> {
+    let rest = &version[version.find("go")? + 2..];
+    let mut parts = rest.split('.');
+    let major = parts.next()?.parse().ok()?;
+    let minor: String = parts
+        .next()?
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    Some((major, minor.parse().ok()?))
+}
+
+/// Little-endian unsigned word of `size` bytes at `at`.
+fn word(bytes: &[u8], at: usize, size: usize) -> Option<u64> {
+    let raw = bytes.get(at..at.checked_add(size)?)?;
+    Some(match size {
+        4 => u64::from(u32::from_le_bytes(raw.try_into().ok()?)),
+        8 => u64::from_le_bytes(raw.try_into().ok()?),
+        _ => return None,
+    })
+}
+
+/// Go's unsigned varint (LEB128): the value and the bytes it took.
+fn uvarint(bytes: &[u8]) -> Option<(u64, usize)> {
+    let mut value = 0u64;
+    for (i, &byte) in bytes.iter().enumerate().take(10) {
+        value |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Some((value, i + 1));
+        }
+    }
+    None
+}
+
+/// The runtime's function table: for each function, its entry address and name.
+#[derive(Debug)]
+struct Pclntab<'a> {
+    data: &'a [u8],
+    magic: u32,
+    ptr_size: usize,
+    nfunc: usize,
+    /// Go ≥ 1.18 stores entries relative to this (0 in position-independent builds).
+    text_start: u64,
+    funcnames: usize,
+    /// `pclnOffset`: the function table, and the base of its `funcoff`s.
+    functab: usize,
+}
+
+impl<'a> Pclntab<'a> {
+    /// Reads and checks the header; `None` unless everything in it is plausible.
+    fn parse(data: &'a [u8]) -> Option<Pclntab<'a>> {
+        let magic = u32::from_le_bytes(data.get(..4)?.try_into().ok()?);
+        let (pad, min_lc, ptr_size) = (data.get(4..6)?, *data.get(6)?, usize::from(*data.get(7)?));
+        if pad != [0, 0] || !matches!(min_lc, 1 | 2 | 4) || !matches!(ptr_size, 4 | 8) {
+            return None;
+        }
+        let field =
+            |i: usize| word(data, 8 + i * ptr_size, ptr_size).and_then(|w| usize::try_from(w).ok());
+        let (text_start, offsets) = match magic {
+            PCLNTAB_GO118 | PCLNTAB_GO120 => (field(2)? as u64, 3),
+            PCLNTAB_GO116 => (0, 2),
+            _ => return None,
+        };
+        let nfunc = field(0)?;
+        let [funcnames, cu, filetab, pctab, functab] = [0, 1, 2, 3, 4].map(|i| field(offsets + i));
+        let (funcnames, functab) = (funcnames?, functab?);
+        let ordered = [Some(8), Some(funcnames), cu, filetab, pctab, Some(functab)]
+            .windows(2)
+            .all(|w| matches!((w[0], w[1]), (Some(a), Some(b)) if a <= b));
+        let table = Pclntab {
+            data,
+            magic,
+            ptr_size,
+            nfunc,
+            text_start,
+            funcnames,
+            functab,
+        };
+        let table_end =
+            functab.checked_add(nfunc.checked_add(1)?.checked_mul(table.entry_size())?)?;
+        (ordered && nfunc > 0 && nfunc < 10_000_000 && table_end <= data.len()).then_some(table)
+    }
+
+    /// Bytes per function-table entry: two u32s since Go 1.18, two words before.
+    fn entry_size(&self) -> usize {
+        if self.magic == PCLNTAB_GO116 {
+            2 * self.ptr_size
+        } else {
+            8
+        }
+    }
+
+    /// Entry address and `_func` offset of function-table entry `i` (`i == nfunc` gives the
+    /// end of the last function).
+    fn entry(&self, i: usize, text_start: u64) -> Option<(u64, usize)> {
+        let at = self.functab + i * self.entry_size();
+        if self.magic == PCLNTAB_GO116 {
+            let entry = word(self.data, at, self.ptr_size)?;
+            let func = word(self.data, at + self.ptr_size, self.ptr_size)?;
+            Some((entry, usize::try_from(func).ok()?))
+        } else {
+            let entry = text_start.checked_add(word(self.data, at, 4)?)?;
+            Some((entry, usize::try_from(word(self.data, at + 4, 4)?).ok()?))
+        }
+    }
+
+    fn name(&self, func: usize) -> Option<&'a [u8]> {
+        // `_func`: the entry (a u32 offset since 1.18, an address before), then nameoff (i32).
+        let name_field = if self.magic == PCLNTAB_GO116 {
+            self.ptr_size
+        } else {
+            4
+        };
+        let at = self.functab.checked_add(func)?.checked_add(name_field)?;
+        let nameoff = i32::from_le_bytes(self.data.get(at..at + 4)?.try_into().ok()?);
+        let start = self.funcnames.checked_add(usize::try_from(nameoff).ok()?)?;
+        let rest = self.data.get(start..)?;
+        Some(&rest[..memchr::memchr(0, rest)?])
+    }
+
+    /// `[start, end)` of each of `names`. `text` (the `.text` address) stands in for a zero
+    /// `textStart`. `None` if the table cannot be walked.
+    fn find<const N: usize>(
+        &self,
+        names: &[&str; N],
+        text: Option<u64>,
+    ) -> Option<[Option<(u64, u64)>; N]> {
+        let text_start = match (self.magic, self.text_start) {
+            (PCLNTAB_GO116, _) => 0,
+            (_, 0) => text?,
+            (_, start) => start,
+        };
+        let mut found = [None; N];
+        let mut current = self.entry(0, text_start)?;
+        for i in 0..self.nfunc {
+            let next = self.entry(i + 1, text_start)?;
+            let name = self.name(current.1)?;
+            if let Some(slot) = names.iter().position(|n| n.as_bytes() == name) {
+                found[slot] = Some((current.0, next.0));
+            }
+            current = next;
+        }
+        Some(found)
+    }
+}
+
+/// `.gopclntab` found by its magic (binaries without section headers): the first candidate
+/// whose whole header is plausible and whose first function has a name.
+fn find_pclntab(bytes: &[u8]) -> Option<Pclntab<'_>> {
+    let magics = [PCLNTAB_GO120, PCLNTAB_GO118, PCLNTAB_GO116].map(u32::to_le_bytes);
+    magics
+        .iter()
+        .flat_map(|magic| memmem::find_iter(bytes, magic).filter(|at| at % 8 == 0))
+        .filter_map(|at| Pclntab::parse(&bytes[at..]))
+        .find(|table| {
+            table
+                .entry(0, table.text_start)
+                .and_then(|(_, func)| table.name(func))
+                .is_some_and(|name| !name.is_empty() && name.is_ascii())
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_go_release_numbers() {
+        assert_eq!(release("go1.19.8"), Some((1, 19)));
+        assert_eq!(release("go1.21rc2"), Some((1, 21)));
+        assert_eq!(release("go1.16"), Some((1, 16)));
+        assert_eq!(release("devel go1.23-4f1d9a7e Tue"), Some((1, 23)));
+        assert_eq!(release("weird"), None);
+    }
+
+    #[test]
+    fn reads_go_varints() {
+        assert_eq!(uvarint(&[0x08, 0xff]), Some((8, 1)));
+        assert_eq!(uvarint(&[0xac, 0x02]), Some((300, 2)));
+        assert_eq!(uvarint(&[0x80; 12]), None);
+        assert_eq!(uvarint(&[]), None);
+    }
+
+    #[test]
+    fn entry_probes_skip_the_stack_check() {
+        // cmp rsp,[r14+0x10]; jbe +0x3c2; sub rsp,0x68
+        let small = [
+            0x49, 0x3b, 0x66, 0x10, 0x0f, 0x86, 0xc2, 0x03, 0x00, 0x00, 0x48, 0x83, 0xec, 0x68,
+        ];
+        assert_eq!(entry_probe_address(&small, 0x1000), 0x1004);
+        // lea r12,[rsp-0x68]; cmp r12,[r14+0x10]; jbe +0x764
+        let large = [
+            0x4c, 0x8d, 0x64, 0x24, 0x98, 0x4d, 0x3b, 0x66, 0x10, 0x0f, 0x86, 0x64, 0x07, 0x00,
+            0x00,
+        ];
+        assert_eq!(entry_probe_address(&large, 0x1000), 0x1009);
+        // A function without the check (or one that moves an argument first) keeps its entry.
+        let other = [0x48, 0x89, 0xc3, 0x75, 0x01, 0xc3];
+        assert_eq!(entry_probe_address(&other, 0x1000), 0x1000);
+        assert_eq!(entry_probe_address(&[], 0x1000), 0x1000);
+    }
+
+    #[test]
+    fn finds_every_ret_and_nothing_else() {
+        // push rbp; mov rbp,rsp; jne +1; ret; mov eax,0xc3 (a C3 byte inside an immediate); pop rbp; ret
+        let code = [
+            0x55, 0x48, 0x89, 0xe5, 0x75, 0x01, 0xc3, 0xb8, 0xc3, 0x00, 0x00, 0x00, 0x5d, 0xc3,
+        ];
+        assert_eq!(return_addresses(&code, 0x1000), vec![0x1006, 0x100d]);
+    }
+
+    /// A Go 1.18+ table in memory: header, names, function table, `_func`s.
+    fn synthetic_pclntab(magic: u32, text_start: u64) -> Vec<u8> {
+        let names = b"runtime.main\0crypto/tls.(*Conn).Read\0";
+        let header_len = 8 + 8 * 8;
+        let funcnames = header_len;
+        let functab = funcnames + names.len();
+        let mut data = Vec::new();
+        data.extend(magic.to_le_bytes());
+        data.extend([0, 0, 1, 8]);
+        for value in [
+            2,
+            0,
+            text_start,
+            funcnames as u64,
+            functab as u64,
+            functab as u64,
+            functab as u64,
+            functab as u64,
+        ] {
+            data.extend(value.to_le_bytes());
+        }
+        data.extend(names);
+        // (entryoff, funcoff) for both functions, then the end; the `_func`s follow.
+        for (entry, func) in [(0u32, 24u32), (0x40, 32), (0x90, 0)] {
+            data.extend(entry.to_le_bytes());
+            data.extend(func.to_le_bytes());
+        }
+        for (entry, name) in [(0u32, 0i32), (0x40, 13)] {
+            data.extend(entry.to_le_bytes());
+            data.extend(name.to_le_bytes());
+        }
+        data
+    }
+
+    #[test]
+    fn walks_a_function_table() {
+        let data = synthetic_pclntab(PCLNTAB_GO120, 0x40_1000);
+        let table = Pclntab::parse(&data).expect("valid header");
+        let found = table.find(&[READ, WRITE], None).expect("walkable");
+        assert_eq!(found, [Some((0x40_1040, 0x40_1090)), None]);
+
+        // Position-independent build: textStart 0, `.text` stands in.
+        let data = synthetic_pclntab(PCLNTAB_GO118, 0);
+        let table = Pclntab::parse(&data).expect("valid header");
+        assert_eq!(table.find(&[READ], None), None);
+        assert_eq!(
+            table.find(&[READ], Some(0x1000)),
+            Some([Some((0x1040, 0x1090))])
+        );
+    }
+
+    #[test]
+    fn finds_the_table_by_its_magic_and_rejects_lookalikes() {
+        let mut file = vec![0u8; 64];
+        // A lookalike: right magic, nonsense header.
+        file.extend(PCLNTAB_GO120.to_le_bytes());
+        file.extend([0, 0, 1, 8]);
+        file.extend([0xff; 56]);
+        let real_at = file.len();
+        file.extend(synthetic_pclntab(PCLNTAB_GO120, 0x40_1000));
+        let table = find_pclntab(&file).expect("found");
+        assert_eq!(table.data.as_ptr(), file[real_at..].as_ptr());
+    }
+
+    #[test]
+    fn hostile_tables_give_none_not_panics() {
+        let data = synthetic_pclntab(PCLNTAB_GO120, 0x40_1000);
+        for cut in 0..data.len() {
+            if let Some(table) = Pclntab::parse(&data[..cut]) {
+                let _ = table.find(&[READ], None);
+            }
+        }
+        let mut bad = data.clone();
+        // nameoff of the second function far out of range
+        let len = bad.len();
+        bad[len - 4..].copy_from_slice(&i32::MAX.to_le_bytes());
+        let table = Pclntab::parse(&bad).expect("header still valid");
+        assert_eq!(table.find(&[READ], None), None);
+        assert_eq!(inspect_bytes(b"not an elf"), GoBinary::NotGo);
+    }
+}

@@ -1,0 +1,3 @@
+module observer-e2e/go-client
+
+go 1.18

@@ -211,6 +211,10 @@ fn a_conversation_is_one_run_under_one_root() {
     assert_eq!(root.start_time_unix_nano, spans[0].start_time_unix_nano);
     assert_eq!(root.end_time_unix_nano, spans[3].end_time_unix_nano);
     assert_eq!(root.attribute("observer.run.calls"), Some(&json!(4)));
+    assert_eq!(
+        root.attribute("openinference.span.kind"),
+        Some(&json!("AGENT"))
+    );
     assert_eq!(root.attribute("process.pid"), Some(&json!(100)));
 }
 
@@ -301,6 +305,10 @@ fn a_tool_round_trip_gets_an_execute_tool_span_covering_the_gap() {
         panic!("one execute_tool span expected: {written:?}")
     };
     assert_eq!(tool.name, "execute_tool get_weather");
+    assert_eq!(
+        tool.attribute("openinference.span.kind"),
+        Some(&json!("TOOL"))
+    );
     assert_eq!(tool.kind, SpanKind::Internal);
     assert_eq!(tool.trace_id, first.trace_id);
     assert_eq!(tool.parent_span_id, first.parent_span_id);

@@ -18,6 +18,16 @@ API_KEY = os.environ.get("MOCK_API_KEY", "sk-canary-4f1d9a7e")
 TIMEOUT = 60.0
 _emit_lock = threading.Lock()
 
+# A function tool in the OpenAI Chat Completions shape.
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Weather for a city",
+        "parameters": {"type": "object", "properties": {"query": {"type": "string"}}},
+    },
+}
+
 
 def ssl_context():
     return ssl.create_default_context(cafile=CA)

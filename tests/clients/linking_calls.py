@@ -15,19 +15,11 @@ import anthropic
 import httpx2
 import openai
 
-from common import API_KEY, BASE, TIMEOUT, emit, run_scenarios, ssl_context
+from common import API_KEY, BASE, TIMEOUT, WEATHER_TOOL, emit, run_scenarios, ssl_context
 
 SYSTEM = "You are a terse assistant."
 MODEL = "gpt-4o"
 CLAUDE = "claude-sonnet-5"
-WEATHER_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Weather for a city",
-        "parameters": {"type": "object", "properties": {"query": {"type": "string"}}},
-    },
-}
 
 
 def openai_client():

@@ -10,7 +10,8 @@ import sys
 import httpx2
 import openai
 
-from common import API_KEY, BASE, TIMEOUT, big_prompt, emit, note, run_scenarios, ssl_context
+from common import (API_KEY, BASE, TIMEOUT, WEATHER_TOOL, big_prompt, emit, note, run_scenarios,
+                    ssl_context)
 
 client = openai.OpenAI(
     api_key=API_KEY,
@@ -20,15 +21,6 @@ client = openai.OpenAI(
     http_client=httpx2.Client(verify=ssl_context(), timeout=TIMEOUT,
                               http2=os.environ.get("OPENAI_HTTP2") == "1"),
 )
-
-WEATHER_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Weather for a city",
-        "parameters": {"type": "object", "properties": {"query": {"type": "string"}}},
-    },
-}
 
 
 def usage_fields(usage):

@@ -43,28 +43,35 @@ pub fn observer_bin() -> PathBuf {
 
 /// The Python with the SDKs: $OBSERVER_E2E_PYTHON, or .venv/bin/python of this workspace.
 pub fn python() -> PathBuf {
-    let path = std::env::var_os("OBSERVER_E2E_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join(".venv/bin/python"));
-    assert!(
-        path.exists(),
-        "Python for the test clients not found at {} (set OBSERVER_E2E_PYTHON, or: python3 -m venv {root}/.venv && {root}/.venv/bin/pip install -r {root}/tests/requirements.txt)",
-        path.display(),
-        root = repo_root().display()
-    );
-    path
+    installed(
+        "OBSERVER_E2E_PYTHON",
+        ".venv/bin/python",
+        "Python for the test clients",
+        "python3 -m venv {root}/.venv && {root}/.venv/bin/pip install -r {root}/tests/requirements.txt",
+    )
 }
 
 /// Arize Phoenix's launcher: $OBSERVER_PHOENIX, or .venv-phoenix/bin/phoenix of this workspace.
 pub fn phoenix() -> PathBuf {
-    let path = std::env::var_os("OBSERVER_PHOENIX")
+    installed(
+        "OBSERVER_PHOENIX",
+        ".venv-phoenix/bin/phoenix",
+        "Arize Phoenix",
+        "python3 -m venv {root}/.venv-phoenix && {root}/.venv-phoenix/bin/pip install -r {root}/tests/requirements-phoenix.txt (or run `cargo xtask test`)",
+    )
+}
+
+/// A program the tests need: $`variable`, or `default` under the workspace; `install` (with
+/// `{root}` for the workspace) says how to get it when it is missing.
+fn installed(variable: &str, default: &str, what: &str, install: &str) -> PathBuf {
+    let path = std::env::var_os(variable)
         .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join(".venv-phoenix/bin/phoenix"));
+        .unwrap_or_else(|| repo_root().join(default));
     assert!(
         path.exists(),
-        "Arize Phoenix not found at {} (set OBSERVER_PHOENIX, or run `cargo xtask test`, or: python3 -m venv {root}/.venv-phoenix && {root}/.venv-phoenix/bin/pip install -r {root}/tests/requirements-phoenix.txt)",
+        "{what} not found at {} (set {variable}, or: {})",
         path.display(),
-        root = repo_root().display()
+        install.replace("{root}", &repo_root().display().to_string())
     );
     path
 }

@@ -13,6 +13,10 @@ pub(super) struct Continuation {
     pub predecessor: String,
 }
 
+/// How surely a call continues a run: strongest signal, number of signals, same thread, same
+/// connection, last activity.
+type Rank = (Signal, usize, bool, bool, u64);
+
 /// The run of the call's process that it most surely continues, if any does.
 ///
 /// The strongest signal decides; among runs with the same strongest signal, the one with more
@@ -25,7 +29,7 @@ pub(super) fn find<'a>(
     start: u64,
     keys: &LinkKeys,
 ) -> Option<Continuation> {
-    let mut best: Option<((Signal, usize, bool, bool, u64), Continuation)> = None;
+    let mut best: Option<(Rank, Continuation)> = None;
     for (&id, run) in runs {
         if run.site.pid != site.pid {
             continue;

@@ -140,6 +140,7 @@ impl Run {
             let end = span.start_time_unix_nano.max(start);
             let mut attributes = self.inherited.clone();
             attributes.insert(attr::OPERATION_NAME.into(), json!("execute_tool"));
+            attributes.insert(attr::OPENINFERENCE_SPAN_KIND.into(), json!("TOOL"));
             attributes.insert("gen_ai.tool.call.id".into(), json!(id));
             attributes.insert("gen_ai.tool.type".into(), json!("function"));
             if let Some(name) = &tool.name {
@@ -217,6 +218,7 @@ impl Run {
     pub fn root(&self, reason: CloseReason) -> Span {
         let mut attributes = self.inherited.clone();
         attributes.insert(attr::OPERATION_NAME.into(), json!("invoke_agent"));
+        attributes.insert(attr::OPENINFERENCE_SPAN_KIND.into(), json!("AGENT"));
         if let Some(id) = &self.conversation_id {
             attributes.insert(attr::CONVERSATION_ID.into(), json!(id));
         }

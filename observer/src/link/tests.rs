@@ -211,6 +211,10 @@ fn a_conversation_is_one_run_under_one_root() {
     assert_eq!(root.start_time_unix_nano, spans[0].start_time_unix_nano);
     assert_eq!(root.end_time_unix_nano, spans[3].end_time_unix_nano);
     assert_eq!(root.attribute("observer.run.calls"), Some(&json!(4)));
+    assert_eq!(
+        root.attribute("openinference.span.kind"),
+        Some(&json!("AGENT"))
+    );
     assert_eq!(root.attribute("process.pid"), Some(&json!(100)));
 }
 
@@ -301,6 +305,10 @@ fn a_tool_round_trip_gets_an_execute_tool_span_covering_the_gap() {
         panic!("one execute_tool span expected: {written:?}")
     };
     assert_eq!(tool.name, "execute_tool get_weather");
+    assert_eq!(
+        tool.attribute("openinference.span.kind"),
+        Some(&json!("TOOL"))
+    );
     assert_eq!(tool.kind, SpanKind::Internal);
     assert_eq!(tool.trace_id, first.trace_id);
     assert_eq!(tool.parent_span_id, first.parent_span_id);
@@ -394,9 +402,9 @@ fn identical_conversations_on_eight_threads_stay_on_their_threads() {
                 .iter()
                 .all(|s| s.trace_id == of_thread[0].trace_id)
         );
-        for other in 0..8usize {
+        for (other, span) in spans.iter().enumerate().take(8) {
             if other != thread {
-                assert_ne!(spans[other].trace_id, of_thread[0].trace_id);
+                assert_ne!(span.trace_id, of_thread[0].trace_id);
             }
         }
     }
@@ -450,7 +458,7 @@ fn same_thread_and_connection_gives_only_a_link() {
         spans[1].trace_id, spans[0].trace_id,
         "not joined: a link only"
     );
-    assert_eq!(spans[1].parent_span_id.is_some(), true);
+    assert!(spans[1].parent_span_id.is_some());
     assert_eq!(link_reasons(&spans[1]), ["same_thread"]);
     assert_eq!(spans[1].links[0].span_id, spans[0].span_id);
     assert_eq!(spans[1].links[0].trace_id, spans[0].trace_id);

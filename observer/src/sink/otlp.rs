@@ -15,7 +15,7 @@ use opentelemetry_proto::tonic::{
     trace::v1::{self as otlp, ResourceSpans, ScopeSpans, span::SpanKind, status::StatusCode},
 };
 use prost::Message;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::background::{BackgroundSink, BatchPolicy, BatchWriter};
 use crate::span::Span;
@@ -336,7 +336,6 @@ fn otlp_span(span: &Span) -> otlp::Span {
         attributes: span
             .attributes
             .iter()
-            .chain(openinference_compat(span).iter().map(|(k, v)| (k, v)))
             .map(|(key, value)| key_value(key, value))
             .collect(),
         links: span
@@ -356,48 +355,6 @@ fn otlp_span(span: &Span) -> otlp::Span {
         status,
         ..Default::default()
     }
-}
-
-/// OpenInference attributes, which Arize Phoenix and similar backends read to show a span as
-/// an LLM call (model, token counts, input and output) or as an agent or tool: derived from the
-/// GenAI ones, for those the span does not carry already.
-fn openinference_compat(span: &Span) -> Map<String, Value> {
-    let attribute = |key: &str| span.attribute(key).filter(|v| !v.is_null());
-    let kind = match attribute("gen_ai.operation.name").and_then(Value::as_str) {
-        Some("invoke_agent") => "AGENT",
-        Some("execute_tool") => "TOOL",
-        Some("embeddings") => "EMBEDDING",
-        _ => "LLM",
-    };
-    let mut compat = Map::new();
-    compat.insert("openinference.span.kind".into(), kind.into());
-    if kind == "LLM" {
-        let model = attribute("gen_ai.response.model").or(attribute("gen_ai.request.model"));
-        let input = attribute("gen_ai.usage.input_tokens").and_then(Value::as_u64);
-        let output = attribute("gen_ai.usage.output_tokens").and_then(Value::as_u64);
-        let pairs = [
-            ("llm.model_name", model.cloned()),
-            ("llm.provider", attribute("gen_ai.provider.name").cloned()),
-            ("llm.token_count.prompt", input.map(Value::from)),
-            ("llm.token_count.completion", output.map(Value::from)),
-            (
-                "llm.token_count.total",
-                input.zip(output).map(|(i, o)| Value::from(i + o)),
-            ),
-            ("input.value", attribute("gen_ai.input.messages").cloned()),
-            ("output.value", attribute("gen_ai.output.messages").cloned()),
-        ];
-        for (key, value) in pairs {
-            if let Some(value) = value {
-                compat.insert(key.into(), value);
-            }
-        }
-    }
-    if let Some(name) = attribute("gen_ai.tool.name") {
-        compat.insert("tool.name".into(), name.clone());
-    }
-    compat.retain(|key, _| span.attribute(key).is_none());
-    compat
 }
 
 fn key_value(key: &str, value: &Value) -> KeyValue {

@@ -363,3 +363,33 @@ fn survives_sigkill_in_the_middle_of_writing() {
         .unwrap();
     assert_eq!(traces.len() * 50, spans.len());
 }
+
+#[test]
+fn keeps_span_kind_and_links() {
+    let (_dir, path) = temp_db();
+    let mut store = open(&path);
+    let mut root = span(
+        "a",
+        "1",
+        None,
+        10,
+        json!({"gen_ai.operation.name": "invoke_agent"}),
+    );
+    root.kind = crate::span::SpanKind::Internal;
+    let mut call = span("a", "2", Some("1"), 9, json!({}));
+    call.links.push(crate::span::SpanLink {
+        trace_id: format!("{:0>32}", "b"),
+        span_id: format!("{:0>16}", "7"),
+        attributes: json!({"observer.link.reason": "same_thread"})
+            .as_object()
+            .cloned()
+            .unwrap(),
+    });
+    store.insert(&[root.clone(), call.clone()]).unwrap();
+    drop(store);
+    let stored = Store::open_existing(&path)
+        .unwrap()
+        .trace_spans(&root.trace_id)
+        .unwrap();
+    assert_eq!(stored, [root, call]);
+}

@@ -1,10 +1,11 @@
-// Calls made with Bun's fetch (BoringSSL inside the bun executable, no symbols), one process
-// for all calls. Prints one JSON record per call, like the Python clients (common.py).
+// Calls made with the runtime's fetch, one process for all calls: Bun (BoringSSL inside the bun
+// executable, no symbols) or Node (OpenSSL in the node executable; the mock's CA comes from
+// NODE_EXTRA_CA_CERTS). Prints one JSON record per call, like the Python clients (common.py).
 //
-// Bun does its HTTP I/O on its own "HTTP Client" thread: the record names that thread, since
-// that is where the TLS reads and writes happen.
+// Bun does its HTTP I/O on its own "HTTP Client" thread, Node on its main thread: the record
+// names that thread, since that is where the TLS reads and writes happen.
 //
-// Usage: bun bun_calls.js SCENARIO...   (chat_json, chat_sse, messages_json, messages_sse)
+// Usage: bun|node bun_calls.js SCENARIO...   (chat_json, chat_sse, messages_json, messages_sse)
 import { readFileSync, readdirSync } from "node:fs";
 import { basename } from "node:path";
 
@@ -28,7 +29,7 @@ function emit(call, fields) {
   const record = {
     call,
     pid: process.pid,
-    tid: httpThread(),
+    tid: typeof Bun === "undefined" ? process.pid : httpThread(),
     comm: comm("/proc/self/comm"),
     exe: basename(process.execPath),
     ...fields,
@@ -41,7 +42,7 @@ async function post(path, body, headers) {
     method: "POST",
     headers: { "content-type": "application/json", ...headers },
     body: JSON.stringify(body),
-    tls: { ca: CA },
+    tls: { ca: CA }, // Bun's option; Node reads NODE_EXTRA_CA_CERTS
   });
   return { status: response.status, payload: await response.text() };
 }

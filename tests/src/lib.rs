@@ -76,7 +76,19 @@ impl TestEnv {
     /// that it reported `expected` calls, each agreeing with the mock server and recorded by
     /// exactly one span saying the same, and no other span from the client's processes.
     pub fn check_command(&self, command: &[String], expected: usize, record: bool) -> ObserverRun {
-        let run = self.capture(command, record);
+        self.check_command_with_env(&[], command, expected, record)
+    }
+
+    /// As [`Self::check_command`], with `env` added to the observer's environment (which the
+    /// client inherits).
+    pub fn check_command_with_env(
+        &self,
+        env: &[(&str, &str)],
+        command: &[String],
+        expected: usize,
+        record: bool,
+    ) -> ObserverRun {
+        let run = self.capture_with(&[], env, command, record);
         assert_eq!(
             run.calls.len(),
             expected,

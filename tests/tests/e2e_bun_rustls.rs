@@ -23,8 +23,9 @@ fn bun_fetch_over_stripped_boringssl() {
     ];
     argv.extend(scenarios.iter().map(|s| s.to_string()));
     let run = env.check_command(&argv, observer_e2e::expected_calls(&scenarios), false);
-    assert_eq!(run.spans.len(), scenarios.len(), "{:?}", run.spans);
-    for span in &run.spans {
+    let calls: Vec<_> = run.spans.iter().filter(|s| s.is_call()).collect();
+    assert_eq!(calls.len(), scenarios.len(), "{:?}", run.spans);
+    for span in calls {
         assert_eq!(
             span.str("observer.tls.library"),
             Some("boringssl"),
@@ -98,8 +99,9 @@ fn claude_code_cli_over_stripped_boringssl() {
         1,
         "the CLI made one Messages call: {served:?}"
     );
-    assert_eq!(run.spans.len(), 1, "{:?}", run.spans);
-    let span = &run.spans[0];
+    let calls: Vec<_> = run.spans.iter().filter(|s| s.is_call()).collect();
+    assert_eq!(calls.len(), 1, "{:?}", run.spans);
+    let span = calls[0];
     let expect = |key: &str, value: Value| {
         assert_eq!(span.get(key), Some(&value), "{key} in {span:?}");
     };
@@ -162,8 +164,9 @@ fn reqwest_over_rustls_with_symbols() {
     let mut argv = vec![client.display().to_string()];
     argv.extend(scenarios.iter().map(|s| s.to_string()));
     let run = env.check_command(&argv, observer_e2e::expected_calls(&scenarios), false);
-    assert_eq!(run.spans.len(), scenarios.len(), "{:?}", run.spans);
-    for span in &run.spans {
+    let calls: Vec<_> = run.spans.iter().filter(|s| s.is_call()).collect();
+    assert_eq!(calls.len(), scenarios.len(), "{:?}", run.spans);
+    for span in calls {
         assert_eq!(span.str("observer.tls.library"), Some("rustls"), "{span:?}");
     }
     let conns = env.connections(&run.calls);

@@ -152,6 +152,7 @@ pub fn find_functions(
 }
 
 /// The `functions` that `elf` defines, by virtual address.
+#[cfg(test)]
 pub(super) fn locate<'data, R: object::ReadRef<'data>>(
     elf: &object::File<'data, R>,
     functions: &'static [TlsFunction],

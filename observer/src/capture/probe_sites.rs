@@ -267,6 +267,7 @@ mod tests {
                 symbol,
                 entry_program: "ssl_read_ex",
                 return_program: Some("ssl_return"),
+                moves_data: true,
             },
             address: AT,
             size,

@@ -7,8 +7,10 @@ use observer_e2e::{
 };
 use serde_json::Value;
 
-const BUN: &str = "bun/bin/bun.exe";
-const CLAUDE_CODE: &str = "@anthropic-ai/claude-code/bin/claude.exe";
+// The platform packages' executables: the `bun` and `@anthropic-ai/claude-code` packages only
+// copy them into place in install scripts, which the tests' npm install does not run.
+const BUN: &str = "@oven/bun-linux-x64/bin/bun";
+const CLAUDE_CODE: &str = "@anthropic-ai/claude-code-linux-x64/claude";
 
 /// Bun's fetch (stripped BoringSSL in the bun executable): OpenAI and Anthropic calls, JSON and
 /// SSE, one process on kept-alive connections. Every span must match what the client saw, come
@@ -31,13 +33,9 @@ fn bun_fetch_over_stripped_boringssl() {
             Some("boringssl"),
             "{span:?}"
         );
-        assert_eq!(
-            span.str("process.executable.name"),
-            Some("bun.exe"),
-            "{span:?}"
-        );
+        assert_eq!(span.str("process.executable.name"), Some("bun"), "{span:?}");
     }
-    assert_located_by_signature(&run.stderr, "bun.exe");
+    assert_located_by_signature(&run.stderr, "bun");
 }
 
 /// The Claude Code CLI from npm is a Bun-compiled executable (another Bun build, with its own
@@ -123,13 +121,13 @@ fn claude_code_cli_over_stripped_boringssl() {
     expect("url.path", "/v1/messages".into());
     expect("server.port", env.server.port.into());
     expect("http.response.status_code", 200.into());
-    expect("process.executable.name", "claude.exe".into());
+    expect("process.executable.name", "claude".into());
     expect("observer.tls.library", "boringssl".into());
     let text =
         span.get("gen_ai.output.messages").expect("output messages")[0]["parts"][0]["content"]
             .clone();
     assert_eq!(text, result["result"], "output text in {span:?}");
-    assert_located_by_signature(&run.stderr, "claude.exe");
+    assert_located_by_signature(&run.stderr, "claude");
 }
 
 /// The observer says how it found the functions.
@@ -137,7 +135,7 @@ fn assert_located_by_signature(stderr: &str, exe: &str) {
     assert!(
         stderr
             .lines()
-            .any(|l| l.contains("attached boringssl probes to")
+            .any(|l| l.contains("attached boringssl probes")
                 && l.contains(exe)
                 && l.contains("without symbols, by code signature")
                 && l.contains("cross-checked")),
@@ -177,7 +175,7 @@ fn reqwest_over_rustls_with_symbols() {
     assert!(
         run.stderr
             .lines()
-            .any(|l| l.contains("attached rustls probes to")
+            .any(|l| l.contains("attached rustls probes")
                 && l.contains("rustls-client")
                 && l.contains("found by symbol")),
         "no log line about rustls-client's rustls:\n{}",

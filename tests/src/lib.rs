@@ -104,6 +104,29 @@ impl TestEnv {
         run
     }
 
+    /// Watches the whole host, runs `client` (not a child of the observer) once `ready`, waits
+    /// a bounded moment for a span per reported call from the calling processes, then stops
+    /// the observer with SIGINT. Returns the run and the calls the client reported.
+    pub fn watch_host_while(&self, client: &[String]) -> (ObserverRun, Vec<ClientCall>) {
+        let watcher = self.watch(&[]);
+        let mut proc = self.spawn_client(client);
+        let status = proc.wait(std::time::Duration::from_secs(60));
+        assert!(status.success(), "client failed: {}", proc.describe());
+        let calls = ClientCall::parse_all(&proc.stdout.text());
+        let pids: Vec<u64> = calls.iter().map(ClientCall::pid).collect();
+        // Spans are written as calls complete; give the pipeline a bounded moment.
+        watcher.wait_for_spans(std::time::Duration::from_secs(20), |spans| {
+            spans
+                .iter()
+                .filter(|s| s.is_call() && s.u64("process.pid").is_some_and(|p| pids.contains(&p)))
+                .count()
+                >= calls.len()
+        });
+        let run = watcher.stop(libc::SIGINT);
+        run.assert_success();
+        (run, calls)
+    }
+
     /// The server-side TCP connection each call's response came on (None for calls without a
     /// response id).
     pub fn connections(&self, calls: &[ClientCall]) -> Vec<Option<u64>> {

@@ -2,31 +2,16 @@
 
 use std::time::Duration;
 
-use observer_e2e::{ClientCall, Span, TestEnv, assert_spans_match_calls, mock};
+use observer_e2e::{Span, TestEnv, assert_spans_match_calls, mock};
 
 /// With no filter the observer watches every process: a client started after `ready` (and
 /// not a child of the observer) is captured. Only that client's spans are looked at.
 #[test]
 fn watch_whole_host_captures_a_client_started_after_ready() {
     let env = TestEnv::new();
-    let watcher = env.watch(&[]);
-    let mut client =
-        env.spawn_client(&env.client("stdlib_calls.py", &["chat_json", "messages_json"]));
-    let status = client.wait(Duration::from_secs(60));
-    assert!(status.success(), "client failed: {}", client.describe());
-    let calls = ClientCall::parse_all(&client.stdout.text());
-    assert_eq!(calls.len(), 2, "client output: {}", client.describe());
-    let pid = u64::from(client.pid());
-    // Spans are written as calls complete; give the pipeline a bounded moment.
-    watcher.wait_for_spans(Duration::from_secs(20), |spans| {
-        spans
-            .iter()
-            .filter(|s| s.u64("process.pid") == Some(pid))
-            .count()
-            >= 2
-    });
-    let run = watcher.stop(libc::SIGINT);
-    run.assert_success();
+    let (run, calls) =
+        env.watch_host_while(&env.client("stdlib_calls.py", &["chat_json", "messages_json"]));
+    assert_eq!(calls.len(), 2, "client output: {}", run.stdout);
     assert_spans_match_calls(&run.spans, &calls, env.server.port);
 }
 

@@ -15,7 +15,7 @@ use aya_ebpf::{
 };
 use observer_ebpf::{direction, tls_source};
 
-use crate::probes::{ActiveCall, emit_data, end_connection, traced};
+use crate::probes::{ActiveCall, copy_wanted, emit_data, end_connection, traced};
 
 /// A goroutine of a process. The `g` pointer is stable for the goroutine's life.
 #[repr(C)]
@@ -63,7 +63,10 @@ fn call(conn: u64, buf: u64, dir: u8) -> ActiveCall {
 pub fn go_tls_write(ctx: ProbeContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let regs = registers(&ctx);
-    if regs.rcx == 0 || !traced((pid_tgid >> 32) as u32) {
+    if regs.rcx == 0
+        || !traced((pid_tgid >> 32) as u32)
+        || !copy_wanted(pid_tgid, regs.rax, direction::EGRESS)
+    {
         return 0;
     }
     emit_data(
@@ -79,7 +82,9 @@ pub fn go_tls_write(ctx: ProbeContext) -> u32 {
 pub fn go_tls_read(ctx: ProbeContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let regs = registers(&ctx);
-    if let Some(key) = goroutine(regs, pid_tgid) {
+    if let Some(key) = goroutine(regs, pid_tgid)
+        && copy_wanted(pid_tgid, regs.rax, direction::INGRESS)
+    {
         let _ = GO_READS.insert(&key, &call(regs.rax, regs.rbx, direction::INGRESS), 0);
     }
     0

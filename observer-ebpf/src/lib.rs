@@ -143,9 +143,32 @@ pub struct ConnEndEvent {
     pub conn: u64,
 }
 
-/// A TLS session of a process as the key of the kernel's map of connections not to copy:
+/// A connection of a process as the key of the kernel's map of copy verdicts:
 /// `[conn, pid]` (a plain array, so user space uses it as a map key as it is).
 pub type ConnId = [u64; 2];
+
+/// What user space decided not to copy of one connection (the `COPY_VERDICTS` map).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CopyVerdict {
+    /// One of [`copy_verdict`].
+    pub mode: u64,
+    /// [`copy_verdict::SKIP_RESPONSE`]: the egress stream offset at which the request ended.
+    /// The verdict holds while the connection's egress offset is still there; the next write
+    /// (the next request) lifts it.
+    pub request_end: u64,
+}
+
+#[cfg(feature = "user")]
+// SAFETY: plain integers, no padding.
+unsafe impl aya::Pod for CopyVerdict {}
+
+pub mod copy_verdict {
+    /// Nothing of the connection is copied any more (server side, not HTTP, upgraded).
+    pub const SKIP: u64 = 1;
+    /// The response being read is not copied (the request was not an LLM call).
+    pub const SKIP_RESPONSE: u64 = 2;
+}
 
 /// A connection (TLS session, or plaintext HTTP socket) and the socket that carries it.
 #[repr(C)]

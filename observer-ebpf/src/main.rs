@@ -29,8 +29,9 @@ mod probes {
         programs::{ProbeContext, RetProbeContext, TracePointContext},
     };
     use observer_ebpf::{
-        CHUNK_CAPACITY, ConnEndEvent, ConnId, DATA_EVENT_HEADER_LEN, DataEvent, EventHeader,
-        ExecEvent, MAX_CHUNKS_PER_CALL, StreamKey, config, counter, direction, flags, kind,
+        CHUNK_CAPACITY, ConnEndEvent, ConnId, CopyVerdict, DATA_EVENT_HEADER_LEN, DataEvent,
+        EventHeader, ExecEvent, MAX_CHUNKS_PER_CALL, StreamKey, config, copy_verdict, counter,
+        direction, flags, kind,
     };
 
     /// Wake the reader only once this much is waiting; below it, user space drains on a timer.
@@ -55,10 +56,12 @@ mod probes {
     #[map]
     pub(crate) static ACTIVE_CALLS: HashMap<u64, ActiveCall> = HashMap::with_max_entries(16384, 0);
 
-    /// Connections user space has judged not worth following (not HTTP, server side): their
-    /// calls are not copied. Removed at SSL_free, since a later session may reuse the address.
+    /// What not to copy of a connection, as judged by user space (not HTTP, server side, a
+    /// response that is not an LLM call's) or by `syscalls` (accepted sockets). Removed when
+    /// the connection ends, since a later session may reuse the address.
     #[map]
-    static SKIPPED_CONNS: LruHashMap<ConnId, u8> = LruHashMap::with_max_entries(65536, 0);
+    pub(crate) static COPY_VERDICTS: LruHashMap<ConnId, CopyVerdict> =
+        LruHashMap::with_max_entries(65536, 0);
 
     /// Bytes seen so far on each connection and direction.
     #[map]
@@ -123,8 +126,7 @@ mod probes {
         let (Some(conn), Some(buf)) = (ctx.arg::<u64>(0), ctx.arg::<u64>(1)) else {
             return 0;
         };
-        let id: ConnId = [conn, pid_tgid >> 32];
-        if unsafe { SKIPPED_CONNS.get(&id) }.is_some() {
+        if !copy_wanted(pid_tgid, conn, dir) {
             return 0;
         }
         let count_ptr = if has_count_ptr {
@@ -174,6 +176,35 @@ mod probes {
         };
         emit_data(pid_tgid, &call, len);
         0
+    }
+
+    /// Whether this call's bytes are to be copied, by the connection's verdict.
+    pub(crate) fn copy_wanted(pid_tgid: u64, conn: u64, dir: u8) -> bool {
+        let id: ConnId = [conn, pid_tgid >> 32];
+        let Some(verdict) = (unsafe { COPY_VERDICTS.get(&id) }) else {
+            return true;
+        };
+        if verdict.mode == copy_verdict::SKIP {
+            return false;
+        }
+        // SKIP_RESPONSE: requests are always copied; a read is skipped until the next request.
+        if dir == direction::EGRESS {
+            return true;
+        }
+        let written = StreamKey {
+            conn,
+            pid: (pid_tgid >> 32) as u32,
+            dir: direction::EGRESS as u32,
+        };
+        if unsafe { STREAM_OFFSETS.get(&written) }
+            .copied()
+            .unwrap_or(0)
+            == verdict.request_end
+        {
+            return false;
+        }
+        let _ = COPY_VERDICTS.remove(&id);
+        true
     }
 
     /// Moves a connection's stream offset past bytes that were not copied: user space sees a gap.
@@ -345,7 +376,7 @@ mod probes {
                 dir: dir as u32,
             });
         }
-        let _ = SKIPPED_CONNS.remove(&[conn, pid as u64]);
+        let _ = COPY_VERDICTS.remove(&[conn, pid as u64]);
         let event = ConnEndEvent {
             header: header(kind::CONN_END, pid_tgid),
             conn,

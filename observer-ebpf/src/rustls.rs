@@ -19,7 +19,7 @@ use aya_ebpf::{
 };
 use observer_ebpf::{counter, direction};
 
-use crate::probes::{ActiveCall, bump, emit_data, traced};
+use crate::probes::{ActiveCall, bump, copy_wanted, emit_data, traced};
 
 /// Vectored writes: chunks looked at per call (hyper writes headers and body as two or three).
 const MAX_CHUNKS: u32 = 16;
@@ -37,17 +37,19 @@ struct PendingSend {
 static RUSTLS_SENDS: LruHashMap<u64, PendingSend> = LruHashMap::with_max_entries(16384, 0);
 
 /// At entry of either method, for a traced thread: (pid_tgid, `self`, the argument by reference).
-fn session_and_payload(ctx: &ProbeContext) -> Option<(u64, u64, u64)> {
+/// The thread, session and payload of a call whose bytes are to be copied in `dir`.
+fn session_and_payload(ctx: &ProbeContext, dir: u8) -> Option<(u64, u64, u64)> {
     let pid_tgid = bpf_get_current_pid_tgid();
     if !traced((pid_tgid >> 32) as u32) {
         return None;
     }
-    Some((pid_tgid, ctx.arg::<u64>(0)?, ctx.arg::<u64>(1)?))
+    let conn = ctx.arg::<u64>(0)?;
+    copy_wanted(pid_tgid, conn, dir).then_some((pid_tgid, conn, ctx.arg::<u64>(1)?))
 }
 
 #[uprobe]
 pub fn rustls_send(ctx: ProbeContext) -> u32 {
-    let Some((pid_tgid, conn, payload)) = session_and_payload(&ctx) else {
+    let Some((pid_tgid, conn, payload)) = session_and_payload(&ctx, direction::EGRESS) else {
         return 0;
     };
     let Ok(payload) = (unsafe { bpf_probe_read_user(payload as *const [u64; 4]) }) else {
@@ -112,7 +114,7 @@ pub fn rustls_send_return(ctx: RetProbeContext) -> u32 {
 
 #[uprobe]
 pub fn rustls_receive(ctx: ProbeContext) -> u32 {
-    let Some((pid_tgid, conn, payload)) = session_and_payload(&ctx) else {
+    let Some((pid_tgid, conn, payload)) = session_and_payload(&ctx, direction::INGRESS) else {
         return 0;
     };
     let Ok([_, ptr, len]) = (unsafe { bpf_probe_read_user(payload as *const [u64; 3]) }) else {

@@ -19,12 +19,13 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use observer_ebpf::{
-    EventHeader, PLAINTEXT_CONN_BIT, SocketEvent, counter, direction, kind, socket_role, tls_source,
+    CopyVerdict, EventHeader, PLAINTEXT_CONN_BIT, SocketEvent, copy_verdict, counter, direction,
+    kind, socket_role, tls_source,
 };
 
 use crate::probes::{
-    ACTIVE_CALLS, ActiveCall, EVENTS, bump, emit_data, end_connection, header, ring_flags,
-    skip_bytes, traced,
+    ACTIVE_CALLS, ActiveCall, COPY_VERDICTS, EVENTS, bump, copy_wanted, emit_data, end_connection,
+    header, ring_flags, skip_bytes, traced,
 };
 
 /// x86_64 syscall numbers.
@@ -299,7 +300,7 @@ fn on_data_enter(pid_tgid: u64, number: i32, fd: u32, ptr: u64, dir: u8) {
         socket.conn = PLAINTEXT_CONN_BIT | unsafe { bpf_ktime_get_ns() };
         announce(pid_tgid, socket.conn, fd, socket, tls_source::PLAINTEXT);
     }
-    if socket.verdict == verdict::HTTP {
+    if socket.verdict == verdict::HTTP && copy_wanted(pid_tgid, socket.conn, dir) {
         save(pid_tgid, number, fd, ptr, socket.conn);
     }
 }
@@ -315,6 +316,9 @@ fn tie_tls_session(pid_tgid: u64, key: SocketKey, call: &ActiveCall) {
             socket.conn = call.conn;
             socket.verdict = verdict::OTHER;
             announce(pid_tgid, call.conn, key.fd, socket, call.source);
+            if socket.role == socket_role::ACCEPTED {
+                skip_server_side(pid_tgid, call.conn);
+            }
         }
         None => {
             // Opened before the observer started: the peer is left to user space.
@@ -331,6 +335,17 @@ fn tie_tls_session(pid_tgid: u64, key: SocketKey, call: &ActiveCall) {
             announce(pid_tgid, call.conn, key.fd, &socket, call.source);
         }
     }
+}
+
+/// The process serves this TLS session: user space keeps client spans only, so nothing of it is
+/// copied, from the call in progress on.
+fn skip_server_side(pid_tgid: u64, conn: u64) {
+    let verdict = CopyVerdict {
+        mode: copy_verdict::SKIP,
+        request_end: 0,
+    };
+    let _ = COPY_VERDICTS.insert(&[conn, pid_tgid >> 32], &verdict, 0);
+    let _ = ACTIVE_CALLS.remove(&pid_tgid);
 }
 
 fn announce(pid_tgid: u64, conn: u64, fd: u32, socket: &Socket, source: u8) {

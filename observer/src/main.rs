@@ -407,7 +407,7 @@ fn watch_and_report(args: Watch, sinks: Vec<Box<dyn Sink>>) -> Result<ExitCode> 
             if let Some(metrics) = reported {
                 pipeline.report_to(metrics);
             }
-            pipeline.on_ignored(Box::new(move |conn| skipper.skip(conn)));
+            pipeline.on_unfollowed(Box::new(move |unfollowed| skipper.skip(unfollowed)));
             run_pipeline(events, pipeline)
         }
     })?;

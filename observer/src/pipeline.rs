@@ -3,11 +3,12 @@
 use std::{collections::HashMap, sync::Arc};
 
 use crate::{
-    capture::{CaptureEvent, ConnKey, record::RecordWriter},
-    http::{ConnectionStage, Exchange, HttpStats},
+    capture::{CaptureEvent, ConnKey, Unfollowed, record::RecordWriter},
+    http::{ConnectionStage, Exchange, HttpLimits, HttpStats},
     link::Linker,
     llm,
     metrics::{Metrics, PipelineTotals},
+    reassemble::ReassemblyLimits,
     sink::{Sink, Summary},
     span::{self, Endpoints, ProcessInfo, Span},
 };
@@ -31,9 +32,8 @@ pub struct Pipeline {
     metrics: Option<Arc<Metrics>>,
     /// When the health metrics were last brought up to date.
     metrics_updated: u64,
-    /// Told about each connection the pipeline stops following (live capture: the kernel stops
-    /// copying it).
-    on_ignored: Option<Box<dyn FnMut(ConnKey) + Send>>,
+    /// Told about what the pipeline stops following (live capture: the kernel stops copying it).
+    on_unfollowed: Option<Box<dyn FnMut(Unfollowed) + Send>>,
 }
 
 enum Ended {
@@ -68,7 +68,11 @@ impl Pipeline {
         recorder: Option<RecordWriter>,
     ) -> Pipeline {
         Pipeline {
-            connections: ConnectionStage::default(),
+            connections: ConnectionStage::with_response_filter(
+                ReassemblyLimits::default(),
+                HttpLimits::default(),
+                llm::is_llm_request,
+            ),
             processes: HashMap::new(),
             sockets: HashMap::new(),
             comm_filter,
@@ -80,7 +84,7 @@ impl Pipeline {
             stats: PipelineStats::default(),
             metrics: None,
             metrics_updated: 0,
-            on_ignored: None,
+            on_unfollowed: None,
         }
     }
 
@@ -89,9 +93,9 @@ impl Pipeline {
         self.metrics = Some(metrics);
     }
 
-    /// Calls `hook` with every connection the pipeline stops following.
-    pub fn on_ignored(&mut self, hook: Box<dyn FnMut(ConnKey) + Send>) {
-        self.on_ignored = Some(hook);
+    /// Calls `hook` with every connection or response the pipeline stops following.
+    pub fn on_unfollowed(&mut self, hook: Box<dyn FnMut(Unfollowed) + Send>) {
+        self.on_unfollowed = Some(hook);
     }
 
     pub fn on_event(&mut self, event: CaptureEvent) {
@@ -153,8 +157,9 @@ impl Pipeline {
         let ts = event.ts();
         let mut exchanges = std::mem::take(&mut self.exchanges);
         self.connections.on_event(event, &mut exchanges);
-        if let Some(hook) = &mut self.on_ignored {
-            self.connections.take_ignored().into_iter().for_each(hook);
+        let unfollowed = self.connections.take_unfollowed();
+        if let Some(hook) = &mut self.on_unfollowed {
+            unfollowed.into_iter().for_each(hook);
         }
         self.emit(&mut exchanges);
         self.exchanges = exchanges;

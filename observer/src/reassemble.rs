@@ -20,6 +20,8 @@ pub struct Segment {
     pub data: Bytes,
     /// Bytes missing between the previous segment of this stream and this one.
     pub gap_before: u64,
+    /// Stream offset just past `data`.
+    pub end_offset: u64,
     /// The TLS call was larger than the capture cap: bytes after `data` were not copied.
     pub truncated_after: bool,
     pub library: TlsLibrary,
@@ -288,6 +290,7 @@ impl<'a> Released<'a> {
             ts: chunk.ts,
             data: chunk.data.slice(skip..),
             gap_before,
+            end_offset: end,
             truncated_after: chunk.truncated_after,
             library: chunk.library,
         });

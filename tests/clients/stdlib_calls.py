@@ -1,7 +1,7 @@
 """Calls with Python's standard library only (http.client, one kept-alive connection; HTTPS or,
 when MOCK_BASE is http://, plaintext).
 
-Usage: stdlib_calls.py SCENARIO...   (chat_json, messages_json)
+Usage: stdlib_calls.py SCENARIO...   (chat_json, messages_json, chat_after_download)
 """
 
 import http.client
@@ -54,5 +54,16 @@ def messages_json(name):
          output_tokens=body["usage"]["output_tokens"])
 
 
-run_scenarios({"chat_json": chat_json, "messages_json": messages_json}, sys.argv[1:])
+def chat_after_download(name):
+    """A 64 MiB non-LLM download, then a chat call on the same kept-alive connection."""
+    conn.request("GET", "/files/64")
+    response = conn.getresponse()
+    size = len(response.read())
+    if response.status != 200 or size != 64 << 20:
+        raise SystemExit("download failed: status %d, %d bytes" % (response.status, size))
+    chat_json(name)
+
+
+run_scenarios({"chat_json": chat_json, "messages_json": messages_json,
+               "chat_after_download": chat_after_download}, sys.argv[1:])
 conn.close()

@@ -117,3 +117,40 @@ fn client_killed_mid_stream_yields_an_incomplete_span() {
     );
     assert_eq!(span.str("gen_ai.request.model"), Some("gpt-4o"), "{span}");
 }
+
+/// A 64 MiB non-LLM download on a kept-alive connection, then an LLM call on the same
+/// connection, over TLS and over plaintext: the download's response is not copied (the kernel
+/// stops at the end of its request), the call after it is whole, and the recording of what was
+/// copied replays to the same spans.
+#[test]
+fn a_non_llm_download_is_not_copied_and_the_call_after_it_is_whole() {
+    // One at a time: a test environment holds the test binary's lock.
+    for make_env in [TestEnv::new, TestEnv::plaintext] {
+        let env = make_env();
+        let run = env.check_client(
+            "stdlib_calls.py",
+            &["chat_after_download", "chat_json"],
+            true,
+        );
+        let conns = env.connections(&run.calls);
+        assert!(
+            conns[0].is_some() && conns.iter().all(|c| *c == conns[0]),
+            "test setup: the download and the calls were meant to share one connection: {conns:?}"
+        );
+        let recording = run.record_file.as_ref().expect("recorded");
+        let copied = std::fs::metadata(recording).expect("recording").len();
+        // The server may have written part of the response before the observer's verdict
+        // reached the kernel; most of the 64 MiB must not have been copied.
+        assert!(
+            copied < 16 << 20,
+            "{copied} bytes recorded: the download's response was copied ({})",
+            env.server.base_url()
+        );
+        assert!(
+            run.stderr.contains(" 0 events lost"),
+            "events were lost:\n{}",
+            run.stderr
+        );
+        observer_e2e::assert_same_spans(&run.replay(env.dir()), &run.spans);
+    }
+}

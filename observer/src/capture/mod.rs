@@ -176,10 +176,11 @@ pub struct Skipper {
 }
 
 impl Skipper {
-    /// The probes stop copying `conn` (best effort: a full map only costs the copying).
-    pub fn skip(&self, conn: ConnKey) {
-        match lock(&self.maps).skip_conn(conn) {
-            Ok(()) => log::debug!("{conn:?}: not followed, the probes stop copying it"),
+    /// The probes stop copying what the pipeline no longer follows (best effort: a full map
+    /// only costs the copying).
+    pub fn skip(&self, unfollowed: Unfollowed) {
+        match lock(&self.maps).skip(unfollowed) {
+            Ok(()) => log::trace!("{unfollowed:?}: the probes stop copying it"),
             Err(error) => log::debug!("{error:#}"),
         }
     }

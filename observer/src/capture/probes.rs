@@ -11,10 +11,10 @@ use aya::{
         uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope},
     },
 };
-use observer_ebpf::{ConnId, config, counter};
+use observer_ebpf::{ConnId, CopyVerdict, config, copy_verdict, counter};
 
 use super::{
-    ConnKey,
+    Unfollowed,
     boringssl::{Locator, Verdict},
     discover::FileId,
     elf::{self, AttachPoint, TLS_FUNCTIONS},
@@ -84,7 +84,7 @@ pub struct SharedMaps {
     pub watched_pids: HashMap<MapData, u32, u8>,
     pub counters: PerCpuArray<MapData, u64>,
     /// Connections whose bytes the probes no longer copy.
-    pub skipped_conns: HashMap<MapData, ConnId, u8>,
+    pub copy_verdicts: HashMap<MapData, ConnId, CopyVerdict>,
 }
 
 /// Per-CPU kernel counters, summed.
@@ -125,7 +125,7 @@ impl Probes {
         let maps = SharedMaps {
             watched_pids: HashMap::try_from(take_map(&mut ebpf, "WATCHED_PIDS")?)?,
             counters: PerCpuArray::try_from(take_map(&mut ebpf, "COUNTERS")?)?,
-            skipped_conns: HashMap::try_from(take_map(&mut ebpf, "SKIPPED_CONNS")?)?,
+            copy_verdicts: HashMap::try_from(take_map(&mut ebpf, "COPY_VERDICTS")?)?,
         };
         Ok((
             Probes {
@@ -285,12 +285,29 @@ impl SharedMaps {
             .context("removing a pid from the kernel's watch list")
     }
 
-    /// Stops the probes copying `conn`'s bytes (until its session is freed).
-    pub fn skip_conn(&mut self, conn: ConnKey) -> Result<()> {
+    /// Stops the probes copying what the pipeline no longer follows: a connection (until its
+    /// session ends), or the response being read on one (until its next request).
+    pub fn skip(&mut self, unfollowed: Unfollowed) -> Result<()> {
+        let (conn, verdict) = match unfollowed {
+            Unfollowed::Connection(conn) => (
+                conn,
+                CopyVerdict {
+                    mode: copy_verdict::SKIP,
+                    request_end: 0,
+                },
+            ),
+            Unfollowed::Response { conn, request_end } => (
+                conn,
+                CopyVerdict {
+                    mode: copy_verdict::SKIP_RESPONSE,
+                    request_end,
+                },
+            ),
+        };
         let id: ConnId = [conn.conn, u64::from(conn.pid)];
-        self.skipped_conns
-            .insert(id, 1, 0)
-            .context("adding a connection to the kernel's skip list")
+        self.copy_verdicts
+            .insert(id, verdict, 0)
+            .context("adding a verdict to the kernel's copy verdicts")
     }
 
     pub fn counters(&self) -> KernelCounters {

@@ -89,6 +89,16 @@ pub struct Chunk {
     pub library: TlsLibrary,
 }
 
+/// What a later stage no longer follows: the capture may stop copying it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unfollowed {
+    /// Nothing more of the connection (server side, not HTTP, upgraded).
+    Connection(ConnKey),
+    /// The response to the request that ended at egress stream offset `request_end` (HTTP/1);
+    /// the connection's next request is followed again.
+    Response { conn: ConnKey, request_end: u64 },
+}
+
 /// Everything the capture stage reports.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CaptureEvent {

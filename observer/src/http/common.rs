@@ -2,7 +2,7 @@
 use super::body::{BodyBuilder, BodyOutcome};
 use super::types::{Body, ExchangeEnd, Headers, Request, Response};
 use super::{HttpLimits, HttpStats};
-use crate::capture::{ConnKey, TlsLibrary};
+use crate::capture::{ConnKey, TlsLibrary, Unfollowed};
 use crate::redact;
 
 /// Shared by every call into a connection: configuration, counters, and who the bytes belong to.
@@ -11,6 +11,10 @@ pub(super) struct Cx<'a> {
     pub stats: &'a mut HttpStats,
     pub conn: ConnKey,
     pub library: TlsLibrary,
+    /// Whether a request's response is worth reading (see [`super::ResponseFilter`]).
+    pub follows_response: super::ResponseFilter,
+    /// Where a connection reports bytes it no longer needs.
+    pub unfollowed: &'a mut Vec<Unfollowed>,
 }
 
 /// Why open exchanges are handed over before their response ended.
@@ -93,10 +97,6 @@ impl Message {
             ts_start: self.ts_start,
             ts_end: self.ts_end,
         }
-    }
-
-    pub fn method(&self) -> Option<&str> {
-        self.start.method()
     }
 }
 

@@ -6,7 +6,8 @@ use bytes::BytesMut;
 use super::HttpLimits;
 use super::body::BodyBuilder;
 use super::common::{CloseReason, Cx, Ending, InProgress, Message, StartKind, redacted_header};
-use super::types::{Exchange, ExchangeEnd, Headers};
+use super::types::{Exchange, ExchangeEnd, Headers, Request};
+use crate::capture::Unfollowed;
 use crate::reassemble::Segment;
 use crate::redact;
 
@@ -85,14 +86,11 @@ impl RequestFacts {
 }
 
 /// A 101 response, or a 2xx answer to CONNECT: later bytes are another protocol.
-fn switches_protocols(request: &Message, response: &Message) -> bool {
+fn switches_protocols(request: &Request, response: &Message) -> bool {
     match response.start {
         StartKind::Response { status: 101 } => true,
         StartKind::Response { status } => {
-            (200..300).contains(&status)
-                && request
-                    .method()
-                    .is_some_and(|m| RequestFacts::of(m).connect)
+            (200..300).contains(&status) && RequestFacts::of(&request.method).connect
         }
         StartKind::Request { .. } => false,
     }
@@ -651,16 +649,43 @@ impl LineReader {
     }
 }
 
+/// A request read in full, waiting for its response.
+struct SentRequest {
+    request: Request,
+    tid: u32,
+    ending: Ending,
+}
+
+impl SentRequest {
+    fn new(msg: Message) -> Self {
+        let (tid, ending) = (msg.tid, msg.ending);
+        Self {
+            request: msg.into_request(),
+            tid,
+            ending,
+        }
+    }
+
+    /// Its response may turn the connection into another protocol.
+    fn may_switch_protocols(&self) -> bool {
+        RequestFacts::of(&self.request.method).connect
+            || self.request.headers.get("upgrade").is_some()
+    }
+}
+
 /// An HTTP/1 client connection: requests on egress, responses on ingress, paired in order.
 pub(super) struct Http1Conn {
     requests: Reader,
     responses: Reader,
     /// Requests read in full, oldest first, waiting for their responses.
-    waiting: VecDeque<Message>,
+    waiting: VecDeque<SentRequest>,
     /// Responses that ended before their request did (a server may answer early).
     early: VecDeque<Message>,
     /// The connection switched protocols (101, CONNECT): its later bytes are not HTTP/1.
     upgraded: bool,
+    /// The response being read is not followed (its request is not one we report): responses
+    /// are dropped until the next request starts.
+    response_unfollowed: bool,
 }
 
 impl Http1Conn {
@@ -671,6 +696,7 @@ impl Http1Conn {
             waiting: VecDeque::new(),
             early: VecDeque::new(),
             upgraded: false,
+            response_unfollowed: false,
         }
     }
 
@@ -683,6 +709,15 @@ impl Http1Conn {
             crate::capture::Direction::Egress => Role::Request,
             crate::capture::Direction::Ingress => Role::Response,
         };
+        if self.response_unfollowed {
+            // The capture may stop copying the response at any point, so its bytes are dropped
+            // whole; the next request's first byte starts a fresh response.
+            if role == Role::Response {
+                return;
+            }
+            self.response_unfollowed = false;
+            self.responses = Reader::new(Role::Response);
+        }
         if seg.gap_before > 0
             && let Some(msg) = self.reader(role).on_gap(cx)
         {
@@ -695,9 +730,21 @@ impl Http1Conn {
         let mut input = &seg.data[..];
         while !input.is_empty() && !self.upgraded {
             let request = self.next_response_request();
-            match self.reader(role).advance(&mut input, at, request, cx) {
-                Some(msg) => self.accept(role, msg, ExchangeEnd::DataLost, cx, out),
-                None => break,
+            let Some(msg) = self.reader(role).advance(&mut input, at, request, cx) else {
+                break;
+            };
+            match role {
+                Role::Request => {
+                    let sent = SentRequest::new(msg);
+                    // Only a request that ends its segment: a pipelined one behind it would need
+                    // the response the capture stops copying.
+                    if input.is_empty() && self.response_unwanted(&sent, cx) {
+                        self.unfollow_response(cx, seg.end_offset);
+                    } else {
+                        self.accept_request(sent, ExchangeEnd::DataLost, cx, out);
+                    }
+                }
+                Role::Response => self.accept_response(msg, ExchangeEnd::DataLost, cx, out),
             }
         }
     }
@@ -705,10 +752,12 @@ impl Http1Conn {
     /// Hands over every open exchange; the connection is done.
     pub fn close(&mut self, reason: CloseReason, cx: &mut Cx, out: &mut Vec<Exchange>) {
         if let Some(request) = self.requests.close(reason.problem, reason.conn_closed, cx) {
-            self.accept(Role::Request, request, reason.end, cx, out);
+            self.accept_request(SentRequest::new(request), reason.end, cx, out);
         }
-        if let Some(response) = self.responses.close(reason.problem, reason.conn_closed, cx) {
-            self.accept(Role::Response, response, reason.end, cx, out);
+        if !self.response_unfollowed
+            && let Some(response) = self.responses.close(reason.problem, reason.conn_closed, cx)
+        {
+            self.accept_response(response, reason.end, cx, out);
         }
         while let Some(request) = self.waiting.pop_front() {
             self.emit(request, None, reason.end, cx, out);
@@ -723,6 +772,28 @@ impl Http1Conn {
         }
     }
 
+    /// A whole request that is the only one outstanding, and that the next stage would not
+    /// report: its response need not be read.
+    fn response_unwanted(&self, sent: &SentRequest, cx: &Cx) -> bool {
+        sent.ending == Ending::Complete
+            && self.waiting.is_empty()
+            && self.early.is_empty()
+            && !sent.may_switch_protocols()
+            && !(cx.follows_response)(&sent.request)
+    }
+
+    /// Drops the response to the request that ended at egress offset `request_end`, and asks
+    /// the capture stage not to copy it.
+    fn unfollow_response(&mut self, cx: &mut Cx, request_end: u64) {
+        cx.stats.responses_not_followed += 1;
+        self.response_unfollowed = true;
+        self.responses = Reader::new(Role::Response);
+        cx.unfollowed.push(Unfollowed::Response {
+            conn: cx.conn,
+            request_end,
+        });
+    }
+
     /// What the response now being read needs to know about its request.
     fn next_response_request(&self) -> RequestFacts {
         if !self.early.is_empty() {
@@ -731,14 +802,56 @@ impl Http1Conn {
         }
         self.waiting
             .front()
-            .and_then(Message::method)
+            .map(|sent| sent.request.method.as_str())
             .or_else(|| self.requests.in_progress_method())
             .map(RequestFacts::of)
             .unwrap_or_default()
     }
 
-    /// Pairs a finished message with its counterpart. `cut_short` is the end reported for an
-    /// exchange whose response did not complete (and was not lost): the reason we stopped.
+    /// Pairs a finished request with a response that came early, or queues it. `cut_short` is
+    /// the end reported for an exchange whose response did not complete (and was not lost):
+    /// the reason we stopped.
+    fn accept_request(
+        &mut self,
+        sent: SentRequest,
+        cut_short: ExchangeEnd,
+        cx: &mut Cx,
+        out: &mut Vec<Exchange>,
+    ) {
+        match self.early.pop_front() {
+            Some(response) => self.emit(sent, Some(response), cut_short, cx, out),
+            None => {
+                self.waiting.push_back(sent);
+                if self.waiting.len() > MAX_WAITING_REQUESTS
+                    && let Some(oldest) = self.waiting.pop_front()
+                {
+                    // Its response will never be matched: treat it as lost.
+                    self.emit(oldest, None, ExchangeEnd::DataLost, cx, out);
+                }
+            }
+        }
+    }
+
+    /// Pairs a finished response with the oldest waiting request (see [`Self::accept_request`]).
+    fn accept_response(
+        &mut self,
+        msg: Message,
+        cut_short: ExchangeEnd,
+        cx: &mut Cx,
+        out: &mut Vec<Exchange>,
+    ) {
+        match self.waiting.pop_front() {
+            Some(request) => self.emit(request, Some(msg), cut_short, cx, out),
+            None if self.requests.has_message_in_progress()
+                && self.early.len() < MAX_EARLY_RESPONSES =>
+            {
+                self.early.push_back(msg)
+            }
+            None => cx.stats.unmatched_responses += 1,
+        }
+    }
+
+    /// A message given up on after lost bytes.
     fn accept(
         &mut self,
         role: Role,
@@ -748,40 +861,21 @@ impl Http1Conn {
         out: &mut Vec<Exchange>,
     ) {
         match role {
-            Role::Request => match self.early.pop_front() {
-                Some(response) => self.emit(msg, Some(response), cut_short, cx, out),
-                None => {
-                    self.waiting.push_back(msg);
-                    if self.waiting.len() > MAX_WAITING_REQUESTS
-                        && let Some(oldest) = self.waiting.pop_front()
-                    {
-                        // Its response will never be matched: treat it as lost.
-                        self.emit(oldest, None, ExchangeEnd::DataLost, cx, out);
-                    }
-                }
-            },
-            Role::Response => match self.waiting.pop_front() {
-                Some(request) => self.emit(request, Some(msg), cut_short, cx, out),
-                None if self.requests.has_message_in_progress()
-                    && self.early.len() < MAX_EARLY_RESPONSES =>
-                {
-                    self.early.push_back(msg)
-                }
-                None => cx.stats.unmatched_responses += 1,
-            },
+            Role::Request => self.accept_request(SentRequest::new(msg), cut_short, cx, out),
+            Role::Response => self.accept_response(msg, cut_short, cx, out),
         }
     }
 
     fn emit(
         &mut self,
-        request: Message,
+        sent: SentRequest,
         response: Option<Message>,
         cut_short: ExchangeEnd,
         cx: &mut Cx,
         out: &mut Vec<Exchange>,
     ) {
         let response_ending = response.as_ref().map(|r| r.ending);
-        let end = if request.ending == Ending::Lost || response_ending == Some(Ending::Lost) {
+        let end = if sent.ending == Ending::Lost || response_ending == Some(Ending::Lost) {
             ExchangeEnd::DataLost
         } else if response_ending == Some(Ending::Complete) {
             ExchangeEnd::Complete
@@ -790,7 +884,7 @@ impl Http1Conn {
         };
         if response
             .as_ref()
-            .is_some_and(|r| switches_protocols(&request, r))
+            .is_some_and(|r| switches_protocols(&sent.request, r))
         {
             self.upgraded = true;
             cx.stats.upgraded += 1;
@@ -798,9 +892,9 @@ impl Http1Conn {
         cx.stats.exchanges += 1;
         out.push(Exchange {
             conn: cx.conn,
-            tid: request.tid,
+            tid: sent.tid,
             library: cx.library,
-            request: request.into_request(),
+            request: sent.request,
             response: response.map(Message::into_response),
             end,
         });

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 
 pub use types::*;
 
-use crate::capture::{CaptureEvent, ConnKey, Direction, TlsLibrary};
+use crate::capture::{CaptureEvent, ConnKey, Direction, TlsLibrary, Unfollowed};
 use crate::reassemble::{Reassembler, ReassemblyLimits, ReassemblyStats, Segment};
 use common::{CloseReason, Cx};
 use h1::{Http1Conn, Role, StartLine, sniff_start_line};
@@ -66,6 +66,15 @@ pub struct HttpStats {
     pub unmatched_responses: u64,
     /// Connections that switched protocols (101, CONNECT) and are no longer followed.
     pub upgraded: u64,
+    /// HTTP/1 responses not read because their request was not an LLM call.
+    pub responses_not_followed: u64,
+}
+
+/// Whether the response to a request is worth reading: the LLM stage's "is this an LLM call".
+pub type ResponseFilter = fn(&Request) -> bool;
+
+fn follow_every_response(_: &Request) -> bool {
+    true
 }
 
 /// What a connection carries, decided at its first bytes.
@@ -139,26 +148,29 @@ fn classify(dir: Direction, first_bytes: &[u8], max_head: usize) -> Option<Verdi
 /// Turns ordered segments into exchanges, per connection.
 pub struct HttpTracker {
     limits: HttpLimits,
+    follows_response: ResponseFilter,
     conns: HashMap<ConnKey, Connection>,
     stats: HttpStats,
-    /// Connections that became [`Protocol::Ignored`] since the last [`Self::take_ignored`].
-    newly_ignored: Vec<ConnKey>,
+    /// What stopped being followed since the last [`Self::take_unfollowed`].
+    unfollowed: Vec<Unfollowed>,
 }
 
 impl HttpTracker {
-    pub fn new(limits: HttpLimits) -> Self {
+    pub fn new(limits: HttpLimits, follows_response: ResponseFilter) -> Self {
         Self {
             limits,
+            follows_response,
             conns: HashMap::new(),
             stats: HttpStats::default(),
-            newly_ignored: Vec::new(),
+            unfollowed: Vec::new(),
         }
     }
 
-    /// Connections no longer followed (server side, not HTTP, upgraded) since the last call:
-    /// the capture stage can stop copying their bytes.
-    pub fn take_ignored(&mut self) -> Vec<ConnKey> {
-        std::mem::take(&mut self.newly_ignored)
+    /// What is no longer followed since the last call (connections: server side, not HTTP,
+    /// upgraded; responses to requests that are not LLM calls): the capture stage can stop
+    /// copying those bytes.
+    pub fn take_unfollowed(&mut self) -> Vec<Unfollowed> {
+        std::mem::take(&mut self.unfollowed)
     }
 
     pub fn stats(&self) -> HttpStats {
@@ -183,6 +195,8 @@ impl HttpTracker {
             stats: &mut self.stats,
             conn: seg.conn,
             library: conn.library,
+            follows_response: self.follows_response,
+            unfollowed: &mut self.unfollowed,
         };
         match &mut conn.protocol {
             Protocol::Sniffing(held) => {
@@ -206,7 +220,7 @@ impl HttpTracker {
             Protocol::Ignored => return,
         }
         if matches!(conn.protocol, Protocol::Ignored) {
-            self.newly_ignored.push(cx.conn);
+            cx.unfollowed.push(Unfollowed::Connection(cx.conn));
         }
     }
 
@@ -255,6 +269,8 @@ impl HttpTracker {
             stats: &mut self.stats,
             conn: key,
             library: conn.library,
+            follows_response: self.follows_response,
+            unfollowed: &mut self.unfollowed,
         };
         log::trace!("{key:?}: closing at {ts}: {}", reason.problem);
         match conn.protocol {
@@ -363,10 +379,21 @@ impl Default for ConnectionStage {
 }
 
 impl ConnectionStage {
+    /// Follows every response.
     pub fn new(reassembly: ReassemblyLimits, http: HttpLimits) -> Self {
+        Self::with_response_filter(reassembly, http, follow_every_response)
+    }
+
+    /// Reads only the responses `follows_response` wants (HTTP/1; HTTP/2 streams share the
+    /// connection, so all are read).
+    pub fn with_response_filter(
+        reassembly: ReassemblyLimits,
+        http: HttpLimits,
+        follows_response: ResponseFilter,
+    ) -> Self {
         Self {
             reassembler: Reassembler::new(reassembly),
-            http: HttpTracker::new(http),
+            http: HttpTracker::new(http, follows_response),
             segments: Vec::new(),
         }
     }
@@ -405,9 +432,9 @@ impl ConnectionStage {
         self.http.stats()
     }
 
-    /// See [`HttpTracker::take_ignored`].
-    pub fn take_ignored(&mut self) -> Vec<ConnKey> {
-        self.http.take_ignored()
+    /// See [`HttpTracker::take_unfollowed`].
+    pub fn take_unfollowed(&mut self) -> Vec<Unfollowed> {
+        self.http.take_unfollowed()
     }
 
     pub fn reassembly_stats(&self) -> ReassemblyStats {

@@ -29,13 +29,24 @@ impl Wire {
     }
 
     fn with_limits(http: HttpLimits) -> Self {
+        Self::with_stage(|reassembly| ConnectionStage::new(reassembly, http))
+    }
+
+    /// Responses are read only for requests `follows` wants.
+    fn following(follows: ResponseFilter) -> Self {
+        Self::with_stage(|reassembly| {
+            ConnectionStage::with_response_filter(reassembly, HttpLimits::default(), follows)
+        })
+    }
+
+    fn with_stage(stage: impl FnOnce(ReassemblyLimits) -> ConnectionStage) -> Self {
         // No reorder wait: a jump in offsets is released at once as a gap.
         let reassembly = ReassemblyLimits {
             reorder_timeout_ns: 0,
             ..ReassemblyLimits::default()
         };
         Self {
-            stage: ConnectionStage::new(reassembly, http),
+            stage: stage(reassembly),
             out: Vec::new(),
             offsets: [0; 2],
             ts: 1_000 * MS,
@@ -385,13 +396,71 @@ fn non_http_connections_are_skipped() {
 fn connections_no_longer_followed_are_reported_once() {
     let mut server = Wire::new();
     server.read(GET);
-    assert_eq!(server.stage.take_ignored(), vec![CONN]);
+    assert_eq!(
+        server.stage.take_unfollowed(),
+        vec![Unfollowed::Connection(CONN)]
+    );
     server.write(&ok_response("served")).read(GET);
-    assert!(server.stage.take_ignored().is_empty());
+    assert!(server.stage.take_unfollowed().is_empty());
 
     let mut client = Wire::new();
     client.write(GET).read(&ok_response("ok"));
-    assert!(client.stage.take_ignored().is_empty());
+    assert!(client.stage.take_unfollowed().is_empty());
+}
+
+fn only_model_calls(request: &Request) -> bool {
+    request.target.starts_with("/v1/chat")
+}
+
+const DOWNLOAD: &[u8] = b"GET /backup.tar HTTP/1.1\r\nHost: files.internal\r\n\r\n";
+const CHAT: &[u8] = b"POST /v1/chat/completions HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\n{}";
+
+#[test]
+fn the_response_to_an_unwanted_request_is_not_read() {
+    let mut wire = Wire::following(only_model_calls);
+    wire.write(DOWNLOAD);
+    assert_eq!(
+        wire.stage.take_unfollowed(),
+        vec![Unfollowed::Response {
+            conn: CONN,
+            request_end: DOWNLOAD.len() as u64,
+        }]
+    );
+    // The capture may stop copying anywhere in it: what does arrive is dropped.
+    let download = "HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\nxxxx";
+    wire.read(download.as_bytes());
+    // The next request is followed again, its response read from its first byte.
+    wire.write(CHAT).read(&ok_response("answer"));
+    assert_eq!(wire.out.len(), 1);
+    assert_eq!(wire.out[0].request.target, "/v1/chat/completions");
+    assert_eq!(body_text(&response_of(&wire.out[0]).body), "answer");
+    assert_eq!(wire.out[0].end, ExchangeEnd::Complete);
+    assert!(wire.stage.take_unfollowed().is_empty());
+    let stats = wire.stats();
+    assert_eq!((stats.responses_not_followed, stats.exchanges), (1, 1));
+    assert_eq!(stats.parse_failures, 0);
+}
+
+#[test]
+fn responses_are_read_when_skipping_one_could_lose_another() {
+    // Pipelined behind a wanted request: its response comes after the wanted one's.
+    let mut wire = Wire::following(only_model_calls);
+    wire.write(CHAT).write(DOWNLOAD);
+    wire.read(&ok_response("answer")).read(&ok_response("file"));
+    assert_eq!(wire.out.len(), 2);
+    assert_eq!(body_text(&response_of(&wire.out[0]).body), "answer");
+    // Two requests in one write: the capture cannot stop between their responses.
+    let mut wire = Wire::following(only_model_calls);
+    wire.write(&[DOWNLOAD, CHAT].concat());
+    wire.read(&ok_response("file")).read(&ok_response("answer"));
+    assert_eq!(wire.out.len(), 2);
+    assert_eq!(body_text(&response_of(&wire.out[1]).body), "answer");
+    // An upgrade changes what the connection carries: its answer must be seen.
+    let mut wire = Wire::following(only_model_calls);
+    wire.write(b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+        .read(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n");
+    assert_eq!(wire.stats().upgraded, 1);
+    assert_eq!(wire.stats().responses_not_followed, 0);
 }
 
 #[test]
@@ -399,7 +468,10 @@ fn a_binary_protocol_is_judged_at_its_first_message() {
     let mut wire = Wire::new();
     wire.write(&[b'c'; 64]);
     assert_eq!(wire.stats().non_http_skipped, 1);
-    assert_eq!(wire.stage.take_ignored(), vec![CONN]);
+    assert_eq!(
+        wire.stage.take_unfollowed(),
+        vec![Unfollowed::Connection(CONN)]
+    );
     // A long method name still is one.
     let mut wire = Wire::new();
     wire.write(b"UPDATEREDIRECTREF / HTTP/1.1\r\n\r\n");

@@ -50,9 +50,15 @@ pub trait Provider: Sync {
 /// [`Provider`] with its endpoint type erased, so providers can share one list.
 trait Recogniser: Sync {
     fn recognise(&self, exchange: &Exchange) -> Option<LlmCall>;
+
+    fn is_call(&self, request: &Request) -> bool;
 }
 
 impl<P: Provider> Recogniser for P {
+    fn is_call(&self, request: &Request) -> bool {
+        self.endpoint(request).is_some()
+    }
+
     fn recognise(&self, exchange: &Exchange) -> Option<LlmCall> {
         let endpoint = self.endpoint(&exchange.request)?;
         let mut call = self.parse(endpoint, exchange);
@@ -75,6 +81,12 @@ static PROVIDERS: &[&dyn Recogniser] = &[
 ];
 
 /// The LLM call an exchange makes, if it makes one.
+/// Whether some provider would report the exchange this request starts: its response is
+/// worth reading.
+pub fn is_llm_request(request: &Request) -> bool {
+    PROVIDERS.iter().any(|provider| provider.is_call(request))
+}
+
 pub fn recognise(exchange: &Exchange) -> Option<LlmCall> {
     let mut call = PROVIDERS
         .iter()

@@ -567,6 +567,18 @@ fn find_route(path: &str) -> Option<Route> {
     Some(route)
 }
 
+/// `GET /files/MIB`: MIB MiB of bytes, the kind of non-LLM traffic an observer must not copy.
+fn file_download(request: &Request, path: &str) -> Option<Response> {
+    let mib: usize = path.strip_prefix("/files/")?.parse().ok()?;
+    (request.method == "GET" && mib <= 1024).then(|| Response {
+        status: 200,
+        headers: vec![("content-type", "application/octet-stream".into())],
+        body: Body::Full(vec![b'x'; mib << 20]),
+        pacing: Pacing::Normal,
+        log_id: None,
+    })
+}
+
 /// What the mock model answers to one request.
 struct Call<'a> {
     request: &'a Request,
@@ -882,6 +894,9 @@ fn authorised(provider: Provider, request: &Request) -> bool {
 
 fn route(request: &Request, request_id: String) -> Response {
     let path = request.path.split('?').next().unwrap_or("");
+    if let Some(download) = file_download(request, path) {
+        return download;
+    }
     let Some(route) = find_route(path) else {
         let msg = format!("Unknown request URL: {} {path}", request.method);
         let provider = if path.starts_with("/api/") {

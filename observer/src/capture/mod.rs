@@ -40,7 +40,7 @@ use self::{
 };
 
 /// How long the drain thread sleeps when the kernel did not wake it.
-const DRAIN_INTERVAL: Duration = Duration::from_millis(10);
+const DRAIN_INTERVAL: Duration = Duration::from_millis(5);
 /// Full rescan of every process's mappings, for libraries loaded late (dlopen).
 const RESCAN_INTERVAL: Duration = Duration::from_secs(5);
 /// After an exec, the new program's libraries appear over its first moments: look again then.

@@ -1,6 +1,6 @@
 //! Chat Completions (`…/chat/completions`) and legacy Completions (`…/completions`): one
 //! envelope of `choices`, whose output is in `message` / `delta` (chat) or `text` (legacy).
-use std::{borrow::Cow, collections::BTreeMap};
+use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -9,7 +9,7 @@ use super::{record_output_type, record_usage, record_usage_report};
 use crate::http::Body;
 use crate::llm::error::ProviderError;
 use crate::llm::exchange::{ApiReader, record_identity, record_response_names};
-use crate::llm::json::{array_at, str_at, u64_at};
+use crate::llm::json::{JsonStr, array_at, str_at, u64_at};
 use crate::llm::otel::{
     content_parts, input_message, output_message, parse_arguments, reasoning_part, text_block_part,
     text_part, tool_call_part, tool_call_response_part, tool_definition,
@@ -201,16 +201,16 @@ fn prompt_messages(prompt: Option<&Value>) -> Vec<Value> {
 }
 
 /// One stream chunk, only the fields a span needs, its strings borrowed from the event where
-/// JSON escapes allow. Serde reads the usual chunk straight from its text (no `Value` per
+/// JSON escapes allow ([`JsonStr`]). Serde reads the usual chunk straight from its text (no `Value` per
 /// event: a stream has thousands); one it cannot (a field of another type, a repeated key) is
 /// parsed as a `Value` and read by [`Chunk::from_value`], field by field, as leniently as a
 /// whole response is.
 #[derive(Deserialize)]
 struct Chunk<'a> {
     #[serde(borrow)]
-    id: Option<Cow<'a, str>>,
+    id: Option<JsonStr<'a>>,
     #[serde(borrow)]
-    model: Option<Cow<'a, str>>,
+    model: Option<JsonStr<'a>>,
     usage: Option<Value>,
     error: Option<Value>,
     #[serde(borrow, default)]
@@ -218,53 +218,53 @@ struct Chunk<'a> {
 }
 
 /// A chunk's piece of one choice: `delta` (chat) or `text` (legacy).
-#[derive(Deserialize, Default)]
+#[derive(Deserialize)]
 struct ChoiceChunk<'a> {
     index: Option<u64>,
     #[serde(borrow)]
-    finish_reason: Option<Cow<'a, str>>,
+    finish_reason: Option<JsonStr<'a>>,
     #[serde(borrow)]
-    text: Option<Cow<'a, str>>,
+    text: Option<JsonStr<'a>>,
     #[serde(borrow)]
     delta: Option<Delta<'a>>,
 }
 
 /// The fields of [`REASONING_FIELDS`] are the three reasoning ones, kept in that order.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize)]
 struct Delta<'a> {
     #[serde(borrow)]
-    role: Option<Cow<'a, str>>,
+    role: Option<JsonStr<'a>>,
     #[serde(borrow)]
-    content: Option<Cow<'a, str>>,
+    content: Option<JsonStr<'a>>,
     #[serde(borrow)]
-    reasoning_content: Option<Cow<'a, str>>,
+    reasoning_content: Option<JsonStr<'a>>,
     #[serde(borrow)]
-    reasoning: Option<Cow<'a, str>>,
+    reasoning: Option<JsonStr<'a>>,
     #[serde(borrow)]
-    thinking: Option<Cow<'a, str>>,
+    thinking: Option<JsonStr<'a>>,
     #[serde(borrow, default)]
     tool_calls: Vec<ToolCallChunk<'a>>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize)]
 struct ToolCallChunk<'a> {
     index: Option<u64>,
     #[serde(borrow)]
-    id: Option<Cow<'a, str>>,
+    id: Option<JsonStr<'a>>,
     #[serde(borrow)]
     function: Option<FunctionChunk<'a>>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize)]
 struct FunctionChunk<'a> {
     #[serde(borrow)]
-    name: Option<Cow<'a, str>>,
+    name: Option<JsonStr<'a>>,
     #[serde(borrow)]
-    arguments: Option<Cow<'a, str>>,
+    arguments: Option<JsonStr<'a>>,
 }
 
-fn str_of<'a>(value: &'a Value, key: &str) -> Option<Cow<'a, str>> {
-    str_at(value, key).map(Cow::Borrowed)
+fn str_of<'a>(value: &'a Value, key: &str) -> Option<JsonStr<'a>> {
+    str_at(value, key).map(JsonStr::from)
 }
 
 impl<'a> Chunk<'a> {
@@ -349,7 +349,7 @@ impl ChoiceDraft {
     /// Folds in one chunk's piece of this choice; true if it carried output.
     fn absorb(&mut self, api: ChoicesApi, choice: &ChoiceChunk) -> bool {
         if let Some(reason) = &choice.finish_reason {
-            self.finish_reason = Some(reason.as_ref().to_owned());
+            self.finish_reason = Some(reason.to_string());
         }
         match (api, &choice.delta) {
             (ChoicesApi::Legacy, _) => push_fragment(&mut self.content, choice.text.as_deref()),
@@ -360,7 +360,7 @@ impl ChoiceDraft {
 
     fn absorb_delta(&mut self, delta: &Delta) -> bool {
         if let Some(role) = &delta.role {
-            self.role = Some(role.as_ref().to_owned());
+            self.role = Some(role.to_string());
         }
         let mut content = push_fragment(&mut self.content, delta.content.as_deref());
         for reasoning in delta.reasoning_fields() {

@@ -29,13 +29,13 @@ pub(super) fn find<'a>(
     start: u64,
     keys: &LinkKeys,
 ) -> Option<Continuation> {
-    // The winner's predecessor is only copied out at the end: most runs are looked at and passed.
     if keys.starts_conversation
         && keys.previous_response_id.is_none()
         && keys.conversation_id.is_none()
     {
         return None; // it names no run, and its content is not looked at
     }
+    // The winner's predecessor is only copied out at the end: most runs are looked at and passed.
     let mut best: Option<(Rank, u64, &str)> = None;
     for (&id, run) in runs {
         if run.site.pid != site.pid {

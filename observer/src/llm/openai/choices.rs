@@ -63,16 +63,9 @@ impl ApiReader for ChoicesApi {
     fn read_stream_response(&self, call: &mut LlmCall, body: &Body) -> Option<StreamSummary> {
         let mut drafts = BTreeMap::<u64, ChoiceDraft>::new();
         let summary = read_sse_text(body, |_, data| {
-            let value: Value;
-            let chunk = match serde_json::from_str::<Chunk>(data) {
-                Ok(chunk) => chunk,
-                Err(_) => match serde_json::from_str(data) {
-                    Ok(parsed) => {
-                        value = parsed;
-                        Chunk::from_value(&value)
-                    }
-                    Err(_) => return Seen::NOTHING,
-                },
+            let mut value = None;
+            let Some(chunk) = Chunk::parse(data, &mut value) else {
+                return Seen::NOTHING; // not JSON
             };
             if let Some(error) = ProviderError::from_member(chunk.error.as_ref()) {
                 error.record(call, "stream_error");
@@ -268,6 +261,15 @@ fn str_of<'a>(value: &'a Value, key: &str) -> Option<JsonStr<'a>> {
 }
 
 impl<'a> Chunk<'a> {
+    /// The chunk in `data`: read strictly, else through a `Value` (kept in `value`).
+    fn parse(data: &'a str, value: &'a mut Option<Value>) -> Option<Chunk<'a>> {
+        if let Ok(chunk) = serde_json::from_str(data) {
+            return Some(chunk);
+        }
+        let value = value.insert(serde_json::from_str(data).ok()?);
+        Some(Chunk::from_value(value))
+    }
+
     fn from_value(chunk: &'a Value) -> Chunk<'a> {
         Chunk {
             id: str_of(chunk, "id"),

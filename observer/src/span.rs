@@ -1,6 +1,7 @@
 //! The span: one LLM call as the sinks see it.
 use std::net::SocketAddr;
 
+use serde::{Serialize, Serializer, ser::SerializeMap};
 use serde_json::{Map, Value, json};
 
 use crate::{capture::TlsLibrary, http::Exchange, llm::LlmCall};
@@ -73,30 +74,42 @@ impl SpanLink {
     }
 }
 
-impl Span {
-    /// One JSON object: the span's identity and times, then every attribute as a top-level key.
-    pub fn to_json(&self) -> Value {
-        let mut object = Map::new();
-        object.insert("trace_id".into(), json!(self.trace_id));
-        object.insert("span_id".into(), json!(self.span_id));
-        object.insert("parent_span_id".into(), json!(self.parent_span_id));
-        object.insert("name".into(), json!(self.name));
-        object.insert("kind".into(), json!(self.kind.as_str()));
-        object.insert(
-            "start_time_unix_nano".into(),
-            json!(self.start_time_unix_nano),
-        );
-        object.insert("end_time_unix_nano".into(), json!(self.end_time_unix_nano));
-        if !self.links.is_empty() {
-            let links = self.links.iter().map(SpanLink::to_json).collect();
-            object.insert("links".into(), Value::Array(links));
+/// One JSON object: the span's identity and times, then every attribute as a top-level key.
+/// Written straight from the span (no copy of its attributes into a `Value` first); an attribute
+/// named like one of the span's own fields takes that field's place, as in a JSON object built
+/// by inserting the fields and then the attributes.
+impl Serialize for Span {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let links = (!self.links.is_empty())
+            .then(|| Value::Array(self.links.iter().map(SpanLink::to_json).collect()));
+        let fields = [
+            ("trace_id", json!(self.trace_id)),
+            ("span_id", json!(self.span_id)),
+            ("parent_span_id", json!(self.parent_span_id)),
+            ("name", json!(self.name)),
+            ("kind", json!(self.kind.as_str())),
+            ("start_time_unix_nano", json!(self.start_time_unix_nano)),
+            ("end_time_unix_nano", json!(self.end_time_unix_nano)),
+        ];
+        let fields: Vec<(&str, &Value)> = fields
+            .iter()
+            .map(|(key, value)| (*key, value))
+            .chain(links.iter().map(|links| ("links", links)))
+            .collect();
+        let mut map = serializer.serialize_map(None)?;
+        for &(key, value) in &fields {
+            map.serialize_entry(key, self.attributes.get(key).unwrap_or(value))?;
         }
         for (key, value) in &self.attributes {
-            object.insert(key.clone(), value.clone());
+            if !fields.iter().any(|(field, _)| field == key) {
+                map.serialize_entry(key, value)?;
+            }
         }
-        Value::Object(object)
+        map.end()
     }
+}
 
+impl Span {
     pub fn attribute(&self, key: &str) -> Option<&Value> {
         self.attributes.get(key)
     }

@@ -73,6 +73,8 @@ impl RecordWriter {
 /// Reads a recording back, event by event.
 pub struct RecordReader {
     input: BufReader<File>,
+    /// The current record, its allocation reused from record to record.
+    record: Vec<u8>,
 }
 
 impl RecordReader {
@@ -90,7 +92,10 @@ impl RecordReader {
                 path.display()
             );
         }
-        Ok(RecordReader { input })
+        Ok(RecordReader {
+            input,
+            record: Vec::new(),
+        })
     }
 }
 
@@ -110,13 +115,13 @@ impl Iterator for RecordReader {
                 "corrupt recording: a record claims {len} bytes"
             )));
         }
-        let mut record = vec![0u8; len];
-        if let Err(e) = self.input.read_exact(&mut record) {
+        self.record.resize(len, 0);
+        if let Err(e) = self.input.read_exact(&mut self.record) {
             // A recording cut short (the observer was killed): what came before stands.
             log::warn!("recording ends inside a record: {e}");
             return None;
         }
-        Some(postcard::from_bytes(&record).context("corrupt recording: undecodable record"))
+        Some(postcard::from_bytes(&self.record).context("corrupt recording: undecodable record"))
     }
 }
 

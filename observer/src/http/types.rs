@@ -41,7 +41,9 @@ pub struct Body {
 impl Body {
     /// Time at which decoded offset `at` had arrived.
     pub fn time_at(&self, at: usize) -> Option<u64> {
-        self.parts.iter().find(|p| p.end > at).map(|p| p.ts)
+        // Parts are in body order: a stream asks once per event, so search, not scan.
+        let part = self.parts.partition_point(|p| p.end <= at);
+        self.parts.get(part).map(|p| p.ts)
     }
 }
 

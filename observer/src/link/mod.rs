@@ -77,11 +77,6 @@ impl Signal {
             Signal::PreviousResponse => "previous_response_id",
         }
     }
-
-    /// Named by the request itself, rather than read from its content.
-    fn is_explicit(self) -> bool {
-        matches!(self, Signal::ConversationId | Signal::PreviousResponse)
-    }
 }
 
 pub struct Linker {

@@ -1,7 +1,7 @@
 //! Errors the provider reported, in a response body or in a stream event.
 use serde_json::Value;
 
-use super::json::{object_at, str_at};
+use super::json::str_at;
 use super::{LlmCall, attr};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -36,10 +36,16 @@ impl ProviderError {
     /// send. Only for bodies known to be errors: [`Self::from_error_body`] also reads bare
     /// messages.
     pub fn from_body(body: &Value) -> Option<Self> {
-        if let Some(error) = object_at(body, "error") {
-            return Some(Self::from_object(error));
+        Self::from_member(body.get("error"))
+    }
+
+    /// A body's `error` member: an error object, or only its message.
+    pub fn from_member(error: Option<&Value>) -> Option<Self> {
+        match error? {
+            error @ Value::Object(_) => Some(Self::from_object(error)),
+            Value::String(message) => Some(Self::with_message(message)),
+            _ => None,
         }
-        str_at(body, "error").map(Self::with_message)
     }
 
     /// The body of an HTTP error response: as [`Self::from_body`], or a bare `{"message": ...}`

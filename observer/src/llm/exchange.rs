@@ -80,11 +80,18 @@ fn read_exchange(call: &mut LlmCall, exchange: &Exchange, api: &dyn ApiReader) {
 
 /// `gen_ai.response.id` and `gen_ai.response.model`, named alike by every provider.
 pub(crate) fn record_identity(call: &mut LlmCall, response: &Value) {
-    if let Some(id) = str_at(response, "id") {
-        call.set(attr::RESPONSE_ID, id);
-    }
-    if let Some(model) = str_at(response, "model") {
-        call.set(attr::RESPONSE_MODEL, model);
+    record_response_names(call, str_at(response, "id"), str_at(response, "model"));
+}
+
+/// The response's id and model, as a whole response or each stream chunk names them (the
+/// latest wins; most chunks repeat the same ones, which are then left in place).
+pub(crate) fn record_response_names(call: &mut LlmCall, id: Option<&str>, model: Option<&str>) {
+    for (key, value) in [(attr::RESPONSE_ID, id), (attr::RESPONSE_MODEL, model)] {
+        if let Some(value) = value
+            && call.attribute(key).and_then(Value::as_str) != Some(value)
+        {
+            call.set(key, value);
+        }
     }
 }
 

@@ -1,5 +1,48 @@
 //! Lenient reads of JSON from other processes: a missing field or one of the wrong type is `None`.
+use std::{borrow::Cow, fmt, ops::Deref};
+
+use serde::{Deserialize, Deserializer, de::Visitor};
 use serde_json::Value;
+
+/// A JSON string in a typed struct, borrowed from the text unless it had escapes to undo.
+/// (Serde's own `Cow<str>` copies every string unless it is the field's whole type.)
+pub(crate) struct JsonStr<'a>(Cow<'a, str>);
+
+impl<'a> From<&'a str> for JsonStr<'a> {
+    fn from(text: &'a str) -> Self {
+        JsonStr(Cow::Borrowed(text))
+    }
+}
+
+impl Deref for JsonStr<'_> {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for JsonStr<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct StrVisitor;
+        impl<'de> Visitor<'de> for StrVisitor {
+            type Value = JsonStr<'de>;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+
+            fn visit_borrowed_str<E>(self, text: &'de str) -> Result<Self::Value, E> {
+                Ok(JsonStr(Cow::Borrowed(text)))
+            }
+
+            fn visit_str<E>(self, text: &str) -> Result<Self::Value, E> {
+                Ok(JsonStr(Cow::Owned(text.to_owned())))
+            }
+        }
+        deserializer.deserialize_str(StrVisitor)
+    }
+}
 
 pub(crate) fn parse(bytes: &[u8]) -> Option<Value> {
     serde_json::from_slice(bytes).ok()

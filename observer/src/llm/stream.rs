@@ -59,16 +59,27 @@ pub(crate) fn read_sse(
     body: &Body,
     mut on_event: impl FnMut(Option<&str>, &Value) -> Seen,
 ) -> StreamSummary {
+    read_sse_text(body, |event, data| {
+        match serde_json::from_str::<Value>(data) {
+            Ok(data) => on_event(event, &data),
+            Err(_) => Seen::NOTHING,
+        }
+    })
+}
+
+/// Feeds each SSE event's data (but the end sentinel) to `on_event` unparsed, with the event
+/// type if given: for providers that read their events into their own types.
+pub(crate) fn read_sse_text(
+    body: &Body,
+    mut on_event: impl FnMut(Option<&str>, &str) -> Seen,
+) -> StreamSummary {
     let mut summary = StreamSummary::default();
     for event in sse::events(&body.data) {
         if event.data.trim() == DONE {
             summary.terminated = true;
             continue;
         }
-        let seen = match serde_json::from_str::<Value>(&event.data) {
-            Ok(data) => on_event(event.event.as_deref(), &data),
-            Err(_) => Seen::NOTHING,
-        };
+        let seen = on_event(event.event.as_deref(), &event.data);
         summary.count(body, event.completed_at, seen);
     }
     summary

@@ -18,7 +18,7 @@ impl Sink for JsonlSink {
     fn write(&mut self, span: &Span) -> anyhow::Result<()> {
         // One write per span: serialising straight into an unbuffered file costs a system call
         // per JSON token.
-        let mut line = serde_json::to_vec(&span.to_json())?;
+        let mut line = serde_json::to_vec(span)?;
         line.push(b'\n');
         self.out.write_all(&line)?;
         // Spans are rare next to the bytes behind them: flush each so a reader sees it at once.

@@ -3,13 +3,16 @@
 //! One deliberate deviation: an event still pending when the body ends (no closing blank line)
 //! is dispatched, because servers often close without one and a cut-off stream is still evidence.
 
-/// One dispatched event.
+use std::borrow::Cow;
+
+/// One dispatched event. Its fields borrow from the body unless they had to be rebuilt
+/// (several `data:` lines, or bytes that are not UTF-8): most events are one line of JSON.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SseEvent {
+pub struct SseEvent<'a> {
     /// The `event:` field; `None` means the default type, "message".
-    pub event: Option<String>,
+    pub event: Option<Cow<'a, str>>,
     /// The `data:` lines, joined with "\n".
-    pub data: String,
+    pub data: Cow<'a, str>,
     /// Offset of the event's last byte in the body (the end of the blank line that dispatched
     /// it), for `Body::time_at`.
     pub completed_at: usize,
@@ -29,14 +32,14 @@ pub struct Events<'a> {
 
 /// Fields gathered since the last dispatch.
 #[derive(Default)]
-struct Pending {
-    event: Option<String>,
-    data: String,
+struct Pending<'a> {
+    event: Option<Cow<'a, str>>,
+    data: Cow<'a, str>,
     has_data: bool,
 }
 
-impl Pending {
-    fn apply(&mut self, line: &[u8]) {
+impl<'a> Pending<'a> {
+    fn apply(&mut self, line: &'a [u8]) {
         if line.starts_with(b":") {
             return; // comment, e.g. OpenRouter's ": OPENROUTER PROCESSING" keep-alives
         }
@@ -51,18 +54,21 @@ impl Pending {
         match name {
             b"data" => {
                 if self.has_data {
-                    self.data.push('\n');
+                    let data = self.data.to_mut();
+                    data.push('\n');
+                    data.push_str(&value);
+                } else {
+                    self.data = value;
                 }
-                self.data.push_str(&value);
                 self.has_data = true;
             }
-            b"event" => self.event = (!value.is_empty()).then(|| value.into_owned()),
+            b"event" => self.event = (!value.is_empty()).then_some(value),
             // `id` and `retry` only matter to a reconnecting client.
             _ => {}
         }
     }
 
-    fn dispatch(self, completed_at: usize) -> Option<SseEvent> {
+    fn dispatch(self, completed_at: usize) -> Option<SseEvent<'a>> {
         self.has_data.then_some(SseEvent {
             event: self.event,
             data: self.data,
@@ -71,12 +77,12 @@ impl Pending {
     }
 }
 
-impl Events<'_> {
+impl<'a> Events<'a> {
     /// The next line and the offset of its last byte (line end included); `\r\n`, `\n` and `\r`
     /// all end a line. The last line of the body may have no line end.
-    fn next_line(&mut self) -> (&[u8], usize) {
+    fn next_line(&mut self) -> (&'a [u8], usize) {
         let rest = &self.body[self.pos..];
-        let (line, terminator) = match rest.iter().position(|&b| b == b'\n' || b == b'\r') {
+        let (line, terminator) = match memchr::memchr2(b'\n', b'\r', rest) {
             Some(i) if rest[i] == b'\r' && rest.get(i + 1) == Some(&b'\n') => (&rest[..i], 2),
             Some(i) => (&rest[..i], 1),
             None => (rest, 0),
@@ -86,10 +92,10 @@ impl Events<'_> {
     }
 }
 
-impl Iterator for Events<'_> {
-    type Item = SseEvent;
+impl<'a> Iterator for Events<'a> {
+    type Item = SseEvent<'a>;
 
-    fn next(&mut self) -> Option<SseEvent> {
+    fn next(&mut self) -> Option<SseEvent<'a>> {
         let mut pending = Pending::default();
         while self.pos < self.body.len() {
             let (line, last_byte) = self.next_line();
@@ -110,7 +116,8 @@ mod tests {
     use super::*;
 
     fn collect(body: &str) -> Vec<(Option<String>, String)> {
-        events(body.as_bytes()).map(|e| (e.event, e.data)).collect()
+        let owned = |e: SseEvent| (e.event.map(Cow::into_owned), e.data.into_owned());
+        events(body.as_bytes()).map(owned).collect()
     }
 
     fn message(data: &str) -> (Option<String>, String) {

@@ -2,19 +2,20 @@
 //! envelope of `choices`, whose output is in `message` / `delta` (chat) or `text` (legacy).
 use std::collections::BTreeMap;
 
+use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{record_output_type, record_usage};
+use super::{record_output_type, record_usage, record_usage_report};
 use crate::http::Body;
 use crate::llm::error::ProviderError;
-use crate::llm::exchange::{ApiReader, record_identity};
-use crate::llm::json::{array_at, str_at, u64_at};
+use crate::llm::exchange::{ApiReader, record_identity, record_response_names};
+use crate::llm::json::{JsonStr, array_at, str_at, u64_at};
 use crate::llm::otel::{
     content_parts, input_message, output_message, parse_arguments, reasoning_part, text_block_part,
     text_part, tool_call_part, tool_call_response_part, tool_definition,
 };
 use crate::llm::params::{record_model, record_numbers, record_stop_sequences, record_stream};
-use crate::llm::stream::{Seen, StreamSummary, read_sse};
+use crate::llm::stream::{Seen, StreamSummary, read_sse_text};
 use crate::llm::{LlmCall, attr};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,17 +62,21 @@ impl ApiReader for ChoicesApi {
 
     fn read_stream_response(&self, call: &mut LlmCall, body: &Body) -> Option<StreamSummary> {
         let mut drafts = BTreeMap::<u64, ChoiceDraft>::new();
-        let summary = read_sse(body, |_, chunk| {
-            if let Some(error) = ProviderError::from_body(chunk) {
+        let summary = read_sse_text(body, |_, data| {
+            let mut value = None;
+            let Some(chunk) = Chunk::parse(data, &mut value) else {
+                return Seen::NOTHING; // not JSON
+            };
+            if let Some(error) = ProviderError::from_member(chunk.error.as_ref()) {
                 error.record(call, "stream_error");
                 return Seen::NOTHING;
             }
-            record_identity(call, chunk);
+            record_response_names(call, chunk.id.as_deref(), chunk.model.as_deref());
             // Only with `stream_options.include_usage`: a last chunk with no choices.
-            record_usage(call, chunk);
+            record_usage_report(call, chunk.usage.as_ref());
             let mut output = false;
-            for choice in array_at(chunk, "choices") {
-                let index = u64_at(choice, "index").unwrap_or(0);
+            for choice in &chunk.choices {
+                let index = choice.index.unwrap_or(0);
                 output |= drafts.entry(index).or_default().absorb(*self, choice);
             }
             Seen::output(output)
@@ -188,6 +193,143 @@ fn prompt_messages(prompt: Option<&Value>) -> Vec<Value> {
     prompts.into_iter().map(message).collect()
 }
 
+/// One stream chunk, only the fields a span needs, its strings borrowed from the event where
+/// JSON escapes allow ([`JsonStr`]). Serde reads the usual chunk straight from its text (no `Value` per
+/// event: a stream has thousands); one it cannot (a field of another type, a repeated key) is
+/// parsed as a `Value` and read by [`Chunk::from_value`], field by field, as leniently as a
+/// whole response is.
+#[derive(Deserialize)]
+struct Chunk<'a> {
+    #[serde(borrow)]
+    id: Option<JsonStr<'a>>,
+    #[serde(borrow)]
+    model: Option<JsonStr<'a>>,
+    usage: Option<Value>,
+    error: Option<Value>,
+    #[serde(borrow, default)]
+    choices: Vec<ChoiceChunk<'a>>,
+}
+
+/// A chunk's piece of one choice: `delta` (chat) or `text` (legacy).
+#[derive(Deserialize)]
+struct ChoiceChunk<'a> {
+    index: Option<u64>,
+    #[serde(borrow)]
+    finish_reason: Option<JsonStr<'a>>,
+    #[serde(borrow)]
+    text: Option<JsonStr<'a>>,
+    #[serde(borrow)]
+    delta: Option<Delta<'a>>,
+}
+
+/// The fields of [`REASONING_FIELDS`] are the three reasoning ones, kept in that order.
+#[derive(Deserialize)]
+struct Delta<'a> {
+    #[serde(borrow)]
+    role: Option<JsonStr<'a>>,
+    #[serde(borrow)]
+    content: Option<JsonStr<'a>>,
+    #[serde(borrow)]
+    reasoning_content: Option<JsonStr<'a>>,
+    #[serde(borrow)]
+    reasoning: Option<JsonStr<'a>>,
+    #[serde(borrow)]
+    thinking: Option<JsonStr<'a>>,
+    #[serde(borrow, default)]
+    tool_calls: Vec<ToolCallChunk<'a>>,
+}
+
+#[derive(Deserialize)]
+struct ToolCallChunk<'a> {
+    index: Option<u64>,
+    #[serde(borrow)]
+    id: Option<JsonStr<'a>>,
+    #[serde(borrow)]
+    function: Option<FunctionChunk<'a>>,
+}
+
+#[derive(Deserialize)]
+struct FunctionChunk<'a> {
+    #[serde(borrow)]
+    name: Option<JsonStr<'a>>,
+    #[serde(borrow)]
+    arguments: Option<JsonStr<'a>>,
+}
+
+fn str_of<'a>(value: &'a Value, key: &str) -> Option<JsonStr<'a>> {
+    str_at(value, key).map(JsonStr::from)
+}
+
+impl<'a> Chunk<'a> {
+    /// The chunk in `data`: read strictly, else through a `Value` (kept in `value`).
+    fn parse(data: &'a str, value: &'a mut Option<Value>) -> Option<Chunk<'a>> {
+        if let Ok(chunk) = serde_json::from_str(data) {
+            return Some(chunk);
+        }
+        let value = value.insert(serde_json::from_str(data).ok()?);
+        Some(Chunk::from_value(value))
+    }
+
+    fn from_value(chunk: &'a Value) -> Chunk<'a> {
+        Chunk {
+            id: str_of(chunk, "id"),
+            model: str_of(chunk, "model"),
+            usage: chunk.get("usage").cloned(),
+            error: chunk.get("error").cloned(),
+            choices: array_at(chunk, "choices")
+                .iter()
+                .map(ChoiceChunk::from_value)
+                .collect(),
+        }
+    }
+}
+
+impl<'a> ChoiceChunk<'a> {
+    fn from_value(choice: &'a Value) -> ChoiceChunk<'a> {
+        ChoiceChunk {
+            index: u64_at(choice, "index"),
+            finish_reason: str_of(choice, "finish_reason"),
+            text: str_of(choice, "text"),
+            delta: choice.get("delta").map(Delta::from_value),
+        }
+    }
+}
+
+impl<'a> Delta<'a> {
+    fn from_value(delta: &'a Value) -> Delta<'a> {
+        Delta {
+            role: str_of(delta, "role"),
+            content: str_of(delta, "content"),
+            reasoning_content: str_of(delta, REASONING_FIELDS[0]),
+            reasoning: str_of(delta, REASONING_FIELDS[1]),
+            thinking: str_of(delta, REASONING_FIELDS[2]),
+            tool_calls: array_at(delta, "tool_calls")
+                .iter()
+                .map(ToolCallChunk::from_value)
+                .collect(),
+        }
+    }
+
+    fn reasoning_fields(&self) -> [Option<&str>; 3] {
+        let [a, b, c] = [&self.reasoning_content, &self.reasoning, &self.thinking];
+        [a.as_deref(), b.as_deref(), c.as_deref()]
+    }
+}
+
+impl<'a> ToolCallChunk<'a> {
+    fn from_value(fragment: &'a Value) -> ToolCallChunk<'a> {
+        let function = fragment.get("function").map(|function| FunctionChunk {
+            name: str_of(function, "name"),
+            arguments: str_of(function, "arguments"),
+        });
+        ToolCallChunk {
+            index: u64_at(fragment, "index"),
+            id: str_of(fragment, "id"),
+            function,
+        }
+    }
+}
+
 /// One choice being reassembled from stream chunks.
 #[derive(Default)]
 struct ChoiceDraft {
@@ -207,47 +349,49 @@ struct ToolCallDraft {
 
 impl ChoiceDraft {
     /// Folds in one chunk's piece of this choice; true if it carried output.
-    fn absorb(&mut self, api: ChoicesApi, choice: &Value) -> bool {
-        if let Some(reason) = str_at(choice, "finish_reason") {
-            self.finish_reason = Some(reason.to_owned());
+    fn absorb(&mut self, api: ChoicesApi, choice: &ChoiceChunk) -> bool {
+        if let Some(reason) = &choice.finish_reason {
+            self.finish_reason = Some(reason.to_string());
         }
-        match (api, choice.get("delta")) {
-            (ChoicesApi::Legacy, _) => push_fragment(&mut self.content, str_at(choice, "text")),
+        match (api, &choice.delta) {
+            (ChoicesApi::Legacy, _) => push_fragment(&mut self.content, choice.text.as_deref()),
             (ChoicesApi::Chat, Some(delta)) => self.absorb_delta(delta),
             (ChoicesApi::Chat, None) => false,
         }
     }
 
-    fn absorb_delta(&mut self, delta: &Value) -> bool {
-        if let Some(role) = str_at(delta, "role") {
-            self.role = Some(role.to_owned());
+    fn absorb_delta(&mut self, delta: &Delta) -> bool {
+        if let Some(role) = &delta.role {
+            self.role = Some(role.to_string());
         }
-        let mut content = push_fragment(&mut self.content, str_at(delta, "content"));
-        for field in REASONING_FIELDS {
-            content |= push_fragment(&mut self.reasoning, str_at(delta, field));
+        let mut content = push_fragment(&mut self.content, delta.content.as_deref());
+        for reasoning in delta.reasoning_fields() {
+            content |= push_fragment(&mut self.reasoning, reasoning);
         }
-        for fragment in array_at(delta, "tool_calls") {
+        for fragment in &delta.tool_calls {
             content |= self.absorb_tool_call(fragment);
         }
         content
     }
 
     /// Tool-call arguments arrive in fragments; only the first carries the id and name.
-    fn absorb_tool_call(&mut self, fragment: &Value) -> bool {
-        let id = str_at(fragment, "id").filter(|id| !id.is_empty());
-        let index = u64_at(fragment, "index").unwrap_or_else(|| self.unindexed_call(id.is_some()));
+    fn absorb_tool_call(&mut self, fragment: &ToolCallChunk) -> bool {
+        let id = fragment.id.as_deref().filter(|id| !id.is_empty());
+        let index = fragment
+            .index
+            .unwrap_or_else(|| self.unindexed_call(id.is_some()));
         let draft = self.tool_calls.entry(index).or_default();
         if let Some(id) = id {
             draft.id = Some(id.to_owned());
         }
-        let function = fragment.get("function");
+        let function = fragment.function.as_ref();
         if let Some(name) = function
-            .and_then(|f| str_at(f, "name"))
+            .and_then(|f| f.name.as_deref())
             .filter(|n| !n.is_empty())
         {
             draft.name = Some(name.to_owned());
         }
-        let arguments = function.and_then(|f| str_at(f, "arguments"));
+        let arguments = function.and_then(|f| f.arguments.as_deref());
         push_fragment(&mut draft.arguments, arguments) || id.is_some()
     }
 

@@ -174,7 +174,12 @@ fn usage(report: &Value) -> Usage {
 }
 
 fn record_usage(call: &mut LlmCall, body: &Value) {
-    if let Some(report) = object_at(body, "usage") {
+    record_usage_report(call, body.get("usage"));
+}
+
+/// A body's `usage` member, read when it is an object.
+fn record_usage_report(call: &mut LlmCall, report: Option<&Value>) {
+    if let Some(report) = report.filter(|report| report.is_object()) {
         usage(report).record(call);
     }
 }

@@ -457,3 +457,26 @@ fn compatible_servers_are_recognised_by_path() {
         assert_eq!(recognised(&exchange).provider, provider, "{host}{target}");
     }
 }
+
+/// Chunks the typed read refuses (a repeated key, fields of other types) are read through
+/// `Value` as before: the latest key wins, fields of the wrong type count as absent.
+#[test]
+fn chunks_of_unexpected_shape_are_read_leniently() {
+    let body = concat!(
+        r#"data: {"id":"first","id":"chatcmpl-2","model":"gpt-4o","choices":[{"index":0,"delta":{"role":"assistant","content":"Hel"}}]}"#,
+        "\n\n",
+        r#"data: {"choices":[{"index":"0","delta":{"content":7,"reasoning":"Hmm."}}]}"#,
+        "\n\n",
+        r#"data: {"choices":[{"index":0,"delta":{"content":"lo \"you\""},"finish_reason":"stop"}]}"#,
+        "\n\ndata: [DONE]\n\n",
+    );
+    let call = recognised(&sse_exchange(HOST, PATH, &text_request(), body));
+
+    assert_eq!(get(&call, attr::RESPONSE_ID), &json!("chatcmpl-2"));
+    assert_eq!(get(&call, attr::OBSERVER_STREAM_CHUNK_COUNT), &json!(3));
+    assert_eq!(
+        get(&call, attr::OUTPUT_MESSAGES),
+        &json!([{"role": "assistant", "parts": [{"type": "reasoning", "content": "Hmm."},
+                                                 {"type": "text", "content": "Hello \"you\""}], "finish_reason": "stop"}])
+    );
+}

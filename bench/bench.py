@@ -8,7 +8,8 @@ Measures, in one interleaved run, and writes bench/RESULTS.md:
       each with no tracer, with the observer, and with sslsniff, rounds interleaved;
   (d) the daemon's throughput replaying a recording (MB/s and spans/s per CPU second),
   (e) the observer's memory at idle and with 1,000 concurrent streams,
-  (f) the delay from the end of a response to its span being written.
+  (f) the delay from the end of a response to its span being written,
+  (g) with --go-client, what the Go crypto/tls probes add to an in-process TLS echo.
 
 The workloads are CPU-bound loops in one process (bench/tls_loop.c). The machine is shared, so
 the figures compared are CPU seconds of the workload process (user + system: uprobe traps and
@@ -192,9 +193,26 @@ def run_workload(tls_loop, cert, key, mode, count, env=None, quiet=False):
     raise RuntimeError("other tracers kept attaching: no quiet window for the measurement")
 
 
+GO_ECHO = ["bench", "20000", "1024"]
+
+
+def go_echo_ns(go_client):
+    """(g): ns per round trip of the Go client's in-process crypto/tls echo (4 TLS calls each)."""
+    out = subprocess.run([str(go_client), *GO_ECHO], check=True, capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        try:
+            value = json.loads(line)
+        except ValueError:
+            continue
+        if "bench" in value:
+            return value["ns_per_round_trip"]
+    raise RuntimeError(f"no bench line from the Go client: {out[-500:]}")
+
+
 def interleaved(args, tls_loop, cert, key, workdir):
-    """(a)-(c): every round runs every workload under none, observer, sslsniff in turn."""
+    """(a)-(c), (g): every round runs every workload under none, observer, sslsniff in turn."""
     results = {c: {w: [] for w in WORKLOADS} for c in CONFIGS}
+    go = {c: [] for c in CONFIGS}
     lost = {c: [] for c in CONFIGS}
     tracer_cpu = {c: [] for c in CONFIGS}
     spans = {c: [] for c in CONFIGS}
@@ -205,6 +223,9 @@ def interleaved(args, tls_loop, cert, key, workdir):
             tracer = Tracer(config, args.observer, workdir)
             for name, (mode, count, _, _) in WORKLOADS.items():
                 results[config][name].append(run_workload(tls_loop, cert, key, mode, count, quiet=True))
+            if args.go_client:
+                wait_for_quiet()
+                go[config].append(go_echo_ns(args.go_client))
             n_lost, cpu = tracer.stop()
             lost[config].append(n_lost)
             tracer_cpu[config].append(cpu)
@@ -212,7 +233,7 @@ def interleaved(args, tls_loop, cert, key, workdir):
             log(f"round {round_no + 1}/{args.rounds} {config}: " + ", ".join(
                 f"{n} {r[WORKLOADS[n][3]]:.3f}s" for n, r in
                 ((n, results[config][n][-1]) for n in WORKLOADS)) + f", lost {n_lost}")
-    return results, lost, tracer_cpu, spans
+    return results, lost, tracer_cpu, spans, go
 
 
 def replay_throughput(args, tls_loop, cert, key, workdir):
@@ -305,7 +326,7 @@ def median(xs):
 
 
 def write_results(args, inter, replay, mem, delay, path):
-    results, lost, tracer_cpu, spans = inter
+    results, lost, tracer_cpu, spans, go = inter
     machine = {
         "kernel": platform.release(),
         "cpus": os.cpu_count(),
@@ -370,6 +391,15 @@ def write_results(args, inter, replay, mem, delay, path):
     for c in ["observer", "sslsniff"]:
         o.append(f"| {c} | {lost[c]} | {[round(x, 2) for x in tracer_cpu[c]]} | {spans[c] if c == 'observer' else 'n/a'} |")
     o.append("")
+    if go["none"]:
+        none_ns, observed_ns = median(go["none"]), median(go["observer"])
+        o.append("## (g) Go crypto/tls\n")
+        o.append(f"The Go test client's in-process TLS echo (`go-client {' '.join(GO_ECHO)}`: 1 KiB messages, "
+                 "four crypto/tls calls per round trip), run in each round after the workloads above "
+                 "(sslsniff has no Go support, so its column measures nothing). Median ns per round trip: "
+                 f"none {none_ns:.0f}, observer {observed_ns:.0f} "
+                 f"({(observed_ns - none_ns) / 4 / 1000:+.2f} µs per TLS call), sslsniff {median(go['sslsniff']) if go['sslsniff'] else float('nan'):.0f}. "
+                 f"Per round (none / observer): {list(zip(go['none'], go['observer']))}.\n")
     o.append("## (d) Daemon throughput from a replayed recording\n")
     o.append(f"Recording of {args.replay_streams} SSE streams and {args.replay_streams * 50} small calls captured live "
              f"(`observer capture --record`), {replay['recording_mb']:.1f} MB on disk, replayed with "
@@ -410,7 +440,8 @@ def write_results(args, inter, replay, mem, delay, path):
     for target, measured, met in rows:
         o.append(f"| {target} | {measured} | {'yes' if met else 'NO'} |")
     o.append("")
-    raw = {"machine": machine, "interleaved": {"results": results, "lost": lost, "tracer_cpu": tracer_cpu, "spans": spans},
+    raw = {"machine": machine, "interleaved": {"results": results, "lost": lost, "tracer_cpu": tracer_cpu, "spans": spans,
+                                               "go_echo_ns": go},
            "replay": replay, "memory": mem, "delay": delay}
     (path.parent / "results.json").write_text(json.dumps(raw, indent=1))
     notes = path.parent / "NOTES.md"
@@ -428,6 +459,7 @@ def main():
     p.add_argument("--streams", type=int, default=1000)
     p.add_argument("--delay-streams", type=int, default=30)
     p.add_argument("--no-sslsniff", action="store_true")
+    p.add_argument("--go-client", type=Path, help="the Go test client (tests/go-client), for (g)")
     p.add_argument("--output", type=Path, default=HERE / "RESULTS.md")
     args = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="observer-bench-") as tmp:

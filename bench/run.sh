@@ -39,4 +39,14 @@ build="$root/target/bench"
 mkdir -p "$build"
 gcc -O2 -Wall -o "$build/tls_loop" "$here/tls_loop.c" -lssl -lcrypto
 
-exec python3 "$here/bench.py" --observer "$root/target/release/observer" --tls-loop "$build/tls_loop" "$@"
+go_args=()
+if command -v go >/dev/null; then
+    echo "building the Go test client (tests/go-client) for (g)" >&2
+    (cd "$root/tests/go-client" && GOFLAGS=-mod=mod GOPROXY=off GOTOOLCHAIN=local CGO_ENABLED=0 \
+        GOCACHE="$build/go-cache" GOPATH="$build/gopath" go build -trimpath -o "$build/go-client" .)
+    go_args=(--go-client "$build/go-client")
+else
+    echo "no Go toolchain (apt-get install golang-go): skipping (g)" >&2
+fi
+
+exec python3 "$here/bench.py" --observer "$root/target/release/observer" --tls-loop "$build/tls_loop" "${go_args[@]}" "$@"

@@ -96,9 +96,9 @@ const FUZZ_TARGETS: &[&str] = &["http1", "http2", "providers", "framings"];
 /// overrides it, 0 skips fuzzing.
 const FUZZ_SECONDS: u64 = 25;
 /// How the targets are built, for `cargo fuzz build` and `run` alike (different flags would
-/// rebuild): optimised with overflow checks and debug assertions; no sanitizer (safe Rust
-/// needs none, and without it the build and every run are faster; fuzz/src/bounded_heap.rs
-/// bounds memory instead); 16 codegen units, for a build minutes shorter.
+/// rebuild): optimised with overflow checks and debug assertions; no sanitizer (the parsers are
+/// safe Rust; AddressSanitizer would slow the build and every run, and fuzz/src/bounded_heap.rs
+/// bounds memory instead); 16 codegen units rather than cargo-fuzz's 1, for a faster build.
 const FUZZ_BUILD: &[&str] = &["-O", "-a", "-s", "none", "--codegen-units", "16"];
 /// What counts as a bug besides a panic: an input running over 10 s, or the process's memory
 /// over 2 GiB (the fuzz crate's allocator also fails the heap past 1 GiB), with inputs up to

@@ -561,9 +561,14 @@ impl Watcher {
     }
 
     /// Sends `signal` and waits for the observer to flush and exit.
-    pub fn stop(mut self, signal: i32) -> ObserverRun {
+    pub fn stop(self, signal: i32) -> ObserverRun {
+        self.stop_within(signal, STOP_TIMEOUT)
+    }
+
+    /// As [`Watcher::stop`], failing the test if the exit takes longer than `timeout`.
+    pub fn stop_within(mut self, signal: i32, timeout: Duration) -> ObserverRun {
         self.proc.signal(signal);
-        let status = self.proc.wait(STOP_TIMEOUT);
+        let status = self.proc.wait(timeout);
         ObserverRun::collect(&self.proc, status, &self.output, None)
     }
 }

@@ -1,8 +1,13 @@
-//! Faults: the observer killed outright, and restarted on the same store.
+//! Faults: the observer stopped by SIGTERM or killed outright and restarted on the same store,
+//! clients killed mid-stream, bulk non-LLM traffic the capture must not copy.
 
-use std::{process::Command, time::Duration};
+use std::{
+    collections::BTreeSet,
+    process::Command,
+    time::{Duration, Instant},
+};
 
-use observer_e2e::{TestEnv, harness::observer_bin};
+use observer_e2e::{ClientCall, TestEnv, harness::observer_bin};
 
 /// `observer traces --db DB --spans --format json`: the stored spans.
 fn stored_spans(db: &std::path::Path) -> Vec<serde_json::Value> {
@@ -27,8 +32,8 @@ fn stored_spans(db: &std::path::Path) -> Vec<serde_json::Value> {
     }
 }
 
-/// Runs one client call while `watcher` watches, and waits for its span.
-fn one_call(env: &TestEnv, watcher: &observer_e2e::harness::Watcher) {
+/// Runs one client call while `watcher` watches, and waits for its span. Returns the client's pid.
+fn one_call(env: &TestEnv, watcher: &observer_e2e::harness::Watcher) -> u64 {
     let mut client = env.spawn_client(&env.client("stdlib_calls.py", &["chat_json"]));
     assert!(
         client.wait(Duration::from_secs(60)).success(),
@@ -42,6 +47,7 @@ fn one_call(env: &TestEnv, watcher: &observer_e2e::harness::Watcher) {
             .any(|s| s.u64("process.pid") == Some(pid))),
         "no span for the client's call"
     );
+    pid
 }
 
 /// SIGKILL (no flush, no detach by the observer itself) leaves a store the next observer opens
@@ -153,4 +159,122 @@ fn a_non_llm_download_is_not_copied_and_the_call_after_it_is_whole() {
         );
         observer_e2e::assert_same_spans(&run.replay(env.dir()), &run.spans);
     }
+}
+
+/// The kernel objects a process holds open: BPF programs, links and maps, by id, from the
+/// `prog_id:`, `link_id:` and `map_id:` lines of its descriptors' fdinfo.
+#[derive(Debug, Default)]
+struct HeldBpf {
+    programs: BTreeSet<u32>,
+    links: BTreeSet<u32>,
+    maps: BTreeSet<u32>,
+}
+
+fn bpf_held_by(pid: u32) -> HeldBpf {
+    let mut held = HeldBpf::default();
+    let dir = format!("/proc/{pid}/fdinfo");
+    for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("reading {dir}: {e}")) {
+        // A descriptor closed since the listing has no fdinfo any more.
+        let Ok(info) = std::fs::read_to_string(entry.expect("fdinfo entry").path()) else {
+            continue;
+        };
+        for line in info.lines() {
+            let Some((key, value)) = line.split_once(':') else {
+                continue;
+            };
+            let Ok(id) = value.trim().parse::<u32>() else {
+                continue;
+            };
+            match key {
+                "prog_id" => held.programs.insert(id),
+                "link_id" => held.links.insert(id),
+                "map_id" => held.maps.insert(id),
+                _ => false,
+            };
+        }
+    }
+    held
+}
+
+/// Of `held`, what the kernel still has loaded.
+fn still_loaded(held: &HeldBpf) -> HeldBpf {
+    HeldBpf {
+        programs: aya::programs::loaded_programs()
+            .filter_map(Result::ok)
+            .map(|p| p.id())
+            .filter(|id| held.programs.contains(id))
+            .collect(),
+        links: aya::programs::loaded_links()
+            .filter_map(Result::ok)
+            .map(|l| l.id())
+            .filter(|id| held.links.contains(id))
+            .collect(),
+        maps: aya::maps::loaded_maps()
+            .filter_map(Result::ok)
+            .map(|m| m.id())
+            .filter(|id| held.maps.contains(id))
+            .collect(),
+    }
+}
+
+/// SIGTERM (what systemd and container runtimes send) stops the observer cleanly: it exits 0
+/// within seconds with the span of the call it saw written, every BPF program, link and map it
+/// held is gone from the kernel (only this observer's: other tests run theirs in parallel), and
+/// TLS calls made afterwards work as before.
+#[test]
+fn sigterm_detaches_every_probe() {
+    let env = TestEnv::new();
+    let watcher = env.watch(&[]);
+    let observer_pid = watcher.pid();
+    let client_pid = one_call(&env, &watcher);
+    let held = bpf_held_by(observer_pid);
+    assert!(
+        !held.programs.is_empty() && !held.maps.is_empty(),
+        "the observer holds no BPF program or map after a captured call: {held:?}"
+    );
+    // The kernel's listing sees them while the observer runs (so the check below can fail).
+    let loaded = still_loaded(&held);
+    assert!(
+        loaded.programs == held.programs && loaded.links == held.links && loaded.maps == held.maps,
+        "the kernel's listing misses some of what the observer holds: {loaded:?} of {held:?}"
+    );
+    eprintln!("observer {observer_pid} holds {held:?}");
+
+    let run = watcher.stop_within(libc::SIGTERM, Duration::from_secs(10));
+    run.assert_success();
+    assert!(
+        run.spans
+            .iter()
+            .any(|s| s.is_call() && s.u64("process.pid") == Some(client_pid)),
+        "the call's span is not in the output after SIGTERM: {:?}",
+        run.spans
+    );
+
+    // The kernel frees a program once its last reference (descriptor, link, attached perf
+    // event) is dropped, which can trail the process's exit by a moment.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut left = still_loaded(&held);
+    while !(left.programs.is_empty() && left.links.is_empty() && left.maps.is_empty())
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(100));
+        left = still_loaded(&held);
+    }
+    assert!(
+        left.programs.is_empty() && left.links.is_empty() && left.maps.is_empty(),
+        "still in the kernel after the observer exited: {left:?} (it held {held:?})"
+    );
+
+    let mut client = env.spawn_client(&env.client("stdlib_calls.py", &["chat_json"]));
+    assert!(
+        client.wait(Duration::from_secs(60)).success(),
+        "a TLS call after the observer stopped failed: {}",
+        client.describe()
+    );
+    assert_eq!(
+        ClientCall::parse_all(&client.stdout.text()).len(),
+        1,
+        "the client reported no call after the observer stopped: {}",
+        client.describe()
+    );
 }

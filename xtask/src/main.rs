@@ -75,9 +75,102 @@ fn main() -> Result<()> {
                 .env("OBSERVER_E2E_PYTHON", root.join(".venv/bin/python"))
                 .env("OBSERVER_PHOENIX", root.join(".venv-phoenix/bin/phoenix"));
             let status = run_counting_tests(&mut cargo)?;
-            std::process::exit(status.code().unwrap_or(1));
+            // A filtered run is someone chasing one test, not the whole suite.
+            let fuzzed = if args.is_empty() { fuzz(&root) } else { Ok(()) };
+            if let Err(error) = &fuzzed {
+                eprintln!("\x1b[1;31mfuzzing failed:\x1b[0m {error:#}");
+            }
+            let code = status.code().unwrap_or(1);
+            std::process::exit(if code == 0 && fuzzed.is_err() {
+                1
+            } else {
+                code
+            });
         }
     }
+}
+
+/// The cargo-fuzz targets in `fuzz/` (see fuzz/src/lib.rs for what each drives).
+const FUZZ_TARGETS: &[&str] = &["http1", "http2", "providers", "framings"];
+/// How long each target runs by default in `cargo xtask test`; OBSERVER_FUZZ_SECONDS
+/// overrides it, 0 skips fuzzing.
+const FUZZ_SECONDS: u64 = 25;
+/// How the targets are built, for `cargo fuzz build` and `run` alike (different flags would
+/// rebuild): optimised with overflow checks and debug assertions; no sanitizer (the parsers are
+/// safe Rust; AddressSanitizer would slow the build and every run, and fuzz/src/bounded_heap.rs
+/// bounds memory instead); 16 codegen units rather than cargo-fuzz's 1, for a faster build.
+const FUZZ_BUILD: &[&str] = &["-O", "-a", "-s", "none", "--codegen-units", "16"];
+/// What counts as a bug besides a panic: an input running over 10 s, or the process's memory
+/// over 2 GiB (the fuzz crate's allocator also fails the heap past 1 GiB), with inputs up to
+/// 64 KiB.
+const LIBFUZZER_LIMITS: &[&str] = &[
+    "-timeout=10",
+    "-rss_limit_mb=2048",
+    "-max_len=65536",
+    "-print_final_stats=1",
+];
+
+/// Builds every fuzz target once, then runs each for a while; every target runs even after
+/// one fails, and the failures are named with where their inputs were saved.
+fn fuzz(root: &Path) -> Result<()> {
+    let seconds = match std::env::var("OBSERVER_FUZZ_SECONDS") {
+        Ok(value) => value
+            .parse()
+            .context("OBSERVER_FUZZ_SECONDS must be a number of seconds")?,
+        Err(_) => FUZZ_SECONDS,
+    };
+    if seconds == 0 {
+        return Ok(());
+    }
+    if !Command::new("cargo")
+        .args(["fuzz", "--version"])
+        .output()
+        .is_ok_and(|out| out.status.success())
+    {
+        step("installing cargo-fuzz");
+        run(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))?;
+    }
+    let fuzz_dir = root.join("fuzz");
+    // libFuzzer's instrumentation needs unstable rustc flags: allowed on the pinned stable
+    // toolchain for these builds only.
+    let cargo_fuzz = |args: &[&str]| {
+        let mut command = Command::new("cargo");
+        command
+            .current_dir(&fuzz_dir)
+            .arg("fuzz")
+            .args(args)
+            .env("RUSTC_BOOTSTRAP", "1");
+        command
+    };
+    step("building the fuzz targets (instrumented, in fuzz/target)");
+    run(cargo_fuzz(&["build"]).args(FUZZ_BUILD))?;
+    let mut failed = Vec::new();
+    for target in FUZZ_TARGETS {
+        step(&format!("fuzzing {target} for {seconds} s"));
+        let status = cargo_fuzz(&["run"])
+            .args(FUZZ_BUILD)
+            .args([target, "--"])
+            .args(LIBFUZZER_LIMITS)
+            .arg(format!("-max_total_time={seconds}"))
+            .status()
+            .with_context(|| format!("running cargo fuzz run {target}"))?;
+        if !status.success() {
+            failed.push(*target);
+        }
+    }
+    if !failed.is_empty() {
+        let found = failed
+            .iter()
+            .map(|t| format!("{t} (input in fuzz/artifacts/{t}/)"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        bail!(
+            "a panic, hang or memory blow-up in {found}; replay one with \
+             `cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run {} TARGET artifacts/TARGET/FILE`",
+            FUZZ_BUILD.join(" ")
+        );
+    }
+    Ok(())
 }
 
 fn step(what: &str) {

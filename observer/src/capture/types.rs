@@ -82,6 +82,7 @@ pub struct Chunk {
     pub ts: u64,
     /// Position of `data[0]` in this connection's stream for `dir`. A jump means lost bytes.
     pub offset: u64,
+    #[serde(deserialize_with = "super::record::chunk_data")]
     pub data: Bytes,
     /// The TLS call was larger than the kernel's per-call cap: bytes after this chunk's end
     /// up to the next offset were not copied.

@@ -6,13 +6,9 @@
 //! or the connection ends, what is held is released with the missing bytes marked as a gap.
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-/// Keys are (pid, session pointer, direction), looked up once per chunk: a fast seeded hash
-/// rather than SipHash.
-type FastHash = foldhash::fast::RandomState;
-
 use bytes::Bytes;
 
-use crate::capture::{Chunk, ConnKey, Direction, TlsLibrary};
+use crate::capture::{Chunk, ConnHash, ConnKey, Direction, TlsLibrary};
 
 /// In-order bytes of one connection and direction.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -96,9 +92,9 @@ struct Stream {
 /// Turns chunks into in-order segments, per connection and direction.
 pub struct Reassembler {
     limits: ReassemblyLimits,
-    streams: HashMap<StreamKey, Stream, FastHash>,
+    streams: HashMap<StreamKey, Stream, ConnHash>,
     /// Streams holding pending chunks, so expiry does not scan every stream.
-    waiting: HashSet<StreamKey, FastHash>,
+    waiting: HashSet<StreamKey, ConnHash>,
     total_pending_bytes: usize,
     stats: ReassemblyStats,
 }

@@ -307,6 +307,52 @@ mod tests {
         String::from_utf8(bytes).expect("ascii")
     }
 
+    fn chunk(offset: u64, data: &[u8]) -> CaptureEvent {
+        CaptureEvent::Data(super::super::Chunk {
+            conn: ConnKey { pid: 7, conn: 1 },
+            tid: 7,
+            dir: Direction::Ingress,
+            ts: offset,
+            offset,
+            data: Bytes::copy_from_slice(data),
+            truncated_after: false,
+            library: super::super::TlsLibrary::OpenSsl,
+        })
+    }
+
+    /// Records that span block boundaries read back whole; a recording cut inside a record
+    /// keeps the records before the cut.
+    #[test]
+    fn reads_back_across_blocks_and_stops_at_a_cut() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("r.rec");
+        let events: Vec<CaptureEvent> = (0..200u64)
+            .map(|i| chunk(i * 3000, &vec![b'a' + (i % 26) as u8; 3000]))
+            .collect();
+        let mut writer = RecordWriter::create(&path).expect("create");
+        for event in &events {
+            writer.write(event).expect("write");
+        }
+        writer.finish().expect("finish");
+        let read: Vec<CaptureEvent> = RecordReader::open(&path)
+            .expect("open")
+            .collect::<Result<_>>()
+            .expect("read");
+        assert_eq!(read, events);
+
+        let len = std::fs::metadata(&path).expect("size").len();
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .expect("open");
+        file.set_len(len - 100).expect("cut");
+        let read: Vec<CaptureEvent> = RecordReader::open(&path)
+            .expect("open")
+            .collect::<Result<_>>()
+            .expect("read");
+        assert_eq!(read, events[..events.len() - 1]);
+    }
+
     #[test]
     fn masks_secret_headers_and_query_keys_across_chunk_boundaries() {
         let request = "POST /v1beta/models/g:generateContent?alt=sse&key=AIzaSECRET HTTP/1.1\r\n\

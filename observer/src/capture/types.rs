@@ -6,6 +6,10 @@ use serde::{Deserialize, Serialize};
 
 /// One connection as the kernel names it: the process and its TLS session handle (or, for
 /// plaintext HTTP, an id the kernel gave the socket).
+/// The hasher for maps keyed by connection, looked up for every chunk: seeded, and much
+/// faster than SipHash on small keys.
+pub type ConnHash = foldhash::fast::RandomState;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ConnKey {
     pub pid: u32,

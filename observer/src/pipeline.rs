@@ -3,7 +3,7 @@
 use std::{collections::HashMap, sync::Arc};
 
 use crate::{
-    capture::{CaptureEvent, ConnKey, Unfollowed, record::RecordWriter},
+    capture::{CaptureEvent, ConnHash, ConnKey, Unfollowed, record::RecordWriter},
     http::{ConnectionStage, Exchange, HttpLimits, HttpStats},
     link::Linker,
     llm,
@@ -21,7 +21,7 @@ const MAX_SOCKETS: usize = 65_536;
 pub struct Pipeline {
     connections: ConnectionStage,
     processes: HashMap<u32, ProcessInfo>,
-    sockets: HashMap<ConnKey, Endpoints>,
+    sockets: HashMap<ConnKey, Endpoints, ConnHash>,
     comm_filter: Vec<String>,
     linker: Linker,
     sinks: Vec<Box<dyn Sink>>,
@@ -74,7 +74,7 @@ impl Pipeline {
                 llm::is_llm_request,
             ),
             processes: HashMap::new(),
-            sockets: HashMap::new(),
+            sockets: HashMap::default(),
             comm_filter,
             linker: Linker::default(),
             sinks,

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use bytes::Bytes;
 
-use crate::capture::{Chunk, ConnKey, Direction, TlsLibrary};
+use crate::capture::{Chunk, ConnHash, ConnKey, Direction, TlsLibrary};
 
 /// In-order bytes of one connection and direction.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -92,9 +92,9 @@ struct Stream {
 /// Turns chunks into in-order segments, per connection and direction.
 pub struct Reassembler {
     limits: ReassemblyLimits,
-    streams: HashMap<StreamKey, Stream>,
+    streams: HashMap<StreamKey, Stream, ConnHash>,
     /// Streams holding pending chunks, so expiry does not scan every stream.
-    waiting: HashSet<StreamKey>,
+    waiting: HashSet<StreamKey, ConnHash>,
     total_pending_bytes: usize,
     stats: ReassemblyStats,
 }
@@ -103,8 +103,8 @@ impl Reassembler {
     pub fn new(limits: ReassemblyLimits) -> Self {
         Self {
             limits,
-            streams: HashMap::new(),
-            waiting: HashSet::new(),
+            streams: HashMap::default(),
+            waiting: HashSet::default(),
             total_pending_bytes: 0,
             stats: ReassemblyStats::default(),
         }
@@ -118,10 +118,13 @@ impl Reassembler {
     pub fn push(&mut self, chunk: Chunk, out: &mut Vec<Segment>) {
         self.stats.chunks += 1;
         let key = (chunk.conn, chunk.dir);
-        if !self.streams.contains_key(&key) {
+        if self.streams.len() >= self.limits.max_streams && !self.streams.contains_key(&key) {
             self.make_room(out);
         }
+        // One map lookup per chunk: the waiting set changes only when the stream starts or
+        // stops holding chunks.
         let stream = self.streams.entry(key).or_default();
+        let was_waiting = !stream.pending.is_empty();
         stream.last_ts = stream.last_ts.max(chunk.ts);
         let mut released = Released::new(out, &mut self.stats);
 
@@ -137,7 +140,12 @@ impl Reassembler {
             self.total_pending_bytes += hold(stream, chunk);
             self.total_pending_bytes -= released.enforce_window(stream, &self.limits);
         }
-        self.note_waiting(key);
+        let now_waiting = !stream.pending.is_empty();
+        if now_waiting && !was_waiting {
+            self.waiting.insert(key);
+        } else if was_waiting && !now_waiting {
+            self.waiting.remove(&key);
+        }
         if self.total_pending_bytes > self.limits.max_total_pending_bytes {
             self.stats.total_cap_releases += 1;
             self.release_all_pending(out);
@@ -202,18 +210,6 @@ impl Reassembler {
             self.total_pending_bytes -= released.release_with_gaps(stream);
         }
         self.waiting.remove(&key);
-    }
-
-    fn note_waiting(&mut self, key: StreamKey) {
-        if self
-            .streams
-            .get(&key)
-            .is_some_and(|s| !s.pending.is_empty())
-        {
-            self.waiting.insert(key);
-        } else {
-            self.waiting.remove(&key);
-        }
     }
 
     /// At the stream cap, forgets the least recently active sixteenth of the streams, so the

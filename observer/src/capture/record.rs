@@ -5,14 +5,19 @@
 //! secret query parameters are overwritten with `*` of the same length, so stream offsets
 //! and message lengths stay true.
 use std::{
+    cell::RefCell,
     collections::HashMap,
     fs::File,
-    io::{BufReader, BufWriter, Read, Write},
+    io::{BufWriter, Read, Write},
     path::Path,
 };
 
 use anyhow::{Context, Result, bail};
-use bytes::Bytes;
+use bytes::{Buf, Bytes, BytesMut};
+use serde::{
+    Deserializer,
+    de::{SeqAccess, Visitor},
+};
 
 use super::{CaptureEvent, ConnKey, Direction};
 
@@ -72,30 +77,56 @@ impl RecordWriter {
 
 /// Reads a recording back, event by event.
 pub struct RecordReader {
-    input: BufReader<File>,
-    /// The current record, its allocation reused from record to record.
-    record: Vec<u8>,
+    input: File,
+    /// Bytes read from the file and not decoded yet. Chunk data is sliced out of it (no copy
+    /// per chunk); a block is freed when no chunk refers to it any more.
+    block: Bytes,
 }
+
+/// How much of the file one read takes: many records per read, little memory held per block.
+const BLOCK_LEN: usize = 256 << 10;
 
 impl RecordReader {
     pub fn open(path: &Path) -> Result<RecordReader> {
-        let file =
+        let input =
             File::open(path).with_context(|| format!("opening recording {}", path.display()))?;
-        let mut input = BufReader::new(file);
-        let mut magic = [0u8; MAGIC.len()];
-        input
-            .read_exact(&mut magic)
+        let mut reader = RecordReader {
+            input,
+            block: Bytes::new(),
+        };
+        let whole = reader
+            .fill(MAGIC.len())
             .context("reading the recording's header")?;
-        if magic != MAGIC {
+        if !whole || &reader.block[..MAGIC.len()] != MAGIC {
             bail!(
                 "{} is not an observer recording (made by `observer capture --record`)",
                 path.display()
             );
         }
-        Ok(RecordReader {
-            input,
-            record: Vec::new(),
-        })
+        reader.block.advance(MAGIC.len());
+        Ok(reader)
+    }
+
+    /// Reads until at least `need` bytes are pending; false if the file ends first.
+    fn fill(&mut self, need: usize) -> std::io::Result<bool> {
+        let have = self.block.len();
+        if have >= need {
+            return Ok(true);
+        }
+        let mut next = BytesMut::zeroed(need.max(BLOCK_LEN));
+        next[..have].copy_from_slice(&self.block);
+        let mut filled = have;
+        while filled < need {
+            match self.input.read(&mut next[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        next.truncate(filled);
+        self.block = next.freeze();
+        Ok(filled >= need)
     }
 }
 
@@ -103,26 +134,80 @@ impl Iterator for RecordReader {
     type Item = Result<CaptureEvent>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let mut len = [0u8; 4];
-        match self.input.read_exact(&mut len) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return None,
+        match self.fill(4) {
+            Ok(true) => {}
+            Ok(false) => return None,
             Err(e) => return Some(Err(e.into())),
         }
-        let len = u32::from_le_bytes(len) as usize;
+        let len = u32::from_le_bytes([self.block[0], self.block[1], self.block[2], self.block[3]])
+            as usize;
         if len > MAX_RECORD_LEN {
             return Some(Err(anyhow::anyhow!(
                 "corrupt recording: a record claims {len} bytes"
             )));
         }
-        self.record.resize(len, 0);
-        if let Err(e) = self.input.read_exact(&mut self.record) {
-            // A recording cut short (the observer was killed): what came before stands.
-            log::warn!("recording ends inside a record: {e}");
-            return None;
+        match self.fill(4 + len) {
+            Ok(true) => {}
+            Ok(false) => {
+                // A recording cut short (the observer was killed): what came before stands.
+                log::warn!("recording ends inside a record");
+                return None;
+            }
+            Err(e) => return Some(Err(e.into())),
         }
-        Some(postcard::from_bytes(&self.record).context("corrupt recording: undecodable record"))
+        let record = self.block.slice(4..4 + len);
+        self.block.advance(4 + len);
+        let event = DECODING.with(|source| {
+            *source.borrow_mut() = record.clone();
+            let event = postcard::from_bytes(&record);
+            *source.borrow_mut() = Bytes::new();
+            event
+        });
+        Some(event.context("corrupt recording: undecodable record"))
     }
+}
+
+thread_local! {
+    /// The record being decoded, for `chunk_data` to slice from.
+    static DECODING: RefCell<Bytes> = RefCell::new(Bytes::new());
+}
+
+/// Deserialises a chunk's data: a slice of the record being decoded when it lies inside it
+/// (no copy), a copy otherwise (other formats, other callers).
+pub(super) fn chunk_data<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Bytes, D::Error> {
+    struct DataVisitor;
+    impl<'de> Visitor<'de> for DataVisitor {
+        type Value = Bytes;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("chunk bytes")
+        }
+        fn visit_borrowed_bytes<E>(self, data: &'de [u8]) -> Result<Bytes, E> {
+            Ok(DECODING.with(|source| {
+                let source = source.borrow();
+                let inside = source.as_ptr_range();
+                let range = data.as_ptr_range();
+                if !data.is_empty() && inside.start <= range.start && range.end <= inside.end {
+                    source.slice_ref(data)
+                } else {
+                    Bytes::copy_from_slice(data)
+                }
+            }))
+        }
+        fn visit_bytes<E>(self, data: &[u8]) -> Result<Bytes, E> {
+            Ok(Bytes::copy_from_slice(data))
+        }
+        fn visit_byte_buf<E>(self, data: Vec<u8>) -> Result<Bytes, E> {
+            Ok(Bytes::from(data))
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Bytes, A::Error> {
+            let mut data = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(MAX_RECORD_LEN));
+            while let Some(byte) = seq.next_element()? {
+                data.push(byte);
+            }
+            Ok(Bytes::from(data))
+        }
+    }
+    deserializer.deserialize_bytes(DataVisitor)
 }
 
 /// Masks secret values in one direction of one connection, across chunk boundaries.
@@ -220,6 +305,52 @@ mod tests {
             scrubber.scrub(part);
         }
         String::from_utf8(bytes).expect("ascii")
+    }
+
+    fn chunk(offset: u64, data: &[u8]) -> CaptureEvent {
+        CaptureEvent::Data(super::super::Chunk {
+            conn: ConnKey { pid: 7, conn: 1 },
+            tid: 7,
+            dir: Direction::Ingress,
+            ts: offset,
+            offset,
+            data: Bytes::copy_from_slice(data),
+            truncated_after: false,
+            library: super::super::TlsLibrary::OpenSsl,
+        })
+    }
+
+    /// Records that span block boundaries read back whole; a recording cut inside a record
+    /// keeps the records before the cut.
+    #[test]
+    fn reads_back_across_blocks_and_stops_at_a_cut() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("r.rec");
+        let events: Vec<CaptureEvent> = (0..200u64)
+            .map(|i| chunk(i * 3000, &vec![b'a' + (i % 26) as u8; 3000]))
+            .collect();
+        let mut writer = RecordWriter::create(&path).expect("create");
+        for event in &events {
+            writer.write(event).expect("write");
+        }
+        writer.finish().expect("finish");
+        let read: Vec<CaptureEvent> = RecordReader::open(&path)
+            .expect("open")
+            .collect::<Result<_>>()
+            .expect("read");
+        assert_eq!(read, events);
+
+        let len = std::fs::metadata(&path).expect("size").len();
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .expect("open");
+        file.set_len(len - 100).expect("cut");
+        let read: Vec<CaptureEvent> = RecordReader::open(&path)
+            .expect("open")
+            .collect::<Result<_>>()
+            .expect("read");
+        assert_eq!(read, events[..events.len() - 1]);
     }
 
     #[test]

@@ -6,6 +6,10 @@ use serde::{Deserialize, Serialize};
 
 /// One connection as the kernel names it: the process and its TLS session handle (or, for
 /// plaintext HTTP, an id the kernel gave the socket).
+/// The hasher for maps keyed by connection, looked up for every chunk: seeded, and much
+/// faster than SipHash on small keys.
+pub type ConnHash = foldhash::fast::RandomState;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ConnKey {
     pub pid: u32,
@@ -82,6 +86,7 @@ pub struct Chunk {
     pub ts: u64,
     /// Position of `data[0]` in this connection's stream for `dir`. A jump means lost bytes.
     pub offset: u64,
+    #[serde(deserialize_with = "super::record::chunk_data")]
     pub data: Bytes,
     /// The TLS call was larger than the kernel's per-call cap: bytes after this chunk's end
     /// up to the next offset were not copied.

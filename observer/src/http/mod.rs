@@ -14,7 +14,7 @@ use std::collections::HashMap;
 
 pub use types::*;
 
-use crate::capture::{CaptureEvent, ConnKey, Direction, TlsLibrary, Unfollowed};
+use crate::capture::{CaptureEvent, ConnHash, ConnKey, Direction, TlsLibrary, Unfollowed};
 use crate::reassemble::{Reassembler, ReassemblyLimits, ReassemblyStats, Segment};
 use common::{CloseReason, Cx};
 use h1::{Http1Conn, Role, StartLine, sniff_start_line};
@@ -149,7 +149,7 @@ fn classify(dir: Direction, first_bytes: &[u8], max_head: usize) -> Option<Verdi
 pub struct HttpTracker {
     limits: HttpLimits,
     follows_response: ResponseFilter,
-    conns: HashMap<ConnKey, Connection>,
+    conns: HashMap<ConnKey, Connection, ConnHash>,
     stats: HttpStats,
     /// What stopped being followed since the last [`Self::take_unfollowed`].
     unfollowed: Vec<Unfollowed>,
@@ -160,7 +160,7 @@ impl HttpTracker {
         Self {
             limits,
             follows_response,
-            conns: HashMap::new(),
+            conns: HashMap::default(),
             stats: HttpStats::default(),
             unfollowed: Vec::new(),
         }

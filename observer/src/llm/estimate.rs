@@ -21,7 +21,15 @@ pub(crate) fn estimate_missing_usage(call: &mut LlmCall) {
     let reported = [attr::USAGE_INPUT_TOKENS, attr::USAGE_OUTPUT_TOKENS]
         .iter()
         .any(|key| call.attribute(key).is_some());
-    if reported {
+    // Building a tokenizer takes a noticeable fraction of a second: only when there is text.
+    let has_text = [
+        attr::INPUT_MESSAGES,
+        attr::SYSTEM_INSTRUCTIONS,
+        attr::OUTPUT_MESSAGES,
+    ]
+    .iter()
+    .any(|key| call.attribute(key).and_then(Value::as_array).is_some());
+    if reported || !has_text {
         return;
     }
     let bpe = tokenizer_for(call);

@@ -42,6 +42,10 @@ WORKLOADS = {
     "calls": ("calls", 15000, "(c') non-HTTP protocol, 64-byte messages both ways, in one process (15,000 each way)", "cpu_seconds"),
 }
 CONFIGS = ["none", "observer", "sslsniff"]
+# The machine has 2 vCPUs: workloads run on the second, tracers' user space on the first, so that
+# neither preempts the other; the probes themselves still run in the workload, on its vCPU.
+WORKLOAD_CPU = ["taskset", "-c", "1"]
+TRACER_CPU = ["taskset", "-c", "0", "nice", "-n", "-10"]
 
 
 def log(*args):
@@ -99,10 +103,10 @@ class Tracer:
         if kind == "none":
             return
         if kind == "observer":
-            cmd = ["nice", "-n", "-10", str(observer), "capture", "-f", "jsonl", "-q", "-o", str(self.spans_path), *extra]
+            cmd = [*TRACER_CPU, str(observer), "capture", "-f", "jsonl", "-q", "-o", str(self.spans_path), *extra]
             ready_on, pattern = "stderr", r"^ready:"
         else:
-            cmd = ["nice", "-n", "-10", "/usr/bin/python3", str(HERE / "sslsniff_shim.py")]
+            cmd = [*TRACER_CPU, "/usr/bin/python3", str(HERE / "sslsniff_shim.py")]
             ready_on, pattern = "stdout", r"FUNC\s+TIME"
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         OWN_TRACERS.add(self.proc.pid)
@@ -176,14 +180,13 @@ def wait_for_quiet(limit_s=600):
 
 
 def run_workload(tls_loop, cert, key, mode, count, env=None, quiet=False):
-    """Runs one workload at normal priority (a real-time workload would starve the tracers' user
-    space of the only other vCPU). With `quiet`, waits until no foreign tracer is attached and
-    retries a run during which one appeared."""
+    """Runs one workload on its own vCPU (see WORKLOAD_CPU). With `quiet`, waits until no foreign
+    tracer is attached and retries a run during which one appeared."""
     for attempt in range(20):
         if quiet:
             wait_for_quiet()
         out = subprocess.run(
-            [str(tls_loop), mode, str(count), str(cert), str(key)],
+            [*WORKLOAD_CPU, str(tls_loop), mode, str(count), str(cert), str(key)],
             check=True, capture_output=True, env={**os.environ, **(env or {})},
         ).stdout
         if not quiet or not foreign_tracers():
@@ -198,7 +201,7 @@ GO_ECHO = ["bench", "20000", "1024"]
 
 def go_echo_ns(go_client):
     """(g): ns per round trip of the Go client's in-process crypto/tls echo (4 TLS calls each)."""
-    out = subprocess.run([str(go_client), *GO_ECHO], check=True, capture_output=True, text=True).stdout
+    out = subprocess.run([*WORKLOAD_CPU, str(go_client), *GO_ECHO], check=True, capture_output=True, text=True).stdout
     for line in out.splitlines():
         try:
             value = json.loads(line)
@@ -291,7 +294,7 @@ def span_delay(args, tls_loop, cert, key, workdir):
     """(f): response end (client clock) to the span's line reaching a reader of the output."""
     times = workdir / "response-ends.txt"
     times.unlink(missing_ok=True)
-    proc = subprocess.Popen([str(args.observer), "capture", "-f", "jsonl", "-q", "-o", "-"],
+    proc = subprocess.Popen([*TRACER_CPU, str(args.observer), "capture", "-f", "jsonl", "-q", "-o", "-"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     OWN_TRACERS.add(proc.pid)
     out = Reader(proc.stdout)
@@ -346,15 +349,16 @@ def write_results(args, inter, replay, mem, delay, path):
     o.append("## Commands\n")
     o.append("```")
     o.append(f"bench/run.sh   # builds bench/tls_loop.c and target/release/observer, installs bpfcc-tools, runs {args.rounds} rounds")
-    o.append("observer capture -f jsonl -q -o SPANS           # the observer, whole host")
-    o.append("sslsniff-bpfcc                                  # the peer (bcc, Debian bpfcc-tools), whole host")
+    o.append("taskset -c 0 nice -n -10 observer capture -f jsonl -q -o SPANS   # the observer, whole host")
+    o.append("taskset -c 0 nice -n -10 sslsniff-bpfcc                         # the peer (bcc, Debian bpfcc-tools), whole host")
     for name, (mode, count, _, _) in WORKLOADS.items():
-        o.append(f"tls_loop {mode} {count} cert.pem key.pem")
+        o.append(f"taskset -c 1 tls_loop {mode} {count} cert.pem key.pem")
     o.append("```\n")
     o.append("## (a)-(c) Workloads side by side\n")
     o.append(f"{args.rounds} rounds; each round runs every workload with no tracer, then with the observer, then with "
-             "sslsniff (each tracer started before and stopped after its part of the round; tracers run at nice -10, "
-             "workloads at normal priority). Every workload runs only while no other process on this machine "
+             "sslsniff (each tracer started before and stopped after its part of the round). Workloads run on vCPU 1 "
+             "and tracers' user space on vCPU 0 at nice -10 (`taskset`), so neither preempts the other; the probes "
+             "themselves run in the workload, on its vCPU. Every workload runs only while no other process on this machine "
              "holds uprobes (other "
              "observers' tests attach to the same libssl; a run during which one appeared is repeated). "
              "The compared figure is the median over rounds of wall seconds for (a), where the client waits on "

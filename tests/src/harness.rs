@@ -719,6 +719,20 @@ impl TestEnv {
         self.client_env(&mut command);
         Proc::spawn(&format!("client {}", client[1..].join(" ")), command)
     }
+
+    /// Starts the openai SDK's slow stream (an event every 250 ms for a minute), not under the
+    /// observer, and waits for its first delta: the client and the stream's response id.
+    pub fn start_slow_stream(&self) -> (Proc, String) {
+        let client = self.spawn_client(&self.client("openai_calls.py", &["chat_stream_slow"]));
+        let first = client
+            .stdout
+            .wait_for(Duration::from_secs(60), |l| {
+                l.starts_with("first-delta id=")
+            })
+            .unwrap_or_else(|| panic!("the slow stream never started: {}", client.describe()));
+        let response_id = first["first-delta id=".len()..].to_owned();
+        (client, response_id)
+    }
 }
 
 impl Drop for TestEnv {

@@ -28,14 +28,7 @@ fn sigint_with_a_stream_in_flight_yields_an_incomplete_span() {
         .take(15)
         .collect();
     let watcher = env.watch(&["--comm", &python_comm]);
-    let client = env.spawn_client(&env.client("openai_calls.py", &["chat_stream_slow"]));
-    let first = client
-        .stdout
-        .wait_for(Duration::from_secs(60), |l| {
-            l.starts_with("first-delta id=")
-        })
-        .unwrap_or_else(|| panic!("the slow stream never started: {}", client.describe()));
-    let response_id = first["first-delta id=".len()..].to_owned();
+    let (client, response_id) = env.start_slow_stream();
     // Let a few more events arrive (the server sends one every 250 ms for a minute).
     std::thread::sleep(Duration::from_millis(800));
     let run = watcher.stop(libc::SIGINT);

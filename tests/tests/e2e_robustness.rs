@@ -89,14 +89,7 @@ fn sigkill_then_restart_on_the_same_store() {
 fn client_killed_mid_stream_yields_an_incomplete_span() {
     let env = TestEnv::new();
     let watcher = env.watch(&[]);
-    let client = env.spawn_client(&env.client("openai_calls.py", &["chat_stream_slow"]));
-    let first = client
-        .stdout
-        .wait_for(Duration::from_secs(60), |l| {
-            l.starts_with("first-delta id=")
-        })
-        .unwrap_or_else(|| panic!("the slow stream never started: {}", client.describe()));
-    let response_id = first["first-delta id=".len()..].to_owned();
+    let (client, response_id) = env.start_slow_stream();
     std::thread::sleep(Duration::from_millis(800));
     client.signal(libc::SIGKILL);
     drop(client);

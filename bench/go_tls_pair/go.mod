@@ -1,0 +1,3 @@
+module observer-bench/go-tls-pair
+
+go 1.18

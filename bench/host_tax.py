@@ -42,6 +42,7 @@ CONFIGS = ["none", "observer", "sslsniff"]
 # This script, the mock LLM servers and the LLM calls run on vCPU 0 with the tracers' user space;
 # workloads and their servers on vCPU 1.
 OWN_CPU = {0}
+WORKLOAD_VCPU = int(WORKLOAD_CPU[-1])
 WORKLOADS = {
     # name: (description, figure's unit)
     "dd": ("file syscalls: `dd` 64-byte blocks /dev/zero → /dev/null (2,000,000 blocks)", "MB/s"),
@@ -170,6 +171,15 @@ http {{
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def cpu_busy_seconds(cpu):
+    """Non-idle time of one CPU since boot (/proc/stat), in seconds."""
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith(f"cpu{cpu} "):
+            ticks = [int(x) for x in line.split()[1:]]
+            return (sum(ticks[:8]) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # minus idle, iowait
+    return 0.0
 
 
 def timed(cmd):
@@ -330,9 +340,11 @@ def measure(cmd, workload, tracer_pid, servers, label, llm_calls):
         quiet()
         calls = LlmCalls(servers, label, 0.2) if llm_calls else None
         cpu_before = proc_cpu_seconds(tracer_pid) if tracer_pid else 0.0
+        busy_before = cpu_busy_seconds(WORKLOAD_VCPU)
         started = time.time()
         out, wall, cpu = timed(cmd)
         ended = time.time()
+        busy = cpu_busy_seconds(WORKLOAD_VCPU) - busy_before
         tracer_cpu = proc_cpu_seconds(tracer_pid) - cpu_before if tracer_pid else 0.0
         if calls:
             calls.join(120)
@@ -341,7 +353,10 @@ def measure(cmd, workload, tracer_pid, servers, label, llm_calls):
             placed += calls.calls
         if not foreign_tracers():
             result = parse(workload, out)
-            result.update(wall=wall, cpu=cpu, tracer_cpu=tracer_cpu, attempts=attempt + 1, started=started, ended=ended)
+            # Throughput per CPU second spent: the workload's vCPU (clients, servers, their probes)
+            # plus the tracer's own process on the other vCPU.
+            result["per_cpu_s"] = result["value"] * wall / max(busy + tracer_cpu, 1e-9)
+            result.update(wall=wall, cpu=cpu, vcpu_busy=busy, tracer_cpu=tracer_cpu, attempts=attempt + 1, started=started, ended=ended)
             return result, placed
     raise RuntimeError("other tracers kept attaching: no quiet window for the measurement")
 
@@ -351,7 +366,9 @@ def run_rounds(args, servers, workdir):
     results = {c: {w: [] for w in cmds} for c in CONFIGS}
     rounds = []
     for round_no in range(args.rounds):
-        for config in CONFIGS:
+        # The order of the configurations turns by one each round, so that a drift of the machine
+        # over a round (other load, caches, clocks) does not always favour the same column.
+        for config in CONFIGS[round_no % 3:] + CONFIGS[:round_no % 3]:
             if config == "sslsniff" and args.no_sslsniff:
                 continue
             tracer = Tracer(config, args.observer, workdir)
@@ -412,6 +429,8 @@ def write_results(args, servers, cmds, results, rounds, machine, duration, path)
     configs = [c for c in CONFIGS if results[c] and all(results[c][w] for w in cmds)]
     value = {c: {w: median([r["value"] for r in results[c][w]]) for w in cmds} for c in configs}
     ratio = {c: {w: value[c][w] / value["none"][w] for w in cmds} for c in configs}
+    per_cpu = {c: {w: median([r["per_cpu_s"] for r in results[c][w]]) for w in cmds} for c in configs}
+    cpu_ratio = {c: {w: per_cpu[c][w] / per_cpu["none"][w] for w in cmds} for c in configs}
     observer_rounds = [r for r in rounds if r["config"] == "observer"]
     placed = [c for r in observer_rounds for c in r["calls"]]
     captured = [c for c in placed if c.get("captured")]
@@ -459,24 +478,34 @@ def write_results(args, servers, cmds, results, rounds, machine, duration, path)
     o.append("python3 -c 'http.client.HTTP(S)Connection(...).request(\"POST\", ...)'   # the same from Python, plaintext and TLS")
     o.append("```\n")
     o.append(
-        f"{plural(args.rounds, 'round')}; each round runs every workload with no tracer, then with the observer watching the whole "
-        "host (`observer capture` with no pid filter, started and waited for before its part, stopped after), then "
-        "with sslsniff. The servers already exist when a tracer starts (found by its start-up scan, if it scans); the "
+        f"{plural(args.rounds, 'round')}; each round runs every workload with no tracer, with the observer watching the whole "
+        "host (`observer capture` with no pid filter, started and waited for before its part, stopped after), and "
+        "with sslsniff, in an order that turns by one each round (round 1: none, observer, sslsniff; round 2: "
+        "observer, sslsniff, none; ...). The servers already exist when a tracer starts (found by its start-up scan, if it scans); the "
         "clients are new processes in every measurement. Clients and servers share vCPU 1, so the tax on both ends "
         "of a connection is in the figure; the tracers' user space, this script, the mock LLM servers and the LLM "
         "calls run on vCPU 0. As in the sections above, a measurement runs only while no other process holds uprobes "
         "or BPF links, and is repeated if one appeared. Figures are throughput (higher is better), the median over "
         "rounds; ratio = figure / no-tracer figure. nginx keeps its default `keepalive_requests` (1000): wrk "
-        "reconnects every 1,000 requests, so connection set-up (and, over TLS, the handshake) is in the figure.\n")
-    o.append("| workload | figure | none | observer | sslsniff | observer ratio | sslsniff ratio |")
-    o.append("|---|---|---|---|---|---|---|")
+        "reconnects every 1,000 requests, so connection set-up (and, over TLS, the handshake) is in the figure. "
+        "The tracers' user space runs on the other vCPU, so its CPU is not in the throughput ratio (on a host whose "
+        "CPUs are all busy it would be taken from the workloads too): the \"per CPU s\" ratios count it, comparing "
+        "throughput per CPU second spent, that is the workload vCPU's busy time (`/proc/stat`: clients, servers and "
+        "the probes that run in them) plus the tracer process's CPU time.\n")
+    o.append("| workload | figure | none | observer | sslsniff | observer ratio | sslsniff ratio | observer ratio per CPU s | sslsniff ratio per CPU s |")
+    o.append("|---|---|---|---|---|---|---|---|---|")
     cell = lambda c, w: f"{value[c][w]:,.0f}" if c in value else "-"
     rcell = lambda c, w: fmt_ratio(ratio[c][w]) if c in ratio else "-"
+    ccell = lambda c, w: fmt_ratio(cpu_ratio[c][w]) if c in cpu_ratio else "-"
     for w in cmds:
         desc, unit = WORKLOADS[w]
         o.append(f"| {desc} | {unit} | {cell('none', w)} | {cell('observer', w)} | {cell('sslsniff', w)} | "
-                 f"{rcell('observer', w)} | {rcell('sslsniff', w)} |")
+                 f"{rcell('observer', w)} | {rcell('sslsniff', w)} | {ccell('observer', w)} | {ccell('sslsniff', w)} |")
     o.append("")
+    spread = {w: (max(r["value"] for r in results["none"][w]) - min(r["value"] for r in results["none"][w])) / value["none"][w]
+              for w in cmds}
+    o.append("Spread of the no-tracer figure over the rounds ((max − min) / median), a measure of this machine's noise "
+             "against the 3 % the targets allow: " + ", ".join(f"{w} {100 * x:.1f} %" for w, x in spread.items()) + ".\n")
     o.append("Per round (none / observer / sslsniff):\n")
     o.append("| round | " + " | ".join(cmds) + " |")
     o.append("|---|" + "---|" * len(cmds))
@@ -492,7 +521,7 @@ def write_results(args, servers, cmds, results, rounds, machine, duration, path)
              "processes against the mock server while the workload ran; a call is captured when the span file holds "
              "a call span with the client's pid and the response id the client received. \"Other spans\" are call "
              "spans matching no placed call (the workloads carry no LLM traffic, so 0 is expected).\n")
-    o.append("| round | observer CPU s | " + " | ".join(f"CPU s during {w}" for w in cmds) +
+    o.append("| round | observer CPU s (its whole part) | " + " | ".join(f"CPU s during {w}" for w in cmds) +
              " | events lost | LLM calls placed / captured | other spans | sslsniff CPU s | sslsniff events lost |")
     o.append("|---|---|" + "---|" * len(cmds) + "---|---|---|---|---|")
     for i in range(args.rounds):
@@ -559,7 +588,7 @@ def write_results(args, servers, cmds, results, rounds, machine, duration, path)
         raw = {}
     raw["host_tax"] = {
         "machine": machine, "rounds": args.rounds, "duration_s": duration, "commands": {w: [str(x) for x in c] for w, c in cmds.items()},
-        "median": value, "ratio": ratio, "results": results, "per_round": rounds,
+        "median": value, "ratio": ratio, "per_cpu_s_median": per_cpu, "per_cpu_s_ratio": cpu_ratio, "none_spread": spread, "results": results, "per_round": rounds,
         "llm_calls": {"placed": len(placed), "captured": len(captured)},
     }
     raw_path.write_text(json.dumps(raw, indent=1))

@@ -365,6 +365,10 @@ def run_rounds(args, servers, workdir):
     cmds = workload_commands(args, servers)
     results = {c: {w: [] for w in cmds} for c in CONFIGS}
     rounds = []
+    # One unrecorded pass first: the servers' first connections, page cache, CPU frequency.
+    log("host tax: warm-up pass (not recorded)")
+    for cmd in cmds.values():
+        timed(cmd)
     for round_no in range(args.rounds):
         # The order of the configurations turns by one each round, so that a drift of the machine
         # over a round (other load, caches, clocks) does not always favour the same column.
@@ -483,7 +487,7 @@ def write_results(args, servers, cmds, results, rounds, machine, duration, path)
         "with sslsniff, in an order that turns by one each round (round 1: none, observer, sslsniff; round 2: "
         "observer, sslsniff, none; ...). The servers already exist when a tracer starts (found by its start-up scan, if it scans); the "
         "clients are new processes in every measurement. Clients and servers share vCPU 1, so the tax on both ends "
-        "of a connection is in the figure; the tracers' user space, this script, the mock LLM servers and the LLM "
+        "of a connection is in the figure (one unrecorded pass of every workload precedes the rounds); the tracers' user space, this script, the mock LLM servers and the LLM "
         "calls run on vCPU 0. As in the sections above, a measurement runs only while no other process holds uprobes "
         "or BPF links, and is repeated if one appeared. Figures are throughput (higher is better), the median over "
         "rounds; ratio = figure / no-tracer figure. nginx keeps its default `keepalive_requests` (1000): wrk "

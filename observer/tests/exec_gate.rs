@@ -304,6 +304,75 @@ fn opens_of_a_marked_file_are_held_and_no_other() {
     assert_eq!(gate.stats().files_marked, 1);
 }
 
+#[test]
+fn filesystems_mounted_later_are_marked_on_request() {
+    let Some(_serial) = serial() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let [tmpfs, lower, upper, work, merged] =
+        ["tmpfs", "lower", "upper", "work", "merged"].map(|name| dir.path().join(name));
+    for path in [&tmpfs, &lower, &upper, &work, &merged] {
+        std::fs::create_dir(path).expect("mkdir");
+    }
+    marker_program(&lower);
+    let overlay = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.display(),
+        upper.display(),
+        work.display()
+    );
+    let (gate, holds) =
+        ExecGate::start_with(Path::new(GATE_PROGRAM), Duration::from_secs(2)).expect("gate");
+    let (seen_tx, seen_rx) = mpsc::channel();
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let (gate, seen_tx, stop) = (&gate, &seen_tx, &stop);
+        scope.spawn(move || answer_holds(gate, holds, (0, 0), None, seen_tx, stop));
+        let mounts = (
+            Mounted::new(&["-t", "tmpfs", "tmpfs"], &tmpfs),
+            Mounted::new(&["-t", "overlay", "overlay", "-o", &overlay], &merged),
+        );
+        let (Some(tmpfs_mount), Some(overlay_mount)) = mounts else {
+            eprintln!("skipped: cannot mount a tmpfs and an overlay here");
+            stop.store(true, Ordering::SeqCst);
+            return;
+        };
+        let on_tmpfs = marker_program(&tmpfs);
+        let on_overlay = merged.join("held-program");
+        let held = |program: &Path| {
+            let file = id_of(program);
+            timed_run(program);
+            seen_rx.try_iter().any(|seen| seen.file == file)
+        };
+        assert!(!held(&on_tmpfs), "held before its filesystem was marked");
+        gate.mark_new_filesystems();
+        assert!(held(&on_tmpfs), "an exec on a new tmpfs was not held");
+        assert!(held(&on_overlay), "an exec on an overlay was not held");
+        // Unmounted while holds are still answered: umount is held too.
+        drop((tmpfs_mount, overlay_mount));
+        stop.store(true, Ordering::SeqCst);
+    });
+}
+
+/// A filesystem mounted for a test, lazily unmounted when dropped.
+struct Mounted(PathBuf);
+
+impl Mounted {
+    fn new(args: &[&str], target: &Path) -> Option<Mounted> {
+        let mounted = Command::new("mount")
+            .args(args)
+            .arg(target)
+            .status()
+            .is_ok_and(|status| status.success());
+        mounted.then(|| Mounted(target.to_path_buf()))
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
 fn find_in_path(program: &str) -> Option<PathBuf> {
     std::env::split_paths(&std::env::var_os("PATH")?)
         .map(|dir| dir.join(program))

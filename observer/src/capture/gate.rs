@@ -9,9 +9,9 @@
 //! the only copy of the fanotify descriptor, forwards each event to the observer over a socket
 //! pair, and answers the kernel when the observer replies or when the bound passes, whichever
 //! comes first. Once an event has waited out the bound the gate waits for nothing until the
-//! observer speaks again, so a stopped observer costs one bound on one exec, then nothing. When
-//! the observer dies its socket closes and the gate answers everything and exits; when the gate
-//! dies the kernel lets everything go. The gate never denies.
+//! observer speaks again, so a stopped observer delays execs once, by the bound, then no more.
+//! When the observer dies its socket closes and the gate answers everything and exits; when the
+//! gate dies the kernel lets everything go. The gate never denies.
 use std::{
     collections::HashSet,
     ffi::{OsStr, OsString},
@@ -111,7 +111,7 @@ pub struct Hold {
 pub struct GateStats {
     /// Holds the observer received.
     pub holds: u64,
-    /// Holds let go unseen because the consumer had [`HOLD_QUEUE`] waiting already.
+    /// Holds let go unseen because the consumer had 256 waiting already (or had gone).
     pub holds_dropped: u64,
     /// Holds the observer released (some perhaps after the gate had let them go).
     pub released_by_observer: u64,
@@ -586,7 +586,8 @@ pub fn run_exec_gate() -> ExitCode {
     if let Err(errno) = nix::sys::prctl::set_name(c"observer-gate") {
         eprintln!("observer-gate: naming the process: {errno}");
     }
-    // The observer ends the gate explicitly, and its death ends it too (the socket closes).
+    // The observer ends the gate explicitly, and its death ends it too: the socket closes.
+    // (Not PR_SET_PDEATHSIG, which fires when the thread that started the gate exits.)
     for ignored in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
         // SAFETY: SIG_IGN runs no handler code.
         if let Err(errno) = unsafe { signal(ignored, SigHandler::SigIgn) } {
@@ -621,6 +622,7 @@ fn gate_arguments(args: &[OsString]) -> Option<(Fanotify, OwnedFd, Duration)> {
         number(fd)
             .and_then(|fd| RawFd::try_from(fd).ok())
             // Standard streams are never ours, and the descriptor must be open.
+            // SAFETY: F_GETFD only reads the descriptor's flags.
             .filter(|&fd| fd > 2 && unsafe { libc::fcntl(fd, libc::F_GETFD) } != -1)
     });
     let (fanotify, socket) = (fanotify?, socket?);

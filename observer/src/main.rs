@@ -277,6 +277,13 @@ enum Format {
 }
 
 fn main() -> ExitCode {
+    // The exec gate is this executable re-run by the observer: nothing else may start in it.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|arg| arg == observer::capture::EXEC_GATE_ARG)
+    {
+        return observer::capture::run_exec_gate();
+    }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("observer=info"))
         .format_timestamp(None)
         .init();

@@ -9,6 +9,7 @@ mod container;
 mod decode;
 mod discover;
 mod elf;
+mod gate;
 mod golang;
 mod probe_sites;
 mod probes;
@@ -30,6 +31,7 @@ use std::{
 
 use anyhow::Result;
 pub use decode::Clock;
+pub use gate::{EXEC_GATE_ARG, ExecGate, GateStats, Hold, HoldKind, run_exec_gate};
 pub use probes::{KernelCounters, running_as_root};
 pub use types::*;
 

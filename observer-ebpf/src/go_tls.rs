@@ -15,7 +15,7 @@ use aya_ebpf::{
 };
 use observer_ebpf::{direction, tls_source};
 
-use crate::probes::{ActiveCall, copy_wanted, emit_data, end_connection, traced};
+use crate::probes::{ActiveCall, copy_wanted, emit_data, end_connection, hit};
 
 /// A goroutine of a process. The `g` pointer is stable for the goroutine's life.
 #[repr(C)]
@@ -36,14 +36,13 @@ fn registers(ctx: &ProbeContext) -> &pt_regs {
     unsafe { &*ctx.regs }
 }
 
-/// The calling goroutine, when the process is traced.
-fn goroutine(regs: &pt_regs, pid_tgid: u64) -> Option<GoroutineKey> {
-    let pid = (pid_tgid >> 32) as u32;
-    traced(pid).then_some(GoroutineKey {
+/// The calling goroutine.
+fn goroutine(regs: &pt_regs, pid_tgid: u64) -> GoroutineKey {
+    GoroutineKey {
         g: regs.r14,
-        pid,
+        pid: (pid_tgid >> 32) as u32,
         _pad: 0,
-    })
+    }
 }
 
 fn call(conn: u64, buf: u64, dir: u8) -> ActiveCall {
@@ -63,10 +62,8 @@ fn call(conn: u64, buf: u64, dir: u8) -> ActiveCall {
 pub fn go_tls_write(ctx: ProbeContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let regs = registers(&ctx);
-    if regs.rcx == 0
-        || !traced((pid_tgid >> 32) as u32)
-        || !copy_wanted(pid_tgid, regs.rax, direction::EGRESS)
-    {
+    hit(pid_tgid);
+    if regs.rcx == 0 || !copy_wanted(pid_tgid, regs.rax, direction::EGRESS) {
         return 0;
     }
     emit_data(
@@ -82,9 +79,9 @@ pub fn go_tls_write(ctx: ProbeContext) -> u32 {
 pub fn go_tls_read(ctx: ProbeContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let regs = registers(&ctx);
-    if let Some(key) = goroutine(regs, pid_tgid)
-        && copy_wanted(pid_tgid, regs.rax, direction::INGRESS)
-    {
+    hit(pid_tgid);
+    if copy_wanted(pid_tgid, regs.rax, direction::INGRESS) {
+        let key = goroutine(regs, pid_tgid);
         let _ = GO_READS.insert(&key, &call(regs.rax, regs.rbx, direction::INGRESS), 0);
     }
     0
@@ -95,9 +92,7 @@ pub fn go_tls_read(ctx: ProbeContext) -> u32 {
 pub fn go_tls_read_return(ctx: ProbeContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let regs = registers(&ctx);
-    let Some(key) = goroutine(regs, pid_tgid) else {
-        return 0;
-    };
+    let key = goroutine(regs, pid_tgid);
     let Some(read) = (unsafe { GO_READS.get(&key) }).copied() else {
         return 0;
     };
@@ -113,9 +108,6 @@ pub fn go_tls_read_return(ctx: ProbeContext) -> u32 {
 #[uprobe]
 pub fn go_tls_close(ctx: ProbeContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let regs = registers(&ctx);
-    if traced((pid_tgid >> 32) as u32) {
-        end_connection(pid_tgid, regs.rax);
-    }
+    end_connection(pid_tgid, registers(&ctx).rax);
     0
 }

@@ -24,8 +24,17 @@ pub mod kind {
     pub const CONN_END: u32 = 4;
     /// A connection was tied to its socket ([`SocketEvent`]).
     pub const SOCKET: u32 = 5;
-    /// A process mapped a file executable (a library loaded late): the header alone.
+    /// A followed process's dynamic loader changed its list of libraries (dlopen): the
+    /// header alone.
     pub const LIBRARY_MAPPED: u32 = 6;
+    /// A followed process forked ([`ForkEvent`]).
+    pub const FORK: u32 = 7;
+    /// A followed process used up its probe-hit budget for a window ([`COST_HITS_PER_WINDOW`]):
+    /// the header alone.
+    pub const COSTLY: u32 = 8;
+    /// A process no longer followed connected to a peer it had not connected to before
+    /// ([`ConnectEvent`]).
+    pub const CONNECT: u32 = 9;
 }
 
 pub mod flags {
@@ -78,14 +87,50 @@ pub mod counter {
     pub const BYTES_TRUNCATED: u32 = 3;
     /// Failed reads of a traced process's memory.
     pub const READ_FAULTS: u32 = 4;
-    pub const COUNT: u32 = 5;
+    /// Probe hits in followed processes (entry probes: one per TLS or socket call).
+    pub const PROBE_HITS: u32 = 5;
+    /// Calls not copied because user space stopped following their connection.
+    pub const SKIPPED_CONNECTION: u32 = 6;
+    /// Reads not copied because they carried the response to a request that is not an LLM call.
+    pub const SKIPPED_RESPONSE: u32 = 7;
+    /// Socket writes not copied: the socket carries no HTTP request and no TLS session we follow.
+    pub const SKIPPED_NOT_HTTP: u32 = 8;
+    pub const COUNT: u32 = 9;
 }
 
 /// Indexes of the `CONFIG` array.
 pub mod config {
-    /// 1: only processes in `WATCHED_PIDS` (and their descendants) are traced.
-    pub const FILTER_PIDS: u32 = 0;
+    /// 1: report every `execve` on the host; 0: only those of followed processes.
+    pub const EXEC_EVENTS_ALL: u32 = 0;
     pub const COUNT: u32 = 1;
+}
+
+/// The probes are attached per process. Each followed process has a budget of probe hits per
+/// window; past it the kernel reports the process once ([`kind::COSTLY`]) and user space decides
+/// whether following it is worth its cost.
+pub const COST_WINDOW_NS: u64 = 100_000_000;
+/// ~10,000 probed calls a second: about 1 % of a CPU at the measured cost of a hit.
+pub const COST_HITS_PER_WINDOW: u32 = 1_000;
+
+/// A followed process (the `FOLLOWED` map, by pid): its hits in the current window.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Followed {
+    pub window_start_ns: u64,
+    pub hits: u32,
+    /// [`followed_flags`].
+    pub flags: u32,
+}
+
+#[cfg(feature = "user")]
+// SAFETY: plain integers, no padding.
+unsafe impl aya::Pod for Followed {}
+
+pub mod followed_flags {
+    /// The process makes LLM calls: never reported as costly.
+    pub const KEEP: u32 = 1;
+    /// Reported as costly; user space clears it to hear of the process again.
+    pub const REPORTED: u32 = 2;
 }
 
 #[repr(C)]
@@ -134,6 +179,30 @@ pub struct ExecEvent {
 
 /// A process (thread group) ended: the header alone.
 pub type ExitEvent = EventHeader;
+
+/// A followed process forked: `header.pid` is the parent. Threads are reported too (the
+/// tracepoint cannot tell them apart); user space skips them.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ForkEvent {
+    pub header: EventHeader,
+    pub child: u32,
+    pub _pad: u32,
+}
+
+/// A process that is no longer followed connected to a new peer.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ConnectEvent {
+    pub header: EventHeader,
+    /// `AF_INET` or `AF_INET6`.
+    pub family: u16,
+    /// Host byte order.
+    pub port: u16,
+    /// 4 bytes for IPv4, 16 for IPv6, network byte order.
+    pub addr: [u8; 16],
+    pub _pad: u32,
+}
 
 /// A TLS session was freed: its connection is over.
 #[repr(C)]

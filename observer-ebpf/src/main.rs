@@ -12,7 +12,7 @@ mod go_tls;
 mod rustls;
 
 #[cfg(target_arch = "bpf")]
-mod syscalls;
+mod socket_io;
 
 #[cfg(target_arch = "bpf")]
 mod probes {
@@ -29,9 +29,10 @@ mod probes {
         programs::{ProbeContext, RetProbeContext, TracePointContext},
     };
     use observer_ebpf::{
-        CHUNK_CAPACITY, ConnEndEvent, ConnId, CopyVerdict, DATA_EVENT_HEADER_LEN, DataEvent,
-        EventHeader, ExecEvent, MAX_CHUNKS_PER_CALL, StreamKey, config, copy_verdict, counter,
-        direction, flags, kind,
+        CHUNK_CAPACITY, COST_HITS_PER_WINDOW, COST_WINDOW_NS, ConnEndEvent, ConnId, CopyVerdict,
+        DATA_EVENT_HEADER_LEN, DataEvent, EventHeader, ExecEvent, Followed, ForkEvent,
+        MAX_CHUNKS_PER_CALL, StreamKey, config, copy_verdict, counter, direction, flags,
+        followed_flags, kind,
     };
 
     /// Wake the reader only once this much is waiting; below it, user space drains on a timer.
@@ -47,9 +48,10 @@ mod probes {
     #[map]
     static CONFIG: Array<u32> = Array::with_max_entries(config::COUNT, 0);
 
-    /// Processes traced when `config::FILTER_PIDS` is set; children join at fork.
+    /// The processes user space follows (their probes are attached for them alone), with each
+    /// one's probe hits in the current cost window.
     #[map]
-    static WATCHED_PIDS: HashMap<u32, u8> = HashMap::with_max_entries(65536, 0);
+    static FOLLOWED: HashMap<u32, Followed> = HashMap::with_max_entries(65536, 0);
 
     /// A TLS read or write in progress, by thread (pid_tgid). A plain hash (cheaper per call than
     /// an LRU one): a thread that ends inside a call has its entry removed by `process_exit`.
@@ -93,11 +95,37 @@ mod probes {
         }
     }
 
-    pub(crate) fn traced(tgid: u32) -> bool {
-        match CONFIG.get(config::FILTER_PIDS) {
-            Some(&1) => unsafe { WATCHED_PIDS.get(&tgid) }.is_some(),
-            _ => true,
+    /// Counts a probed call against its process's budget; the call that uses the window's
+    /// budget up reports the process to user space (once, until user space asks again).
+    pub(crate) fn hit(pid_tgid: u64) {
+        bump(counter::PROBE_HITS, 1);
+        let Some(state) = FOLLOWED.get_ptr_mut(&((pid_tgid >> 32) as u32)) else {
+            return;
+        };
+        // Threads of one process race on these fields: the count is approximate, which a
+        // budget tolerates.
+        let state = unsafe { &mut *state };
+        let now = unsafe { bpf_ktime_get_ns() };
+        if now.wrapping_sub(state.window_start_ns) > COST_WINDOW_NS {
+            state.window_start_ns = now;
+            state.hits = 0;
         }
+        state.hits += 1;
+        if state.hits == COST_HITS_PER_WINDOW
+            && state.flags & (followed_flags::KEEP | followed_flags::REPORTED) == 0
+        {
+            state.flags |= followed_flags::REPORTED;
+            if EVENTS
+                .output::<EventHeader>(&header(kind::COSTLY, pid_tgid), BPF_RB_FORCE_WAKEUP as u64)
+                .is_err()
+            {
+                bump(counter::EVENTS_LOST, 1);
+            }
+        }
+    }
+
+    pub(crate) fn followed(pid: u32) -> bool {
+        unsafe { FOLLOWED.get(&pid) }.is_some()
     }
 
     pub(crate) fn header(kind: u32, pid_tgid: u64) -> EventHeader {
@@ -120,9 +148,7 @@ mod probes {
 
     fn on_enter(ctx: &ProbeContext, dir: u8, has_count_ptr: bool) -> u32 {
         let pid_tgid = bpf_get_current_pid_tgid();
-        if !traced((pid_tgid >> 32) as u32) {
-            return 0;
-        }
+        hit(pid_tgid);
         let (Some(conn), Some(buf)) = (ctx.arg::<u64>(0), ctx.arg::<u64>(1)) else {
             return 0;
         };
@@ -185,6 +211,7 @@ mod probes {
             return true;
         };
         if verdict.mode == copy_verdict::SKIP {
+            bump(counter::SKIPPED_CONNECTION, 1);
             return false;
         }
         // SKIP_RESPONSE: requests are always copied; a read is skipped until the next request.
@@ -201,6 +228,7 @@ mod probes {
             .unwrap_or(0)
             == verdict.request_end
         {
+            bump(counter::SKIPPED_RESPONSE, 1);
             return false;
         }
         let _ = COPY_VERDICTS.remove(&id);
@@ -356,12 +384,8 @@ mod probes {
 
     #[uprobe]
     pub fn ssl_free(ctx: ProbeContext) -> u32 {
-        let pid_tgid = bpf_get_current_pid_tgid();
-        if !traced((pid_tgid >> 32) as u32) {
-            return 0;
-        }
         if let Some(conn) = ctx.arg::<u64>(0) {
-            end_connection(pid_tgid, conn);
+            end_connection(bpf_get_current_pid_tgid(), conn);
         }
         0
     }
@@ -389,12 +413,20 @@ mod probes {
     // sched/sched_process_fork: parent_pid @12, child_pid @20 (the parent is `current`).
     #[tracepoint]
     pub fn process_fork(ctx: TracePointContext) -> u32 {
-        let parent = (bpf_get_current_pid_tgid() >> 32) as u32;
-        if unsafe { WATCHED_PIDS.get(&parent) }.is_none() {
+        let pid_tgid = bpf_get_current_pid_tgid();
+        if !followed((pid_tgid >> 32) as u32) {
             return 0;
         }
-        if let Ok(child) = unsafe { ctx.read_at::<i32>(20) } {
-            let _ = WATCHED_PIDS.insert(&(child as u32), &1, 0);
+        let Ok(child) = (unsafe { ctx.read_at::<i32>(20) }) else {
+            return 0;
+        };
+        let event = ForkEvent {
+            header: header(kind::FORK, pid_tgid),
+            child: child as u32,
+            _pad: 0,
+        };
+        if EVENTS.output::<ForkEvent>(&event, ring_flags()).is_err() {
+            bump(counter::EVENTS_LOST, 1);
         }
         0
     }
@@ -403,7 +435,7 @@ mod probes {
     #[tracepoint]
     pub fn process_exec(ctx: TracePointContext) -> u32 {
         let pid_tgid = bpf_get_current_pid_tgid();
-        if !traced((pid_tgid >> 32) as u32) {
+        if CONFIG.get(config::EXEC_EVENTS_ALL) != Some(&1) && !followed((pid_tgid >> 32) as u32) {
             return 0;
         }
         let Some(event) = EXEC_SCRATCH.get_ptr_mut(0) else {
@@ -422,7 +454,7 @@ mod probes {
                 event.path_len = path.len() as u32;
             }
         }
-        // At once: discovery races the new program to its first TLS call.
+        // At once: a program that was not held at exec races discovery to its first TLS call.
         if EVENTS
             .output::<ExecEvent>(&*event, BPF_RB_FORCE_WAKEUP as u64)
             .is_err()
@@ -436,17 +468,17 @@ mod probes {
     #[tracepoint]
     pub fn process_exit(ctx: TracePointContext) -> u32 {
         let pid_tgid = bpf_get_current_pid_tgid();
-        let (pid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
-        if tid != pid {
-            // process_fork cannot tell threads from processes: forget threads as they end.
-            let _ = WATCHED_PIDS.remove(&tid);
-        }
-        // A thread that ends inside a TLS call never returns from it.
-        let _ = ACTIVE_CALLS.remove(&pid_tgid);
-        if !matches!(unsafe { ctx.read_at::<u8>(32) }, Ok(1)) || !traced(pid) {
+        let pid = (pid_tgid >> 32) as u32;
+        if !followed(pid) {
             return 0;
         }
-        let _ = WATCHED_PIDS.remove(&pid);
+        // A thread that ends inside a call never returns from it.
+        let _ = ACTIVE_CALLS.remove(&pid_tgid);
+        crate::socket_io::thread_exited(pid_tgid);
+        if !matches!(unsafe { ctx.read_at::<u8>(32) }, Ok(1)) {
+            return 0;
+        }
+        let _ = FOLLOWED.remove(&pid);
         if EVENTS
             .output::<EventHeader>(&header(kind::EXIT, pid_tgid), ring_flags())
             .is_err()

@@ -19,7 +19,7 @@ use aya_ebpf::{
 };
 use observer_ebpf::{counter, direction};
 
-use crate::probes::{ActiveCall, bump, copy_wanted, emit_data, traced};
+use crate::probes::{ActiveCall, bump, copy_wanted, emit_data, hit};
 
 /// Vectored writes: chunks looked at per call (hyper writes headers and body as two or three).
 const MAX_CHUNKS: u32 = 16;
@@ -36,13 +36,11 @@ struct PendingSend {
 #[map]
 static RUSTLS_SENDS: LruHashMap<u64, PendingSend> = LruHashMap::with_max_entries(16384, 0);
 
-/// At entry of either method, for a traced thread: (pid_tgid, `self`, the argument by reference).
-/// The thread, session and payload of a call whose bytes are to be copied in `dir`.
+/// At entry of either method: the thread, the session (`self`) and the argument by reference,
+/// of a call whose bytes are to be copied in `dir`.
 fn session_and_payload(ctx: &ProbeContext, dir: u8) -> Option<(u64, u64, u64)> {
     let pid_tgid = bpf_get_current_pid_tgid();
-    if !traced((pid_tgid >> 32) as u32) {
-        return None;
-    }
+    hit(pid_tgid);
     let conn = ctx.arg::<u64>(0)?;
     copy_wanted(pid_tgid, conn, dir).then_some((pid_tgid, conn, ctx.arg::<u64>(1)?))
 }

@@ -13,7 +13,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use observer::{
     capture::{
-        CaptureEvent, CaptureOptions, LiveCapture,
+        CaptureEvent, CaptureOptions, CaptureStats, LiveCapture,
         record::{RecordReader, RecordWriter},
     },
     config::{Config, ContentConfig, ContentMode, CostConfig, OtlpConfig},
@@ -394,13 +394,8 @@ fn watch_and_report(args: Watch, sinks: Vec<Box<dyn Sink>>) -> Result<ExitCode> 
     let recorder = args.recorder;
     let options = CaptureOptions {
         pids: args.pids.clone(),
-        filter_pids: !args.command.is_empty(),
-        programs: args
-            .command
-            .first()
-            .and_then(|program| find_program(program))
-            .into_iter()
-            .collect(),
+        scoped: !args.command.is_empty(),
+        ..CaptureOptions::default()
     };
     let (capture, events) = LiveCapture::start(&options)?;
 
@@ -408,13 +403,13 @@ fn watch_and_report(args: Watch, sinks: Vec<Box<dyn Sink>>) -> Result<ExitCode> 
     let comms = args.comms.clone();
     let reported = metrics.clone();
     let pipeline = std::thread::Builder::new().name("pipeline".into()).spawn({
-        let skipper = capture.skipper();
+        let feedback = capture.feedback_handler();
         move || {
             let mut pipeline = Pipeline::new(sinks, comms, recorder);
             if let Some(metrics) = reported {
                 pipeline.report_to(metrics);
             }
-            pipeline.on_unfollowed(Box::new(move |unfollowed| skipper.skip(unfollowed)));
+            pipeline.on_feedback(Box::new(feedback));
             run_pipeline(events, pipeline)
         }
     })?;
@@ -449,7 +444,7 @@ fn watch_and_report(args: Watch, sinks: Vec<Box<dyn Sink>>) -> Result<ExitCode> 
             let mut every = tokio::time::interval(Duration::from_secs(1));
             loop {
                 every.tick().await;
-                metrics.update_kernel(capture.kernel_counters(), capture.attached_files());
+                metrics.update_capture(&capture.stats());
             }
         };
         tokio::pin!(kernel_health);
@@ -458,9 +453,15 @@ fn watch_and_report(args: Watch, sinks: Vec<Box<dyn Sink>>) -> Result<ExitCode> 
         } else {
             Some(spawn_traced(&args.command, &capture)?)
         };
+        let stats = capture.stats();
+        let held = if stats.gate.is_some() {
+            "new programs held at exec until their probes are on"
+        } else {
+            "new programs not held at exec"
+        };
         eprintln!(
-            "ready: watching {scope}; {} TLS libraries attached (stop with Ctrl-C)",
-            capture.attached_files()
+            "ready: watching {scope}; {} processes followed, {held} (stop with Ctrl-C)",
+            stats.follow.followed_now
         );
         let code = match child {
             Some(mut child) => tokio::select! {
@@ -484,26 +485,26 @@ fn watch_and_report(args: Watch, sinks: Vec<Box<dyn Sink>>) -> Result<ExitCode> 
         anyhow::Ok(code)
     })?;
 
-    let counters = capture.stop();
+    let stats = capture.stop();
     let report = pipeline
         .join()
         .map_err(|_| anyhow::anyhow!("the pipeline thread panicked"))?;
-    if counters.events_lost > 0 || counters.calls_truncated > 0 {
+    let kernel = stats.kernel;
+    if kernel.events_lost > 0 || kernel.calls_truncated > 0 {
         log::warn!(
             "{} events ({} bytes) lost in the ring buffer, {} TLS calls truncated past 2 MiB",
-            counters.events_lost,
-            counters.bytes_lost,
-            counters.calls_truncated
+            kernel.events_lost,
+            kernel.bytes_lost,
+            kernel.calls_truncated
         );
     }
     eprint!(
         "{}",
-        report.summary.render(health(
-            &report,
-            counters.events_lost,
-            counters.calls_truncated
-        ))
+        report
+            .summary
+            .render(health(&report, kernel.events_lost, kernel.calls_truncated))
     );
+    eprintln!("{}", capture_cost(&stats));
     Ok(code)
 }
 
@@ -524,28 +525,49 @@ fn run_pipeline(events: Receiver<CaptureEvent>, mut pipeline: Pipeline) -> Repor
     pipeline.into_report()
 }
 
-/// Where `program` resolves through PATH, as the shell would find it.
-fn find_program(program: &str) -> Option<PathBuf> {
-    if program.contains('/') {
-        return Some(PathBuf::from(program));
-    }
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(program))
-        .find(|candidate| candidate.is_file())
-}
-
-/// Starts `command` traced from its first instruction: the observer watches itself while it
-/// forks, so the kernel's fork tracepoint adds the child before it can run.
+/// Starts `command` followed from its first instruction.
 fn spawn_traced(command: &[String], capture: &LiveCapture) -> Result<tokio::process::Child> {
     let Some((program, args)) = command.split_first() else {
         bail!("no command given")
     };
-    let own_pid = std::process::id();
-    capture.watch_pid(own_pid)?;
-    let spawned = tokio::process::Command::new(program).args(args).spawn();
-    capture.unwatch_pid(own_pid)?;
-    spawned.with_context(|| format!("starting `{program}`"))
+    capture
+        .spawn_followed(tokio::process::Command::new(program).args(args))
+        .with_context(|| format!("starting `{program}`"))
+}
+
+/// What following processes cost, for the end of the summary.
+fn capture_cost(stats: &CaptureStats) -> String {
+    let (kernel, follow) = (&stats.kernel, &stats.follow);
+    let mut text = format!(
+        "capture cost: {} processes followed ({} stopped as costly without an LLM call, {} \
+         followed again); {} probes defined, switched on per process ({} host-wide); {} probed \
+         calls; not copied: {} on connections not followed, {} responses to non-LLM requests, \
+         {} socket writes that were not HTTP",
+        follow.followed_total,
+        follow.dropped_costly,
+        follow.readmitted,
+        follow.probe_definitions,
+        follow.host_wide_probes,
+        kernel.probe_hits,
+        kernel.skipped_connection,
+        kernel.skipped_response,
+        kernel.skipped_not_http,
+    );
+    if let Some(gate) = &stats.gate {
+        let average = gate
+            .total_hold_time
+            .checked_div(u32::try_from(gate.holds).unwrap_or(u32::MAX).max(1))
+            .unwrap_or_default();
+        text.push_str(&format!(
+            "; {} execs and TLS library opens held (average {:.2} ms, longest {:.1} ms, {} let \
+             go at the bound)",
+            gate.holds,
+            average.as_secs_f64() * 1e3,
+            gate.max_hold_time.as_secs_f64() * 1e3,
+            gate.released_by_gate
+        ));
+    }
+    text
 }
 
 fn export_sinks(args: ExportArgs) -> Result<Vec<Box<dyn Sink>>> {

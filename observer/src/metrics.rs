@@ -11,7 +11,7 @@ use prometheus_client::{
 };
 use serde_json::Value;
 
-use crate::{capture::KernelCounters, span::Span};
+use crate::{capture::CaptureStats, span::Span};
 
 /// The GenAI conventions' bucket boundaries for token counts (powers of 4) and durations (s).
 const TOKEN_BUCKETS: [f64; 14] = [
@@ -45,6 +45,16 @@ struct SinkLabels {
     sink: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ScopeLabels {
+    scope: &'static str,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 pub struct Metrics {
@@ -62,6 +72,15 @@ pub struct Metrics {
     attached_targets: Gauge,
     queue_depth: Family<SinkLabels, Gauge>,
     spans_dropped: Family<SinkLabels, Counter>,
+    probe_hits: Counter,
+    not_copied: Family<ReasonLabels, Counter>,
+    probes: Family<ScopeLabels, Gauge>,
+    followed_total: Counter,
+    stopped_following: Family<ReasonLabels, Counter>,
+    followed_again: Counter,
+    holds: Family<ReasonLabels, Counter>,
+    hold_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
+    hold_max_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
 /// What the pipeline counts of its own work, as totals since start.
@@ -106,6 +125,15 @@ impl Metrics {
             attached_targets: Gauge::default(),
             queue_depth: Family::default(),
             spans_dropped: Family::default(),
+            probe_hits: Counter::default(),
+            not_copied: Family::default(),
+            probes: Family::default(),
+            followed_total: Counter::default(),
+            stopped_following: Family::default(),
+            followed_again: Counter::default(),
+            holds: Family::default(),
+            hold_seconds: Counter::default(),
+            hold_max_seconds: Gauge::default(),
         };
         let mut registry = Registry::default();
         registry.register(
@@ -160,8 +188,53 @@ impl Metrics {
         );
         registry.register(
             "observer_attached_targets",
-            "TLS library files the probes are attached to",
+            "Processes the probes follow now",
             metrics.attached_targets.clone(),
+        );
+        registry.register(
+            "observer_processes_followed",
+            "Processes the probes started following",
+            metrics.followed_total.clone(),
+        );
+        registry.register(
+            "observer_processes_unfollowed",
+            "Processes the probes stopped following, by reason (costly: over budget without an LLM call)",
+            metrics.stopped_following.clone(),
+        );
+        registry.register(
+            "observer_processes_followed_again",
+            "Processes followed again after being dropped (a new peer, a TLS library opened)",
+            metrics.followed_again.clone(),
+        );
+        registry.register(
+            "observer_probes",
+            "Probes by scope: per_process (switched on for one process each), host_wide, definitions",
+            metrics.probes.clone(),
+        );
+        registry.register(
+            "observer_probe_hits",
+            "Probed calls in followed processes",
+            metrics.probe_hits.clone(),
+        );
+        registry.register(
+            "observer_calls_not_copied",
+            "Probed calls whose bytes were judged in the kernel and not copied, by reason",
+            metrics.not_copied.clone(),
+        );
+        registry.register(
+            "observer_exec_holds",
+            "Execs and TLS library opens held until probes were on, by who let them go (observer, bound)",
+            metrics.holds.clone(),
+        );
+        registry.register(
+            "observer_exec_hold_seconds",
+            "Time processes spent held at exec or at a TLS library's open",
+            metrics.hold_seconds.clone(),
+        );
+        registry.register(
+            "observer_exec_hold_max_seconds",
+            "The longest hold so far",
+            metrics.hold_max_seconds.clone(),
         );
         registry.register(
             "observer_sink_queue_depth",
@@ -246,11 +319,55 @@ impl Metrics {
         }
     }
 
-    pub fn update_kernel(&self, counters: KernelCounters, attached_targets: usize) {
-        set_total(&self.events_lost, counters.events_lost);
-        set_total(&self.calls_truncated, counters.calls_truncated);
-        self.attached_targets
-            .set(i64::try_from(attached_targets).unwrap_or(i64::MAX));
+    pub fn update_capture(&self, stats: &CaptureStats) {
+        let (kernel, follow) = (&stats.kernel, &stats.follow);
+        set_total(&self.events_lost, kernel.events_lost);
+        set_total(&self.calls_truncated, kernel.calls_truncated);
+        set_total(&self.probe_hits, kernel.probe_hits);
+        for (reason, total) in [
+            ("connection_not_followed", kernel.skipped_connection),
+            ("response_not_llm", kernel.skipped_response),
+            ("not_http", kernel.skipped_not_http),
+        ] {
+            set_total(
+                &self.not_copied.get_or_create(&ReasonLabels { reason }),
+                total,
+            );
+        }
+        let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        self.attached_targets.set(gauge(follow.followed_now));
+        for (scope, count) in [
+            ("per_process", follow.process_probes),
+            ("host_wide", follow.host_wide_probes),
+            ("definitions", follow.probe_definitions),
+        ] {
+            self.probes
+                .get_or_create(&ScopeLabels { scope })
+                .set(gauge(count));
+        }
+        set_total(&self.followed_total, follow.followed_total);
+        set_total(
+            &self
+                .stopped_following
+                .get_or_create(&ReasonLabels { reason: "costly" }),
+            follow.dropped_costly,
+        );
+        set_total(&self.followed_again, follow.readmitted);
+        if let Some(gate) = &stats.gate {
+            let released_by_observer = gate.holds.saturating_sub(gate.released_by_gate);
+            for (reason, total) in [
+                ("observer", released_by_observer),
+                ("bound", gate.released_by_gate),
+            ] {
+                set_total(&self.holds.get_or_create(&ReasonLabels { reason }), total);
+            }
+            let seconds = gate.total_hold_time.as_secs_f64();
+            let current = self.hold_seconds.get();
+            if seconds > current {
+                self.hold_seconds.inc_by(seconds - current);
+            }
+            self.hold_max_seconds.set(gate.max_hold_time.as_secs_f64());
+        }
     }
 
     /// The Prometheus text exposition.
@@ -410,12 +527,12 @@ mod tests {
             },
             &[queue(0, 2)],
         );
-        let counters = KernelCounters {
-            events_lost: 5,
-            calls_truncated: 1,
-            ..KernelCounters::default()
-        };
-        metrics.update_kernel(counters, 3);
+        let mut stats = crate::capture::CaptureStats::default();
+        stats.kernel.events_lost = 5;
+        stats.kernel.calls_truncated = 1;
+        stats.kernel.skipped_not_http = 4;
+        stats.follow.followed_now = 3;
+        metrics.update_capture(&stats);
         let text = metrics.render();
         assert_eq!(sample(&text, "observer_events_total "), 12.0);
         assert_eq!(sample(&text, "observer_bytes_total "), 4096.0);
@@ -423,6 +540,13 @@ mod tests {
         assert_eq!(sample(&text, "observer_events_lost_total "), 5.0);
         assert_eq!(sample(&text, "observer_calls_truncated_total "), 1.0);
         assert_eq!(sample(&text, "observer_attached_targets "), 3.0);
+        assert_eq!(
+            sample(
+                &text,
+                r#"observer_calls_not_copied_total{reason="not_http"}"#
+            ),
+            4.0
+        );
         assert_eq!(
             sample(&text, r#"observer_sink_queue_depth{sink="otlp"}"#),
             0.0

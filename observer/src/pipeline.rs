@@ -1,9 +1,12 @@
 //! The stages wired together: capture events in, spans out to the sinks.
 //! `observer capture` feeds it from the kernel, `observer replay` from a recording.
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
 
 use crate::{
-    capture::{CaptureEvent, ConnHash, ConnKey, Unfollowed, record::RecordWriter},
+    capture::{CaptureEvent, ConnHash, ConnKey, Feedback, record::RecordWriter},
     http::{ConnectionStage, Exchange, HttpLimits, HttpStats},
     link::Linker,
     llm,
@@ -32,8 +35,11 @@ pub struct Pipeline {
     metrics: Option<Arc<Metrics>>,
     /// When the health metrics were last brought up to date.
     metrics_updated: u64,
-    /// Told about what the pipeline stops following (live capture: the kernel stops copying it).
-    on_unfollowed: Option<Box<dyn FnMut(Unfollowed) + Send>>,
+    /// Told what the pipeline no longer follows and which processes make LLM calls (live
+    /// capture: what the probes copy and which processes they follow).
+    on_feedback: Option<Box<dyn FnMut(Feedback) + Send>>,
+    /// Processes seen making LLM calls, each told once through `on_feedback`.
+    llm_clients: HashSet<u32>,
 }
 
 enum Ended {
@@ -84,7 +90,8 @@ impl Pipeline {
             stats: PipelineStats::default(),
             metrics: None,
             metrics_updated: 0,
-            on_unfollowed: None,
+            on_feedback: None,
+            llm_clients: HashSet::new(),
         }
     }
 
@@ -93,9 +100,16 @@ impl Pipeline {
         self.metrics = Some(metrics);
     }
 
-    /// Calls `hook` with every connection or response the pipeline stops following.
-    pub fn on_unfollowed(&mut self, hook: Box<dyn FnMut(Unfollowed) + Send>) {
-        self.on_unfollowed = Some(hook);
+    /// Calls `hook` with what the capture stage should know: every connection or response the
+    /// pipeline stops following, processes that make LLM calls, answers to costly processes.
+    pub fn on_feedback(&mut self, hook: Box<dyn FnMut(Feedback) + Send>) {
+        self.on_feedback = Some(hook);
+    }
+
+    fn tell(&mut self, feedback: Feedback) {
+        if let Some(hook) = &mut self.on_feedback {
+            hook(feedback);
+        }
     }
 
     pub fn on_event(&mut self, event: CaptureEvent) {
@@ -147,6 +161,14 @@ impl Pipeline {
                     process.container_id = Some(id.clone());
                 }
             }
+            CaptureEvent::Costly { pid, .. } => {
+                let calls_in_flight =
+                    self.llm_clients.contains(pid) || self.connections.call_in_flight(*pid);
+                self.tell(Feedback::Judged {
+                    pid: *pid,
+                    calls_in_flight,
+                });
+            }
             CaptureEvent::ConnEnd { .. } | CaptureEvent::Exit { .. } => {}
         }
         let ended = match &event {
@@ -157,9 +179,8 @@ impl Pipeline {
         let ts = event.ts();
         let mut exchanges = std::mem::take(&mut self.exchanges);
         self.connections.on_event(event, &mut exchanges);
-        let unfollowed = self.connections.take_unfollowed();
-        if let Some(hook) = &mut self.on_unfollowed {
-            unfollowed.into_iter().for_each(hook);
+        for unfollowed in self.connections.take_unfollowed() {
+            self.tell(Feedback::Unfollowed(unfollowed));
         }
         self.emit(&mut exchanges);
         self.exchanges = exchanges;
@@ -169,6 +190,7 @@ impl Pipeline {
                 let roots = self.linker.process_exited(pid);
                 self.write_all(roots);
                 self.processes.remove(&pid);
+                self.llm_clients.remove(&pid);
                 self.sockets.retain(|conn, _| conn.pid != pid);
             }
             Some(Ended::Connection(conn)) => {
@@ -245,6 +267,10 @@ impl Pipeline {
                 self.stats.other_exchanges += 1;
                 continue;
             };
+            if self.llm_clients.len() < MAX_PROCESSES && self.llm_clients.insert(exchange.conn.pid)
+            {
+                self.tell(Feedback::LlmClient(exchange.conn.pid));
+            }
             let keys = std::mem::take(&mut call.link);
             let unknown = ProcessInfo::default();
             let process = self.processes.get(&exchange.conn.pid).unwrap_or(&unknown);

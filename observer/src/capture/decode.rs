@@ -3,8 +3,8 @@ use bytes::Bytes;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use observer_ebpf::{
-    ConnEndEvent, DATA_EVENT_HEADER_LEN, DataEvent, EventHeader, ExecEvent, SocketEvent, direction,
-    flags, kind, socket_role,
+    ConnEndEvent, DATA_EVENT_HEADER_LEN, DataEvent, EventHeader, ExecEvent, ForkEvent, SocketEvent,
+    direction, flags, kind, socket_role,
 };
 
 use super::{CaptureEvent, Chunk, ConnKey, Direction, SocketRole, TlsLibrary};
@@ -47,8 +47,17 @@ pub struct Decoded {
 /// A record: an event for the pipeline, or news for the capture stage itself.
 pub enum Record {
     Event(Decoded),
-    /// The process mapped a file executable: look for TLS libraries in it now.
+    /// A followed process's loader loaded libraries: look for TLS libraries now.
     LibraryMapped {
+        pid: u32,
+    },
+    /// A followed process forked (or started a thread).
+    Fork {
+        parent: u32,
+        child: u32,
+    },
+    /// A process no longer followed connected to a new peer.
+    Connect {
         pid: u32,
     },
 }
@@ -56,10 +65,18 @@ pub enum Record {
 /// Reads a record; `None` for records that are too short or of an unknown kind.
 pub fn decode(record: &[u8], clock: Clock) -> Option<Record> {
     let header: EventHeader = read_struct(record)?;
-    if header.kind == kind::LIBRARY_MAPPED {
-        return Some(Record::LibraryMapped { pid: header.pid });
+    match header.kind {
+        kind::LIBRARY_MAPPED => Some(Record::LibraryMapped { pid: header.pid }),
+        kind::FORK => {
+            let event: ForkEvent = read_struct(record)?;
+            Some(Record::Fork {
+                parent: header.pid,
+                child: event.child,
+            })
+        }
+        kind::CONNECT => Some(Record::Connect { pid: header.pid }),
+        _ => decode_event(record, header, clock).map(Record::Event),
     }
-    decode_event(record, header, clock).map(Record::Event)
 }
 
 fn decode_event(record: &[u8], header: EventHeader, clock: Clock) -> Option<Decoded> {
@@ -106,6 +123,13 @@ fn decode_event(record: &[u8], header: EventHeader, clock: Clock) -> Option<Deco
                 comm: Some(comm),
             })
         }
+        kind::COSTLY => Some(Decoded {
+            event: CaptureEvent::Costly {
+                pid: header.pid,
+                ts,
+            },
+            comm: None,
+        }),
         kind::EXIT => Some(Decoded {
             event: CaptureEvent::Exit {
                 pid: header.pid,

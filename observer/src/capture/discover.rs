@@ -50,11 +50,7 @@ pub fn executable_mappings(pid: u32) -> Vec<MappedFile> {
     let Ok(maps) = fs::read_to_string(format!("/proc/{pid}/maps")) else {
         return Vec::new();
     };
-    let root = if shares_our_root(pid) {
-        String::new()
-    } else {
-        format!("/proc/{pid}/root")
-    };
+    let root = root_prefix(pid);
     let mut files: Vec<MappedFile> = Vec::new();
     for line in maps.lines() {
         let Some(file) = parse_maps_line(&root, line) else {
@@ -66,6 +62,55 @@ pub fn executable_mappings(pid: u32) -> Vec<MappedFile> {
     }
     files
 }
+
+/// What to put before a path as `pid` sees it to reach the file from here: nothing when it shares
+/// our root, else `/proc/PID/root`.
+pub fn root_prefix(pid: u32) -> String {
+    if shares_our_root(pid) {
+        String::new()
+    } else {
+        format!("/proc/{pid}/root")
+    }
+}
+
+/// Where the dynamic loader of a process with root `root` would find the library `name`: the
+/// file's run path (`$ORIGIN` being `origin`, the directory of the file that needs it), then
+/// the usual directories. `/etc/ld.so.conf` and `LD_LIBRARY_PATH` are not read.
+pub fn find_library(root: &str, name: &str, run_path: &[String], origin: &Path) -> Option<PathBuf> {
+    if name.contains('/') {
+        return Some(PathBuf::from(format!("{root}{name}")));
+    }
+    let origin = origin.to_string_lossy();
+    let from_run_path = run_path.iter().map(|dir| {
+        let dir = dir
+            .replace("${ORIGIN}", &origin)
+            .replace("$ORIGIN", &origin);
+        // $ORIGIN is already a path from here; other entries are the process's paths.
+        if dir.starts_with(&*origin) && !origin.is_empty() {
+            PathBuf::from(dir).join(name)
+        } else {
+            PathBuf::from(format!("{root}{dir}")).join(name)
+        }
+    });
+    let usual = LIBRARY_DIRS
+        .iter()
+        .map(|dir| PathBuf::from(format!("{root}{dir}")).join(name));
+    from_run_path.chain(usual).find(|path| path.is_file())
+}
+
+/// Where the dynamic loaders of the distributions we run on look by default.
+const LIBRARY_DIRS: &[&str] = &[
+    "/lib/x86_64-linux-gnu",
+    "/usr/lib/x86_64-linux-gnu",
+    "/lib64",
+    "/usr/lib64",
+    "/lib",
+    "/usr/lib",
+    "/usr/local/lib",
+    "/usr/local/lib64",
+    "/lib/aarch64-linux-gnu",
+    "/usr/lib/aarch64-linux-gnu",
+];
 
 /// Whether `pid` sees the same filesystem root as the observer: then its paths are ours, and
 /// stay valid after it exits (a `/proc/PID/root/...` path dies with the process).
@@ -98,23 +143,11 @@ fn parse_maps_line(root: &str, line: &str) -> Option<MappedFile> {
     })
 }
 
-/// The host's own TLS libraries, attached at start so that every process loading them later
-/// (including ones that live for milliseconds) is covered from its first call.
+/// The host's own TLS libraries: the exec gate holds their opens, so that a process loading one
+/// (even one that lives for milliseconds) is followed from its first call.
 pub fn system_tls_libraries() -> Vec<PathBuf> {
-    const DIRS: &[&str] = &[
-        "/lib",
-        "/lib64",
-        "/usr/lib",
-        "/usr/lib64",
-        "/usr/local/lib",
-        "/usr/local/lib64",
-        "/lib/x86_64-linux-gnu",
-        "/usr/lib/x86_64-linux-gnu",
-        "/lib/aarch64-linux-gnu",
-        "/usr/lib/aarch64-linux-gnu",
-    ];
     let mut found = Vec::new();
-    for dir in DIRS {
+    for dir in LIBRARY_DIRS {
         let Ok(entries) = fs::read_dir(dir) else {
             continue;
         };

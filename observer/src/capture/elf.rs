@@ -207,6 +207,27 @@ fn plain_name(name: &str) -> std::borrow::Cow<'_, str> {
     name.split('@').next().unwrap_or(name).into()
 }
 
+/// "SSL_read at file offset 0x…, …"; a function with several copies is counted, not listed.
+pub fn describe_offsets(functions: &[(TlsFunction, u64)]) -> String {
+    let mut seen: Vec<(&str, Vec<u64>)> = Vec::new();
+    for (function, offset) in functions {
+        match seen
+            .iter_mut()
+            .find(|(symbol, _)| *symbol == function.symbol)
+        {
+            Some((_, offsets)) => offsets.push(*offset),
+            None => seen.push((function.symbol, vec![*offset])),
+        }
+    }
+    seen.iter()
+        .map(|(symbol, offsets)| match offsets.as_slice() {
+            [one] => format!("{symbol} at file offset {one:#x}"),
+            many => format!("{symbol} ({} copies)", many.len()),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Where virtual address `address` lives in the file, through the loadable segments.
 pub fn file_offset<'a, R: object::ReadRef<'a>>(
     elf: &object::File<'a, R>,

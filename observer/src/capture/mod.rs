@@ -1,14 +1,23 @@
-//! The capture stage: loads the probes, finds the TLS libraries of the host's processes,
-//! and turns ring-buffer records into [`CaptureEvent`]s on a channel.
+//! The capture stage: loads the probes, decides which processes they follow, and turns
+//! ring-buffer records into [`CaptureEvent`]s on a channel.
 //!
-//! Two threads: one drains the ring buffer (short timer plus wakeups past a fill threshold),
-//! one discovers and attaches to new TLS libraries (at exec, when a process maps a file
-//! executable, and by periodic rescans).
+//! Probes are switched on per process (`uprobe_events`): the host's other processes pay nothing.
+//! `follow` decides which processes are worth following (what their programs can do, what
+//! following them costs, whether they make LLM calls); the exec gate (`gate`) holds a new
+//! program at its `execve`, and a process at the open of a TLS library, until its probes are in
+//! place.
+//!
+//! Threads: one drains the ring buffer (short timer plus wakeups past a fill threshold), one
+//! follows processes (exec holds, forks, libraries loaded late, judgements from the pipeline),
+//! one hands the gate's holds to the follower.
+mod analysis;
 mod boringssl;
+mod c_library;
 mod container;
 mod decode;
 mod discover;
 mod elf;
+mod follow;
 mod gate;
 mod golang;
 mod probe_sites;
@@ -16,54 +25,84 @@ mod probes;
 pub mod record;
 mod sockets;
 mod types;
+mod uprobe_events;
 
 use std::{
     collections::HashSet,
-    os::fd::AsRawFd,
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    path::PathBuf,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
-        mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender},
+        mpsc::{self, Receiver, Sender, SyncSender},
     },
     thread::JoinHandle,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 pub use decode::Clock;
+pub use follow::FollowStats;
 pub use gate::{EXEC_GATE_ARG, ExecGate, GateStats, Hold, HoldKind, run_exec_gate};
 pub use probes::{KernelCounters, running_as_root};
 pub use types::*;
 
 use self::{
+    analysis::AnalysisCache,
     decode::{Record, decode},
-    discover::{FileId, all_pids, executable_mappings, system_tls_libraries},
+    follow::{Follower, Request},
     probes::{Probes, SharedMaps},
 };
 
 /// How long the drain thread sleeps when the kernel did not wake it.
 const DRAIN_INTERVAL: Duration = Duration::from_millis(5);
-/// Full rescan of every process's mappings, for libraries loaded late (dlopen).
-const RESCAN_INTERVAL: Duration = Duration::from_secs(5);
-/// After an exec, the new program's libraries appear over its first moments: look again then.
-const RESCANS_AFTER_EXEC: &[Duration] = &[
-    Duration::from_millis(20),
-    Duration::from_millis(200),
-    Duration::from_secs(1),
-    Duration::from_secs(3),
-];
 /// Events waiting for the pipeline; beyond this the drain waits and the kernel counts drops.
 const CHANNEL_CAPACITY: usize = 65_536;
+/// The longest a program waits at its `execve` for the observer (which may be stuck or stopped).
+pub const DEFAULT_EXEC_HOLD: Duration = Duration::from_secs(1);
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct CaptureOptions {
-    /// Trace only these processes and their descendants (none: the whole host).
+    /// Follow only these processes and their descendants (none: the whole host, unless
+    /// `scoped`).
     pub pids: Vec<u32>,
-    /// Trace only processes added later with [`LiveCapture::watch_pid`].
-    pub filter_pids: bool,
-    /// Programs about to be started: attached before they run, since a short-lived program
-    /// may finish its first TLS call before an exec-time scan completes.
-    pub programs: Vec<std::path::PathBuf>,
+    /// Follow only processes added later with [`LiveCapture::spawn_followed`].
+    pub scoped: bool,
+    /// Where analyses of executables are kept across restarts (none: memory only).
+    pub cache_dir: Option<PathBuf>,
+    /// The longest a new program is held at its `execve` (none: no exec gate).
+    pub exec_hold: Option<Duration>,
+}
+
+impl Default for CaptureOptions {
+    fn default() -> Self {
+        CaptureOptions {
+            pids: Vec::new(),
+            scoped: false,
+            cache_dir: default_cache_dir(),
+            exec_hold: Some(DEFAULT_EXEC_HOLD),
+        }
+    }
+}
+
+/// `/var/cache/observer` for root, else the user's cache directory.
+pub fn default_cache_dir() -> Option<PathBuf> {
+    if running_as_root() {
+        return Some(PathBuf::from("/var/cache/observer"));
+    }
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
+        .map(|dir| dir.join("observer"))
+}
+
+/// What the capture costs and does, for the metrics and the summary.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CaptureStats {
+    pub kernel: KernelCounters,
+    pub follow: FollowStats,
+    /// None when execs are not held (no permission, or turned off).
+    pub gate: Option<GateStats>,
 }
 
 /// A running capture. Dropping it detaches every probe.
@@ -71,152 +110,211 @@ pub struct LiveCapture {
     maps: Arc<Mutex<SharedMaps>>,
     stop: Arc<AtomicBool>,
     drain: Option<JoinHandle<()>>,
-    discovery: Option<JoinHandle<()>>,
-    attached_files: usize,
+    follower: Option<JoinHandle<()>>,
+    requests: Sender<Request>,
+    follow_stats: Arc<Mutex<FollowStats>>,
+    gate_stats: Arc<Mutex<Option<GateStats>>>,
 }
 
 impl LiveCapture {
-    /// Loads and attaches everything; returns once the host's current TLS libraries are probed.
+    /// Loads the probes and follows what is to be followed; returns once the processes already
+    /// running are followed.
     pub fn start(options: &CaptureOptions) -> Result<(LiveCapture, Receiver<CaptureEvent>)> {
-        let filter = options.filter_pids || !options.pids.is_empty();
-        let (mut probes, ring, mut maps) = Probes::load(filter)?;
-        for &pid in &options.pids {
-            maps.watch_pid(pid)?;
-        }
-        for path in system_tls_libraries()
-            .into_iter()
-            .chain(options.programs.iter().cloned())
-        {
-            if let Some(id) = FileId::of(&path) {
-                attach_logged(&mut probes, id, &path);
+        let scoped = options.scoped || !options.pids.is_empty();
+        let (probes, ring, maps) = Probes::load(!scoped)?;
+        let (gate, holds) = match options.exec_hold.map(ExecGate::start) {
+            Some(Ok((gate, holds))) => (Some(gate), Some(holds)),
+            Some(Err(error)) => {
+                log::warn!("{error:#}");
+                (None, None)
             }
-        }
-        let scan_pids = if options.pids.is_empty() {
-            all_pids()
-        } else {
-            options.pids.clone()
+            None => (None, None),
         };
-        for pid in scan_pids {
-            scan_process(&mut probes, pid);
+        let maps = Arc::new(Mutex::new(maps));
+        let follow_stats = Arc::new(Mutex::new(FollowStats::default()));
+        let gate_stats = Arc::new(Mutex::new(None));
+        let mut follower = Follower::new(
+            probes,
+            maps.clone(),
+            AnalysisCache::new(options.cache_dir.clone()),
+            gate,
+            scoped,
+            follow_stats.clone(),
+            gate_stats.clone(),
+        );
+        follower.follow_running();
+        for &pid in &options.pids {
+            follower.follow_root(pid);
         }
         release_freed_memory();
-        let attached_files = probes.attached_files();
 
-        let maps = Arc::new(Mutex::new(maps));
         let stop = Arc::new(AtomicBool::new(false));
         let (events_tx, events_rx) = mpsc::sync_channel(CHANNEL_CAPACITY);
-        let (discovery_tx, discovery_rx) = mpsc::channel();
+        let (requests_tx, requests_rx) = mpsc::channel();
+        if let Some(holds) = holds {
+            let requests = requests_tx.clone();
+            std::thread::Builder::new()
+                .name("capture-holds".into())
+                .spawn(move || {
+                    for hold in holds {
+                        if requests.send(Request::Hold(hold)).is_err() {
+                            return;
+                        }
+                    }
+                })?;
+        }
         let drain = {
             let stop = stop.clone();
+            let requests = requests_tx.clone();
+            let maps = maps.clone();
             std::thread::Builder::new()
                 .name("capture-drain".into())
-                .spawn(move || drain_ring(ring, stop, events_tx, discovery_tx))?
+                .spawn(move || drain_ring(ring, stop, events_tx, requests, maps))?
         };
-        let discovery = {
-            let stop = stop.clone();
-            std::thread::Builder::new()
-                .name("capture-discovery".into())
-                .spawn(move || discover_loop(probes, stop, discovery_rx))?
-        };
+        let follower = std::thread::Builder::new()
+            .name("capture-follow".into())
+            .spawn(move || follower.run(requests_rx))?;
         let capture = LiveCapture {
             maps,
             stop,
             drain: Some(drain),
-            discovery: Some(discovery),
-            attached_files,
+            follower: Some(follower),
+            requests: requests_tx,
+            follow_stats,
+            gate_stats,
         };
         Ok((capture, events_rx))
     }
 
-    /// TLS library files attached at start.
-    pub fn attached_files(&self) -> usize {
-        self.attached_files
+    /// Starts `command` with its probes in place before its first instruction: the child waits,
+    /// between fork and exec, until it is followed.
+    pub fn spawn_followed(
+        &self,
+        command: &mut tokio::process::Command,
+    ) -> Result<tokio::process::Child> {
+        let (pid_reader, pid_writer) = pipe()?;
+        let (go_reader, go_writer) = pipe()?;
+        let (child_pid_fd, child_go_fd) = (pid_writer.as_raw_fd(), go_reader.as_raw_fd());
+        // SAFETY: only async-signal-safe calls (getpid, write, read) between fork and exec.
+        unsafe {
+            command.pre_exec(move || {
+                let pid = libc::getpid();
+                libc::write(child_pid_fd, (&raw const pid).cast(), size_of::<i32>());
+                let mut byte = 0u8;
+                // Returns when followed, or at once if the observer is gone (end of file).
+                libc::read(child_go_fd, (&raw mut byte).cast(), 1);
+                Ok(())
+            });
+        }
+        let requests = self.requests.clone();
+        let handshake = std::thread::spawn(move || {
+            let mut pid = 0i32;
+            // SAFETY: reading into a local integer from our own pipe.
+            let read = unsafe {
+                libc::read(
+                    pid_reader.as_raw_fd(),
+                    (&raw mut pid).cast(),
+                    size_of::<i32>(),
+                )
+            };
+            if read == size_of::<i32>() as isize {
+                let (done_tx, done_rx) = mpsc::sync_channel(1);
+                let request = Request::FollowRoot {
+                    pid: pid as u32,
+                    done: done_tx,
+                };
+                if requests.send(request).is_ok() {
+                    let _ = done_rx.recv_timeout(DEFAULT_EXEC_HOLD * 5);
+                }
+            }
+            // Writing the byte (or closing the pipe) lets the child go on to exec.
+            let byte = 1u8;
+            // SAFETY: writing one byte to our own pipe.
+            unsafe { libc::write(go_writer.as_raw_fd(), (&raw const byte).cast(), 1) };
+        });
+        let spawned = command.spawn();
+        // The child has its copies; ours would keep the handshake waiting if the spawn failed.
+        drop(pid_writer);
+        drop(go_reader);
+        let child = spawned?;
+        let _ = handshake.join();
+        Ok(child)
     }
 
-    /// Adds a process (and its future children) to the traced set.
-    pub fn watch_pid(&self, pid: u32) -> Result<()> {
-        lock(&self.maps).watch_pid(pid)
-    }
-
-    pub fn unwatch_pid(&self, pid: u32) -> Result<()> {
-        lock(&self.maps).unwatch_pid(pid)
-    }
-
-    /// A handle the pipeline uses to stop the probes copying connections it does not follow.
-    pub fn skipper(&self) -> Skipper {
-        Skipper {
-            maps: self.maps.clone(),
+    /// Tells the capture stage what the pipeline decided (see [`Feedback`]); cheap, any thread.
+    pub fn feedback_handler(&self) -> impl FnMut(Feedback) + Send + 'static {
+        let maps = self.maps.clone();
+        let requests = self.requests.clone();
+        move |feedback| match feedback {
+            Feedback::Unfollowed(unfollowed) => match lock(&maps).skip(unfollowed) {
+                Ok(()) => log::trace!("{unfollowed:?}: the probes stop copying it"),
+                Err(error) => log::debug!("{error:#}"),
+            },
+            Feedback::LlmClient(pid) => {
+                let _ = requests.send(Request::LlmClient(pid));
+            }
+            Feedback::Judged {
+                pid,
+                calls_in_flight,
+            } => {
+                let _ = requests.send(Request::Judged {
+                    pid,
+                    calls_in_flight,
+                });
+            }
         }
     }
 
-    pub fn kernel_counters(&self) -> KernelCounters {
-        lock(&self.maps).counters()
+    pub fn stats(&self) -> CaptureStats {
+        CaptureStats {
+            kernel: lock(&self.maps).counters(),
+            follow: *self.follow_stats.lock().unwrap_or_else(|p| p.into_inner()),
+            gate: *self.gate_stats.lock().unwrap_or_else(|p| p.into_inner()),
+        }
     }
 
     /// Drains what the kernel still holds, closes the event channel, and detaches.
-    pub fn stop(mut self) -> KernelCounters {
+    pub fn stop(mut self) -> CaptureStats {
         self.stop.store(true, Ordering::SeqCst);
-        for handle in [self.drain.take(), self.discovery.take()]
-            .into_iter()
-            .flatten()
-        {
+        if let Some(handle) = self.drain.take() {
             let _ = handle.join();
         }
-        self.kernel_counters()
+        let stats = self.stats();
+        let _ = self.requests.send(Request::Stop);
+        if let Some(handle) = self.follower.take() {
+            let _ = handle.join();
+        }
+        stats
     }
 }
 
 impl Drop for LiveCapture {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
+        let _ = self.requests.send(Request::Stop);
     }
 }
 
-/// See [`LiveCapture::skipper`].
-pub struct Skipper {
-    maps: Arc<Mutex<SharedMaps>>,
-}
-
-impl Skipper {
-    /// The probes stop copying what the pipeline no longer follows (best effort: a full map
-    /// only costs the copying).
-    pub fn skip(&self, unfollowed: Unfollowed) {
-        match lock(&self.maps).skip(unfollowed) {
-            Ok(()) => log::trace!("{unfollowed:?}: the probes stop copying it"),
-            Err(error) => log::debug!("{error:#}"),
-        }
+fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills two fds we then own.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("creating a pipe");
     }
+    // SAFETY: fresh fds nobody else owns.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
 fn lock(maps: &Mutex<SharedMaps>) -> std::sync::MutexGuard<'_, SharedMaps> {
     maps.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn attach_logged(probes: &mut Probes, id: FileId, path: &std::path::Path) {
-    if let Err(error) = probes.consider(id, path) {
-        log::warn!("could not attach to {}: {error:#}", path.display());
-    }
-}
-
-fn scan_process(probes: &mut Probes, pid: u32) {
-    for file in executable_mappings(pid) {
-        attach_logged(probes, file.id, &file.host_path);
-    }
-}
-
-/// What the drain thread asks of the discovery thread.
-enum Discovery {
-    /// A new program: scan it now and again over its first seconds.
-    Exec(u32),
-    /// A library was mapped: scan once, now.
-    Mapped(u32),
-}
-
 fn drain_ring(
     mut ring: aya::maps::RingBuf<aya::maps::MapData>,
     stop: Arc<AtomicBool>,
     events: SyncSender<CaptureEvent>,
-    discovery: Sender<Discovery>,
+    follower: Sender<Request>,
+    maps: Arc<Mutex<SharedMaps>>,
 ) {
     let clock = Clock::now();
     let mut known_pids: HashSet<u32> = HashSet::new();
@@ -227,7 +325,15 @@ fn drain_ring(
             let decoded = match decode(&record, clock) {
                 Some(Record::Event(decoded)) => decoded,
                 Some(Record::LibraryMapped { pid }) => {
-                    let _ = discovery.send(Discovery::Mapped(pid));
+                    let _ = follower.send(Request::LibraryMapped(pid));
+                    continue;
+                }
+                Some(Record::Fork { parent, child }) => {
+                    let _ = follower.send(Request::Fork { parent, child });
+                    continue;
+                }
+                Some(Record::Connect { pid }) => {
+                    let _ = follower.send(Request::Connect(pid));
                     continue;
                 }
                 None => continue,
@@ -241,11 +347,12 @@ fn drain_ring(
             match &mut event {
                 CaptureEvent::Exec { pid, ts, .. } => {
                     known_pids.insert(*pid);
-                    let _ = discovery.send(Discovery::Exec(*pid));
+                    let _ = follower.send(Request::Exec(*pid));
                     after = container_event(*pid, *ts);
                 }
                 CaptureEvent::Exit { pid, .. } => {
                     known_pids.remove(pid);
+                    let _ = follower.send(Request::Exit(*pid));
                 }
                 CaptureEvent::Data(chunk) if known_pids.insert(chunk.conn.pid) => {
                     let (pid, ts) = (chunk.conn.pid, chunk.ts);
@@ -258,14 +365,18 @@ fn drain_ring(
                     peer,
                     local,
                     ..
-                } => {
-                    if let Some((local_address, peer_address)) =
-                        sockets::tcp_addresses(conn.pid, *fd)
-                    {
+                } => match sockets::tcp_addresses(conn.pid, *fd) {
+                    Some((local_address, peer_address)) => {
                         *local = Some(local_address);
                         peer.get_or_insert(peer_address);
                     }
-                }
+                    // Written "GET …" to a file or a pipe: not a connection to follow.
+                    None if conn.conn & observer_ebpf::PLAINTEXT_CONN_BIT != 0 => {
+                        let _ = lock(&maps).skip(Unfollowed::Connection(*conn));
+                        continue;
+                    }
+                    None => {}
+                },
                 _ => {}
             }
             for event in before.into_iter().chain([event]).chain(after) {
@@ -316,60 +427,4 @@ fn wait_readable(fd: i32, timeout: Duration) {
     };
     // SAFETY: one valid pollfd.
     unsafe { libc::poll(&mut poll, 1, timeout.as_millis() as i32) };
-}
-
-fn discover_loop(mut probes: Probes, stop: Arc<AtomicBool>, requests: Receiver<Discovery>) {
-    let mut pending: Vec<(Instant, u32)> = Vec::new();
-    let mut next_full_scan = Instant::now() + RESCAN_INTERVAL;
-    while !stop.load(Ordering::SeqCst) {
-        let now = Instant::now();
-        let next_due = pending
-            .iter()
-            .map(|(at, _)| *at)
-            .min()
-            .unwrap_or(next_full_scan)
-            .min(next_full_scan);
-        let wait = next_due
-            .saturating_duration_since(now)
-            .min(Duration::from_millis(100));
-        let first = match requests.recv_timeout(wait) {
-            Ok(request) => Some(request),
-            Err(RecvTimeoutError::Timeout) => None,
-            Err(RecvTimeoutError::Disconnected) => return,
-        };
-        // A program's loader maps its libraries in a burst: scan each process once per burst.
-        let mut scan_now: Vec<u32> = Vec::new();
-        for request in first.into_iter().chain(requests.try_iter()) {
-            let pid = match request {
-                Discovery::Exec(pid) => {
-                    let now = Instant::now();
-                    pending.extend(RESCANS_AFTER_EXEC.iter().map(|delay| (now + *delay, pid)));
-                    pid
-                }
-                Discovery::Mapped(pid) => pid,
-            };
-            if !scan_now.contains(&pid) {
-                scan_now.push(pid);
-            }
-        }
-        for pid in scan_now {
-            scan_process(&mut probes, pid);
-        }
-        let now = Instant::now();
-        pending.retain(|&(at, pid)| {
-            if at <= now {
-                scan_process(&mut probes, pid);
-                false
-            } else {
-                true
-            }
-        });
-        if now >= next_full_scan {
-            for pid in all_pids() {
-                scan_process(&mut probes, pid);
-            }
-            release_freed_memory();
-            next_full_scan = Instant::now() + RESCAN_INTERVAL;
-        }
-    }
 }

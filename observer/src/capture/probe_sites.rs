@@ -207,6 +207,43 @@ fn emulated_entry(code: &[u8], address: u64) -> Result<(u64, String), String> {
     }
 }
 
+/// Instructions looked at from a function's entry for a cheaper probe site.
+const STRAIGHT_LINE_LIMIT: usize = 6;
+
+/// Where to probe the function at `address` so the kernel emulates the probed instruction: the
+/// first emulated instruction reached from the entry through instructions that neither branch,
+/// move the stack pointer, nor write one of `arguments` (so the probe sees the registers and
+/// the return address as they were at entry, on every call). The entry itself when there is
+/// none; the second value says what was found, for the log.
+pub fn straight_line_site(code: &[u8], address: u64, arguments: &[Register]) -> (u64, String) {
+    let mut info = InstructionInfoFactory::new();
+    let decoder = Decoder::with_ip(64, code, address, DecoderOptions::NONE);
+    for instruction in decoder.into_iter().take(STRAIGHT_LINE_LIMIT) {
+        if instruction.is_invalid() {
+            break;
+        }
+        let offset = (instruction.ip() - address) as usize;
+        let bytes = code
+            .get(offset..offset + instruction.len())
+            .unwrap_or_default();
+        if kernel_emulates(instruction.code(), bytes) {
+            return (instruction.ip(), format!("{:?}", instruction.code()));
+        }
+        if instruction.code() == Code::Endbr64 {
+            continue;
+        }
+        let writes_state = info.info(&instruction).used_registers().iter().any(|used| {
+            let register = used.register().full_register();
+            used.access() != iced_x86::OpAccess::Read
+                && (register == Register::RSP || arguments.contains(&register))
+        });
+        if instruction.flow_control() != FlowControl::Next || writes_state {
+            break;
+        }
+    }
+    (address, "its entry (single-stepped)".into())
+}
+
 /// Instructions x86 uprobes emulate instead of single-stepping: push of a 64-bit register
 /// (optionally with REX.B only), nops, and relative jumps and calls.
 fn kernel_emulates(code: Code, bytes: &[u8]) -> bool {

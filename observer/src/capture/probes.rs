@@ -1,90 +1,93 @@
-//! The loaded eBPF object: programs, their attachments, and the maps user space talks to.
-//! Nothing outside the capture stage touches aya.
-use std::{collections::HashSet, path::Path};
+//! The loaded eBPF object: programs, the probes defined for them, and the maps user space
+//! talks to. Nothing outside the capture stage touches aya.
+use std::{
+    os::fd::{AsFd, OwnedFd},
+    path::Path,
+};
 
 use anyhow::{Context, Result, anyhow};
 use aya::{
     Ebpf,
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{
-        TracePoint, UProbe,
-        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope},
-    },
+    programs::{TracePoint, UProbe},
 };
-use observer_ebpf::{ConnId, CopyVerdict, config, copy_verdict, counter};
+use observer_ebpf::{ConnId, CopyVerdict, Followed, config, copy_verdict, counter};
 
 use super::{
     Unfollowed,
-    boringssl::{Locator, Verdict},
-    discover::FileId,
-    elf::{self, AttachPoint, TLS_FUNCTIONS},
-    golang::{self, GoBinary},
+    uprobe_events::{ProbeKey, UprobeEvents},
 };
 
 static PROBES_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/observer-probes"));
 
-const UPROBE_PROGRAMS: &[&str] = &[
-    "ssl_write",
-    "ssl_write_ex",
-    "ssl_read",
-    "ssl_read_ex",
-    "ssl_return",
-    "ssl_free",
-    "go_tls_write",
-    "go_tls_read",
-    "go_tls_read_return",
-    "go_tls_close",
-    "rustls_send",
-    "rustls_send_return",
-    "rustls_receive",
-];
-/// Each program and the tracepoints it serves (the syscall programs dispatch on the number).
-const TRACEPOINTS: &[(&str, &str, &[&str])] = &[
-    ("process_fork", "sched", &["sched_process_fork"]),
-    ("process_exec", "sched", &["sched_process_exec"]),
-    ("process_exit", "sched", &["sched_process_exit"]),
-    ("syscall_enter", "syscalls", &SYSCALLS_ENTER),
-    ("syscall_exit", "syscalls", &SYSCALLS_EXIT),
-];
-/// The syscalls that open, carry and close connections, and map libraries.
-macro_rules! syscall_tracepoints {
-    ($prefix:literal) => {
-        [
-            concat!($prefix, "connect"),
-            concat!($prefix, "accept"),
-            concat!($prefix, "accept4"),
-            concat!($prefix, "close"),
-            concat!($prefix, "mmap"),
-            concat!($prefix, "read"),
-            concat!($prefix, "write"),
-            concat!($prefix, "readv"),
-            concat!($prefix, "writev"),
-            concat!($prefix, "recvfrom"),
-            concat!($prefix, "sendto"),
-            concat!($prefix, "recvmsg"),
-            concat!($prefix, "sendmsg"),
-        ]
-    };
+/// A uprobe program, and whether it runs at the probed function's return.
+#[derive(Clone, Copy, Debug)]
+pub struct ProgramRef {
+    pub name: &'static str,
+    pub at_return: bool,
 }
-const SYSCALLS_ENTER: [&str; 13] = syscall_tracepoints!("sys_enter_");
-const SYSCALLS_EXIT: [&str; 13] = syscall_tracepoints!("sys_exit_");
 
-/// Loaded programs and the files they are attached to.
+const fn entry(name: &'static str) -> ProgramRef {
+    ProgramRef {
+        name,
+        at_return: false,
+    }
+}
+
+const fn exit(name: &'static str) -> ProgramRef {
+    ProgramRef {
+        name,
+        at_return: true,
+    }
+}
+
+const UPROBE_PROGRAMS: &[ProgramRef] = &[
+    entry("ssl_write"),
+    entry("ssl_write_ex"),
+    entry("ssl_read"),
+    entry("ssl_read_ex"),
+    exit("ssl_return"),
+    entry("ssl_free"),
+    entry("go_tls_write"),
+    entry("go_tls_read"),
+    // A uprobe on each RET instruction, not a return probe (Go moves its stacks).
+    entry("go_tls_read_return"),
+    entry("go_tls_close"),
+    entry("rustls_send"),
+    exit("rustls_send_return"),
+    entry("rustls_receive"),
+    entry("socket_send"),
+    entry("socket_sendv"),
+    entry("socket_sendmsg"),
+    entry("socket_recv"),
+    entry("socket_recvv"),
+    entry("socket_recvmsg"),
+    exit("socket_return"),
+    entry("socket_close"),
+    entry("socket_connect"),
+    entry("library_loaded"),
+];
+/// Tracepoints: rare events (process lifecycle), never per call.
+const TRACEPOINTS: &[(&str, &str, &str)] = &[
+    ("process_fork", "sched", "sched_process_fork"),
+    ("process_exec", "sched", "sched_process_exec"),
+    ("process_exit", "sched", "sched_process_exit"),
+];
+
+/// The loaded programs and the probes defined for them.
 pub struct Probes {
+    // Dropped first: the definitions reference the programs.
+    events: UprobeEvents,
     ebpf: Ebpf,
-    judged: HashSet<FileId>,
-    attached_files: usize,
-    boringssl: Locator,
-    own_executable: Option<FileId>,
 }
 
 /// Maps that user space reads or writes while capturing.
 pub struct SharedMaps {
-    pub watched_pids: HashMap<MapData, u32, u8>,
-    pub counters: PerCpuArray<MapData, u64>,
+    followed: HashMap<MapData, u32, Followed>,
+    counters: PerCpuArray<MapData, u64>,
     /// Connections whose bytes the probes no longer copy.
-    pub copy_verdicts: HashMap<MapData, ConnId, CopyVerdict>,
+    copy_verdicts: HashMap<MapData, ConnId, CopyVerdict>,
 }
 
 /// Per-CPU kernel counters, summed.
@@ -95,194 +98,102 @@ pub struct KernelCounters {
     pub calls_truncated: u64,
     pub bytes_truncated: u64,
     pub read_faults: u64,
+    pub probe_hits: u64,
+    pub skipped_connection: u64,
+    pub skipped_response: u64,
+    pub skipped_not_http: u64,
 }
 
 impl Probes {
-    /// Loads the object and attaches the process tracepoints. No TLS library is attached yet.
-    pub fn load(filter_pids: bool) -> Result<(Probes, RingBuf<MapData>, SharedMaps)> {
+    /// Loads the object and attaches the process tracepoints; `every_exec`: report every
+    /// `execve` on the host (whole host), else only those of followed processes.
+    pub fn load(every_exec: bool) -> Result<(Probes, RingBuf<MapData>, SharedMaps)> {
         ensure_tracefs();
         let mut ebpf = Ebpf::load(PROBES_OBJECT).map_err(explain_load_error)?;
-        for name in UPROBE_PROGRAMS {
-            let program: &mut UProbe = program(&mut ebpf, name)?.try_into()?;
-            program
+        for program in UPROBE_PROGRAMS {
+            let uprobe: &mut UProbe = program_mut(&mut ebpf, program.name)?.try_into()?;
+            uprobe
                 .load()
-                .with_context(|| format!("loading probe {name}"))?;
+                .with_context(|| format!("loading probe {}", program.name))?;
         }
-        for (name, category, events) in TRACEPOINTS {
-            let program: &mut TracePoint = program(&mut ebpf, name)?.try_into()?;
-            program
+        for (name, category, event) in TRACEPOINTS {
+            let tracepoint: &mut TracePoint = program_mut(&mut ebpf, name)?.try_into()?;
+            tracepoint
                 .load()
                 .with_context(|| format!("loading tracepoint program {name}"))?;
-            for event in *events {
-                program
-                    .attach(category, event)
-                    .with_context(|| format!("attaching to tracepoint {category}/{event}"))?;
-            }
+            tracepoint
+                .attach(category, event)
+                .with_context(|| format!("attaching to tracepoint {category}/{event}"))?;
         }
         let mut settings: Array<_, u32> = Array::try_from(map(&mut ebpf, "CONFIG")?)?;
-        settings.set(config::FILTER_PIDS, u32::from(filter_pids), 0)?;
+        settings.set(config::EXEC_EVENTS_ALL, u32::from(every_exec), 0)?;
         let events = RingBuf::try_from(take_map(&mut ebpf, "EVENTS")?)?;
         let maps = SharedMaps {
-            watched_pids: HashMap::try_from(take_map(&mut ebpf, "WATCHED_PIDS")?)?,
+            followed: HashMap::try_from(take_map(&mut ebpf, "FOLLOWED")?)?,
             counters: PerCpuArray::try_from(take_map(&mut ebpf, "COUNTERS")?)?,
             copy_verdicts: HashMap::try_from(take_map(&mut ebpf, "COPY_VERDICTS")?)?,
         };
-        Ok((
-            Probes {
-                ebpf,
-                judged: HashSet::new(),
-                attached_files: 0,
-                boringssl: Locator::default(),
-                own_executable: FileId::of(Path::new("/proc/self/exe")),
-            },
-            events,
-            maps,
-        ))
+        let probes = Probes {
+            events: UprobeEvents::new()?,
+            ebpf,
+        };
+        Ok((probes, events, maps))
     }
 
-    pub fn attached_files(&self) -> usize {
-        self.attached_files
+    pub fn program_named(&self, name: &str) -> Option<ProgramRef> {
+        UPROBE_PROGRAMS.iter().find(|p| p.name == name).copied()
     }
 
-    /// Attaches to `path` if it defines TLS functions: by symbol, by code signature (BoringSSL
-    /// without symbols), or through the Go runtime's tables (`crypto/tls`). Each file (by
-    /// inode) is looked at once. Returns how many probes were attached.
-    pub fn consider(&mut self, id: FileId, path: &Path) -> Result<usize> {
-        if self.judged.contains(&id) || Some(id) == self.own_executable {
-            // The observer's own TLS (OTLP export over rustls) is not observed.
-            return Ok(0);
-        }
-        // On an error the file stays unjudged: a later sighting (another path to it) tries again.
-        let reading = || format!("reading {}", path.display());
-        let mut functions = elf::find_functions(path, TLS_FUNCTIONS).with_context(reading)?;
-        let mut method = "by symbol".to_owned();
-        if !functions.iter().any(|(f, _)| f.moves_data) {
-            match self.boringssl.locate(path).with_context(reading)? {
-                Verdict::Absent => {}
-                Verdict::Located {
-                    read_offset,
-                    write_offset,
-                    evidence,
-                } => {
-                    functions = vec![
-                        (elf::BORINGSSL_READ, read_offset),
-                        (elf::BORINGSSL_WRITE, write_offset),
-                    ];
-                    method = format!("without symbols, by code signature: {evidence}");
-                }
-                Verdict::Refused(why) => log::warn!(
-                    "{} embeds BoringSSL, but its SSL_read/SSL_write could not be identified \
-                     with certainty ({why}); not attaching, so its TLS traffic will not be \
-                     seen. Please report this build (its version and `file` output).",
-                    path.display()
-                ),
-            }
-        }
-        let mut points = Vec::new();
-        let mut found = Vec::new();
-        if functions.iter().any(|(f, _)| f.moves_data) {
-            points.extend(
-                functions
-                    .iter()
-                    .flat_map(|(f, offset)| f.attach_points(*offset)),
-            );
-            found.push(format!(
-                "{} probes ({}), found {method}",
-                functions[0].0.library.as_str(),
-                describe_offsets(&functions)
-            ));
-        }
-        match golang::inspect(path).with_context(reading)? {
-            GoBinary::Tls(go) => {
-                points.extend(go.attach_points());
-                found.push(format!(
-                    "Go crypto/tls probes ({}, bounds from {}, {} RET instructions of Read{})",
-                    go.version.as_deref().unwrap_or("Go version unknown"),
-                    go.bounds_from,
-                    go.read_returns.len(),
-                    if go.close.is_some() { ", Close" } else { "" }
-                ));
-            }
-            GoBinary::Unsupported { version, reason } => log::warn!(
-                "not capturing TLS of the Go program {} ({}): {reason}. Its calls will not be \
-                 seen; rebuild it with Go 1.17 or later for amd64 to capture them.",
-                path.display(),
-                version.as_deref().unwrap_or("Go version unknown"),
-            ),
-            GoBinary::NotGo | GoBinary::WithoutTls => {}
-        }
-        self.attach_all(path, &points)?;
-        self.judged.insert(id);
-        if points.is_empty() {
-            return Ok(0);
-        }
-        self.attached_files += 1;
-        log::info!("attached {} to {}", found.join(" and "), path.display());
-        Ok(points.len())
-    }
-}
-
-impl Probes {
-    /// Attaches every probe, or none: a failure detaches what was attached.
-    fn attach_all(&mut self, path: &Path, points: &[AttachPoint]) -> Result<()> {
-        let mut attached = Vec::new();
-        let result = self.attach_each(path, points, &mut attached);
-        if result.is_err() {
-            for (name, link) in attached {
-                if let Ok(program) =
-                    program(&mut self.ebpf, name).and_then(|p| Ok(<&mut UProbe>::try_from(p)?))
-                {
-                    let _ = program.detach(link);
-                }
-            }
-        }
-        result
-    }
-
-    fn attach_each(
+    /// The probe `key` on the file at `path`, defined once whatever the number of processes.
+    pub fn define(
         &mut self,
+        key: ProbeKey,
         path: &Path,
-        points: &[AttachPoint],
-        attached: &mut Vec<(&'static str, UProbeLinkId)>,
-    ) -> Result<()> {
-        for point in points {
-            let program: &mut UProbe = program(&mut self.ebpf, point.program)?.try_into()?;
-            let link = program
-                .attach(
-                    UProbeAttachPoint {
-                        location: UProbeAttachLocation::AbsoluteOffset(point.offset),
-                        // The cookie tells the probes which library the bytes come from.
-                        cookie: Some(point.library as u64),
-                    },
-                    path,
-                    UProbeScope::AllProcesses,
-                )
-                .with_context(|| {
-                    format!(
-                        "attaching {} to {} (file offset {:#x}) in {}",
-                        point.program,
-                        point.function,
-                        point.offset,
-                        path.display()
-                    )
-                })?;
-            attached.push((point.program, link));
-        }
-        Ok(())
+        program: ProgramRef,
+        cookie: u64,
+    ) -> Result<u64> {
+        let loaded = self
+            .ebpf
+            .program(program.name)
+            .ok_or_else(|| anyhow!("probe object has no program {}", program.name))?
+            .fd()?;
+        self.events
+            .define(key, path, program.at_return, loaded.as_fd(), cookie)
+    }
+
+    /// Switches a defined probe on for one process (until the fd is closed).
+    pub fn enable_for(&self, tracepoint_id: u64, pid: u32) -> Result<OwnedFd> {
+        self.events.enable_for(tracepoint_id, pid)
+    }
+
+    pub fn definitions(&self) -> usize {
+        self.events.defined()
     }
 }
 
 impl SharedMaps {
-    pub fn watch_pid(&mut self, pid: u32) -> Result<()> {
-        self.watched_pids
-            .insert(pid, 1, 0)
-            .context("adding a pid to the kernel's watch list")
+    /// The kernel counts the process's probe hits from now on (and reports its forks and exit).
+    pub fn follow(&mut self, pid: u32, state: Followed) -> Result<()> {
+        self.followed
+            .insert(pid, state, 0)
+            .context("adding a pid to the kernel's followed processes")
     }
 
-    pub fn unwatch_pid(&mut self, pid: u32) -> Result<()> {
-        self.watched_pids
+    pub fn unfollow(&mut self, pid: u32) -> Result<()> {
+        self.followed
             .remove(&pid)
-            .context("removing a pid from the kernel's watch list")
+            .context("removing a pid from the kernel's followed processes")
+    }
+
+    pub fn update_flags(&mut self, pid: u32, set: u32, clear: u32) -> Result<()> {
+        let mut state = self
+            .followed
+            .get(&pid, 0)
+            .context("reading a followed process's state")?;
+        state.flags = (state.flags | set) & !clear;
+        self.followed
+            .insert(pid, state, 0)
+            .context("updating a followed process's state")
     }
 
     /// Stops the probes copying what the pipeline no longer follows: a connection (until its
@@ -323,32 +234,15 @@ impl SharedMaps {
             calls_truncated: sum(counter::CALLS_TRUNCATED),
             bytes_truncated: sum(counter::BYTES_TRUNCATED),
             read_faults: sum(counter::READ_FAULTS),
+            probe_hits: sum(counter::PROBE_HITS),
+            skipped_connection: sum(counter::SKIPPED_CONNECTION),
+            skipped_response: sum(counter::SKIPPED_RESPONSE),
+            skipped_not_http: sum(counter::SKIPPED_NOT_HTTP),
         }
     }
 }
 
-/// "SSL_read at file offset 0x…, …"; a function with several copies is counted, not listed.
-fn describe_offsets(functions: &[(elf::TlsFunction, u64)]) -> String {
-    let mut seen: Vec<(&str, Vec<u64>)> = Vec::new();
-    for (function, offset) in functions {
-        match seen
-            .iter_mut()
-            .find(|(symbol, _)| *symbol == function.symbol)
-        {
-            Some((_, offsets)) => offsets.push(*offset),
-            None => seen.push((function.symbol, vec![*offset])),
-        }
-    }
-    seen.iter()
-        .map(|(symbol, offsets)| match offsets.as_slice() {
-            [one] => format!("{symbol} at file offset {one:#x}"),
-            many => format!("{symbol} ({} copies)", many.len()),
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::programs::Program> {
+fn program_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::programs::Program> {
     ebpf.program_mut(name)
         .ok_or_else(|| anyhow!("probe object has no program {name}"))
 }

@@ -104,6 +104,17 @@ pub enum Unfollowed {
     Response { conn: ConnKey, request_end: u64 },
 }
 
+/// What the pipeline tells the capture stage about what it follows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Feedback {
+    /// Bytes the pipeline no longer needs: the probes may stop copying them.
+    Unfollowed(Unfollowed),
+    /// The process makes LLM calls: follow it whatever it costs.
+    LlmClient(u32),
+    /// The answer to [`CaptureEvent::Costly`]: whether the process has LLM calls under way.
+    Judged { pid: u32, calls_in_flight: bool },
+}
+
 /// Everything the capture stage reports.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CaptureEvent {
@@ -140,6 +151,13 @@ pub enum CaptureEvent {
         ts: u64,
         id: String,
     },
+    /// A followed process used up its probe budget (non-LLM traffic costs it): the capture
+    /// stops following it unless the pipeline answers that it has LLM calls under way
+    /// ([`Feedback::Judged`]).
+    Costly {
+        pid: u32,
+        ts: u64,
+    },
 }
 
 impl CaptureEvent {
@@ -150,7 +168,8 @@ impl CaptureEvent {
             | CaptureEvent::Exec { ts, .. }
             | CaptureEvent::Exit { ts, .. }
             | CaptureEvent::Socket { ts, .. }
-            | CaptureEvent::Container { ts, .. } => *ts,
+            | CaptureEvent::Container { ts, .. }
+            | CaptureEvent::Costly { ts, .. } => *ts,
         }
     }
 }

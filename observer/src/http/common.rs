@@ -85,6 +85,22 @@ impl Message {
         }
     }
 
+    /// The request this message is, copied (for a rare look; `into_request` moves).
+    pub fn request_view(&self) -> Request {
+        let (method, target) = match &self.start {
+            StartKind::Request { method, target } => (method.clone(), target.clone()),
+            StartKind::Response { .. } => Default::default(),
+        };
+        Request {
+            method,
+            target,
+            headers: self.headers.clone(),
+            body: self.body.clone(),
+            ts_start: self.ts_start,
+            ts_end: self.ts_end,
+        }
+    }
+
     pub fn into_response(self) -> Response {
         let status = match self.start {
             StartKind::Response { status } => status,

@@ -704,6 +704,17 @@ impl Http1Conn {
         self.upgraded
     }
 
+    /// Whether a request that `follows` would report is open: being written, or waiting for
+    /// (or reading) its response.
+    pub fn call_in_flight(&self, follows: super::ResponseFilter) -> bool {
+        self.waiting.iter().any(|sent| follows(&sent.request))
+            || self
+                .requests
+                .msg
+                .as_ref()
+                .is_some_and(|msg| msg.start.method() == Some("POST"))
+    }
+
     pub fn on_segment(&mut self, seg: &Segment, cx: &mut Cx, out: &mut Vec<Exchange>) {
         let role = match seg.dir {
             crate::capture::Direction::Egress => Role::Request,

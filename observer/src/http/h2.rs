@@ -1132,6 +1132,21 @@ impl Http2Conn {
         self.stopped
     }
 
+    /// Whether an open stream carries a request that `follows` would report (a request still
+    /// being written counts when it is a POST: every LLM call is one).
+    pub fn call_in_flight(&self, follows: super::ResponseFilter) -> bool {
+        self.streams
+            .open
+            .values()
+            .any(|stream| match &stream.request {
+                Part::Awaiting => false,
+                Part::Open { msg, .. } => msg.start.method() == Some("POST"),
+                Part::Done { msg, .. } => {
+                    msg.start.method() == Some("POST") && follows(&msg.request_view())
+                }
+            })
+    }
+
     pub fn on_segment(&mut self, seg: &Segment, cx: &mut Cx, out: &mut Vec<Exchange>) {
         if self.stopped {
             return;

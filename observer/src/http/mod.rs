@@ -177,6 +177,19 @@ impl HttpTracker {
         self.stats
     }
 
+    /// Whether one of the process's connections has a request open that the response filter
+    /// would follow: an LLM call may be under way.
+    pub fn call_in_flight(&self, pid: u32) -> bool {
+        self.conns.iter().any(|(key, conn)| {
+            key.pid == pid
+                && match &conn.protocol {
+                    Protocol::Http1(http1) => http1.call_in_flight(self.follows_response),
+                    Protocol::Http2(http2) => http2.call_in_flight(self.follows_response),
+                    Protocol::Sniffing(_) | Protocol::Ignored => false,
+                }
+        })
+    }
+
     pub fn on_segment(&mut self, seg: Segment, out: &mut Vec<Exchange>) {
         if seg.gap_before > 0 {
             self.stats.gaps += 1;
@@ -417,7 +430,9 @@ impl ConnectionStage {
                 self.forward(out);
                 self.http.on_process_exit(pid, ts, out);
             }
-            CaptureEvent::Socket { .. } | CaptureEvent::Container { .. } => {}
+            CaptureEvent::Socket { .. }
+            | CaptureEvent::Container { .. }
+            | CaptureEvent::Costly { .. } => {}
         }
     }
 
@@ -430,6 +445,11 @@ impl ConnectionStage {
 
     pub fn stats(&self) -> HttpStats {
         self.http.stats()
+    }
+
+    /// See [`HttpTracker::call_in_flight`].
+    pub fn call_in_flight(&self, pid: u32) -> bool {
+        self.http.call_in_flight(pid)
     }
 
     /// See [`HttpTracker::take_unfollowed`].

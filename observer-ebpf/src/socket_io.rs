@@ -1,0 +1,423 @@
+//! Socket I/O of followed processes, seen at their C library's wrappers (uprobes attached for
+//! each followed process alone: the rest of the host pays nothing).
+//!
+//! - A write or read made while a TLS call is on the thread ties that TLS session to its fd
+//!   (the "nested call"), once per session and fd.
+//! - On an fd with no TLS session, a write whose first four bytes start an HTTP request makes the
+//!   fd a plaintext HTTP connection: from then on its reads and writes are copied like TLS
+//!   plaintext. Other writes are not copied (files, pipes, other protocols); user space checks
+//!   that an fd taken for HTTP is a TCP socket and stops the copy otherwise.
+//! - `close` ends the connection the fd carried.
+//! - For processes no longer followed, `connect` to a new peer is reported (re-admission), and
+//!   the dynamic loader's `_dl_debug_state` tells user space of libraries loaded late.
+//!
+//! One entry program per calling shape (buffer, iovec array, msghdr) serves every wrapper of that
+//! shape (`write`/`send`/`sendto`, `read`/`recv`/`recvfrom`, ...); one return program serves all.
+use aya_ebpf::{
+    bindings::BPF_RB_FORCE_WAKEUP,
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user},
+    macros::{map, uprobe, uretprobe},
+    maps::LruHashMap,
+    programs::{ProbeContext, RetProbeContext},
+};
+use observer_ebpf::{
+    ConnectEvent, EventHeader, PLAINTEXT_CONN_BIT, SocketEvent, counter, direction, kind,
+    socket_role, tls_source,
+};
+
+use crate::probes::{
+    ACTIVE_CALLS, ActiveCall, EVENTS, bump, copy_wanted, emit_data, end_connection, header, hit,
+    ring_flags, skip_bytes,
+};
+
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+/// Scatter/gather buffers copied per call; later ones are counted as truncated.
+const MAX_IOVECS: u64 = 8;
+
+/// How a wrapper passes its buffers.
+mod shape {
+    /// `(fd, buf, len, ...)`: write, send, sendto, read, recv, recvfrom.
+    pub const BUFFER: u8 = 0;
+    /// `(fd, iov, iovcnt)`: writev, readv.
+    pub const IOVEC: u8 = 1;
+    /// `(fd, msghdr, flags)`: sendmsg, recvmsg.
+    pub const MSGHDR: u8 = 2;
+}
+
+/// What an fd carries, once it is known to carry something worth a map entry.
+mod carries {
+    /// Plaintext HTTP: copied.
+    pub const HTTP: u8 = 1;
+    /// A TLS session, whose plaintext the TLS probes see: the socket's own bytes are not copied.
+    pub const TLS: u8 = 2;
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct SocketKey {
+    pid: u32,
+    fd: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Socket {
+    /// The connection the fd carries: a TLS session, or a plaintext connection's own id.
+    conn: u64,
+    carries: u8,
+    _pad: [u8; 7],
+}
+
+/// Sockets of followed processes that carry HTTP or a TLS session, by process and fd. LRU: an
+/// fd closed other than through `close` (or a process gone) leaves its entry behind.
+#[map]
+static SOCKETS: LruHashMap<SocketKey, Socket> = LruHashMap::with_max_entries(65536, 0);
+
+/// A plaintext read or write between its entry and return probes, by thread.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Pending {
+    /// The buffer, iovec array or msghdr.
+    ptr: u64,
+    conn: u64,
+    /// The stack pointer at entry: tells a nested wrapper (musl's `send` calls `sendto`) from an
+    /// entry left behind by a call whose return was never seen.
+    sp: u64,
+    shape: u8,
+    dir: u8,
+    _pad: [u8; 6],
+}
+
+#[map]
+static PENDING: LruHashMap<u64, Pending> = LruHashMap::with_max_entries(16384, 0);
+
+/// Peers each process no longer followed has connected to, so each is reported once.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct PeerKey {
+    pid: u32,
+    family: u16,
+    port: u16,
+    addr: [u8; 16],
+}
+
+#[map]
+static KNOWN_PEERS: LruHashMap<PeerKey, u8> = LruHashMap::with_max_entries(16384, 0);
+
+#[uprobe]
+pub fn socket_send(ctx: ProbeContext) -> u32 {
+    on_enter(&ctx, shape::BUFFER, direction::EGRESS)
+}
+
+#[uprobe]
+pub fn socket_sendv(ctx: ProbeContext) -> u32 {
+    on_enter(&ctx, shape::IOVEC, direction::EGRESS)
+}
+
+#[uprobe]
+pub fn socket_sendmsg(ctx: ProbeContext) -> u32 {
+    on_enter(&ctx, shape::MSGHDR, direction::EGRESS)
+}
+
+#[uprobe]
+pub fn socket_recv(ctx: ProbeContext) -> u32 {
+    on_enter(&ctx, shape::BUFFER, direction::INGRESS)
+}
+
+#[uprobe]
+pub fn socket_recvv(ctx: ProbeContext) -> u32 {
+    on_enter(&ctx, shape::IOVEC, direction::INGRESS)
+}
+
+#[uprobe]
+pub fn socket_recvmsg(ctx: ProbeContext) -> u32 {
+    on_enter(&ctx, shape::MSGHDR, direction::INGRESS)
+}
+
+/// Shared by every read and write wrapper: the entry probe saved what the call was.
+#[uretprobe]
+pub fn socket_return(ctx: RetProbeContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(pending) = (unsafe { PENDING.get(&pid_tgid) }).copied() else {
+        return 0;
+    };
+    // The return address has been popped: the stack pointer is one word above its entry value.
+    let sp = unsafe { (*ctx.regs).rsp };
+    if sp != pending.sp + 8 {
+        return 0;
+    }
+    let _ = PENDING.remove(&pid_tgid);
+    let ret: i64 = ctx.ret::<i64>();
+    if ret <= 0 {
+        return 0;
+    }
+    if pending.shape == shape::BUFFER {
+        emit_data(
+            pid_tgid,
+            &plaintext_call(pending.conn, pending.ptr, pending.dir),
+            ret as u64,
+        );
+    } else {
+        emit_vectored(pid_tgid, &pending, ret as u64);
+    }
+    0
+}
+
+#[uprobe]
+pub fn socket_close(ctx: ProbeContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(fd) = ctx.arg::<u64>(0) else {
+        return 0;
+    };
+    let key = SocketKey {
+        pid: (pid_tgid >> 32) as u32,
+        fd: fd as u32,
+    };
+    let Some(socket) = (unsafe { SOCKETS.get(&key) }).copied() else {
+        return 0;
+    };
+    let _ = SOCKETS.remove(&key);
+    end_connection(pid_tgid, socket.conn);
+    0
+}
+
+/// `connect(fd, sockaddr, len)` in a process no longer followed: a new peer may mean new work
+/// (an LLM call) for it; user space decides whether to follow it again.
+#[uprobe]
+pub fn socket_connect(ctx: ProbeContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(sockaddr) = ctx.arg::<u64>(1) else {
+        return 0;
+    };
+    let Ok([family, port]) = (unsafe { bpf_probe_read_user(sockaddr as *const [u16; 2]) }) else {
+        return 0;
+    };
+    let mut key = PeerKey {
+        pid: (pid_tgid >> 32) as u32,
+        family,
+        port: u16::from_be(port),
+        addr: [0; 16],
+    };
+    // sockaddr_in: family, port, 4-byte address; sockaddr_in6: family, port, flowinfo, 16 bytes.
+    match family {
+        AF_INET => match unsafe { bpf_probe_read_user((sockaddr + 4) as *const [u8; 4]) } {
+            Ok(addr) => key.addr[..4].copy_from_slice(&addr),
+            Err(_) => return 0,
+        },
+        AF_INET6 => match unsafe { bpf_probe_read_user((sockaddr + 8) as *const [u8; 16]) } {
+            Ok(addr) => key.addr = addr,
+            Err(_) => return 0,
+        },
+        // Unix, netlink, …: not a network peer.
+        _ => return 0,
+    }
+    if unsafe { KNOWN_PEERS.get(&key) }.is_some() {
+        return 0;
+    }
+    let _ = KNOWN_PEERS.insert(&key, &1, 0);
+    let event = ConnectEvent {
+        header: header(kind::CONNECT, pid_tgid),
+        family: key.family,
+        port: key.port,
+        addr: key.addr,
+        _pad: 0,
+    };
+    // At once: a TLS handshake is all that stands between the connect and the first request.
+    if EVENTS
+        .output::<ConnectEvent>(&event, BPF_RB_FORCE_WAKEUP as u64)
+        .is_err()
+    {
+        bump(counter::EVENTS_LOST, 1);
+    }
+    0
+}
+
+/// The dynamic loader's `_dl_debug_state`, called as it adds (and again once it has mapped)
+/// libraries: a TLS library loaded late may be about to be used.
+#[uprobe]
+pub fn library_loaded(_ctx: ProbeContext) -> u32 {
+    let event = header(kind::LIBRARY_MAPPED, bpf_get_current_pid_tgid());
+    if EVENTS
+        .output::<EventHeader>(&event, BPF_RB_FORCE_WAKEUP as u64)
+        .is_err()
+    {
+        bump(counter::EVENTS_LOST, 1);
+    }
+    0
+}
+
+/// A thread of a followed process ended (called from `process_exit`).
+pub(crate) fn thread_exited(pid_tgid: u64) {
+    let _ = PENDING.remove(&pid_tgid);
+}
+
+fn on_enter(ctx: &ProbeContext, shape: u8, dir: u8) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let (Some(fd), Some(ptr)) = (ctx.arg::<u64>(0), ctx.arg::<u64>(1)) else {
+        return 0;
+    };
+    let sp = unsafe { (*ctx.regs).rsp };
+    if let Some(outer) = unsafe { PENDING.get(&pid_tgid) }
+        && outer.sp > sp
+    {
+        // A wrapper called by a wrapper already seen: the outer call carries the bytes.
+        return 0;
+    }
+    hit(pid_tgid);
+    let key = SocketKey {
+        pid: (pid_tgid >> 32) as u32,
+        fd: fd as u32,
+    };
+    if let Some(call) = unsafe { ACTIVE_CALLS.get(&pid_tgid) } {
+        tie_tls_session(pid_tgid, key, call);
+        return 0;
+    }
+    let conn = match unsafe { SOCKETS.get(&key) } {
+        Some(socket) if socket.carries == carries::HTTP => socket.conn,
+        Some(_) => return 0,
+        None => {
+            if dir == direction::INGRESS {
+                return 0;
+            }
+            let first = if shape == shape::BUFFER {
+                ptr
+            } else {
+                first_iovec(shape, ptr).map_or(0, |iov| iov.base)
+            };
+            let starts_http = unsafe { bpf_probe_read_user(first as *const [u8; 4]) }
+                .is_ok_and(|bytes| is_http_request_start(&bytes));
+            if !starts_http {
+                bump(counter::SKIPPED_NOT_HTTP, 1);
+                return 0;
+            }
+            let socket = Socket {
+                conn: PLAINTEXT_CONN_BIT | unsafe { bpf_ktime_get_ns() },
+                carries: carries::HTTP,
+                _pad: [0; 7],
+            };
+            let _ = SOCKETS.insert(&key, &socket, 0);
+            announce(pid_tgid, socket.conn, key.fd, tls_source::PLAINTEXT);
+            socket.conn
+        }
+    };
+    if copy_wanted(pid_tgid, conn, dir) {
+        let pending = Pending {
+            ptr,
+            conn,
+            sp,
+            shape,
+            dir,
+            _pad: [0; 6],
+        };
+        let _ = PENDING.insert(&pid_tgid, &pending, 0);
+    }
+    0
+}
+
+/// A read or write inside a TLS call: the session travels over this fd.
+fn tie_tls_session(pid_tgid: u64, key: SocketKey, call: &ActiveCall) {
+    if unsafe { SOCKETS.get(&key) }.is_some_and(|socket| socket.conn == call.conn) {
+        return;
+    }
+    let socket = Socket {
+        conn: call.conn,
+        carries: carries::TLS,
+        _pad: [0; 7],
+    };
+    let _ = SOCKETS.insert(&key, &socket, 0);
+    announce(pid_tgid, call.conn, key.fd, call.source);
+}
+
+/// Tells user space which fd carries a connection; it finds the peer and checks the fd is a
+/// TCP socket.
+fn announce(pid_tgid: u64, conn: u64, fd: u32, source: u8) {
+    let event = SocketEvent {
+        header: header(kind::SOCKET, pid_tgid),
+        conn,
+        fd,
+        family: 0,
+        port: 0,
+        addr: [0; 16],
+        source,
+        role: socket_role::UNKNOWN,
+        _pad: [0; 6],
+    };
+    if EVENTS.output::<SocketEvent>(&event, ring_flags()).is_err() {
+        bump(counter::EVENTS_LOST, 1);
+    }
+}
+
+/// `GET `, `POST`, `PUT `, `HEAD`, `DELE`(TE), `PATC`(H), `OPTI`(ONS), and `PRI ` (HTTP/2 prior knowledge).
+fn is_http_request_start(bytes: &[u8; 4]) -> bool {
+    matches!(
+        bytes,
+        b"GET " | b"POST" | b"PUT " | b"HEAD" | b"DELE" | b"PATC" | b"OPTI" | b"PRI "
+    )
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct IoVec {
+    base: u64,
+    len: u64,
+}
+
+/// Where the iovec array is: given directly (readv/writev) or inside a msghdr (sendmsg/recvmsg).
+fn iovec_array(shape: u8, ptr: u64) -> Option<u64> {
+    if shape == shape::MSGHDR {
+        // struct msghdr: name, namelen, iov @16, iovlen @24.
+        unsafe { bpf_probe_read_user((ptr + 16) as *const u64) }.ok()
+    } else {
+        Some(ptr)
+    }
+}
+
+fn first_iovec(shape: u8, ptr: u64) -> Option<IoVec> {
+    let array = iovec_array(shape, ptr)?;
+    unsafe { bpf_probe_read_user(array as *const IoVec) }.ok()
+}
+
+/// Copies the `total` bytes a vectored call moved. They fill the iovecs in order, so the
+/// array is walked until they are accounted for (never past the caller's real entries).
+fn emit_vectored(pid_tgid: u64, pending: &Pending, total: u64) {
+    let mut left = total;
+    if let Some(array) = iovec_array(pending.shape, pending.ptr) {
+        for index in 0..MAX_IOVECS {
+            if left == 0 {
+                return;
+            }
+            let Ok(iov) = (unsafe { bpf_probe_read_user((array + index * 16) as *const IoVec) })
+            else {
+                bump(counter::READ_FAULTS, 1);
+                break;
+            };
+            let n = if iov.len < left { iov.len } else { left };
+            if n > 0 {
+                emit_data(
+                    pid_tgid,
+                    &plaintext_call(pending.conn, iov.base, pending.dir),
+                    n,
+                );
+            }
+            left -= n;
+        }
+    }
+    if left > 0 {
+        // Past MAX_IOVECS, or unreadable: the stream offset still moves, so user space sees the gap.
+        bump(counter::CALLS_TRUNCATED, 1);
+        bump(counter::BYTES_TRUNCATED, left);
+        skip_bytes(pid_tgid, pending.conn, pending.dir, left);
+    }
+}
+
+fn plaintext_call(conn: u64, buf: u64, dir: u8) -> ActiveCall {
+    ActiveCall {
+        conn,
+        buf,
+        count_ptr: 0,
+        dir,
+        source: tls_source::PLAINTEXT,
+        _pad: [0; 6],
+    }
+}

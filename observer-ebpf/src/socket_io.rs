@@ -26,8 +26,8 @@ use observer_ebpf::{
 };
 
 use crate::probes::{
-    ACTIVE_CALLS, ActiveCall, EVENTS, bump, copy_wanted, emit_data, end_connection, header, hit,
-    ring_flags, skip_bytes,
+    ACTIVE_CALLS, ActiveCall, EVENTS, bump, copy_wanted, emit_data, end_connection, followed,
+    header, hit, ring_flags, skip_bytes,
 };
 
 const AF_INET: u16 = 2;
@@ -105,6 +105,19 @@ struct PeerKey {
 #[map]
 static KNOWN_PEERS: LruHashMap<PeerKey, u8> = LruHashMap::with_max_entries(16384, 0);
 
+/// The peer each socket of a followed process connected to, by process and fd: the connection
+/// it carries is announced with it (a short-lived process is gone before user space could ask).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Peer {
+    family: u16,
+    port: u16,
+    addr: [u8; 16],
+}
+
+#[map]
+static PEERS: LruHashMap<SocketKey, Peer> = LruHashMap::with_max_entries(65536, 0);
+
 #[uprobe]
 pub fn socket_send(ctx: ProbeContext) -> u32 {
     on_enter(&ctx, shape::BUFFER, direction::EGRESS)
@@ -178,16 +191,18 @@ pub fn socket_close(ctx: ProbeContext) -> u32 {
         return 0;
     };
     let _ = SOCKETS.remove(&key);
+    let _ = PEERS.remove(&key);
     end_connection(pid_tgid, socket.conn);
     0
 }
 
-/// `connect(fd, sockaddr, len)` in a process no longer followed: a new peer may mean new work
-/// (an LLM call) for it; user space decides whether to follow it again.
+/// `connect(fd, sockaddr, len)`. In a followed process: the socket's peer, for its announce.
+/// In a process no longer followed: a new peer may mean new work (an LLM call) for it; user
+/// space decides whether to follow it again.
 #[uprobe]
 pub fn socket_connect(ctx: ProbeContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let Some(sockaddr) = ctx.arg::<u64>(1) else {
+    let (Some(fd), Some(sockaddr)) = (ctx.arg::<u64>(0), ctx.arg::<u64>(1)) else {
         return 0;
     };
     let Ok([family, port]) = (unsafe { bpf_probe_read_user(sockaddr as *const [u16; 2]) }) else {
@@ -211,6 +226,19 @@ pub fn socket_connect(ctx: ProbeContext) -> u32 {
         },
         // Unix, netlink, …: not a network peer.
         _ => return 0,
+    }
+    if followed(key.pid) {
+        let socket = SocketKey {
+            pid: key.pid,
+            fd: fd as u32,
+        };
+        let peer = Peer {
+            family: key.family,
+            port: key.port,
+            addr: key.addr,
+        };
+        let _ = PEERS.insert(&socket, &peer, 0);
+        return 0;
     }
     if unsafe { KNOWN_PEERS.get(&key) }.is_some() {
         return 0;
@@ -332,15 +360,30 @@ fn tie_tls_session(pid_tgid: u64, key: SocketKey, call: &ActiveCall) {
 /// Tells user space which fd carries a connection; it finds the peer and checks the fd is a
 /// TCP socket.
 fn announce(pid_tgid: u64, conn: u64, fd: u32, source: u8) {
+    let key = SocketKey {
+        pid: (pid_tgid >> 32) as u32,
+        fd,
+    };
+    let (peer, role) = match unsafe { PEERS.get(&key) } {
+        Some(peer) => (*peer, socket_role::CONNECTED),
+        None => (
+            Peer {
+                family: 0,
+                port: 0,
+                addr: [0; 16],
+            },
+            socket_role::UNKNOWN,
+        ),
+    };
     let event = SocketEvent {
         header: header(kind::SOCKET, pid_tgid),
         conn,
         fd,
-        family: 0,
-        port: 0,
-        addr: [0; 16],
+        family: peer.family,
+        port: peer.port,
+        addr: peer.addr,
         source,
-        role: socket_role::UNKNOWN,
+        role,
         _pad: [0; 6],
     };
     if EVENTS.output::<SocketEvent>(&event, ring_flags()).is_err() {

@@ -285,7 +285,9 @@ fn main() -> ExitCode {
         return observer::capture::run_exec_gate();
     }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("observer=info"))
-        .format_timestamp(None)
+        .format_timestamp(
+            std::env::var_os("OBSERVER_LOG_TIMES").map(|_| env_logger::TimestampPrecision::Micros),
+        )
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
@@ -531,7 +533,7 @@ fn spawn_traced(command: &[String], capture: &LiveCapture) -> Result<tokio::proc
         bail!("no command given")
     };
     capture
-        .spawn_followed(tokio::process::Command::new(program).args(args))
+        .spawn_followed(program, args)
         .with_context(|| format!("starting `{program}`"))
 }
 

@@ -697,7 +697,13 @@ impl TestEnv {
     /// `observer capture --output F --format jsonl FILTERS...` watching until stopped; returns
     /// once it printed `ready`.
     pub fn watch(&self, filters: &[&str]) -> Watcher {
-        let (command, output) = self.observer(filters, &[]);
+        self.watch_with_env(filters, &[])
+    }
+
+    /// As [`TestEnv::watch`], with `env` added to the observer's environment.
+    pub fn watch_with_env(&self, filters: &[&str], env: &[(&str, &str)]) -> Watcher {
+        let (mut command, output) = self.observer(filters, &[]);
+        command.envs(env.iter().copied());
         let proc = Proc::spawn("observer capture (watch)", command);
         if proc
             .stderr

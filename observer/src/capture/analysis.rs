@@ -60,7 +60,7 @@ pub struct FileAnalysis {
     /// What TLS stack the capture probes serve and how they were found, for the log.
     pub tls: Option<String>,
     /// Why a TLS stack present in the file is not probed, for a warning.
-    pub refused: Option<String>,
+    pub refused: Option<Refusal>,
     pub imports_network: bool,
     pub imports_loader: bool,
     /// `DT_NEEDED` names.
@@ -69,6 +69,36 @@ pub struct FileAnalysis {
     pub search_path: Vec<String>,
     /// `PT_INTERP`.
     pub interpreter: Option<String>,
+}
+
+/// A TLS stack the probes cannot serve.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Refusal {
+    /// BoringSSL whose functions could not be told apart with certainty.
+    BoringSsl { why: String },
+    /// A Go program the probes cannot read (too old, another architecture, no tables).
+    Go {
+        version: Option<String>,
+        reason: String,
+    },
+}
+
+impl Refusal {
+    /// The warning for the file at `path`: what happened and what to do.
+    pub fn warning(&self, path: &str) -> String {
+        match self {
+            Refusal::BoringSsl { why } => format!(
+                "{path} embeds BoringSSL, but its SSL_read/SSL_write could not be identified \
+                 with certainty ({why}); not attaching, so its TLS traffic will not be seen. \
+                 Please report this build (its version and `file` output)."
+            ),
+            Refusal::Go { version, reason } => format!(
+                "not capturing TLS of the Go program {path} ({}): {reason}. Its calls will not \
+                 be seen; rebuild it with Go 1.17 or later for amd64 to capture them.",
+                version.as_deref().unwrap_or("Go version unknown"),
+            ),
+        }
+    }
 }
 
 impl FileAnalysis {
@@ -135,12 +165,7 @@ fn tls_probes(path: &Path, boringssl: &mut Locator, analysis: &mut FileAnalysis)
                 ];
                 method = format!("without symbols, by code signature: {evidence}");
             }
-            Verdict::Refused(why) => {
-                analysis.refused = Some(format!(
-                    "it embeds BoringSSL, but its SSL_read/SSL_write could not be identified \
-                     with certainty ({why})"
-                ));
-            }
+            Verdict::Refused(why) => analysis.refused = Some(Refusal::BoringSsl { why }),
         }
     }
     let mut found = Vec::new();
@@ -175,11 +200,7 @@ fn tls_probes(path: &Path, boringssl: &mut Locator, analysis: &mut FileAnalysis)
             ));
         }
         GoBinary::Unsupported { version, reason } => {
-            analysis.refused = Some(format!(
-                "it is a Go program ({}) whose TLS the probes cannot read: {reason}; rebuild it \
-                 with Go 1.17 or later for amd64",
-                version.as_deref().unwrap_or("Go version unknown"),
-            ));
+            analysis.refused = Some(Refusal::Go { version, reason });
         }
         GoBinary::NotGo | GoBinary::WithoutTls => {}
     }

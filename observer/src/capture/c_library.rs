@@ -37,6 +37,12 @@ const CAPTURE: &[Wrapper] = &[
         entry_program: "socket_close",
         return_program: None,
     },
+    // The peer of each connection (in a process no longer followed, the sentinel below).
+    Wrapper {
+        symbol: "connect",
+        entry_program: "socket_connect",
+        return_program: None,
+    },
 ];
 
 /// Kept on a process that is no longer followed: a connection to a new peer is news.

@@ -98,6 +98,37 @@ pub fn find_library(root: &str, name: &str, run_path: &[String], origin: &Path) 
     from_run_path.chain(usual).find(|path| path.is_file())
 }
 
+/// TLS libraries (by name: `libssl*`, `libgnutls*`) in the directories of `pid`'s
+/// `LD_LIBRARY_PATH`, reachable from here.
+pub fn library_path_tls_libraries(pid: u32) -> Vec<PathBuf> {
+    let Ok(environ) = fs::read(format!("/proc/{pid}/environ")) else {
+        return Vec::new();
+    };
+    let Some(dirs) = environ
+        .split(|&b| b == 0)
+        .find_map(|entry| entry.strip_prefix(b"LD_LIBRARY_PATH="))
+    else {
+        return Vec::new();
+    };
+    let root = root_prefix(pid);
+    String::from_utf8_lossy(dirs)
+        .split(':')
+        .filter(|dir| dir.starts_with('/'))
+        .filter_map(|dir| fs::read_dir(format!("{root}{dir}")).ok())
+        .flat_map(|entries| entries.flatten())
+        .map(|entry| entry.path())
+        .filter(|path| {
+            path.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(is_tls_library_name)
+        })
+        .collect()
+}
+
+fn is_tls_library_name(name: &str) -> bool {
+    name.starts_with("libssl.so") || name.starts_with("libgnutls.so")
+}
+
 /// Where the dynamic loaders of the distributions we run on look by default.
 const LIBRARY_DIRS: &[&str] = &[
     "/lib/x86_64-linux-gnu",
@@ -154,7 +185,7 @@ pub fn system_tls_libraries() -> Vec<PathBuf> {
         for entry in entries.flatten() {
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
-            if name.starts_with("libssl.so") || name.starts_with("libgnutls.so") {
+            if is_tls_library_name(name) {
                 found.push(entry.path());
             }
         }

@@ -36,9 +36,6 @@ use super::{
     uprobe_events::ProbeKey,
 };
 
-/// A program that can only load network code later is followed if it is still running after
-/// this (most such execs are short-lived tools and shells).
-const LOADER_GRACE: Duration = Duration::from_millis(30);
 /// A forked child of a followed process is followed after this unless it has exec'd by then
 /// (then its exec decides): shells fork and exec at once.
 const FORK_GRACE: Duration = Duration::from_millis(20);
@@ -71,9 +68,11 @@ pub(super) enum Request {
         pid: u32,
         calls_in_flight: bool,
     },
-    /// Follow this process and its descendants (scoped capture); answered once its probes are on.
+    /// Follow this process and its descendants (scoped capture), for the program it is about
+    /// to run (its own executable if none); answered once its probes are on.
     FollowRoot {
         pid: u32,
+        program: Option<PathBuf>,
         done: SyncSender<()>,
     },
     /// The capture stops: switch everything off.
@@ -101,6 +100,8 @@ pub struct FollowStats {
 
 enum Tracked {
     Followed(Following),
+    /// Only its loader's hook is probed (it may load network code later).
+    Watched(HashMap<ProbeKey, OwnedFd>),
     Dropped(Dropped),
 }
 
@@ -118,13 +119,11 @@ struct Dropped {
     drops: u32,
 }
 
-/// Why a process will be looked at again.
+/// A child forked by a followed process, looked at again unless it exec'd meanwhile: the
+/// executable it ran when forked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Later {
-    /// A program that loads code at run time: follow it if it still runs this executable.
-    Loader { exe: FileId },
-    /// A child forked by a followed process, unless it exec'd meanwhile.
-    Fork { exe: Option<FileId> },
+struct LaterFork {
+    exe: Option<FileId>,
 }
 
 pub(super) struct Follower {
@@ -135,11 +134,14 @@ pub(super) struct Follower {
     scoped: bool,
     in_scope: HashSet<u32>,
     processes: HashMap<u32, Tracked>,
-    later: Vec<(Instant, u32, Later)>,
+    later: Vec<(Instant, u32, LaterFork)>,
     /// TLS libraries whose opens the gate holds, and files whose TLS probes were logged.
     held_libraries: HashSet<FileId>,
     announced: HashSet<FileId>,
     own_pids: Vec<u32>,
+    /// The files each tracked process was seen mapping (or about to map): a library loaded late
+    /// is told from them.
+    seen: HashMap<u32, HashMap<FileId, PathBuf>>,
     /// The program each process was last seen exec'ing: the tracepoint reports execs the gate
     /// already held, which need no second look.
     exec_seen: HashMap<u32, FileId>,
@@ -172,15 +174,25 @@ impl Follower {
             announced: HashSet::new(),
             own_pids,
             exec_seen: HashMap::new(),
+            seen: HashMap::new(),
             stats,
             gate_stats,
         }
     }
 
-    /// Scoped capture: follows `pid` (and, from now on, its descendants).
-    pub fn follow_root(&mut self, pid: u32) {
+    /// Scoped capture: follows `pid` (and, from now on, its descendants), running `program`
+    /// (or, if none, what it runs now).
+    pub fn follow_root(&mut self, pid: u32, program: Option<&Path>) {
         self.in_scope.insert(pid);
-        if let Some(exe) = process_file(pid, "exe") {
+        let exe = match program {
+            Some(path) => FileId::of(path).map(|id| MappedFile {
+                id,
+                host_path: path.to_path_buf(),
+            }),
+            None => process_file(pid, "exe"),
+        };
+        if let Some(exe) = exe {
+            self.exec_seen.insert(pid, exe.id);
             let files = self.closure(pid, &exe);
             self.follow(pid, &files);
         }
@@ -232,10 +244,28 @@ impl Follower {
                 .min()
                 .unwrap_or(next_refresh)
                 .min(next_refresh);
-            match requests.recv_timeout(next_due.saturating_duration_since(now)) {
-                Ok(Request::Stop) | Err(RecvTimeoutError::Disconnected) => break,
-                Ok(request) => self.serve(request),
-                Err(RecvTimeoutError::Timeout) => {}
+            let first = match requests.recv_timeout(next_due.saturating_duration_since(now)) {
+                Ok(request) => Some(request),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            // A loader maps libraries in bursts (two reports per dlopen): each process is looked
+            // at once per burst, after the rest of the batch.
+            let mut mapped: Vec<u32> = Vec::new();
+            let mut stopping = false;
+            for request in first.into_iter().chain(requests.try_iter()) {
+                match request {
+                    Request::Stop => stopping = true,
+                    Request::LibraryMapped(pid) if !mapped.contains(&pid) => mapped.push(pid),
+                    Request::LibraryMapped(_) => {}
+                    request => self.serve(request),
+                }
+            }
+            for pid in mapped {
+                self.on_library_mapped(pid);
+            }
+            if stopping {
+                break;
             }
             let now = Instant::now();
             let (due, waiting): (Vec<_>, Vec<_>) =
@@ -249,6 +279,7 @@ impl Follower {
                 let alive = |pid: &u32| Path::new(&format!("/proc/{pid}")).exists();
                 self.processes.retain(|pid, _| alive(pid));
                 self.exec_seen.retain(|pid, _| alive(pid));
+                self.seen.retain(|pid, _| alive(pid));
                 if let Some(gate) = &self.gate {
                     gate.mark_new_filesystems();
                 }
@@ -273,18 +304,14 @@ impl Follower {
                 if let Some(exe) = process_file(pid, "exe") {
                     self.on_exec(pid, &exe);
                 }
+                self.follow_private_tls_libraries(pid);
             }
             Request::Fork { parent, child } => self.on_fork(parent, child),
-            Request::LibraryMapped(pid) => {
-                if matches!(self.processes.get(&pid), Some(Tracked::Followed(_))) {
-                    let files = discover::executable_mappings(pid);
-                    self.follow(pid, &files);
-                }
-            }
             Request::Connect(pid) => self.on_connect(pid),
             Request::Exit(pid) => {
                 self.processes.remove(&pid);
                 self.exec_seen.remove(&pid);
+                self.seen.remove(&pid);
                 self.in_scope.remove(&pid);
                 self.later.retain(|(_, waiting, _)| *waiting != pid);
             }
@@ -305,27 +332,54 @@ impl Follower {
                     self.drop_costly(pid);
                 }
             }
-            Request::FollowRoot { pid, done } => {
-                self.follow_root(pid);
+            Request::FollowRoot { pid, program, done } => {
+                self.follow_root(pid, program.as_deref());
                 let _ = done.send(());
             }
-            Request::Stop => {}
+            // Batched by `run`.
+            Request::Stop | Request::LibraryMapped(_) => {}
         }
+    }
+
+    /// Whether `pid` is to be followed at all: in scoped capture, a root or a descendant of one
+    /// (asked of its ancestors too: its exec can be held before its fork is reported).
+    fn in_scope(&mut self, pid: u32) -> bool {
+        if self.own_pids.contains(&pid) {
+            return false;
+        }
+        if !self.scoped || self.in_scope.contains(&pid) {
+            return true;
+        }
+        let mut ancestor = pid;
+        for _ in 0..32 {
+            match parent_of(ancestor) {
+                Some(parent) if parent > 1 => ancestor = parent,
+                _ => return false,
+            }
+            if self.in_scope.contains(&ancestor) {
+                self.in_scope.insert(pid);
+                return true;
+            }
+        }
+        false
     }
 
     fn on_hold(&mut self, hold: &Hold) {
         let pid = hold.pid;
-        if self.own_pids.contains(&pid) || (self.scoped && !self.in_scope.contains(&pid)) {
+        if !self.in_scope(pid) {
             return;
         }
-        let path = PathBuf::from(format!("/proc/self/fd/{}", hold.file.as_raw_fd()));
-        let Some(id) = FileId::of(&path) else {
+        let held = PathBuf::from(format!("/proc/self/fd/{}", hold.file.as_raw_fd()));
+        let Some(id) = FileId::of(&held) else {
             return;
         };
-        let file = MappedFile {
-            id,
-            host_path: path,
-        };
+        // The file's own path when it reaches the same file from here (it outlives the hold);
+        // else the held descriptor, good for as long as the hold.
+        let host_path = fs::read_link(&held)
+            .ok()
+            .filter(|path| FileId::of(path) == Some(id))
+            .unwrap_or(held);
+        let file = MappedFile { id, host_path };
         match hold.kind {
             HoldKind::Exec => self.on_exec(pid, &file),
             HoldKind::Open => {
@@ -342,7 +396,7 @@ impl Follower {
 
     /// A process starts running `exe` (held at its exec, or just after it).
     fn on_exec(&mut self, pid: u32, exe: &MappedFile) {
-        if self.own_pids.contains(&pid) || (self.scoped && !self.in_scope.contains(&pid)) {
+        if !self.in_scope(pid) {
             return;
         }
         if self.exec_seen.get(&pid) == Some(&exe.id) {
@@ -363,16 +417,91 @@ impl Follower {
         let analyses: Vec<_> = files.iter().filter_map(|f| self.analysis(f)).collect();
         let networked = analyses.iter().any(|a| a.networked());
         let loads_code = analyses.iter().any(|a| a.imports_loader);
-        // Whatever the old image was followed for, the new one decides.
-        self.forget(pid);
+        // The new image decides (probes of the old image's files may stay on: they cost
+        // nothing where nothing maps those files).
         if self.scoped || networked {
             self.follow(pid, &files);
-        } else if loads_code {
-            self.later.push((
-                Instant::now() + LOADER_GRACE,
+            return;
+        }
+        self.forget(pid);
+        if loads_code {
+            self.watch_loader(pid, &files);
+        }
+    }
+
+    /// A program that may load network code later (`dlopen`): only its loader's hook is probed
+    /// (one trap per library load); what it loads decides whether it is followed.
+    fn watch_loader(&mut self, pid: u32, files: &[MappedFile]) {
+        let mut loader = HashMap::new();
+        for file in files {
+            if let Some(analysis) = self.analysis(file) {
+                self.enable(pid, file, analysis.loader.iter(), &mut loader);
+            }
+        }
+        if !loader.is_empty() {
+            self.seen.insert(
                 pid,
-                Later::Loader { exe: exe.id },
-            ));
+                files.iter().map(|f| (f.id, f.host_path.clone())).collect(),
+            );
+            self.processes.insert(pid, Tracked::Watched(loader));
+        }
+    }
+
+    /// Once a program runs, its environment can be read: TLS libraries in its
+    /// `LD_LIBRARY_PATH` are the ones it will load (a private copy the gate does not hold
+    /// opens of), so their probes go on now, before its first TLS call.
+    fn follow_private_tls_libraries(&mut self, pid: u32) {
+        if !matches!(
+            self.processes.get(&pid),
+            Some(Tracked::Followed(_) | Tracked::Watched(_))
+        ) {
+            return;
+        }
+        let libraries: Vec<MappedFile> = discover::library_path_tls_libraries(pid)
+            .into_iter()
+            .filter_map(|path| {
+                Some(MappedFile {
+                    id: FileId::of(&path)?,
+                    host_path: path,
+                })
+            })
+            .filter(|file| self.analysis(file).is_some_and(|a| a.tls.is_some()))
+            .collect();
+        if !libraries.is_empty() {
+            let mut files = libraries;
+            files.extend(discover::executable_mappings(pid));
+            self.follow(pid, &files);
+        }
+    }
+
+    /// A process's loader loaded libraries: follow what is new in it, if worth it.
+    fn on_library_mapped(&mut self, pid: u32) {
+        let seen = self.seen.get(&pid);
+        let files: Vec<MappedFile> = discover::executable_mappings(pid)
+            .into_iter()
+            .filter(|file| seen.is_none_or(|seen| !seen.contains_key(&file.id)))
+            .collect();
+        if files.is_empty() {
+            return;
+        }
+        match self.processes.get(&pid) {
+            Some(Tracked::Followed(_)) => self.follow(pid, &files),
+            // Followed from now on: for every file it maps, not only the new ones.
+            Some(Tracked::Watched(_) | Tracked::Dropped(_)) => {
+                let worth = files.iter().any(|file| {
+                    self.analysis(file)
+                        .is_some_and(|a| a.networked() && !a.capture.is_empty() || a.tls.is_some())
+                });
+                if worth {
+                    if matches!(self.processes.get(&pid), Some(Tracked::Dropped(_))) {
+                        self.stats_mut().readmitted += 1;
+                    }
+                    let mut all = files;
+                    all.extend(discover::executable_mappings(pid));
+                    self.follow(pid, &all);
+                }
+            }
+            None => {}
         }
     }
 
@@ -381,7 +510,7 @@ impl Follower {
             return;
         }
         if self.scoped {
-            if self.in_scope.contains(&parent) {
+            if self.in_scope(parent) {
                 self.in_scope.insert(child);
                 let files = discover::executable_mappings(child);
                 self.follow(child, &files);
@@ -390,19 +519,15 @@ impl Follower {
         }
         let exe = process_file(parent, "exe").map(|f| f.id);
         self.later
-            .push((Instant::now() + FORK_GRACE, child, Later::Fork { exe }));
+            .push((Instant::now() + FORK_GRACE, child, LaterFork { exe }));
     }
 
-    fn look_again(&mut self, pid: u32, why: Later) {
+    fn look_again(&mut self, pid: u32, fork: LaterFork) {
         if self.processes.contains_key(&pid) {
             return;
         }
         let current = process_file(pid, "exe").map(|f| f.id);
-        let still = match why {
-            Later::Loader { exe } => current == Some(exe),
-            Later::Fork { exe } => current.is_some() && current == exe,
-        };
-        if still {
+        if current.is_some() && current == fork.exe {
             let files = discover::executable_mappings(pid);
             self.follow(pid, &files);
         }
@@ -423,21 +548,45 @@ impl Follower {
             comm(pid)
         );
         self.stats_mut().readmitted += 1;
-        let files = discover::executable_mappings(pid);
-        self.follow(pid, &files);
+        // The files it was followed for first (its TLS library among them: a handshake is all
+        // that stands between this connect and its first request), then whatever it mapped since.
+        let known: Vec<MappedFile> = self
+            .seen
+            .get(&pid)
+            .map(|seen| {
+                seen.iter()
+                    .map(|(id, path)| MappedFile {
+                        id: *id,
+                        host_path: path.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.follow(pid, &known);
+        self.on_library_mapped(pid);
     }
 
     /// Switches on, for `pid`, the capture probes of `files` it does not have yet.
     fn follow(&mut self, pid: u32, files: &[MappedFile]) {
-        let mut following = match self.processes.remove(&pid) {
-            Some(Tracked::Followed(following)) => following,
-            Some(Tracked::Dropped(dropped)) => Following {
-                drops: dropped.drops,
-                ..Following::default()
-            },
-            None => Following::default(),
+        let (mut following, new) = match self.processes.remove(&pid) {
+            Some(Tracked::Followed(following)) => (following, false),
+            // The loader's hook stays on.
+            Some(Tracked::Watched(loader)) => (
+                Following {
+                    enabled: loader,
+                    ..Following::default()
+                },
+                true,
+            ),
+            Some(Tracked::Dropped(dropped)) => (
+                Following {
+                    drops: dropped.drops,
+                    ..Following::default()
+                },
+                true,
+            ),
+            None => (Following::default(), true),
         };
-        let new = following.enabled.is_empty();
         if new {
             let flags = if self.scoped { followed_flags::KEEP } else { 0 };
             let state = Followed {
@@ -448,10 +597,24 @@ impl Follower {
                 log::debug!("pid {pid}: {error:#}");
             }
         }
+        let started = Instant::now();
+        // TLS first: a process followed late (a library just loaded, a new peer) may be about to
+        // make its first TLS call, and reading the other files may take a while the first time.
+        let mut files: Vec<&MappedFile> = files.iter().collect();
+        files.sort_by_key(|file| !looks_like_tls(file));
+        let mut rest = Vec::new();
         for file in files {
             let Some(analysis) = self.analysis(file) else {
                 continue;
             };
+            self.seen
+                .entry(pid)
+                .or_default()
+                .insert(file.id, file.host_path.clone());
+            if analysis.tls.is_none() {
+                rest.push((file, analysis));
+                continue;
+            }
             self.hold_opens_if_tls(file);
             let probes = analysis.capture.iter().chain(&analysis.loader);
             self.enable(pid, file, probes, &mut following.enabled);
@@ -461,6 +624,14 @@ impl Follower {
                 log::info!("attached {tls} to {}", shown(file));
             }
         }
+        log::debug!(
+            "pid {pid}: TLS probes on after {:.1} ms",
+            started.elapsed().as_secs_f64() * 1e3
+        );
+        for (file, analysis) in rest {
+            let probes = analysis.capture.iter().chain(&analysis.loader);
+            self.enable(pid, file, probes, &mut following.enabled);
+        }
         if following.enabled.is_empty() {
             // Nothing to probe: the process is gone, or its programs make no socket calls.
             let _ = lock(&self.maps).unfollow(pid);
@@ -469,11 +640,17 @@ impl Follower {
         if new {
             self.stats_mut().followed_total += 1;
         }
+        log::debug!(
+            "pid {pid}: {} probes on after {:.1} ms",
+            following.enabled.len(),
+            started.elapsed().as_secs_f64() * 1e3
+        );
         self.processes.insert(pid, Tracked::Followed(following));
     }
 
     /// No longer tracks `pid` at all (its probes off, sentinel included).
     fn forget(&mut self, pid: u32) {
+        self.seen.remove(&pid);
         if self.processes.remove(&pid).is_some() {
             let _ = lock(&self.maps).unfollow(pid);
         }
@@ -494,7 +671,8 @@ impl Follower {
         let mut sentinel = HashMap::new();
         for file in discover::executable_mappings(pid) {
             if let Some(analysis) = self.analysis(&file) {
-                self.enable(pid, &file, analysis.sentinel.iter(), &mut sentinel);
+                let probes = analysis.sentinel.iter().chain(&analysis.loader);
+                self.enable(pid, &file, probes, &mut sentinel);
             }
         }
         log::info!(
@@ -603,11 +781,7 @@ impl Follower {
                 if let Some(refused) = &analysis.refused
                     && self.announced.insert(file.id)
                 {
-                    log::warn!(
-                        "not capturing TLS of {}: {refused}. Its calls will not be seen; please \
-                         report this build (its version and `file` output).",
-                        shown(file)
-                    );
+                    log::warn!("{}", refused.warning(&shown(file)));
                 }
                 Some(analysis)
             }
@@ -665,6 +839,7 @@ impl Follower {
             self.processes
                 .values()
                 .fold((0, 0), |(f, e), tracked| match tracked {
+                    Tracked::Watched(loader) => (f, e + loader.len()),
                     Tracked::Followed(following) => (f + 1, e + following.enabled.len()),
                     Tracked::Dropped(dropped) => (f, e + dropped.sentinel.len()),
                 });
@@ -691,17 +866,28 @@ fn process_file(pid: u32, link: &str) -> Option<MappedFile> {
     })
 }
 
+/// Whether a file's name suggests a TLS library (looked at first when time counts).
+fn looks_like_tls(file: &MappedFile) -> bool {
+    let name = shown(file);
+    let name = name.rsplit('/').next().unwrap_or_default();
+    ["ssl", "tls"].iter().any(|word| name.contains(word))
+}
+
 /// A thread's clone is reported by the fork tracepoint too; its status names another group.
 fn is_process(pid: u32) -> bool {
+    status_field(pid, "Tgid:") == Some(pid)
+}
+
+fn parent_of(pid: u32) -> Option<u32> {
+    status_field(pid, "PPid:")
+}
+
+fn status_field(pid: u32, field: &str) -> Option<u32> {
     fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|line| line.strip_prefix("Tgid:"))
-                .and_then(|tgid| tgid.trim().parse::<u32>().ok())
-        })
-        == Some(pid)
+        .ok()?
+        .lines()
+        .find_map(|line| line.strip_prefix(field))
+        .and_then(|value| value.trim().parse().ok())
 }
 
 fn comm(pid: u32) -> String {

@@ -85,8 +85,12 @@ impl Default for CaptureOptions {
     }
 }
 
-/// `/var/cache/observer` for root, else the user's cache directory.
+/// `OBSERVER_CACHE_DIR` if set, else `/var/cache/observer` for root, else the user's cache
+/// directory.
 pub fn default_cache_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("OBSERVER_CACHE_DIR") {
+        return Some(PathBuf::from(dir));
+    }
     if running_as_root() {
         return Some(PathBuf::from("/var/cache/observer"));
     }
@@ -144,7 +148,7 @@ impl LiveCapture {
         );
         follower.follow_running();
         for &pid in &options.pids {
-            follower.follow_root(pid);
+            follower.follow_root(pid, None);
         }
         release_freed_memory();
 
@@ -186,12 +190,12 @@ impl LiveCapture {
         Ok((capture, events_rx))
     }
 
-    /// Starts `command` with its probes in place before its first instruction: the child waits,
-    /// between fork and exec, until it is followed.
-    pub fn spawn_followed(
-        &self,
-        command: &mut tokio::process::Command,
-    ) -> Result<tokio::process::Child> {
+    /// Starts `program` with its probes in place before its first instruction: the child waits,
+    /// between fork and exec, until it is followed for the program it is about to run.
+    pub fn spawn_followed(&self, program: &str, args: &[String]) -> Result<tokio::process::Child> {
+        let mut command = tokio::process::Command::new(program);
+        command.args(args);
+        let executable = find_program(program);
         let (pid_reader, pid_writer) = pipe()?;
         let (go_reader, go_writer) = pipe()?;
         let (child_pid_fd, child_go_fd) = (pid_writer.as_raw_fd(), go_reader.as_raw_fd());
@@ -221,6 +225,7 @@ impl LiveCapture {
                 let (done_tx, done_rx) = mpsc::sync_channel(1);
                 let request = Request::FollowRoot {
                     pid: pid as u32,
+                    program: executable,
                     done: done_tx,
                 };
                 if requests.send(request).is_ok() {
@@ -293,6 +298,17 @@ impl Drop for LiveCapture {
         self.stop.store(true, Ordering::SeqCst);
         let _ = self.requests.send(Request::Stop);
     }
+}
+
+/// Where `program` resolves through PATH, as `execvp` would find it.
+fn find_program(program: &str) -> Option<PathBuf> {
+    if program.contains('/') {
+        return Some(PathBuf::from(program));
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd)> {

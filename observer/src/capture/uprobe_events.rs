@@ -94,6 +94,7 @@ impl UprobeEvents {
         } else {
             path.to_path_buf()
         };
+        let started = std::time::Instant::now();
         let name = format!("p{}", self.next_name);
         self.next_name += 1;
         let kind = if at_return { 'r' } else { 'p' };
@@ -123,6 +124,13 @@ impl UprobeEvents {
         });
         match defined {
             Ok(definition) => {
+                log::debug!(
+                    "defined {name} ({} at {} offset {:#x}) in {:?}",
+                    key.program,
+                    path.display(),
+                    key.offset,
+                    started.elapsed()
+                );
                 let id = definition.tracepoint_id;
                 self.definitions.insert(key, definition);
                 Ok(id)

@@ -84,10 +84,16 @@ struct Pending {
     /// The stack pointer at entry: tells a nested wrapper (musl's `send` calls `sendto`) from an
     /// entry left behind by a call whose return was never seen.
     sp: u64,
+    fd: u32,
     shape: u8,
     dir: u8,
-    _pad: [u8; 6],
+    _pad: [u8; 2],
 }
+
+/// A read of an fd that carried nothing known at its entry: whether its bytes are a plaintext
+/// HTTP response is decided at its return (a reader may block on a socket before the request
+/// it will answer to is written: Go's read loop, reader threads).
+pub(crate) const DECIDE_AT_RETURN: u64 = 0;
 
 #[map]
 static PENDING: LruHashMap<u64, Pending> = LruHashMap::with_max_entries(16384, 0);
@@ -165,35 +171,56 @@ pub fn socket_return(ctx: RetProbeContext) -> u32 {
     if ret <= 0 {
         return 0;
     }
+    let Some(conn) = decided(pid_tgid, pending.conn, pending.fd) else {
+        return 0;
+    };
     if pending.shape == shape::BUFFER {
         emit_data(
             pid_tgid,
-            &plaintext_call(pending.conn, pending.ptr, pending.dir),
+            &plaintext_call(conn, pending.ptr, pending.dir),
             ret as u64,
         );
     } else {
-        emit_vectored(pid_tgid, &pending, ret as u64);
+        emit_vectored(pid_tgid, &pending, conn, ret as u64);
     }
     0
 }
 
-#[uprobe]
-pub fn socket_close(ctx: ProbeContext) -> u32 {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let Some(fd) = ctx.arg::<u64>(0) else {
-        return 0;
-    };
+/// The connection a read's bytes belong to, once they are in: `conn` as decided at entry, or,
+/// for [`DECIDE_AT_RETURN`], the plaintext HTTP connection `fd` carries now (if copied).
+pub(crate) fn decided(pid_tgid: u64, conn: u64, fd: u32) -> Option<u64> {
+    if conn != DECIDE_AT_RETURN {
+        return Some(conn);
+    }
     let key = SocketKey {
         pid: (pid_tgid >> 32) as u32,
-        fd: fd as u32,
+        fd,
+    };
+    let socket = unsafe { SOCKETS.get(&key) }?;
+    (socket.carries == carries::HTTP && copy_wanted(pid_tgid, socket.conn, direction::INGRESS))
+        .then_some(socket.conn)
+}
+
+#[uprobe]
+pub fn socket_close(ctx: ProbeContext) -> u32 {
+    if let Some(fd) = ctx.arg::<u64>(0) {
+        fd_closed(bpf_get_current_pid_tgid(), fd as u32);
+    }
+    0
+}
+
+/// `fd` was closed: the connection it carried (if any) is over.
+pub(crate) fn fd_closed(pid_tgid: u64, fd: u32) {
+    let key = SocketKey {
+        pid: (pid_tgid >> 32) as u32,
+        fd,
     };
     let Some(socket) = (unsafe { SOCKETS.get(&key) }).copied() else {
-        return 0;
+        return;
     };
     let _ = SOCKETS.remove(&key);
     let _ = PEERS.remove(&key);
     end_connection(pid_tgid, socket.conn);
-    0
 }
 
 /// `connect(fd, sockaddr, len)`. In a followed process: the socket's peer, for its announce.
@@ -201,12 +228,16 @@ pub fn socket_close(ctx: ProbeContext) -> u32 {
 /// space decides whether to follow it again.
 #[uprobe]
 pub fn socket_connect(ctx: ProbeContext) -> u32 {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let (Some(fd), Some(sockaddr)) = (ctx.arg::<u64>(0), ctx.arg::<u64>(1)) else {
-        return 0;
-    };
+    if let (Some(fd), Some(sockaddr)) = (ctx.arg::<u64>(0), ctx.arg::<u64>(1)) {
+        connecting(bpf_get_current_pid_tgid(), fd as u32, sockaddr);
+    }
+    0
+}
+
+/// A process connects `fd` to the peer at `sockaddr` (see [`socket_connect`]).
+pub(crate) fn connecting(pid_tgid: u64, fd: u32, sockaddr: u64) {
     let Ok([family, port]) = (unsafe { bpf_probe_read_user(sockaddr as *const [u16; 2]) }) else {
-        return 0;
+        return;
     };
     let mut key = PeerKey {
         pid: (pid_tgid >> 32) as u32,
@@ -218,14 +249,14 @@ pub fn socket_connect(ctx: ProbeContext) -> u32 {
     match family {
         AF_INET => match unsafe { bpf_probe_read_user((sockaddr + 4) as *const [u8; 4]) } {
             Ok(addr) => key.addr[..4].copy_from_slice(&addr),
-            Err(_) => return 0,
+            Err(_) => return,
         },
         AF_INET6 => match unsafe { bpf_probe_read_user((sockaddr + 8) as *const [u8; 16]) } {
             Ok(addr) => key.addr = addr,
-            Err(_) => return 0,
+            Err(_) => return,
         },
         // Unix, netlink, …: not a network peer.
-        _ => return 0,
+        _ => return,
     }
     if followed(key.pid) {
         let socket = SocketKey {
@@ -238,10 +269,10 @@ pub fn socket_connect(ctx: ProbeContext) -> u32 {
             addr: key.addr,
         };
         let _ = PEERS.insert(&socket, &peer, 0);
-        return 0;
+        return;
     }
     if unsafe { KNOWN_PEERS.get(&key) }.is_some() {
-        return 0;
+        return;
     }
     let _ = KNOWN_PEERS.insert(&key, &1, 0);
     let event = ConnectEvent {
@@ -258,7 +289,6 @@ pub fn socket_connect(ctx: ProbeContext) -> u32 {
     {
         bump(counter::EVENTS_LOST, 1);
     }
-    0
 }
 
 /// The dynamic loader's `_dl_debug_state`, called as it adds (and again once it has mapped)
@@ -293,31 +323,60 @@ fn on_enter(ctx: &ProbeContext, shape: u8, dir: u8) -> u32 {
         return 0;
     }
     hit(pid_tgid);
+    let tls = unsafe { ACTIVE_CALLS.get(&pid_tgid) };
+    let first = || {
+        if shape == shape::BUFFER {
+            ptr
+        } else {
+            first_iovec(shape, ptr).map_or(0, |iov| iov.base)
+        }
+    };
+    if let Some(conn) = plaintext_connection(pid_tgid, fd as u32, dir, tls, first) {
+        let pending = Pending {
+            ptr,
+            conn,
+            sp,
+            fd: fd as u32,
+            shape,
+            dir,
+            _pad: [0; 2],
+        };
+        let _ = PENDING.insert(&pid_tgid, &pending, 0);
+    }
+    0
+}
+
+/// The plaintext HTTP connection whose bytes a read or write of `fd` moves, if they are to be
+/// copied. Inside a TLS call (`tls`) the fd is tied to the session instead; a write on an fd
+/// carrying nothing known yet starts an HTTP connection if its first bytes (at `first()`) begin
+/// a request.
+pub(crate) fn plaintext_connection(
+    pid_tgid: u64,
+    fd: u32,
+    dir: u8,
+    tls: Option<&ActiveCall>,
+    first: impl Fn() -> u64,
+) -> Option<u64> {
     let key = SocketKey {
         pid: (pid_tgid >> 32) as u32,
-        fd: fd as u32,
+        fd,
     };
-    if let Some(call) = unsafe { ACTIVE_CALLS.get(&pid_tgid) } {
+    if let Some(call) = tls {
         tie_tls_session(pid_tgid, key, call);
-        return 0;
+        return None;
     }
     let conn = match unsafe { SOCKETS.get(&key) } {
         Some(socket) if socket.carries == carries::HTTP => socket.conn,
-        Some(_) => return 0,
+        Some(_) => return None,
         None => {
             if dir == direction::INGRESS {
-                return 0;
+                return Some(DECIDE_AT_RETURN);
             }
-            let first = if shape == shape::BUFFER {
-                ptr
-            } else {
-                first_iovec(shape, ptr).map_or(0, |iov| iov.base)
-            };
-            let starts_http = unsafe { bpf_probe_read_user(first as *const [u8; 4]) }
+            let starts_http = unsafe { bpf_probe_read_user(first() as *const [u8; 4]) }
                 .is_ok_and(|bytes| is_http_request_start(&bytes));
             if !starts_http {
                 bump(counter::SKIPPED_NOT_HTTP, 1);
-                return 0;
+                return None;
             }
             let socket = Socket {
                 conn: PLAINTEXT_CONN_BIT | unsafe { bpf_ktime_get_ns() },
@@ -329,18 +388,7 @@ fn on_enter(ctx: &ProbeContext, shape: u8, dir: u8) -> u32 {
             socket.conn
         }
     };
-    if copy_wanted(pid_tgid, conn, dir) {
-        let pending = Pending {
-            ptr,
-            conn,
-            sp,
-            shape,
-            dir,
-            _pad: [0; 6],
-        };
-        let _ = PENDING.insert(&pid_tgid, &pending, 0);
-    }
-    0
+    copy_wanted(pid_tgid, conn, dir).then_some(conn)
 }
 
 /// A read or write inside a TLS call: the session travels over this fd.
@@ -423,7 +471,7 @@ fn first_iovec(shape: u8, ptr: u64) -> Option<IoVec> {
 
 /// Copies the `total` bytes a vectored call moved. They fill the iovecs in order, so the
 /// array is walked until they are accounted for (never past the caller's real entries).
-fn emit_vectored(pid_tgid: u64, pending: &Pending, total: u64) {
+fn emit_vectored(pid_tgid: u64, pending: &Pending, conn: u64, total: u64) {
     let mut left = total;
     if let Some(array) = iovec_array(pending.shape, pending.ptr) {
         for index in 0..MAX_IOVECS {
@@ -437,11 +485,7 @@ fn emit_vectored(pid_tgid: u64, pending: &Pending, total: u64) {
             };
             let n = if iov.len < left { iov.len } else { left };
             if n > 0 {
-                emit_data(
-                    pid_tgid,
-                    &plaintext_call(pending.conn, iov.base, pending.dir),
-                    n,
-                );
+                emit_data(pid_tgid, &plaintext_call(conn, iov.base, pending.dir), n);
             }
             left -= n;
         }
@@ -450,11 +494,11 @@ fn emit_vectored(pid_tgid: u64, pending: &Pending, total: u64) {
         // Past MAX_IOVECS, or unreadable: the stream offset still moves, so user space sees the gap.
         bump(counter::CALLS_TRUNCATED, 1);
         bump(counter::BYTES_TRUNCATED, left);
-        skip_bytes(pid_tgid, pending.conn, pending.dir, left);
+        skip_bytes(pid_tgid, conn, pending.dir, left);
     }
 }
 
-fn plaintext_call(conn: u64, buf: u64, dir: u8) -> ActiveCall {
+pub(crate) fn plaintext_call(conn: u64, buf: u64, dir: u8) -> ActiveCall {
     ActiveCall {
         conn,
         buf,

@@ -149,3 +149,28 @@ fn go_before_1_17_is_refused_with_a_message() {
         "no span may come from an unprobed program"
     );
 }
+
+/// Plaintext HTTP from Go (how the `ollama` CLI reaches a local server): Go makes its socket
+/// calls without the C library, so they are seen at `internal/poll.(*FD)`, its read loop
+/// waiting on the socket before the request is written.
+#[test]
+fn go_plaintext_http() {
+    let env = TestEnv::plaintext();
+    let client = build_client(Build::Stripped);
+    let scenarios = ["chat_json", "chat_stream", "parallel4:chat_json"];
+    let mut command = vec![client.display().to_string(), "http1".to_owned()];
+    command.extend(scenarios.iter().map(|s| s.to_string()));
+    let run = env.check_command(&command, expected_calls(&scenarios), false);
+    for span in run.spans.iter().filter(|s| s.is_call()) {
+        assert_eq!(
+            span.str("observer.tls.library"),
+            Some("plaintext"),
+            "{span}"
+        );
+        assert_eq!(
+            span.u64("network.peer.port"),
+            Some(u64::from(env.server.port)),
+            "{span}"
+        );
+    }
+}

@@ -30,7 +30,7 @@ use super::{
 
 /// Bumped whenever what an analysis holds, or how it is found, changes: older entries are
 /// then ignored.
-const FORMAT: u32 = 1;
+const FORMAT: u32 = 2;
 
 /// Symbols whose import tells that a program opens network connections itself.
 const NETWORK_IMPORTS: &[&str] = &["connect", "send", "sendto", "sendmsg"];
@@ -189,20 +189,37 @@ fn tls_probes(path: &Path, boringssl: &mut Locator, analysis: &mut FileAnalysis)
         ));
     }
     match golang::inspect(path)? {
-        GoBinary::Tls(go) => {
+        GoBinary::Go(go) => {
             go.attach_points().into_iter().for_each(&mut add);
-            found.push(format!(
-                "Go crypto/tls probes ({}, bounds from {}, {} RET instructions of Read{})",
-                go.version.as_deref().unwrap_or("Go version unknown"),
-                go.bounds_from,
-                go.read_returns.len(),
-                if go.close.is_some() { ", Close" } else { "" }
-            ));
+            analysis
+                .sentinel
+                .extend(go.sentinel_points().into_iter().map(|point| Probe {
+                    program: point.program.to_owned(),
+                    offset: point.offset,
+                    library: point.library,
+                    function: point.function.to_owned(),
+                }));
+            // A Go program opens connections itself (no imports to tell).
+            analysis.imports_network |= go.net.is_some();
+            if let Some(tls) = &go.tls {
+                found.push(format!(
+                    "Go crypto/tls probes ({}, bounds from {}, {} RET instructions of Read{}{})",
+                    go.version.as_deref().unwrap_or("Go version unknown"),
+                    go.bounds_from,
+                    tls.read_returns.len(),
+                    if tls.close.is_some() { ", Close" } else { "" },
+                    if go.net.is_some() {
+                        ", and its sockets at internal/poll.(*FD)"
+                    } else {
+                        ""
+                    }
+                ));
+            }
         }
         GoBinary::Unsupported { version, reason } => {
             analysis.refused = Some(Refusal::Go { version, reason });
         }
-        GoBinary::NotGo | GoBinary::WithoutTls => {}
+        GoBinary::NotGo => {}
     }
     if !found.is_empty() {
         analysis.tls = Some(found.join(" and "));

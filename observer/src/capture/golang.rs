@@ -18,6 +18,13 @@ use super::elf::{AttachPoint, file_offset};
 const WRITE: &str = "crypto/tls.(*Conn).Write";
 const READ: &str = "crypto/tls.(*Conn).Read";
 const CLOSE: &str = "crypto/tls.(*Conn).Close";
+/// Every socket read and write of a Go program passes here (plaintext HTTP, and the socket
+/// under each TLS session).
+const FD_WRITE: &str = "internal/poll.(*FD).Write";
+const FD_READ: &str = "internal/poll.(*FD).Read";
+const FD_CLOSE: &str = "internal/poll.(*FD).Close";
+/// `connect(s int, addr unsafe.Pointer, addrlen _Socklen)`: where every connection starts.
+const CONNECT: &str = "syscall.connect";
 
 /// Go executables larger than this are not read (they would be read whole into memory).
 const MAX_EXECUTABLE_BYTES: u64 = 1 << 30;
@@ -30,54 +37,115 @@ const PCLNTAB_GO116: u32 = 0xffff_fffa;
 const PCLNTAB_GO118: u32 = 0xffff_fff0;
 const PCLNTAB_GO120: u32 = 0xffff_fff1;
 
-/// What a file is, as far as Go TLS capture goes.
+/// What a file is, as far as Go capture goes.
 #[derive(Debug, PartialEq, Eq)]
 pub enum GoBinary {
     NotGo,
-    /// A Go executable that does not link `crypto/tls`.
-    WithoutTls,
     /// A Go executable the probes cannot serve.
     Unsupported {
         version: Option<String>,
         reason: String,
     },
-    Tls(GoTls),
+    Go(GoProbes),
 }
 
-/// Where the probes go in one Go executable (file offsets).
+/// Where the probes go in one Go executable.
 #[derive(Debug, PartialEq, Eq)]
-pub struct GoTls {
+pub struct GoProbes {
     /// As the build info says (`go1.19.8`), when it could be read.
     pub version: Option<String>,
     /// `.symtab` or `.gopclntab`: where the function bounds came from.
     pub bounds_from: &'static str,
+    /// `crypto/tls.(*Conn)`, when the program links it.
+    pub tls: Option<GoSites>,
+    /// `internal/poll.(*FD)`, when the program does I/O through the runtime's poller.
+    pub net: Option<GoSites>,
+    /// `syscall.connect`: each connection's peer, and re-admission once not followed.
+    pub connect: Option<u64>,
+}
+
+/// A Write/Read/Close trio (file offsets): Read is probed at each of its RET instructions.
+#[derive(Debug, PartialEq, Eq)]
+pub struct GoSites {
     pub write: u64,
     pub read: u64,
     pub read_returns: Vec<u64>,
     pub close: Option<u64>,
 }
 
-impl GoTls {
+/// The programs serving a trio, and the names of its functions.
+struct Trio {
+    library: TlsLibrary,
+    programs: [&'static str; 4],
+    names: [&'static str; 3],
+}
+
+const TLS_TRIO: Trio = Trio {
+    library: TlsLibrary::Go,
+    programs: [
+        "go_tls_write",
+        "go_tls_read",
+        "go_tls_read_return",
+        "go_tls_close",
+    ],
+    names: [WRITE, READ, CLOSE],
+};
+
+const NET_TRIO: Trio = Trio {
+    library: TlsLibrary::Plaintext,
+    programs: [
+        "go_fd_write",
+        "go_fd_read",
+        "go_fd_read_return",
+        "go_fd_close",
+    ],
+    names: [FD_WRITE, FD_READ, FD_CLOSE],
+};
+
+impl GoProbes {
     pub fn attach_points(&self) -> Vec<AttachPoint> {
+        [(&self.tls, TLS_TRIO), (&self.net, NET_TRIO)]
+            .into_iter()
+            .filter_map(|(sites, trio)| Some(sites.as_ref()?.attach_points(&trio)))
+            .flatten()
+            .chain(self.sentinel_points())
+            .collect()
+    }
+
+    /// Kept on a process no longer followed.
+    pub fn sentinel_points(&self) -> Vec<AttachPoint> {
+        self.connect
+            .map(|offset| AttachPoint {
+                program: "go_connect",
+                offset,
+                library: TlsLibrary::Plaintext,
+                function: CONNECT,
+            })
+            .into_iter()
+            .collect()
+    }
+}
+
+impl GoSites {
+    fn attach_points(&self, trio: &Trio) -> Vec<AttachPoint> {
         let point = |program, offset, function| AttachPoint {
             program,
             offset,
-            library: TlsLibrary::Go,
+            library: trio.library,
             function,
         };
+        let [write, read, read_return, close] = trio.programs;
+        let [write_name, read_name, close_name] = trio.names;
         let mut points = vec![
-            point("go_tls_write", self.write, WRITE),
-            point("go_tls_read", self.read, READ),
+            point(write, self.write, write_name),
+            point(read, self.read, read_name),
         ];
         points.extend(
             self.read_returns
                 .iter()
-                .map(|&offset| point("go_tls_read_return", offset, READ)),
+                .map(|&offset| point(read_return, offset, read_name)),
         );
-        points.extend(
-            self.close
-                .map(|offset| point("go_tls_close", offset, CLOSE)),
-        );
+        points.extend(self.close.map(|offset| point(close, offset, close_name)));
         points
     }
 }
@@ -156,14 +224,15 @@ pub fn inspect_bytes(bytes: &[u8]) -> GoBinary {
         ));
     }
 
-    let mut bounds = [WRITE, READ, CLOSE].map(|name| symbol_bounds(&elf, name));
+    const NAMES: [&str; 7] = [WRITE, READ, CLOSE, FD_WRITE, FD_READ, FD_CLOSE, CONNECT];
+    let mut bounds = NAMES.map(|name| symbol_bounds(&elf, name));
     let mut bounds_from = ".symtab";
     if bounds.iter().any(Option::is_none) {
         let Some(table) = &pclntab else {
             return unsupported("it has neither symbols nor a readable .gopclntab".into());
         };
         let text = elf.section_by_name(".text").map(|s| s.address());
-        let Some(functions) = table.find(&[WRITE, READ, CLOSE], text) else {
+        let Some(functions) = table.find(&NAMES, text) else {
             return unsupported(".gopclntab could not be read".into());
         };
         for (slot, found) in bounds.iter_mut().zip(functions) {
@@ -171,10 +240,54 @@ pub fn inspect_bytes(bytes: &[u8]) -> GoBinary {
         }
         bounds_from = ".gopclntab";
     }
-    let [Some(write), Some(read), close] = bounds else {
-        return GoBinary::WithoutTls;
+    let [
+        tls_write,
+        tls_read,
+        tls_close,
+        fd_write,
+        fd_read,
+        fd_close,
+        connect,
+    ] = bounds;
+    let tls = match locate_trio(&elf, tls_write, tls_read, tls_close, READ) {
+        Ok(sites) => sites,
+        Err(reason) => return unsupported(reason),
     };
-    let offset = |address| file_offset(&elf, address);
+    let net = locate_trio(&elf, fd_write, fd_read, fd_close, FD_READ).unwrap_or_default();
+    if tls.is_none() && net.is_none() {
+        return GoBinary::NotGo;
+    }
+    let connect = connect.and_then(|bounds| {
+        let code = elf.segments().find_map(|segment| {
+            segment
+                .data_range(bounds.0, bounds.1.saturating_sub(bounds.0))
+                .ok()
+                .flatten()
+        })?;
+        file_offset(&elf, entry_probe_address(code, bounds.0))
+    });
+    GoBinary::Go(GoProbes {
+        version,
+        bounds_from,
+        tls,
+        net,
+        connect,
+    })
+}
+
+/// The probe sites of a Write/Read/Close trio from their bounds; none when Write or Read is
+/// not in the program.
+fn locate_trio<'a, R: object::ReadRef<'a>>(
+    elf: &object::File<'a, R>,
+    write: Option<(u64, u64)>,
+    read: Option<(u64, u64)>,
+    close: Option<(u64, u64)>,
+    read_name: &str,
+) -> Result<Option<GoSites>, String> {
+    let (Some(write), Some(read)) = (write, read) else {
+        return Ok(None);
+    };
+    let offset = |address| file_offset(elf, address);
     let code = |(start, end): (u64, u64)| {
         elf.segments().find_map(|segment| {
             segment
@@ -187,7 +300,9 @@ pub fn inspect_bytes(bytes: &[u8]) -> GoBinary {
     let (Some(write), Some(read_entry), Some(read_code)) =
         (entry_probe(write), entry_probe(read), code(read))
     else {
-        return unsupported("crypto/tls functions lie outside the file's segments".into());
+        return Err(format!(
+            "{read_name} and its Write lie outside the file's segments"
+        ));
     };
     let Some(read_returns) = return_addresses(read_code, read.0)
         .into_iter()
@@ -195,16 +310,14 @@ pub fn inspect_bytes(bytes: &[u8]) -> GoBinary {
         .collect::<Option<Vec<u64>>>()
         .filter(|r| !r.is_empty())
     else {
-        return unsupported(format!("no RET instruction found in {READ}"));
+        return Err(format!("no RET instruction found in {read_name}"));
     };
-    GoBinary::Tls(GoTls {
-        version,
-        bounds_from,
+    Ok(Some(GoSites {
         write,
         read: read_entry,
         read_returns,
         close: close.and_then(entry_probe),
-    })
+    }))
 }
 
 /// Where a function's entry probe goes: on the conditional jump that ends Go's stack-bound

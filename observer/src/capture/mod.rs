@@ -380,19 +380,23 @@ fn drain_ring(
                     fd,
                     peer,
                     local,
+                    role,
                     ..
-                } => match sockets::tcp_addresses(conn.pid, *fd) {
-                    Some((local_address, peer_address)) => {
+                } => {
+                    if let Some((local_address, peer_address)) =
+                        sockets::tcp_addresses(conn.pid, *fd)
+                    {
                         *local = Some(local_address);
                         peer.get_or_insert(peer_address);
-                    }
-                    // Written "GET …" to a file or a pipe: not a connection to follow.
-                    None if conn.conn & observer_ebpf::PLAINTEXT_CONN_BIT != 0 => {
+                    } else if conn.conn & observer_ebpf::PLAINTEXT_CONN_BIT != 0
+                        && *role != SocketRole::Connected
+                        && sockets::is_not_a_socket(conn.pid, *fd)
+                    {
+                        // Written "GET …" to a file or a pipe: not a connection to follow.
                         let _ = lock(&maps).skip(Unfollowed::Connection(*conn));
                         continue;
                     }
-                    None => {}
-                },
+                }
                 _ => {}
             }
             for event in before.into_iter().chain([event]).chain(after) {

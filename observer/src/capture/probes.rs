@@ -54,6 +54,11 @@ const UPROBE_PROGRAMS: &[ProgramRef] = &[
     // A uprobe on each RET instruction, not a return probe (Go moves its stacks).
     entry("go_tls_read_return"),
     entry("go_tls_close"),
+    entry("go_fd_write"),
+    entry("go_fd_read"),
+    entry("go_fd_read_return"),
+    entry("go_fd_close"),
+    entry("go_connect"),
     entry("rustls_send"),
     exit("rustls_send_return"),
     entry("rustls_receive"),

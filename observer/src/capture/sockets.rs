@@ -16,6 +16,13 @@ pub fn tcp_addresses(pid: u32, fd: u32) -> Option<(SocketAddr, SocketAddr)> {
     })
 }
 
+/// Whether `fd` of `pid` is known to be something other than a socket (a file, a pipe); false
+/// when that cannot be told any more (the process or the fd is gone).
+pub fn is_not_a_socket(pid: u32, fd: u32) -> bool {
+    std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))
+        .is_ok_and(|link| !link.to_string_lossy().starts_with("socket:"))
+}
+
 /// The line of a `/proc/net/tcp`-format table whose inode column is `inode`.
 fn find_inode(table: &str, inode: &str) -> Option<(SocketAddr, SocketAddr)> {
     table.lines().skip(1).find_map(|line| {

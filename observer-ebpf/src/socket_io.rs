@@ -261,7 +261,7 @@ pub(crate) fn connecting(pid_tgid: u64, fd: u32, sockaddr: u64) {
     if followed(key.pid) {
         let socket = SocketKey {
             pid: key.pid,
-            fd: fd as u32,
+            fd,
         };
         let peer = Peer {
             family: key.family,

@@ -898,10 +898,10 @@ fn comm(pid: u32) -> String {
 
 /// A file's path for messages: what a held descriptor points at, rather than the descriptor.
 fn shown(file: &MappedFile) -> String {
-    if file.host_path.starts_with("/proc/self/fd") || file.host_path.ends_with("exe") {
-        if let Ok(target) = fs::read_link(&file.host_path) {
-            return target.display().to_string();
-        }
+    if (file.host_path.starts_with("/proc/self/fd") || file.host_path.ends_with("exe"))
+        && let Ok(target) = fs::read_link(&file.host_path)
+    {
+        return target.display().to_string();
     }
     file.host_path.display().to_string()
 }

@@ -542,13 +542,13 @@ fn capture_cost(stats: &CaptureStats) -> String {
     let (kernel, follow) = (&stats.kernel, &stats.follow);
     let mut text = format!(
         "capture cost: {} processes followed ({} stopped as costly without an LLM call, {} \
-         followed again); {} probes defined, switched on per process ({} host-wide); {} probed \
-         calls; not copied: {} on connections not followed, {} responses to non-LLM requests, \
+         followed again); {} probe links opened, each for one process ({} probes host-wide); {} \
+         probed calls; not copied: {} on connections not followed, {} responses to non-LLM requests, \
          {} socket writes that were not HTTP",
         follow.followed_total,
         follow.dropped_costly,
         follow.readmitted,
-        follow.probe_definitions,
+        follow.links_opened,
         follow.host_wide_probes,
         kernel.probe_hits,
         kernel.skipped_connection,

@@ -208,7 +208,7 @@ impl Metrics {
         );
         registry.register(
             "observer_probes",
-            "Probes by scope: per_process (switched on for one process each), host_wide, definitions",
+            "Probe sites switched on, by scope: per_process (summed over the processes they are on for), host_wide",
             metrics.probes.clone(),
         );
         registry.register(
@@ -339,7 +339,6 @@ impl Metrics {
         for (scope, count) in [
             ("per_process", follow.process_probes),
             ("host_wide", follow.host_wide_probes),
-            ("definitions", follow.probe_definitions),
         ] {
             self.probes
                 .get_or_create(&ScopeLabels { scope })

@@ -1,6 +1,6 @@
 //! Which processes the probes follow, and when that changes.
 //!
-//! Probes are switched on per process (see `uprobe_events`), so the question for each process is
+//! Probes are switched on per process (see `uprobe_links`), so the question for each process is
 //! whether following it is worth its cost:
 //! - Whole host: a process is followed when what it runs can make network calls (it or a library
 //!   it needs imports `connect`/`send`, or carries a TLS stack the probes read), from its `execve`
@@ -16,7 +16,7 @@
 use std::{
     collections::{HashMap, HashSet},
     fs,
-    os::fd::{AsRawFd, OwnedFd},
+    os::fd::AsRawFd,
     path::{Path, PathBuf},
     sync::{
         Arc, Mutex,
@@ -32,8 +32,8 @@ use super::{
     discover::{self, FileId, MappedFile},
     gate::{ExecGate, GateStats, Hold, HoldKind},
     lock,
-    probes::{Probes, SharedMaps},
-    uprobe_events::ProbeKey,
+    probes::{ProgramRef, Probes, SharedMaps},
+    uprobe_links::{Link, ProbeKey, Site},
 };
 
 /// A forked child of a followed process is followed after this unless it has exec'd by then
@@ -86,9 +86,9 @@ pub struct FollowStats {
     pub followed_total: u64,
     pub dropped_costly: u64,
     pub readmitted: u64,
-    /// Probes defined (each at most once per file and offset, whatever the number of processes).
-    pub probe_definitions: u64,
-    /// Per-process probe events open now (probes switched on for one process each).
+    /// Links opened so far, each switching one program's probes in one file on for one process.
+    pub links_opened: u64,
+    /// Probe sites switched on now, summed over the processes they are on for.
     pub process_probes: u64,
     /// Probes attached for every process on the host (none: everything is per process).
     pub host_wide_probes: u64,
@@ -101,20 +101,20 @@ pub struct FollowStats {
 enum Tracked {
     Followed(Following),
     /// Only its loader's hook is probed (it may load network code later).
-    Watched(HashMap<ProbeKey, OwnedFd>),
+    Watched(HashMap<ProbeKey, Link>),
     Dropped(Dropped),
 }
 
 #[derive(Default)]
 struct Following {
-    enabled: HashMap<ProbeKey, OwnedFd>,
+    enabled: HashMap<ProbeKey, Link>,
     llm_client: bool,
     /// Times it was dropped before (the back-off before it is followed again grows with them).
     drops: u32,
 }
 
 struct Dropped {
-    sentinel: HashMap<ProbeKey, OwnedFd>,
+    sentinel: HashMap<ProbeKey, Link>,
     at: Instant,
     drops: u32,
 }
@@ -288,8 +288,9 @@ impl Follower {
             }
             self.publish();
         }
-        // Per-process events first: a probe definition in use cannot be removed.
+        // Every link closed before the capture says it stopped (the closes share their waits).
         self.processes.clear();
+        self.probes.finish();
     }
 
     fn serve(&mut self, request: Request) {
@@ -641,7 +642,8 @@ impl Follower {
             self.stats_mut().followed_total += 1;
         }
         log::debug!(
-            "pid {pid}: {} probes on after {:.1} ms",
+            "pid {pid}: {} probes on ({} links) after {:.1} ms",
+            following.enabled.values().map(Link::sites).sum::<usize>(),
             following.enabled.len(),
             started.elapsed().as_secs_f64() * 1e3
         );
@@ -698,36 +700,50 @@ impl Follower {
         pid: u32,
         file: &MappedFile,
         probes: impl Iterator<Item = &'a Probe>,
-        enabled: &mut HashMap<ProbeKey, OwnedFd>,
+        enabled: &mut HashMap<ProbeKey, Link>,
     ) {
+        // One link per program: its sites in this file, in one go.
+        let mut by_program: Vec<(ProgramRef, Vec<Site>)> = Vec::new();
         for probe in probes {
             let Some(program) = self.probes.program_named(&probe.program) else {
                 continue;
             };
             let key = ProbeKey {
                 file: file.id,
-                offset: probe.offset,
                 program: program.name,
             };
             if enabled.contains_key(&key) {
                 continue;
             }
-            let switched_on = self
+            let site = Site {
+                offset: probe.offset,
+                cookie: probe.library as u64,
+            };
+            match by_program.iter_mut().find(|(p, _)| p.name == program.name) {
+                Some((_, sites)) => {
+                    if !sites.contains(&site) {
+                        sites.push(site);
+                    }
+                }
+                None => by_program.push((program, vec![site])),
+            }
+        }
+        for (program, sites) in by_program {
+            match self
                 .probes
-                .define(key, &file.host_path, program, probe.library as u64)
-                .and_then(|id| self.probes.enable_for(id, pid));
-            match switched_on {
-                Ok(fd) => {
-                    enabled.insert(key, fd);
+                .enable_for(pid, &file.host_path, program, &sites)
+            {
+                Ok(link) => {
+                    self.stats_mut().links_opened += 1;
+                    let key = ProbeKey {
+                        file: file.id,
+                        program: program.name,
+                    };
+                    enabled.insert(key, link);
                 }
                 Err(error) => {
                     self.stats_mut().attach_failures += 1;
-                    log::debug!(
-                        "pid {pid}: {} at {} in {}: {error:#}",
-                        probe.program,
-                        probe.function,
-                        shown(file)
-                    );
+                    log::debug!("pid {pid}: {} in {}: {error:#}", program.name, shown(file));
                 }
             }
         }
@@ -835,18 +851,18 @@ impl Follower {
     }
 
     fn publish(&self) {
-        let (followed, events) =
+        let sites = |links: &HashMap<ProbeKey, Link>| links.values().map(Link::sites).sum::<usize>();
+        let (followed, probes) =
             self.processes
                 .values()
-                .fold((0, 0), |(f, e), tracked| match tracked {
-                    Tracked::Watched(loader) => (f, e + loader.len()),
-                    Tracked::Followed(following) => (f + 1, e + following.enabled.len()),
-                    Tracked::Dropped(dropped) => (f, e + dropped.sentinel.len()),
+                .fold((0, 0), |(f, p), tracked| match tracked {
+                    Tracked::Watched(loader) => (f, p + sites(loader)),
+                    Tracked::Followed(following) => (f + 1, p + sites(&following.enabled)),
+                    Tracked::Dropped(dropped) => (f, p + sites(&dropped.sentinel)),
                 });
         let mut stats = self.stats_mut();
         stats.followed_now = followed as u64;
-        stats.process_probes = events as u64;
-        stats.probe_definitions = self.probes.definitions() as u64;
+        stats.process_probes = probes as u64;
         stats.files_with_tls = self.announced.len() as u64;
         stats.analyses_read = self.analyses.misses;
         stats.analyses_cached = self.analyses.hits;

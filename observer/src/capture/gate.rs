@@ -62,8 +62,12 @@ const HOLD_QUEUE: usize = 256;
 const MAX_PENDING: usize = 256;
 /// How long `hold_opens_of` and `mark_new_filesystems` wait for the gate to mark a file.
 const MARK_REPLY_TIMEOUT: Duration = Duration::from_secs(2);
-/// Pseudo filesystems: no programs to execute, and most refuse permission marks anyway.
+/// Filesystems with no programs to execute: pseudo filesystems (most refuse permission marks
+/// anyway) and `/dev`'s devtmpfs. A permission mark on a filesystem puts every later read and
+/// write of its files through fsnotify (~8 ns each, measured: 5 % of `dd bs=64` from /dev/zero
+/// to /dev/null), so none is placed where no program lives.
 const UNMARKED_FILESYSTEMS: &[&str] = &[
+    "devtmpfs",
     "proc",
     "sysfs",
     "cgroup",

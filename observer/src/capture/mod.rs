@@ -1,7 +1,7 @@
 //! The capture stage: loads the probes, decides which processes they follow, and turns
 //! ring-buffer records into [`CaptureEvent`]s on a channel.
 //!
-//! Probes are switched on per process (`uprobe_events`): the host's other processes pay nothing.
+//! Probes are switched on per process (`uprobe_links`): the host's other processes pay nothing.
 //! `follow` decides which processes are worth following (what their programs can do, what
 //! following them costs, whether they make LLM calls); the exec gate (`gate`) holds a new
 //! program at its `execve`, and a process at the open of a TLS library, until its probes are in
@@ -25,7 +25,7 @@ mod probes;
 pub mod record;
 mod sockets;
 mod types;
-mod uprobe_events;
+mod uprobe_links;
 
 use std::{
     collections::HashSet,

@@ -1,21 +1,24 @@
 //! The loaded eBPF object: programs, the probes defined for them, and the maps user space
 //! talks to. Nothing outside the capture stage touches aya.
 use std::{
-    os::fd::{AsFd, OwnedFd},
+    collections::HashSet,
+    ffi::CString,
+    os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd},
     path::Path,
 };
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 use aya::{
-    Ebpf,
-    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{TracePoint, UProbe},
+    Btf, Ebpf,
+    maps::{Array, HashMap, Map, MapData, PerCpuArray, RingBuf},
+    programs::TracePoint,
 };
+use aya_obj::{btf::BtfFeatures, generated::bpf_insn};
 use observer_ebpf::{ConnId, CopyVerdict, Followed, config, copy_verdict, counter};
 
 use super::{
     Unfollowed,
-    uprobe_events::{ProbeKey, UprobeEvents},
+    uprobe_links::{ATTACH_UPROBE_MULTI, Link, LinkCloser, Site},
 };
 
 static PROBES_OBJECT: &[u8] =
@@ -80,11 +83,13 @@ const TRACEPOINTS: &[(&str, &str, &str)] = &[
     ("process_exit", "sched", "sched_process_exit"),
 ];
 
-/// The loaded programs and the probes defined for them.
+/// The loaded programs.
 pub struct Probes {
-    // Dropped first: the definitions reference the programs.
-    events: UprobeEvents,
-    ebpf: Ebpf,
+    /// The uprobe programs, loaded for per-process links, by name.
+    uprobes: std::collections::HashMap<&'static str, OwnedFd>,
+    links: LinkCloser,
+    /// The maps and the process tracepoints.
+    _ebpf: Ebpf,
 }
 
 /// Maps that user space reads or writes while capturing.
@@ -115,12 +120,7 @@ impl Probes {
     pub fn load(every_exec: bool) -> Result<(Probes, RingBuf<MapData>, SharedMaps)> {
         ensure_tracefs();
         let mut ebpf = Ebpf::load(PROBES_OBJECT).map_err(explain_load_error)?;
-        for program in UPROBE_PROGRAMS {
-            let uprobe: &mut UProbe = program_mut(&mut ebpf, program.name)?.try_into()?;
-            uprobe
-                .load()
-                .with_context(|| format!("loading probe {}", program.name))?;
-        }
+        let uprobes = load_uprobe_programs(&ebpf)?;
         for (name, category, event) in TRACEPOINTS {
             let tracepoint: &mut TracePoint = program_mut(&mut ebpf, name)?.try_into()?;
             tracepoint
@@ -139,8 +139,9 @@ impl Probes {
             copy_verdicts: HashMap::try_from(take_map(&mut ebpf, "COPY_VERDICTS")?)?,
         };
         let probes = Probes {
-            events: UprobeEvents::new()?,
-            ebpf,
+            uprobes,
+            links: LinkCloser::start()?,
+            _ebpf: ebpf,
         };
         Ok((probes, events, maps))
     }
@@ -149,30 +150,25 @@ impl Probes {
         UPROBE_PROGRAMS.iter().find(|p| p.name == name).copied()
     }
 
-    /// The probe `key` on the file at `path`, defined once whatever the number of processes.
-    pub fn define(
-        &mut self,
-        key: ProbeKey,
+    /// Switches `program` on at `sites` of the file at `path`, in process `pid` only.
+    pub fn enable_for(
+        &self,
+        pid: u32,
         path: &Path,
         program: ProgramRef,
-        cookie: u64,
-    ) -> Result<u64> {
+        sites: &[Site],
+    ) -> Result<Link> {
         let loaded = self
-            .ebpf
-            .program(program.name)
-            .ok_or_else(|| anyhow!("probe object has no program {}", program.name))?
-            .fd()?;
-        self.events
-            .define(key, path, program.at_return, loaded.as_fd(), cookie)
+            .uprobes
+            .get(program.name)
+            .ok_or_else(|| anyhow!("probe object has no program {}", program.name))?;
+        self.links
+            .attach(loaded.as_fd(), path, sites, pid, program.at_return)
     }
 
-    /// Switches a defined probe on for one process (until the fd is closed).
-    pub fn enable_for(&self, tracepoint_id: u64, pid: u32) -> Result<OwnedFd> {
-        self.events.enable_for(tracepoint_id, pid)
-    }
-
-    pub fn definitions(&self) -> usize {
-        self.events.defined()
+    /// Waits for the links dropped so far to be closed (the capture stops).
+    pub fn finish(&mut self) {
+        self.links.finish();
     }
 }
 
@@ -245,6 +241,206 @@ impl SharedMaps {
             skipped_not_http: sum(counter::SKIPPED_NOT_HTTP),
         }
     }
+}
+
+/// Loads the uprobe programs for `uprobe_multi` links, which aya cannot: the kernel wants that
+/// attach type given at load. The object is read again and relocated against the maps aya
+/// created, so both sides share them.
+fn load_uprobe_programs(ebpf: &Ebpf) -> Result<std::collections::HashMap<&'static str, OwnedFd>> {
+    let mut object = aya_obj::Object::parse(PROBES_OBJECT).context("parsing the probe object")?;
+    // The verifier wants the programs' function info, which refers to the object's BTF.
+    let all_features = BtfFeatures::new(true, true, true, true, true, true, true, true);
+    let btf = match object
+        .fixup_and_sanitize_btf(&all_features)
+        .context("preparing the probe object's BTF")?
+    {
+        Some(btf) => Some(load_btf(&btf.to_bytes())?),
+        None => None,
+    };
+    if let Ok(kernel_btf) = Btf::from_sys_fs() {
+        object
+            .relocate_btf(&kernel_btf)
+            .context("relocating the probe object against the kernel's BTF")?;
+    }
+    let definitions = object.maps.clone();
+    let mut maps = Vec::new();
+    for (name, map) in ebpf.maps() {
+        let definition = definitions
+            .get(name)
+            .ok_or_else(|| anyhow!("map {name} is not in the probe object"))?;
+        maps.push((name, map_fd(map)?, definition));
+    }
+    let text_sections: HashSet<usize> = object.functions.keys().map(|(section, _)| *section).collect();
+    object
+        .relocate_maps(maps.into_iter(), &text_sections)
+        .context("relocating the probe programs' maps")?;
+    object
+        .relocate_calls(&text_sections)
+        .context("relocating the probe programs' calls")?;
+    let mut loaded = std::collections::HashMap::new();
+    for program in UPROBE_PROGRAMS {
+        let definition = object
+            .programs
+            .get(program.name)
+            .ok_or_else(|| anyhow!("probe object has no program {}", program.name))?;
+        let function = object
+            .functions
+            .get(&definition.function_key())
+            .ok_or_else(|| anyhow!("probe object has no code for {}", program.name))?;
+        let fd = load_program(program.name, function, &definition.license, btf.as_ref())
+            .with_context(|| format!("loading probe {}", program.name))?;
+        loaded.insert(program.name, fd);
+    }
+    Ok(loaded)
+}
+
+fn map_fd(map: &Map) -> Result<RawFd> {
+    let data: &MapData = match map {
+        Map::Array(data)
+        | Map::HashMap(data)
+        | Map::LruHashMap(data)
+        | Map::PerCpuArray(data)
+        | Map::PerCpuHashMap(data)
+        | Map::PerCpuLruHashMap(data)
+        | Map::RingBuf(data) => data,
+        other => bail!("the probe object has a map of a type not handled here: {other:?}"),
+    };
+    Ok(data.fd().as_fd().as_raw_fd())
+}
+
+/// Loads the object's BTF into the kernel (`BPF_BTF_LOAD`).
+fn load_btf(bytes: &[u8]) -> Result<OwnedFd> {
+    const BPF_BTF_LOAD: libc::c_long = 18;
+    #[repr(C)]
+    struct BtfLoad {
+        btf: u64,
+        btf_log_buf: u64,
+        btf_size: u32,
+        btf_log_size: u32,
+        btf_log_level: u32,
+        /// Zero, spelled out (no padding byte reaches the kernel).
+        btf_flags: u32,
+    }
+    let attr = BtfLoad {
+        btf: bytes.as_ptr() as u64,
+        btf_log_buf: 0,
+        btf_size: bytes.len() as u32,
+        btf_log_size: 0,
+        btf_log_level: 0,
+        btf_flags: 0,
+    };
+    // SAFETY: the attr and the buffer it points to outlive the call, and its size is passed.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_BTF_LOAD,
+            &attr as *const BtfLoad,
+            size_of::<BtfLoad>() as u32,
+        )
+    };
+    if fd < 0 {
+        bail!(
+            "loading the probe object's BTF: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    // SAFETY: a new fd nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// `union bpf_attr` as `BPF_PROG_LOAD` reads it, up to the line info.
+#[repr(C)]
+struct ProgLoad {
+    prog_type: u32,
+    insn_cnt: u32,
+    insns: u64,
+    license: u64,
+    log_level: u32,
+    log_size: u32,
+    log_buf: u64,
+    kern_version: u32,
+    prog_flags: u32,
+    prog_name: [u8; 16],
+    prog_ifindex: u32,
+    expected_attach_type: u32,
+    prog_btf_fd: u32,
+    func_info_rec_size: u32,
+    func_info: u64,
+    func_info_cnt: u32,
+    line_info_rec_size: u32,
+    line_info: u64,
+    line_info_cnt: u32,
+    /// Zero: spelled out so that no padding byte reaches the kernel, which checks them.
+    attach_btf_id: u32,
+}
+
+fn load_program(
+    name: &str,
+    function: &aya_obj::Function,
+    license: &CString,
+    btf: Option<&OwnedFd>,
+) -> Result<OwnedFd> {
+    const BPF_PROG_LOAD: libc::c_long = 5;
+    const BPF_PROG_TYPE_KPROBE: u32 = 2;
+    let instructions: &[bpf_insn] = &function.instructions;
+    let func_info = function.func_info.func_info_bytes();
+    let line_info = function.line_info.line_info_bytes();
+    let with_btf = btf.is_some() && !func_info.is_empty();
+    let mut prog_name = [0u8; 16];
+    for (slot, byte) in prog_name.iter_mut().zip(name.bytes().take(15)) {
+        *slot = byte;
+    }
+    let load = |log: &mut [u8]| {
+        let attr = ProgLoad {
+            prog_type: BPF_PROG_TYPE_KPROBE,
+            insn_cnt: instructions.len() as u32,
+            insns: instructions.as_ptr() as u64,
+            license: license.as_ptr() as u64,
+            log_level: u32::from(!log.is_empty()),
+            log_size: log.len() as u32,
+            log_buf: if log.is_empty() { 0 } else { log.as_mut_ptr() as u64 },
+            kern_version: 0,
+            prog_flags: 0,
+            prog_name,
+            prog_ifindex: 0,
+            expected_attach_type: ATTACH_UPROBE_MULTI,
+            prog_btf_fd: btf.map_or(0, |fd| fd.as_raw_fd() as u32),
+            func_info_rec_size: if with_btf { function.func_info_rec_size as u32 } else { 0 },
+            func_info: if with_btf { func_info.as_ptr() as u64 } else { 0 },
+            func_info_cnt: if with_btf { function.func_info.len() as u32 } else { 0 },
+            line_info_rec_size: if with_btf { function.line_info_rec_size as u32 } else { 0 },
+            line_info: if with_btf { line_info.as_ptr() as u64 } else { 0 },
+            line_info_cnt: if with_btf { function.line_info.len() as u32 } else { 0 },
+            attach_btf_id: 0,
+        };
+        // SAFETY: the attr and the buffers it points to outlive the call, and its size is
+        // passed.
+        unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_PROG_LOAD,
+                &attr as *const ProgLoad,
+                size_of::<ProgLoad>() as u32,
+            )
+        }
+    };
+    let fd = load(&mut []);
+    if fd >= 0 {
+        // SAFETY: a new fd nobody else owns.
+        return Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) });
+    }
+    let error = std::io::Error::last_os_error();
+    // Again with the verifier's log, to say why.
+    let mut log = vec![0u8; 1 << 20];
+    let fd = load(&mut log);
+    if fd >= 0 {
+        // SAFETY: as above.
+        return Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) });
+    }
+    let log = String::from_utf8_lossy(&log);
+    let tail: Vec<&str> = log.trim_end_matches('\0').lines().rev().take(20).collect();
+    let tail: Vec<&str> = tail.into_iter().rev().collect();
+    bail!("{error}; the verifier said:\n{}", tail.join("\n"))
 }
 
 fn program_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::programs::Program> {

@@ -30,7 +30,7 @@ use super::{
 
 /// Bumped whenever what an analysis holds, or how it is found, changes: older entries are
 /// then ignored.
-const FORMAT: u32 = 2;
+const FORMAT: u32 = 3;
 
 /// Symbols whose import tells that a program opens network connections itself.
 const NETWORK_IMPORTS: &[&str] = &["connect", "send", "sendto", "sendmsg"];

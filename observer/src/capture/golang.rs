@@ -8,7 +8,7 @@
 //! info: before 1.17, Go passed arguments on the stack, which the probes do not read.
 use std::{fs::File, io, path::Path};
 
-use iced_x86::{Decoder, DecoderOptions, Mnemonic, Register};
+use iced_x86::{Decoder, DecoderOptions, FlowControl, Mnemonic, Register};
 use memchr::memmem;
 use object::{Architecture, Object, ObjectSection, ObjectSegment, ObjectSymbol, read::ReadCache};
 
@@ -351,12 +351,30 @@ fn symbol_bounds<'a, R: object::ReadRef<'a>>(
         .map(|s| (s.address(), s.address() + s.size()))
 }
 
-/// Addresses of the RET instructions of the function whose machine code is `code`.
+/// Where to probe the returns of the function whose machine code is `code`: each RET, or the
+/// NOP just before it when no jump lands on the RET itself. The kernel single-steps a RET
+/// (~10 µs a hit here) but emulates a NOP, and Go's epilogues often end `add rsp, N; nop; ret`:
+/// at the NOP the stack is already unwound and the results are in their registers.
 fn return_addresses(code: &[u8], address: u64) -> Vec<u64> {
-    Decoder::with_ip(64, code, address, DecoderOptions::NONE)
+    let instructions: Vec<_> = Decoder::with_ip(64, code, address, DecoderOptions::NONE)
         .into_iter()
-        .filter(|instruction| instruction.mnemonic() == Mnemonic::Ret)
-        .map(|instruction| instruction.ip())
+        .collect();
+    let jumped_to: Vec<u64> = instructions
+        .iter()
+        .filter(|instruction| instruction.flow_control() != FlowControl::Next)
+        .map(|instruction| instruction.near_branch_target())
+        .filter(|&target| target != 0)
+        .collect();
+    instructions
+        .iter()
+        .enumerate()
+        .filter(|(_, instruction)| instruction.mnemonic() == Mnemonic::Ret)
+        .map(|(index, ret)| match index.checked_sub(1).map(|i| &instructions[i]) {
+            Some(before) if before.mnemonic() == Mnemonic::Nop && !jumped_to.contains(&ret.ip()) => {
+                before.ip()
+            }
+            _ => ret.ip(),
+        })
         .collect()
 }
 
@@ -611,6 +629,16 @@ mod tests {
             0x55, 0x48, 0x89, 0xe5, 0x75, 0x01, 0xc3, 0xb8, 0xc3, 0x00, 0x00, 0x00, 0x5d, 0xc3,
         ];
         assert_eq!(return_addresses(&code, 0x1000), vec![0x1006, 0x100d]);
+    }
+
+    #[test]
+    fn a_nop_before_a_ret_is_probed_instead_unless_a_jump_lands_on_the_ret() {
+        // add rsp,0x78; nop; ret
+        let code = [0x48, 0x83, 0xc4, 0x78, 0x90, 0xc3];
+        assert_eq!(return_addresses(&code, 0x1000), vec![0x1004]);
+        // je +3 (to the ret); add rsp,0x78; nop; ret
+        let jumped = [0x74, 0x05, 0x48, 0x83, 0xc4, 0x78, 0x90, 0xc3];
+        assert_eq!(return_addresses(&jumped, 0x1000), vec![0x1007]);
     }
 
     /// A Go 1.18+ table in memory: header, names, function table, `_func`s.

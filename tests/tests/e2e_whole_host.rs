@@ -123,6 +123,26 @@ fn a_fresh_static_node_is_followed_from_its_first_call() {
     first_calls_captured(&env, &argv, &[("NODE_EXTRA_CA_CERTS", ca.as_str())]);
 }
 
+/// Debian's node streaming and not, one call after another on kept-alive connections from
+/// the moment it starts (issue: streamed calls cut short under the whole-host watch, and later
+/// ones on the same process lost): every call, each stream whole.
+#[test]
+fn debian_node_streams_and_json_calls_made_at_once_are_all_captured() {
+    let env = TestEnv::new();
+    let argv = [
+        "/usr/bin/node".to_string(),
+        clients_dir().join("bun_calls.js").display().to_string(),
+        "chat_sse".into(),
+        "chat_json".into(),
+        "chat_sse".into(),
+        "chat_json".into(),
+        "messages_sse".into(),
+        "messages_json".into(),
+    ];
+    let ca = env.server.ca.display().to_string();
+    first_calls_captured(&env, &argv, &[("NODE_EXTRA_CA_CERTS", ca.as_str())]);
+}
+
 /// A TLS library loaded late from a file never seen before: Python imports `ssl` from a fresh
 /// copy of libssl (LD_LIBRARY_PATH) and calls at once.
 #[test]

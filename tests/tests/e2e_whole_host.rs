@@ -143,6 +143,32 @@ fn debian_node_streams_and_json_calls_made_at_once_are_all_captured() {
     first_calls_captured(&env, &argv, &[("NODE_EXTRA_CA_CERTS", ca.as_str())]);
 }
 
+/// The official OpenAI and Anthropic Node SDKs under Debian's node, streaming and not, from the
+/// moment the process starts; the Anthropic calls follow on a connection of their own.
+#[test]
+fn node_sdk_streams_and_json_calls_made_at_once_are_all_captured() {
+    let env = TestEnv::new();
+    let package = npm_program("openai/package.json");
+    let modules = package.parent().and_then(Path::parent).expect("node_modules");
+    let modules = modules.display().to_string();
+    let argv = [
+        "/usr/bin/node".to_string(),
+        clients_dir().join("node_sdk_calls.mjs").display().to_string(),
+        "chat_sse".into(),
+        "chat_json".into(),
+        "chat_sse".into(),
+        "chat_json".into(),
+        "messages_sse".into(),
+        "messages_json".into(),
+    ];
+    let ca = env.server.ca.display().to_string();
+    first_calls_captured(
+        &env,
+        &argv,
+        &[("NODE_EXTRA_CA_CERTS", ca.as_str()), ("NPM_MODULES", modules.as_str())],
+    );
+}
+
 /// A TLS library loaded late from a file never seen before: Python imports `ssl` from a fresh
 /// copy of libssl (LD_LIBRARY_PATH) and calls at once.
 #[test]

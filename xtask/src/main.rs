@@ -14,8 +14,14 @@ use clap::{Parser, Subcommand};
 const TOOLCHAIN: &str = "1.95.0";
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// Programs from npm the end-to-end tests run: Bun and the Claude Code CLI (a Bun-compiled
-/// executable), both with BoringSSL and no symbols. Installed under target/npm.
-const NPM_TEST_PROGRAMS: &[&str] = &["bun@1.4.5", "@anthropic-ai/claude-code@2.1.197"];
+/// executable), both with BoringSSL and no symbols, and the official OpenAI and Anthropic Node
+/// SDKs (run by Debian's node). Installed under target/npm.
+const NPM_TEST_PROGRAMS: &[&str] = &[
+    "bun@1.4.5",
+    "@anthropic-ai/claude-code@2.1.197",
+    "openai@7.60.0",
+    "@anthropic-ai/sdk@1.17.0",
+];
 
 #[derive(Parser)]
 #[command(about = "Project tasks for the LLM call observer")]

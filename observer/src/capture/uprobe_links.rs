@@ -10,7 +10,7 @@
 //!
 //! Closing such a link waits for two RCU grace periods (~40 ms here) before the kernel lets go
 //! of the consumers; closes made at the same time share them. So links are closed off the
-//! follower's thread, in concurrent batches, by a [`LinkCloser`].
+//! follower's thread, each on its own short-lived thread, by a [`LinkCloser`].
 use std::{
     ffi::CString,
     os::{
@@ -18,7 +18,10 @@ use std::{
         unix::ffi::OsStrExt,
     },
     path::Path,
-    sync::mpsc::{Receiver, Sender, channel},
+    sync::{
+        Arc, Condvar, Mutex,
+        mpsc::{Receiver, Sender, channel},
+    },
     thread::JoinHandle,
 };
 
@@ -31,8 +34,8 @@ pub const ATTACH_UPROBE_MULTI: u32 = 48;
 const BPF_LINK_CREATE: libc::c_long = 28;
 /// `BPF_F_UPROBE_MULTI_RETURN`: the program runs at the probed functions' returns.
 const MULTI_RETURN: u32 = 1;
-/// Links closed together at most (each close has its own thread while it waits).
-const CLOSE_BATCH: usize = 256;
+/// Links being closed at once at most (each close has its own thread while it waits).
+const CLOSES_IN_FLIGHT: usize = 256;
 
 /// One program's probes in one file, switched on for a process by one link.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -84,8 +87,8 @@ impl LinkCloser {
     pub fn start() -> Result<LinkCloser> {
         let (sender, receiver) = channel();
         let thread = std::thread::Builder::new()
-            .name("observer-unlink".into())
-            .spawn(move || close_batches(receiver))
+            .name("observer-links".into())
+            .spawn(move || close_links(receiver))
             .context("starting the thread that closes probe links")?;
         Ok(LinkCloser {
             sender: Some(sender),
@@ -131,17 +134,36 @@ impl Drop for LinkCloser {
     }
 }
 
-fn close_batches(receiver: Receiver<OwnedFd>) {
-    while let Ok(first) = receiver.recv() {
-        let mut batch = vec![first];
-        batch.extend(receiver.try_iter().take(CLOSE_BATCH - 1));
-        std::thread::scope(|scope| {
-            for fd in batch {
-                // With no thread to spare, the failed spawn drops (closes) the fd here.
-                let _ = std::thread::Builder::new().spawn_scoped(scope, move || drop(fd));
-            }
-        });
+/// Closes each link on a thread of its own as soon as it is dropped (a close waits for grace
+/// periods that closes in flight share, so none waits behind another), at most
+/// [`CLOSES_IN_FLIGHT`] at once; returns once every close is done and no link is left to drop.
+fn close_links(receiver: Receiver<OwnedFd>) {
+    let in_flight = Arc::new((Mutex::new(0usize), Condvar::new()));
+    let wait_below = |limit: usize| {
+        let (count, changed) = &*in_flight;
+        let mut count = count.lock().unwrap_or_else(|p| p.into_inner());
+        while *count >= limit {
+            count = changed.wait(count).unwrap_or_else(|p| p.into_inner());
+        }
+        count
+    };
+    while let Ok(fd) = receiver.recv() {
+        *wait_below(CLOSES_IN_FLIGHT) += 1;
+        let done = Arc::clone(&in_flight);
+        let closing = std::thread::Builder::new()
+            .name("observer-unlink".into())
+            .spawn(move || {
+                drop(fd);
+                let (count, changed) = &*done;
+                *count.lock().unwrap_or_else(|p| p.into_inner()) -= 1;
+                changed.notify_all();
+            });
+        if closing.is_err() {
+            // No thread to spare: the failed spawn dropped (closed) the fd here.
+            *in_flight.0.lock().unwrap_or_else(|p| p.into_inner()) -= 1;
+        }
     }
+    drop(wait_below(1));
 }
 
 /// `union bpf_attr` as `BPF_LINK_CREATE` reads it for `BPF_TRACE_UPROBE_MULTI`.

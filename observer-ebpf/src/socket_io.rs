@@ -259,10 +259,7 @@ pub(crate) fn connecting(pid_tgid: u64, fd: u32, sockaddr: u64) {
         _ => return,
     }
     if followed(key.pid) {
-        let socket = SocketKey {
-            pid: key.pid,
-            fd,
-        };
+        let socket = SocketKey { pid: key.pid, fd };
         let peer = Peer {
             family: key.family,
             port: key.port,

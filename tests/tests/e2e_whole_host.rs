@@ -123,50 +123,46 @@ fn a_fresh_static_node_is_followed_from_its_first_call() {
     first_calls_captured(&env, &argv, &[("NODE_EXTRA_CA_CERTS", ca.as_str())]);
 }
 
-/// Debian's node streaming and not, one call after another on kept-alive connections from
-/// the moment it starts (issue: streamed calls cut short under the whole-host watch, and later
-/// ones on the same process lost): every call, each stream whole.
-#[test]
-fn debian_node_streams_and_json_calls_made_at_once_are_all_captured() {
+/// Streamed and JSON calls, one after another on kept-alive connections, made by Debian's node
+/// running `script` from the moment it starts (issue: streams cut short under the whole-host
+/// watch, later calls of the process lost): every call, each stream whole.
+fn node_calls_made_at_once(script: &str, extra_env: &[(&str, &str)]) {
     let env = TestEnv::new();
-    let argv = [
+    let mut argv = vec![
         "/usr/bin/node".to_string(),
-        clients_dir().join("bun_calls.js").display().to_string(),
-        "chat_sse".into(),
-        "chat_json".into(),
-        "chat_sse".into(),
-        "chat_json".into(),
-        "messages_sse".into(),
-        "messages_json".into(),
+        clients_dir().join(script).display().to_string(),
     ];
+    let scenarios = [
+        "chat_sse",
+        "chat_json",
+        "chat_sse",
+        "chat_json",
+        "messages_sse",
+        "messages_json",
+    ];
+    argv.extend(scenarios.iter().map(|s| s.to_string()));
     let ca = env.server.ca.display().to_string();
-    first_calls_captured(&env, &argv, &[("NODE_EXTRA_CA_CERTS", ca.as_str())]);
+    let mut client_env = vec![("NODE_EXTRA_CA_CERTS", ca.as_str())];
+    client_env.extend_from_slice(extra_env);
+    first_calls_captured(&env, &argv, &client_env);
 }
 
-/// The official OpenAI and Anthropic Node SDKs under Debian's node, streaming and not, from the
-/// moment the process starts; the Anthropic calls follow on a connection of their own.
+#[test]
+fn node_fetch_streams_and_json_calls_made_at_once_are_all_captured() {
+    node_calls_made_at_once("bun_calls.js", &[]);
+}
+
+/// The official OpenAI and Anthropic Node SDKs (the Anthropic calls on a connection of their
+/// own).
 #[test]
 fn node_sdk_streams_and_json_calls_made_at_once_are_all_captured() {
-    let env = TestEnv::new();
     let package = npm_program("openai/package.json");
-    let modules = package.parent().and_then(Path::parent).expect("node_modules");
+    let modules = package
+        .parent()
+        .and_then(Path::parent)
+        .expect("node_modules");
     let modules = modules.display().to_string();
-    let argv = [
-        "/usr/bin/node".to_string(),
-        clients_dir().join("node_sdk_calls.mjs").display().to_string(),
-        "chat_sse".into(),
-        "chat_json".into(),
-        "chat_sse".into(),
-        "chat_json".into(),
-        "messages_sse".into(),
-        "messages_json".into(),
-    ];
-    let ca = env.server.ca.display().to_string();
-    first_calls_captured(
-        &env,
-        &argv,
-        &[("NODE_EXTRA_CA_CERTS", ca.as_str()), ("NPM_MODULES", modules.as_str())],
-    );
+    node_calls_made_at_once("node_sdk_calls.mjs", &[("NPM_MODULES", modules.as_str())]);
 }
 
 /// A TLS library loaded late from a file never seen before: Python imports `ssl` from a fresh

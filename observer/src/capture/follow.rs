@@ -32,7 +32,7 @@ use super::{
     discover::{self, FileId, MappedFile},
     gate::{ExecGate, GateStats, Hold, HoldKind},
     lock,
-    probes::{ProgramRef, Probes, SharedMaps},
+    probes::{Probes, ProgramRef, SharedMaps},
     uprobe_links::{Link, ProbeKey, Site},
 };
 
@@ -851,7 +851,8 @@ impl Follower {
     }
 
     fn publish(&self) {
-        let sites = |links: &HashMap<ProbeKey, Link>| links.values().map(Link::sites).sum::<usize>();
+        let sites =
+            |links: &HashMap<ProbeKey, Link>| links.values().map(Link::sites).sum::<usize>();
         let (followed, probes) =
             self.processes
                 .values()

@@ -369,12 +369,16 @@ fn return_addresses(code: &[u8], address: u64) -> Vec<u64> {
         .iter()
         .enumerate()
         .filter(|(_, instruction)| instruction.mnemonic() == Mnemonic::Ret)
-        .map(|(index, ret)| match index.checked_sub(1).map(|i| &instructions[i]) {
-            Some(before) if before.mnemonic() == Mnemonic::Nop && !jumped_to.contains(&ret.ip()) => {
-                before.ip()
-            }
-            _ => ret.ip(),
-        })
+        .map(
+            |(index, ret)| match index.checked_sub(1).map(|i| &instructions[i]) {
+                Some(before)
+                    if before.mnemonic() == Mnemonic::Nop && !jumped_to.contains(&ret.ip()) =>
+                {
+                    before.ip()
+                }
+                _ => ret.ip(),
+            },
+        )
         .collect()
 }
 

@@ -3,7 +3,7 @@
 use std::{
     collections::HashSet,
     ffi::CString,
-    os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd},
+    os::fd::{AsFd, AsRawFd, OwnedFd, RawFd},
     path::Path,
 };
 
@@ -18,7 +18,7 @@ use observer_ebpf::{ConnId, CopyVerdict, Followed, config, copy_verdict, counter
 
 use super::{
     Unfollowed,
-    uprobe_links::{ATTACH_UPROBE_MULTI, Link, LinkCloser, Site},
+    uprobe_links::{ATTACH_UPROBE_MULTI, Link, LinkCloser, Site, bpf_new_fd},
 };
 
 static PROBES_OBJECT: &[u8] =
@@ -270,7 +270,11 @@ fn load_uprobe_programs(ebpf: &Ebpf) -> Result<std::collections::HashMap<&'stati
             .ok_or_else(|| anyhow!("map {name} is not in the probe object"))?;
         maps.push((name, map_fd(map)?, definition));
     }
-    let text_sections: HashSet<usize> = object.functions.keys().map(|(section, _)| *section).collect();
+    let text_sections: HashSet<usize> = object
+        .functions
+        .keys()
+        .map(|(section, _)| *section)
+        .collect();
     object
         .relocate_maps(maps.into_iter(), &text_sections)
         .context("relocating the probe programs' maps")?;
@@ -329,23 +333,8 @@ fn load_btf(bytes: &[u8]) -> Result<OwnedFd> {
         btf_log_level: 0,
         btf_flags: 0,
     };
-    // SAFETY: the attr and the buffer it points to outlive the call, and its size is passed.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_BTF_LOAD,
-            &attr as *const BtfLoad,
-            size_of::<BtfLoad>() as u32,
-        )
-    };
-    if fd < 0 {
-        bail!(
-            "loading the probe object's BTF: {}",
-            std::io::Error::last_os_error()
-        );
-    }
-    // SAFETY: a new fd nobody else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    // SAFETY: the buffer the attr points to outlives the call.
+    unsafe { bpf_new_fd(BPF_BTF_LOAD, &attr) }.context("loading the probe object's BTF")
 }
 
 /// `union bpf_attr` as `BPF_PROG_LOAD` reads it, up to the line info.
@@ -398,44 +387,60 @@ fn load_program(
             license: license.as_ptr() as u64,
             log_level: u32::from(!log.is_empty()),
             log_size: log.len() as u32,
-            log_buf: if log.is_empty() { 0 } else { log.as_mut_ptr() as u64 },
+            log_buf: if log.is_empty() {
+                0
+            } else {
+                log.as_mut_ptr() as u64
+            },
             kern_version: 0,
             prog_flags: 0,
             prog_name,
             prog_ifindex: 0,
             expected_attach_type: ATTACH_UPROBE_MULTI,
             prog_btf_fd: btf.map_or(0, |fd| fd.as_raw_fd() as u32),
-            func_info_rec_size: if with_btf { function.func_info_rec_size as u32 } else { 0 },
-            func_info: if with_btf { func_info.as_ptr() as u64 } else { 0 },
-            func_info_cnt: if with_btf { function.func_info.len() as u32 } else { 0 },
-            line_info_rec_size: if with_btf { function.line_info_rec_size as u32 } else { 0 },
-            line_info: if with_btf { line_info.as_ptr() as u64 } else { 0 },
-            line_info_cnt: if with_btf { function.line_info.len() as u32 } else { 0 },
+            func_info_rec_size: if with_btf {
+                function.func_info_rec_size as u32
+            } else {
+                0
+            },
+            func_info: if with_btf {
+                func_info.as_ptr() as u64
+            } else {
+                0
+            },
+            func_info_cnt: if with_btf {
+                function.func_info.len() as u32
+            } else {
+                0
+            },
+            line_info_rec_size: if with_btf {
+                function.line_info_rec_size as u32
+            } else {
+                0
+            },
+            line_info: if with_btf {
+                line_info.as_ptr() as u64
+            } else {
+                0
+            },
+            line_info_cnt: if with_btf {
+                function.line_info.len() as u32
+            } else {
+                0
+            },
             attach_btf_id: 0,
         };
-        // SAFETY: the attr and the buffers it points to outlive the call, and its size is
-        // passed.
-        unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_PROG_LOAD,
-                &attr as *const ProgLoad,
-                size_of::<ProgLoad>() as u32,
-            )
-        }
+        // SAFETY: the instructions, license, BTF records and log outlive the call.
+        unsafe { bpf_new_fd(BPF_PROG_LOAD, &attr) }
     };
-    let fd = load(&mut []);
-    if fd >= 0 {
-        // SAFETY: a new fd nobody else owns.
-        return Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) });
-    }
-    let error = std::io::Error::last_os_error();
+    let error = match load(&mut []) {
+        Ok(fd) => return Ok(fd),
+        Err(error) => error,
+    };
     // Again with the verifier's log, to say why.
     let mut log = vec![0u8; 1 << 20];
-    let fd = load(&mut log);
-    if fd >= 0 {
-        // SAFETY: as above.
-        return Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) });
+    if let Ok(fd) = load(&mut log) {
+        return Ok(fd);
     }
     let log = String::from_utf8_lossy(&log);
     let tail: Vec<&str> = log.trim_end_matches('\0').lines().rev().take(20).collect();

@@ -212,18 +212,9 @@ fn link_create(
         pid,
         _padding: 0,
     };
-    // SAFETY: the attr and the buffers it points to outlive the call, and its size is passed.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_LINK_CREATE,
-            &attr as *const UprobeMultiLinkCreate,
-            size_of::<UprobeMultiLinkCreate>() as u32,
-        )
-    };
-    if fd < 0 {
-        let error = std::io::Error::last_os_error();
-        bail!(
+    // SAFETY: the buffers the attr points to outlive the call.
+    unsafe { bpf_new_fd(BPF_LINK_CREATE, &attr) }.map_err(|error| {
+        anyhow::anyhow!(
             "switching on {} probe(s) in {} for pid {pid}: {error}{}",
             sites.len(),
             path.display(),
@@ -232,7 +223,31 @@ fn link_create(
             } else {
                 ""
             }
-        );
+        )
+    })
+}
+
+/// The `bpf` system call `command` with `attr` (a `repr(C)` prefix of `union bpf_attr` with no
+/// padding byte), for a command that answers with a new file descriptor.
+///
+/// # Safety
+/// Every pointer in `attr` must be valid for what the kernel reads or writes through it.
+pub(super) unsafe fn bpf_new_fd<Attr>(
+    command: libc::c_long,
+    attr: &Attr,
+) -> std::io::Result<OwnedFd> {
+    // SAFETY: the attr lives through the call and its size is passed; its pointers are the
+    // caller's to vouch for.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            command,
+            attr as *const Attr,
+            size_of::<Attr>() as u32,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
     }
     // SAFETY: a new fd nobody else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })

@@ -292,7 +292,13 @@ fn load_uprobe_programs(ebpf: &Ebpf) -> Result<std::collections::HashMap<&'stati
             .get(&definition.function_key())
             .ok_or_else(|| anyhow!("probe object has no code for {}", program.name))?;
         let fd = load_program(program.name, function, &definition.license, btf.as_ref())
-            .with_context(|| format!("loading probe {}", program.name))?;
+            .with_context(|| {
+                format!(
+                    "loading probe {} for per-process uprobe_multi links (these need Linux 6.6 \
+                     or later)",
+                    program.name
+                )
+            })?;
         loaded.insert(program.name, fd);
     }
     Ok(loaded)

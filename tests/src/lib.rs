@@ -14,6 +14,22 @@ pub use calls::{ClientCall, assert_same_spans, assert_spans_match_calls, check_s
 pub use harness::{ObserverRun, TestEnv};
 pub use span::Span;
 
+/// Every call span in `spans` came over plaintext HTTP from the mock server at `port`.
+pub fn assert_plaintext_calls(spans: &[Span], port: u16) {
+    for span in spans.iter().filter(|s| s.is_call()) {
+        assert_eq!(
+            span.str("observer.tls.library"),
+            Some("plaintext"),
+            "{span}"
+        );
+        assert_eq!(
+            span.u64("network.peer.port"),
+            Some(u64::from(port)),
+            "{span}"
+        );
+    }
+}
+
 /// How many calls a client makes for `scenarios`: one each, N for `parallelN:NAME`.
 pub fn expected_calls(scenarios: &[&str]) -> usize {
     scenarios

@@ -4,7 +4,7 @@
 //! section headers at all (the tables found by their magic numbers).
 
 use observer_e2e::go_client::{Build, build_client, write_executable};
-use observer_e2e::{TestEnv, assert_same_spans, expected_calls};
+use observer_e2e::{TestEnv, assert_plaintext_calls, assert_same_spans, expected_calls};
 
 /// Sequential JSON and streamed calls, a request body over 100 KiB (written in several Write
 /// calls, copied in 16 KiB chunks), a streamed reply over 64 KiB, then concurrent goroutines.
@@ -161,16 +161,5 @@ fn go_plaintext_http() {
     let mut command = vec![client.display().to_string(), "http1".to_owned()];
     command.extend(scenarios.iter().map(|s| s.to_string()));
     let run = env.check_command(&command, expected_calls(&scenarios), false);
-    for span in run.spans.iter().filter(|s| s.is_call()) {
-        assert_eq!(
-            span.str("observer.tls.library"),
-            Some("plaintext"),
-            "{span}"
-        );
-        assert_eq!(
-            span.u64("network.peer.port"),
-            Some(u64::from(env.server.port)),
-            "{span}"
-        );
-    }
+    assert_plaintext_calls(&run.spans, env.server.port);
 }

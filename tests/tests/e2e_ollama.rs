@@ -5,7 +5,7 @@
 //! Over plaintext HTTP, as Ollama serves it (its bytes come from the socket syscalls), and over
 //! TLS (a proxy in front of it).
 
-use observer_e2e::TestEnv;
+use observer_e2e::{TestEnv, assert_plaintext_calls};
 
 const SCENARIOS: &[&str] = &[
     "chat",
@@ -25,18 +25,7 @@ const SCENARIOS: &[&str] = &[
 fn ollama_client_over_plaintext_http() {
     let env = TestEnv::plaintext();
     let run = env.check_client("ollama_calls.py", SCENARIOS, false);
-    for span in run.spans.iter().filter(|s| s.is_call()) {
-        assert_eq!(
-            span.str("observer.tls.library"),
-            Some("plaintext"),
-            "{span}"
-        );
-        assert_eq!(
-            span.u64("network.peer.port"),
-            Some(u64::from(env.server.port)),
-            "{span}"
-        );
-    }
+    assert_plaintext_calls(&run.spans, env.server.port);
 }
 
 #[test]

@@ -380,13 +380,12 @@ fn load_program(
     let instructions: &[bpf_insn] = &function.instructions;
     let func_info = function.func_info.func_info_bytes();
     let line_info = function.line_info.line_info_bytes();
-    let with_btf = btf.is_some() && !func_info.is_empty();
     let mut prog_name = [0u8; 16];
     for (slot, byte) in prog_name.iter_mut().zip(name.bytes().take(15)) {
         *slot = byte;
     }
     let load = |log: &mut [u8]| {
-        let attr = ProgLoad {
+        let mut attr = ProgLoad {
             prog_type: BPF_PROG_TYPE_KPROBE,
             insn_cnt: instructions.len() as u32,
             insns: instructions.as_ptr() as u64,
@@ -403,39 +402,24 @@ fn load_program(
             prog_name,
             prog_ifindex: 0,
             expected_attach_type: ATTACH_UPROBE_MULTI,
-            prog_btf_fd: btf.map_or(0, |fd| fd.as_raw_fd() as u32),
-            func_info_rec_size: if with_btf {
-                function.func_info_rec_size as u32
-            } else {
-                0
-            },
-            func_info: if with_btf {
-                func_info.as_ptr() as u64
-            } else {
-                0
-            },
-            func_info_cnt: if with_btf {
-                function.func_info.len() as u32
-            } else {
-                0
-            },
-            line_info_rec_size: if with_btf {
-                function.line_info_rec_size as u32
-            } else {
-                0
-            },
-            line_info: if with_btf {
-                line_info.as_ptr() as u64
-            } else {
-                0
-            },
-            line_info_cnt: if with_btf {
-                function.line_info.len() as u32
-            } else {
-                0
-            },
+            prog_btf_fd: 0,
+            func_info_rec_size: 0,
+            func_info: 0,
+            func_info_cnt: 0,
+            line_info_rec_size: 0,
+            line_info: 0,
+            line_info_cnt: 0,
             attach_btf_id: 0,
         };
+        if let Some(btf) = btf.filter(|_| !func_info.is_empty()) {
+            attr.prog_btf_fd = btf.as_raw_fd() as u32;
+            attr.func_info_rec_size = function.func_info_rec_size as u32;
+            attr.func_info = func_info.as_ptr() as u64;
+            attr.func_info_cnt = function.func_info.len() as u32;
+            attr.line_info_rec_size = function.line_info_rec_size as u32;
+            attr.line_info = line_info.as_ptr() as u64;
+            attr.line_info_cnt = function.line_info.len() as u32;
+        }
         // SAFETY: the instructions, license, BTF records and log outlive the call.
         unsafe { bpf_new_fd(BPF_PROG_LOAD, &attr) }
     };

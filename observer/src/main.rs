@@ -348,16 +348,14 @@ fn replay(args: ReplayArgs) -> Result<ExitCode> {
     pipeline.finish(last_ts);
     if !args.output.quiet {
         let report = pipeline.into_report();
-        eprint!("{}", report.summary.render(health(&report, 0, 0)));
+        eprint!("{}", report.summary.render(health(&report)));
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn health(report: &Report, events_lost: u64, calls_truncated: u64) -> Health {
+fn health(report: &Report) -> Health {
     Health {
-        events_lost,
-        calls_truncated,
-        parse_failures: report.http.parse_failures,
+        given_up: report.given_up(),
     }
 }
 
@@ -504,7 +502,7 @@ fn watch_and_report(args: Watch, sinks: Vec<Box<dyn Sink>>) -> Result<ExitCode> 
         "{}",
         report
             .summary
-            .render(health(&report, kernel.events_lost, kernel.calls_truncated))
+            .render(health(&report))
     );
     eprintln!("{}", capture_cost(&stats));
     Ok(code)

@@ -11,7 +11,11 @@ use prometheus_client::{
 };
 use serde_json::Value;
 
-use crate::{capture::CaptureStats, span::Span};
+use crate::{
+    capture::CaptureStats,
+    pipeline::{GIVEN_UP_REASONS, GivenUp},
+    span::Span,
+};
 
 /// The GenAI conventions' bucket boundaries for token counts (powers of 4) and durations (s).
 const TOKEN_BUCKETS: [f64; 14] = [
@@ -77,6 +81,7 @@ pub struct Metrics {
     probes: Family<ScopeLabels, Gauge>,
     followed_total: Counter,
     stopped_following: Family<ReasonLabels, Counter>,
+    given_up: Family<ReasonLabels, Counter>,
     followed_again: Counter,
     holds: Family<ReasonLabels, Counter>,
     hold_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
@@ -84,12 +89,13 @@ pub struct Metrics {
 }
 
 /// What the pipeline counts of its own work, as totals since start.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub struct PipelineTotals {
     pub events: u64,
     pub bytes: u64,
     pub parse_failures: u64,
     pub spans: u64,
+    pub given_up: [GivenUp; GIVEN_UP_REASONS],
 }
 
 /// A sink's queue, for the health metrics.
@@ -130,6 +136,7 @@ impl Metrics {
             probes: Family::default(),
             followed_total: Counter::default(),
             stopped_following: Family::default(),
+            given_up: Family::default(),
             followed_again: Counter::default(),
             holds: Family::default(),
             hold_seconds: Counter::default(),
@@ -200,6 +207,11 @@ impl Metrics {
             "observer_processes_unfollowed",
             "Processes the probes stopped following, by reason (costly: over budget without an LLM call)",
             metrics.stopped_following.clone(),
+        );
+        registry.register(
+            "observer_given_up",
+            "What the observer saw but could not turn into spans, or could not see, by reason (all zero: nothing lost)",
+            metrics.given_up.clone(),
         );
         registry.register(
             "observer_processes_followed_again",
@@ -308,6 +320,14 @@ impl Metrics {
         set_total(&self.bytes, totals.bytes);
         set_total(&self.parse_failures, totals.parse_failures);
         set_total(&self.spans, totals.spans);
+        for given_up in totals.given_up {
+            set_total(
+                &self.given_up.get_or_create(&ReasonLabels {
+                    reason: given_up.reason,
+                }),
+                given_up.count,
+            );
+        }
         for queue in queues {
             let labels = SinkLabels {
                 sink: queue.name.to_owned(),
@@ -512,11 +532,16 @@ mod tests {
             depth,
             dropped,
         };
+        let http = crate::http::HttpStats {
+            joined_mid_stream: 2,
+            ..Default::default()
+        };
         let totals = PipelineTotals {
             events: 10,
             bytes: 4096,
             parse_failures: 1,
             spans: 3,
+            given_up: crate::pipeline::given_up(&http, &Default::default()),
         };
         metrics.update_pipeline(totals, &[queue(7, 2)]);
         metrics.update_pipeline(
@@ -539,6 +564,17 @@ mod tests {
         assert_eq!(sample(&text, "observer_events_lost_total "), 5.0);
         assert_eq!(sample(&text, "observer_calls_truncated_total "), 1.0);
         assert_eq!(sample(&text, "observer_attached_targets "), 3.0);
+        assert_eq!(
+            sample(
+                &text,
+                r#"observer_given_up_total{reason="joined_mid_stream"}"#
+            ),
+            2.0
+        );
+        assert_eq!(
+            sample(&text, r#"observer_given_up_total{reason="ring_buffer_full"}"#),
+            0.0
+        );
         assert_eq!(
             sample(
                 &text,

@@ -6,7 +6,7 @@ use std::{
 };
 
 use crate::{
-    capture::{CaptureEvent, ConnHash, ConnKey, Feedback, record::RecordWriter},
+    capture::{CaptureEvent, CaptureLosses, ConnHash, ConnKey, Feedback, record::RecordWriter},
     http::{ConnectionStage, Exchange, HttpLimits, HttpStats},
     link::Linker,
     llm,
@@ -40,6 +40,8 @@ pub struct Pipeline {
     on_feedback: Option<Box<dyn FnMut(Feedback) + Send>>,
     /// Processes seen making LLM calls, each told once through `on_feedback`.
     llm_clients: HashSet<u32>,
+    /// What the capture reported it could not see, as its latest totals.
+    capture_losses: CaptureLosses,
 }
 
 enum Ended {
@@ -54,6 +56,80 @@ pub struct Report {
     pub summary: Summary,
     pub stats: PipelineStats,
     pub http: HttpStats,
+    pub capture: CaptureLosses,
+}
+
+impl Report {
+    pub fn given_up(&self) -> [GivenUp; GIVEN_UP_REASONS] {
+        given_up(&self.http, &self.capture)
+    }
+}
+
+/// Data the observer could not turn into spans, for one reason.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GivenUp {
+    /// The metric label.
+    pub reason: &'static str,
+    /// What was given up, for people ("connections joined mid-stream").
+    pub what: &'static str,
+    pub count: u64,
+}
+
+pub const GIVEN_UP_REASONS: usize = 15;
+
+/// Everything the capture and HTTP stages gave up on, by reason: all zero means no byte the
+/// probes saw, and no call made while a process was followed, went unreported.
+pub fn given_up(http: &HttpStats, capture: &CaptureLosses) -> [GivenUp; GIVEN_UP_REASONS] {
+    let entry = |reason, what, count| GivenUp {
+        reason,
+        what,
+        count,
+    };
+    [
+        entry("ring_buffer_full", "events lost in a full ring buffer", capture.events_lost),
+        entry("call_truncated", "TLS calls cut at the copy limit", capture.calls_truncated),
+        entry("read_fault", "buffers the probes could not read", capture.read_faults),
+        entry(
+            "attached_late",
+            "processes followed with connections already open",
+            capture.attached_late,
+        ),
+        entry("joined_mid_stream", "connections joined mid-stream", http.joined_mid_stream),
+        entry(
+            "bytes_skipped",
+            "bytes skipped to find a message start",
+            http.resync_skipped_bytes,
+        ),
+        entry("bytes_lost", "gaps of lost bytes", http.gaps),
+        entry(
+            "response_without_request",
+            "responses with no request",
+            http.unmatched_responses,
+        ),
+        entry(
+            "http2_head_unreadable",
+            "HTTP/2 heads that could not be decoded",
+            http.http2_hpack_unknown,
+        ),
+        entry(
+            "stream_evicted",
+            "HTTP/2 streams evicted at the cap",
+            http.http2_streams_evicted,
+        ),
+        entry(
+            "connection_evicted",
+            "connections evicted at the cap",
+            http.connections_evicted,
+        ),
+        entry("body_truncated", "bodies cut at the size limit", http.bodies_truncated),
+        entry("decode_failure", "bodies that failed to decompress", http.decode_failures),
+        entry("parse_failure", "parse failures", http.parse_failures),
+        entry(
+            "read_after_not_http",
+            "reads on connections judged not HTTP",
+            http.reads_after_not_http,
+        ),
+    ]
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -92,6 +168,7 @@ impl Pipeline {
             metrics_updated: 0,
             on_feedback: None,
             llm_clients: HashSet::new(),
+            capture_losses: CaptureLosses::default(),
         }
     }
 
@@ -169,6 +246,7 @@ impl Pipeline {
                     calls_in_flight,
                 });
             }
+            CaptureEvent::Losses { totals, .. } => self.capture_losses = *totals,
             CaptureEvent::ConnEnd { .. } | CaptureEvent::Exit { .. } => {}
         }
         let ended = match &event {
@@ -210,11 +288,13 @@ impl Pipeline {
             && now >= self.metrics_updated.saturating_add(METRICS_INTERVAL_NS)
         {
             self.metrics_updated = now;
+            let http = self.connections.stats();
             let totals = PipelineTotals {
                 events: self.stats.events,
                 bytes: self.stats.bytes,
-                parse_failures: self.connections.stats().parse_failures,
+                parse_failures: http.parse_failures,
                 spans: self.stats.spans,
+                given_up: given_up(&http, &self.capture_losses),
             };
             let queues: Vec<_> = self.sinks.iter().filter_map(|sink| sink.queue()).collect();
             metrics.update_pipeline(totals, &queues);
@@ -246,6 +326,7 @@ impl Pipeline {
             summary: self.summary,
             stats: self.stats,
             http: self.connections.stats(),
+            capture: self.capture_losses,
         }
     }
 

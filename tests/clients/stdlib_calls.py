@@ -1,15 +1,18 @@
 """Calls with Python's standard library only (http.client, one kept-alive connection; HTTPS or,
 when MOCK_BASE is http://, plaintext).
 
-Usage: stdlib_calls.py SCENARIO...   (chat_json, messages_json, chat_after_download)
+Usage: stdlib_calls.py SCENARIO...   (chat_json, messages_json, chat_after_download,
+big_stream_paused)
 """
 
 import http.client
 import json
+import os
 import sys
+import time
 import urllib.parse
 
-from common import API_KEY, BASE, TIMEOUT, emit, run_scenarios, ssl_context
+from common import API_KEY, BASE, TIMEOUT, emit, note, run_scenarios, ssl_context
 
 url = urllib.parse.urlsplit(BASE)
 if url.scheme == "http":
@@ -64,6 +67,23 @@ def chat_after_download(name):
     chat_json(name)
 
 
+def big_stream_paused(name):
+    """Reads the start of a long streamed answer, prints `paused`, waits for the file
+    $RESUME_FILE, then reads the rest: an observer started meanwhile joins the connection in the
+    middle of a response. No record: the call began before anything watched it."""
+    body = {"model": "gpt-4o", "stream": True,
+            "messages": [{"role": "user", "content": "%s: a long answer [big]" % name}]}
+    conn.request("POST", "/v1/chat/completions", body=json.dumps(body).encode(),
+                 headers={"content-type": "application/json", "authorization": "Bearer " + API_KEY})
+    response = conn.getresponse()
+    response.read(256)
+    note("paused")
+    while not os.path.exists(os.environ["RESUME_FILE"]):
+        time.sleep(0.05)
+    response.read()
+
+
 run_scenarios({"chat_json": chat_json, "messages_json": messages_json,
-               "chat_after_download": chat_after_download}, sys.argv[1:])
+               "chat_after_download": chat_after_download,
+               "big_stream_paused": big_stream_paused}, sys.argv[1:])
 conn.close()

@@ -629,7 +629,7 @@ impl TestEnv {
         argv
     }
 
-    fn client_env(&self, command: &mut Command) {
+    pub fn client_env(&self, command: &mut Command) {
         command
             .env("MOCK_BASE", self.server.base_url())
             .env("MOCK_CA", &self.server.ca)

@@ -313,3 +313,48 @@ emit("chat_json", path="/v1/chat/completions", model="gpt-4o", prompt=prompt, st
     );
     assert_spans_match_calls(&run.spans, &calls, second.port);
 }
+
+/// A process already running when the watch starts, in the middle of reading a long streamed
+/// answer on a kept-alive connection: the watch joins that connection mid-stream, says so in its
+/// summary, and follows the calls made on it afterwards.
+#[test]
+fn a_connection_joined_mid_stream_is_counted_and_its_next_calls_captured() {
+    let env = TestEnv::new();
+    let resume = env.dir().join("resume");
+    let client = env.client(
+        "stdlib_calls.py",
+        &["big_stream_paused", "chat_json", "messages_json"],
+    );
+    let mut command = Command::new(&client[0]);
+    command.args(&client[1..]).env("RESUME_FILE", &resume);
+    env.client_env(&mut command);
+    let mut proc = observer_e2e::harness::Proc::spawn("paused client", command);
+    proc.stdout
+        .wait_for(Duration::from_secs(30), |l| l == "paused")
+        .unwrap_or_else(|| panic!("the client never paused: {}", proc.describe()));
+    let watcher = watch_unseen(&env);
+    std::fs::write(&resume, b"").expect("resume file");
+    let status = proc.wait(Duration::from_secs(60));
+    assert!(status.success(), "client failed: {}", proc.describe());
+    let calls = ClientCall::parse_all(&proc.stdout.text());
+    assert_eq!(calls.len(), 2, "{}", proc.describe());
+    watcher.wait_for_spans(Duration::from_secs(20), |spans| {
+        spans.iter().filter(|s| s.is_call()).count() >= calls.len()
+    });
+    let run = watcher.stop(libc::SIGINT);
+    run.assert_success();
+    println!("--- observer stderr ---\n{}", run.stderr);
+    assert_spans_match_calls(&run.spans, &calls, env.server.port);
+    let given_up = run
+        .stderr
+        .lines()
+        .find(|l| l.trim_start().starts_with("given up:"))
+        .unwrap_or_else(|| panic!("no `given up` line in the summary:\n{}", run.stderr));
+    for expected in [
+        "connections joined mid-stream: 1",
+        "processes followed with connections already open: ",
+        "bytes skipped to find a message start: ",
+    ] {
+        assert!(given_up.contains(expected), "{expected:?} not in {given_up:?}");
+    }
+}

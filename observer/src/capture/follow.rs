@@ -28,6 +28,7 @@ use std::{
 use observer_ebpf::{Followed, followed_flags};
 
 use super::{
+    sockets,
     analysis::{AnalysisCache, FileAnalysis, Probe},
     discover::{self, FileId, MappedFile},
     gate::{ExecGate, GateStats, Hold, HoldKind},
@@ -96,6 +97,18 @@ pub struct FollowStats {
     pub analyses_read: u64,
     pub analyses_cached: u64,
     pub attach_failures: u64,
+    /// Processes whose probes came on while they had TCP connections open.
+    pub attached_late: u64,
+}
+
+/// Where a process is when its following starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Start {
+    /// At the start of a program (its exec, or forked by a followed process): nothing it did
+    /// on the network went unseen.
+    Fresh,
+    /// Already running: connections it opened before may have carried calls.
+    Running,
 }
 
 enum Tracked {
@@ -184,6 +197,11 @@ impl Follower {
     /// (or, if none, what it runs now).
     pub fn follow_root(&mut self, pid: u32, program: Option<&Path>) {
         self.in_scope.insert(pid);
+        let start = if program.is_some() {
+            Start::Fresh
+        } else {
+            Start::Running
+        };
         let exe = match program {
             Some(path) => FileId::of(path).map(|id| MappedFile {
                 id,
@@ -194,7 +212,7 @@ impl Follower {
         if let Some(exe) = exe {
             self.exec_seen.insert(pid, exe.id);
             let files = self.closure(pid, &exe);
-            self.follow(pid, &files);
+            self.follow(pid, &files, start);
         }
         self.publish();
     }
@@ -226,7 +244,7 @@ impl Follower {
                     .is_some_and(|a| a.networked() || a.imports_loader)
             });
             if wanted {
-                self.follow(pid, &files);
+                self.follow(pid, &files, Start::Running);
             }
         }
         self.publish();
@@ -390,7 +408,7 @@ impl Follower {
                 if matches!(self.processes.get(&pid), Some(Tracked::Dropped(_))) {
                     self.stats_mut().readmitted += 1;
                 }
-                self.follow(pid, &files);
+                self.follow(pid, &files, Start::Running);
             }
         }
     }
@@ -421,7 +439,7 @@ impl Follower {
         // The new image decides (probes of the old image's files may stay on: they cost
         // nothing where nothing maps those files).
         if self.scoped || networked {
-            self.follow(pid, &files);
+            self.follow(pid, &files, Start::Fresh);
             return;
         }
         self.forget(pid);
@@ -471,7 +489,7 @@ impl Follower {
         if !libraries.is_empty() {
             let mut files = libraries;
             files.extend(discover::executable_mappings(pid));
-            self.follow(pid, &files);
+            self.follow(pid, &files, Start::Fresh);
         }
     }
 
@@ -486,7 +504,7 @@ impl Follower {
             return;
         }
         match self.processes.get(&pid) {
-            Some(Tracked::Followed(_)) => self.follow(pid, &files),
+            Some(Tracked::Followed(_)) => self.follow(pid, &files, Start::Running),
             // Followed from now on: for every file it maps, not only the new ones.
             Some(Tracked::Watched(_) | Tracked::Dropped(_)) => {
                 let worth = files.iter().any(|file| {
@@ -499,7 +517,7 @@ impl Follower {
                     }
                     let mut all = files;
                     all.extend(discover::executable_mappings(pid));
-                    self.follow(pid, &all);
+                    self.follow(pid, &all, Start::Running);
                 }
             }
             None => {}
@@ -514,7 +532,7 @@ impl Follower {
             if self.in_scope(parent) {
                 self.in_scope.insert(child);
                 let files = discover::executable_mappings(child);
-                self.follow(child, &files);
+                self.follow(child, &files, Start::Fresh);
             }
             return;
         }
@@ -530,7 +548,7 @@ impl Follower {
         let current = process_file(pid, "exe").map(|f| f.id);
         if current.is_some() && current == fork.exe {
             let files = discover::executable_mappings(pid);
-            self.follow(pid, &files);
+            self.follow(pid, &files, Start::Running);
         }
     }
 
@@ -563,12 +581,12 @@ impl Follower {
                     .collect()
             })
             .unwrap_or_default();
-        self.follow(pid, &known);
+        self.follow(pid, &known, Start::Running);
         self.on_library_mapped(pid);
     }
 
     /// Switches on, for `pid`, the capture probes of `files` it does not have yet.
-    fn follow(&mut self, pid: u32, files: &[MappedFile]) {
+    fn follow(&mut self, pid: u32, files: &[MappedFile], start: Start) {
         let (mut following, new) = match self.processes.remove(&pid) {
             Some(Tracked::Followed(following)) => (following, false),
             // The loader's hook stays on.
@@ -639,7 +657,13 @@ impl Follower {
             return;
         }
         if new {
-            self.stats_mut().followed_total += 1;
+            let late = start == Start::Running && sockets::established_connections(pid) > 0;
+            if late {
+                log::debug!("pid {pid}: followed with TCP connections already open");
+            }
+            let mut stats = self.stats_mut();
+            stats.followed_total += 1;
+            stats.attached_late += u64::from(late);
         }
         log::debug!(
             "pid {pid}: {} probes on ({} links) after {:.1} ms",

@@ -37,7 +37,7 @@ use std::{
         mpsc::{self, Receiver, Sender, SyncSender},
     },
     thread::JoinHandle,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result};
@@ -171,9 +171,12 @@ impl LiveCapture {
             let stop = stop.clone();
             let requests = requests_tx.clone();
             let maps = maps.clone();
+            let follow_stats = follow_stats.clone();
             std::thread::Builder::new()
                 .name("capture-drain".into())
-                .spawn(move || drain_ring(ring, stop, events_tx, requests, maps))?
+                .spawn(move || {
+                    drain_ring(ring, stop, events_tx, requests, maps, follow_stats)
+                })?
         };
         let follower = std::thread::Builder::new()
             .name("capture-follow".into())
@@ -331,12 +334,22 @@ fn drain_ring(
     events: SyncSender<CaptureEvent>,
     follower: Sender<Request>,
     maps: Arc<Mutex<SharedMaps>>,
+    follow_stats: Arc<Mutex<FollowStats>>,
 ) {
     let clock = Clock::now();
     let mut known_pids: HashSet<u32> = HashSet::new();
     let fd = ring.as_raw_fd();
+    let mut losses = LossReport::default();
     loop {
         let stopping = stop.load(Ordering::SeqCst);
+        if let Some(totals) = losses.changed(&maps, &follow_stats, stopping) {
+            let ts = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |since| since.as_nanos() as u64);
+            if events.send(CaptureEvent::Losses { ts, totals }).is_err() {
+                return;
+            }
+        }
         while let Some(record) = ring.next() {
             let decoded = match decode(&record, clock) {
                 Some(Record::Event(decoded)) => decoded,
@@ -411,6 +424,45 @@ fn drain_ring(
         wait_readable(fd, DRAIN_INTERVAL);
     }
 }
+
+/// The capture's losses, sent to the pipeline when they change (looked at once a second, and
+/// when the capture stops).
+#[derive(Default)]
+struct LossReport {
+    sent: CaptureLosses,
+    looked: Option<Instant>,
+}
+
+impl LossReport {
+    fn changed(
+        &mut self,
+        maps: &Mutex<SharedMaps>,
+        follow_stats: &Mutex<FollowStats>,
+        stopping: bool,
+    ) -> Option<CaptureLosses> {
+        if !stopping && self.looked.is_some_and(|at| at.elapsed() < LOSS_REPORT_INTERVAL) {
+            return None;
+        }
+        self.looked = Some(Instant::now());
+        let kernel = lock(maps).counters();
+        let totals = CaptureLosses {
+            events_lost: kernel.events_lost,
+            bytes_lost: kernel.bytes_lost,
+            calls_truncated: kernel.calls_truncated,
+            read_faults: kernel.read_faults,
+            attached_late: follow_stats
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .attached_late,
+        };
+        (totals != self.sent).then(|| {
+            self.sent = totals;
+            totals
+        })
+    }
+}
+
+const LOSS_REPORT_INTERVAL: Duration = Duration::from_secs(1);
 
 fn container_event(pid: u32, ts: u64) -> Option<CaptureEvent> {
     container::container_id(pid).map(|id| CaptureEvent::Container { pid, ts, id })

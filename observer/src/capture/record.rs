@@ -62,7 +62,8 @@ impl RecordWriter {
             }
             CaptureEvent::Exec { .. }
             | CaptureEvent::Socket { .. }
-            | CaptureEvent::Container { .. } => postcard::to_stdvec(event)?,
+            | CaptureEvent::Container { .. }
+            | CaptureEvent::Losses { .. } => postcard::to_stdvec(event)?,
             // A question to the live pipeline about following a process: nothing to replay.
             CaptureEvent::Costly { .. } => return Ok(()),
         };
@@ -328,9 +329,21 @@ mod tests {
     fn reads_back_across_blocks_and_stops_at_a_cut() {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("r.rec");
-        let events: Vec<CaptureEvent> = (0..200u64)
+        let mut events: Vec<CaptureEvent> = (0..200u64)
             .map(|i| chunk(i * 3000, &vec![b'a' + (i % 26) as u8; 3000]))
             .collect();
+        // What the capture could not see is kept too, so a replay reports it.
+        events.insert(
+            100,
+            CaptureEvent::Losses {
+                ts: 1,
+                totals: super::super::CaptureLosses {
+                    events_lost: 3,
+                    attached_late: 1,
+                    ..Default::default()
+                },
+            },
+        );
         let mut writer = RecordWriter::create(&path).expect("create");
         for event in &events {
             writer.write(event).expect("write");

@@ -16,6 +16,42 @@ pub fn tcp_addresses(pid: u32, fd: u32) -> Option<(SocketAddr, SocketAddr)> {
     })
 }
 
+/// How many established TCP connections `pid` has open.
+pub fn established_connections(pid: u32) -> usize {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return 0;
+    };
+    let inodes: std::collections::HashSet<String> = fds
+        .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .filter_map(|link| {
+            let link = link.to_str()?;
+            Some(link.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+        })
+        .collect();
+    if inodes.is_empty() {
+        return 0;
+    }
+    ["tcp", "tcp6"]
+        .iter()
+        .filter_map(|table| std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).ok())
+        .map(|text| count_established(&text, &inodes))
+        .sum()
+}
+
+/// Lines of a `/proc/net/tcp`-format table in state ESTABLISHED whose inode is in `inodes`.
+fn count_established(table: &str, inodes: &std::collections::HashSet<String>) -> usize {
+    const ESTABLISHED: &str = "01";
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let columns: Vec<&str> = line.split_whitespace().collect();
+            columns.get(3) == Some(&ESTABLISHED)
+                && columns.get(9).is_some_and(|inode| inodes.contains(*inode))
+        })
+        .count()
+}
+
 /// Whether `fd` of `pid` is known to be something other than a socket (a file, a pipe); false
 /// when that cannot be told any more (the process or the fd is gone).
 pub fn is_not_a_socket(pid: u32, fd: u32) -> bool {
@@ -76,6 +112,9 @@ mod tests {
             ))
         );
         assert_eq!(find_inode(v4, "4243"), None);
+        let ours = ["4242".to_string()].into_iter().collect();
+        assert_eq!(count_established(v4, &ours), 1);
+        assert_eq!(count_established(&v4.replace(" 01 ", " 0A "), &ours), 0);
         let v6 = "  sl  local_address                         remote_address                        st\n   0: 0000000000000000FFFF00000100007F:A1B2 00000000000000000000000001000000:01BB 01 00000000:00000000 00:00000000 00000000     0        0 77 1\n";
         assert_eq!(
             find_inode(v6, "77"),

@@ -158,6 +158,27 @@ pub enum CaptureEvent {
         pid: u32,
         ts: u64,
     },
+    /// What the capture could not see so far: sent when the totals change, and recorded so a
+    /// replay reports the same losses.
+    Losses {
+        ts: u64,
+        totals: CaptureLosses,
+    },
+}
+
+/// What the capture stage could not see, as totals since it started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaptureLosses {
+    /// Events the ring buffer had no room for, and their bytes.
+    pub events_lost: u64,
+    pub bytes_lost: u64,
+    /// TLS calls whose bytes past the per-call copy limit were not copied.
+    pub calls_truncated: u64,
+    /// Buffers the probes could not read from the process's memory.
+    pub read_faults: u64,
+    /// Processes whose probes came on while they had TCP connections open: what those
+    /// connections carried before was not seen.
+    pub attached_late: u64,
 }
 
 impl CaptureEvent {
@@ -169,7 +190,8 @@ impl CaptureEvent {
             | CaptureEvent::Exit { ts, .. }
             | CaptureEvent::Socket { ts, .. }
             | CaptureEvent::Container { ts, .. }
-            | CaptureEvent::Costly { ts, .. } => *ts,
+            | CaptureEvent::Costly { ts, .. }
+            | CaptureEvent::Losses { ts, .. } => *ts,
         }
     }
 }

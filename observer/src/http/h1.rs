@@ -175,7 +175,9 @@ impl Reader {
         while !input.is_empty() {
             let done = match self.state {
                 State::Resync { try_first } => {
+                    let before = input.len();
                     self.resync(input, try_first);
+                    cx.stats.resync_skipped_bytes += (before - input.len()) as u64;
                     None
                 }
                 State::Head { tentative } => self.read_head(input, tentative, at, request, cx),
@@ -686,7 +688,14 @@ pub(super) struct Http1Conn {
     /// The response being read is not followed (its request is not one we report): responses
     /// are dropped until the next request starts.
     response_unfollowed: bool,
+    /// Joined mid-stream and no message start found yet: the bytes skipped so far.
+    searching: Option<u64>,
 }
+
+/// How far a connection joined mid-stream is searched for a message start before it is judged
+/// not to be HTTP: more than what is left of a long streamed answer, little for the rare
+/// connection that predates its process's probes.
+const JOINED_SEARCH_BYTES: u64 = 1 << 20;
 
 impl Http1Conn {
     pub fn new() -> Self {
@@ -697,11 +706,28 @@ impl Http1Conn {
             early: VecDeque::new(),
             upgraded: false,
             response_unfollowed: false,
+            searching: None,
         }
+    }
+
+    /// A connection whose first bytes seen are from the middle of a message (its process was
+    /// followed after the connection started): both directions skip to their next message start.
+    pub fn joined() -> Self {
+        let mut conn = Self::new();
+        conn.requests.state = State::Resync { try_first: true };
+        conn.responses.state = State::Resync { try_first: true };
+        conn.searching = Some(0);
+        conn
     }
 
     pub fn upgraded(&self) -> bool {
         self.upgraded
+    }
+
+    /// Switched protocols, or joined mid-stream and no message start found within the budget:
+    /// its later bytes are not followed.
+    pub fn stopped(&self) -> bool {
+        self.upgraded || self.searching.is_some_and(|skipped| skipped > JOINED_SEARCH_BYTES)
     }
 
     /// Whether a request that `follows` would report is open: being written, or waiting for
@@ -739,6 +765,7 @@ impl Http1Conn {
             tid: seg.tid,
         };
         let mut input = &seg.data[..];
+        let skipped_before = cx.stats.resync_skipped_bytes;
         while !input.is_empty() && !self.upgraded {
             let request = self.next_response_request();
             let Some(msg) = self.reader(role).advance(&mut input, at, request, cx) else {
@@ -757,6 +784,18 @@ impl Http1Conn {
                 }
                 Role::Response => self.accept_response(msg, ExchangeEnd::DataLost, cx, out),
             }
+        }
+        if let Some(skipped) = self.searching {
+            let found = [&self.requests, &self.responses]
+                .iter()
+                .any(|reader| {
+                    matches!(
+                        reader.state,
+                        State::Head { tentative: false } | State::Body(_)
+                    )
+                });
+            self.searching = (!found)
+                .then_some(skipped + (cx.stats.resync_skipped_bytes - skipped_before));
         }
     }
 

@@ -1158,6 +1158,7 @@ impl Http2Conn {
         let reader = &mut self.readers[side];
         let mut input = &seg.data[..];
         if !reader.accepts(input) {
+            cx.stats.resync_skipped_bytes += input.len() as u64;
             return;
         }
         let at = Arrival {

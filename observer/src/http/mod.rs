@@ -64,6 +64,14 @@ pub struct HttpStats {
     pub connections_evicted: u64,
     /// Responses with no request to pair with (e.g. the request was written before we attached).
     pub unmatched_responses: u64,
+    /// Connections whose first bytes seen were from the middle of an exchange (they started
+    /// before their process was followed): what came before is not seen.
+    pub joined_mid_stream: u64,
+    /// Bytes skipped to find the next message start (after joining mid-stream, lost bytes or
+    /// a parse failure).
+    pub resync_skipped_bytes: u64,
+    /// Reads that arrived for connections already judged not to speak HTTP.
+    pub reads_after_not_http: u64,
     /// Connections that switched protocols (101, CONNECT) and are no longer followed.
     pub upgraded: u64,
     /// HTTP/1 responses not read because their request was not an LLM call.
@@ -83,8 +91,16 @@ enum Protocol {
     Sniffing(Vec<Segment>),
     Http1(Box<Http1Conn>),
     Http2(Box<Http2Conn>),
-    /// Not followed (server side, not HTTP, upgraded): later bytes are dropped.
-    Ignored,
+    /// Not followed: later bytes are dropped.
+    Ignored(IgnoredBecause),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum IgnoredBecause {
+    ServerSide,
+    NotHttp,
+    /// Switched protocols (101, CONNECT), or an HTTP/2 connection that could not be followed.
+    Stopped,
 }
 
 struct Connection {
@@ -100,6 +116,9 @@ enum Verdict {
     Http2Client,
     /// HTTP/2 frames without the preface: the capture started after it.
     Http2Joined,
+    /// Neither a start line nor frames, from a response or text: the middle of an HTTP/1
+    /// message (the capture started after the connection did).
+    Http1Joined,
     ServerSide,
     NotHttp,
 }
@@ -135,6 +154,8 @@ fn classify(dir: Direction, first_bytes: &[u8], max_head: usize) -> Option<Verdi
         Some(Verdict::NotHttp) => sniff_frames(first_bytes).map(|frames| {
             if frames {
                 Verdict::Http2Joined
+            } else if dir == Direction::Ingress || looks_like_text(first_bytes) {
+                Verdict::Http1Joined
             } else {
                 Verdict::NotHttp
             }
@@ -185,7 +206,7 @@ impl HttpTracker {
                 && match &conn.protocol {
                     Protocol::Http1(http1) => http1.call_in_flight(self.follows_response),
                     Protocol::Http2(http2) => http2.call_in_flight(self.follows_response),
-                    Protocol::Sniffing(_) | Protocol::Ignored => false,
+                    Protocol::Sniffing(_) | Protocol::Ignored(_) => false,
                 }
         })
     }
@@ -220,19 +241,24 @@ impl HttpTracker {
             }
             Protocol::Http1(http1) => {
                 http1.on_segment(&seg, &mut cx, out);
-                if http1.upgraded() {
-                    conn.protocol = Protocol::Ignored;
+                if http1.stopped() {
+                    conn.protocol = http1.stopped_because(cx.stats);
                 }
             }
             Protocol::Http2(http2) => {
                 http2.on_segment(&seg, &mut cx, out);
                 if http2.stopped() {
-                    conn.protocol = Protocol::Ignored;
+                    conn.protocol = Protocol::Ignored(IgnoredBecause::Stopped);
                 }
             }
-            Protocol::Ignored => return,
+            Protocol::Ignored(because) => {
+                if *because == IgnoredBecause::NotHttp {
+                    self.stats.reads_after_not_http += 1;
+                }
+                return;
+            }
         }
-        if matches!(conn.protocol, Protocol::Ignored) {
+        if matches!(conn.protocol, Protocol::Ignored(_)) {
             cx.unfollowed.push(Unfollowed::Connection(cx.conn));
         }
     }
@@ -289,7 +315,7 @@ impl HttpTracker {
         match conn.protocol {
             Protocol::Http1(mut http1) => http1.close(reason, &mut cx, out),
             Protocol::Http2(mut http2) => http2.close(reason, &mut cx, out),
-            Protocol::Sniffing(_) | Protocol::Ignored => {}
+            Protocol::Sniffing(_) | Protocol::Ignored(_) => {}
         }
     }
 
@@ -327,14 +353,25 @@ fn decide(held: &mut Vec<Segment>, cx: &mut Cx, out: &mut Vec<Exchange>) -> Opti
         classify(first_dir, &first_bytes(held, first_dir), max_head)?
     };
     let stats = &mut *cx.stats;
+    let joined = match verdict {
+        Verdict::Http1Joined | Verdict::Http2Joined => true,
+        // A response first: its request was written before the capture started.
+        Verdict::Http1Client => first_dir == Direction::Ingress,
+        _ => false,
+    };
+    stats.joined_mid_stream += u64::from(joined);
     Some(match verdict {
-        Verdict::Http1Client => {
-            let mut http1 = Box::new(Http1Conn::new());
+        Verdict::Http1Client | Verdict::Http1Joined => {
+            let mut http1 = Box::new(if verdict == Verdict::Http1Joined {
+                Http1Conn::joined()
+            } else {
+                Http1Conn::new()
+            });
             for seg in held.drain(..) {
                 http1.on_segment(&seg, cx, out);
             }
-            if http1.upgraded() {
-                Protocol::Ignored
+            if http1.stopped() {
+                http1.stopped_because(cx.stats)
             } else {
                 Protocol::Http1(http1)
             }
@@ -346,20 +383,42 @@ fn decide(held: &mut Vec<Segment>, cx: &mut Cx, out: &mut Vec<Exchange>) -> Opti
                 http2.on_segment(&seg, cx, out);
             }
             if http2.stopped() {
-                Protocol::Ignored
+                Protocol::Ignored(IgnoredBecause::Stopped)
             } else {
                 Protocol::Http2(http2)
             }
         }
         Verdict::ServerSide => {
             stats.server_side_skipped += 1;
-            Protocol::Ignored
+            Protocol::Ignored(IgnoredBecause::ServerSide)
         }
         Verdict::NotHttp => {
             stats.non_http_skipped += 1;
-            Protocol::Ignored
+            Protocol::Ignored(IgnoredBecause::NotHttp)
         }
     })
+}
+
+/// Whether bytes that start no message look like the middle of a textual one (JSON, SSE, a
+/// chunk size line) rather than a binary protocol: no control bytes but whitespace.
+fn looks_like_text(bytes: &[u8]) -> bool {
+    bytes
+        .iter()
+        .take(64)
+        .all(|&b| b >= 0x20 || matches!(b, b'\t' | b'\r' | b'\n'))
+}
+
+impl Http1Conn {
+    /// What a stopped connection becomes: upgraded ones switched protocols; joined ones whose
+    /// search for a message start ran out are judged not HTTP.
+    fn stopped_because(&self, stats: &mut HttpStats) -> Protocol {
+        if self.upgraded() {
+            Protocol::Ignored(IgnoredBecause::Stopped)
+        } else {
+            stats.non_http_skipped += 1;
+            Protocol::Ignored(IgnoredBecause::NotHttp)
+        }
+    }
 }
 
 /// The bytes read so far in `dir`, copied only when they span several segments.
@@ -432,7 +491,8 @@ impl ConnectionStage {
             }
             CaptureEvent::Socket { .. }
             | CaptureEvent::Container { .. }
-            | CaptureEvent::Costly { .. } => {}
+            | CaptureEvent::Costly { .. }
+            | CaptureEvent::Losses { .. } => {}
         }
     }
 

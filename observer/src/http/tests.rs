@@ -466,12 +466,17 @@ fn responses_are_read_when_skipping_one_could_lose_another() {
 #[test]
 fn a_binary_protocol_is_judged_at_its_first_message() {
     let mut wire = Wire::new();
-    wire.write(&[b'c'; 64]);
+    // A PostgreSQL startup message.
+    let startup = [&b"\0\0\0\x29\0\x03\0\0user\0"[..], &[b'a'; 40]].concat();
+    wire.write(&startup);
     assert_eq!(wire.stats().non_http_skipped, 1);
+    assert_eq!(wire.stats().joined_mid_stream, 0);
     assert_eq!(
         wire.stage.take_unfollowed(),
         vec![Unfollowed::Connection(CONN)]
     );
+    wire.write(b"\0\0\0\x08");
+    assert_eq!(wire.stats().reads_after_not_http, 1);
     // A long method name still is one.
     let mut wire = Wire::new();
     wire.write(b"UPDATEREDIRECTREF / HTTP/1.1\r\n\r\n");
@@ -838,4 +843,41 @@ fn connections_never_closed_are_bounded_by_the_caps() {
     assert!(stage.stats().connections_evicted >= 100_000 - limits.max_connections as u64);
     let max_streams = ReassemblyLimits::default().max_streams as u64;
     assert!(stage.reassembly_stats().streams_evicted >= 100_000 - max_streams);
+}
+
+#[test]
+fn a_connection_joined_mid_stream_is_followed_from_its_next_exchange() {
+    // The rest of a streamed answer whose request predates the capture, then a new call.
+    let mut wire = Wire::new();
+    wire.read(b"data: {\"choices\":[]}\n\ndata: [DONE]\n\n");
+    wire.write(CHAT).read(&ok_response("answer"));
+    assert_eq!(wire.out.len(), 1, "{:?}", wire.out);
+    assert_eq!(body_text(&response_of(&wire.out[0]).body), "answer");
+    let stats = wire.stats();
+    assert_eq!(stats.joined_mid_stream, 1);
+    assert_eq!(stats.resync_skipped_bytes, 35);
+    assert_eq!((stats.non_http_skipped, stats.unmatched_responses), (0, 0));
+    // Joined in the middle of a request body.
+    let mut wire = Wire::new();
+    wire.write(b"\"messages\":[]}").read(&ok_response("lost"));
+    wire.write(CHAT).read(&ok_response("answer"));
+    assert_eq!(wire.stats().joined_mid_stream, 1);
+    assert_eq!(wire.stats().unmatched_responses, 1);
+    assert_eq!(wire.out.len(), 1, "{:?}", wire.out);
+    assert_eq!(body_text(&response_of(&wire.out[0]).body), "answer");
+}
+
+#[test]
+fn a_joined_connection_that_never_shows_a_message_start_is_given_up() {
+    let mut wire = Wire::new();
+    let line = [b"x".repeat(1023), b"\n".to_vec()].concat();
+    for _ in 0..1025 {
+        wire.read(&line);
+    }
+    let stats = wire.stats();
+    assert_eq!((stats.joined_mid_stream, stats.non_http_skipped), (1, 1));
+    assert_eq!(
+        wire.stage.take_unfollowed(),
+        vec![Unfollowed::Connection(CONN)]
+    );
 }

@@ -4,7 +4,10 @@ use std::{collections::BTreeMap, fmt::Write as _};
 use serde_json::Value;
 
 use super::pretty::format_seconds;
-use crate::span::Span;
+use crate::{
+    pipeline::{GIVEN_UP_REASONS, GivenUp},
+    span::Span,
+};
 
 #[derive(Default)]
 pub struct Summary {
@@ -22,12 +25,19 @@ struct ModelTotals {
     output_tokens: u64,
 }
 
-/// The observer's own health, printed under the calls.
-#[derive(Clone, Copy, Debug, Default)]
+/// The observer's own health, printed under the calls: what it gave up on, by reason.
+#[derive(Clone, Copy, Debug)]
 pub struct Health {
-    pub events_lost: u64,
-    pub calls_truncated: u64,
-    pub parse_failures: u64,
+    pub given_up: [GivenUp; GIVEN_UP_REASONS],
+}
+
+impl Health {
+    fn count(&self, reason: &str) -> u64 {
+        self.given_up
+            .iter()
+            .find(|g| g.reason == reason)
+            .map_or(0, |g| g.count)
+    }
 }
 
 impl Summary {
@@ -94,8 +104,21 @@ impl Summary {
         let _ = writeln!(
             out,
             " capture: {} events lost, {} calls truncated, {} parse failures",
-            health.events_lost, health.calls_truncated, health.parse_failures
+            health.count("ring_buffer_full"),
+            health.count("call_truncated"),
+            health.count("parse_failure")
         );
+        let given_up: Vec<String> = health
+            .given_up
+            .iter()
+            .filter(|g| g.count > 0)
+            .map(|g| format!("{}: {}", g.what, g.count))
+            .collect();
+        if given_up.is_empty() {
+            let _ = writeln!(out, " given up: nothing (every byte seen was followed)");
+        } else {
+            let _ = writeln!(out, " given up: {}", given_up.join("; "));
+        }
         out
     }
 }

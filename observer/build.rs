@@ -1,9 +1,6 @@
 //! Builds the eBPF probes (`observer-ebpf`, BPF target) during a normal `cargo build`.
 use std::process::Command;
 
-/// Must match `rust-toolchain.toml`: bpf-linker is built against this toolchain's LLVM.
-const EBPF_TOOLCHAIN: &str = "1.95.0";
-
 fn main() -> anyhow::Result<()> {
     if Command::new("bpf-linker")
         .arg("--version")
@@ -15,6 +12,14 @@ fn main() -> anyhow::Result<()> {
              the pinned toolchain's LLVM), then build again"
         );
     }
+    // The toolchain building this crate, pinned in rust-toolchain.toml (rustup names it): the
+    // probes need the same one, whose LLVM bpf-linker was built against.
+    let toolchain = std::env::var("RUSTUP_TOOLCHAIN").map_err(|_| {
+        anyhow::anyhow!(
+            "RUSTUP_TOOLCHAIN is not set: build with Rust installed through rustup, which reads \
+             the pin in rust-toolchain.toml"
+        )
+    })?;
     let metadata = cargo_metadata_dir()?;
     let ebpf = aya_build::Package {
         name: "observer-ebpf",
@@ -24,7 +29,7 @@ fn main() -> anyhow::Result<()> {
     // The nested build needs `-Z build-std=core` on a stable toolchain.
     // SAFETY: build scripts are single-threaded.
     unsafe { std::env::set_var("RUSTC_BOOTSTRAP", "1") };
-    aya_build::build_ebpf([ebpf], aya_build::Toolchain::Custom(EBPF_TOOLCHAIN))
+    aya_build::build_ebpf([ebpf], aya_build::Toolchain::Custom(&toolchain))
 }
 
 fn cargo_metadata_dir() -> anyhow::Result<String> {

@@ -13,11 +13,12 @@ use aya_ebpf::{
     maps::LruHashMap,
     programs::ProbeContext,
 };
-use observer_ebpf::{direction, tls_source};
+use observer_common::{direction, tls_source};
 
 use crate::{
     probes::{ActiveCall, copy_wanted, emit_data, end_connection, hit},
     socket_io::{connecting, decided, fd_closed, plaintext_call, plaintext_connection},
+    sound::{Lookup, read_user, registers},
 };
 
 /// A goroutine of a process. The `g` pointer is stable for the goroutine's life.
@@ -56,11 +57,6 @@ static GO_FD_READS: LruHashMap<GoroutineKey, FdRead> = LruHashMap::with_max_entr
 /// `internal/poll.FD.Sysfd`, after its 16-byte `fdMutex`.
 const SYSFD_OFFSET: u64 = 16;
 
-fn registers(ctx: &ProbeContext) -> &pt_regs {
-    // SAFETY: a uprobe's context is the traced thread's saved registers.
-    unsafe { &*ctx.regs }
-}
-
 /// The calling goroutine.
 fn goroutine(regs: &pt_regs, pid_tgid: u64) -> GoroutineKey {
     GoroutineKey {
@@ -86,7 +82,7 @@ fn call(conn: u64, buf: u64, dir: u8) -> ActiveCall {
 #[uprobe]
 pub fn go_tls_write(ctx: ProbeContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let regs = registers(&ctx);
+    let regs = registers(&ctx.regs);
     hit(pid_tgid);
     let _ = GO_TLS_CALLS.insert(
         &goroutine(regs, pid_tgid),
@@ -108,7 +104,7 @@ pub fn go_tls_write(ctx: ProbeContext) -> u32 {
 #[uprobe]
 pub fn go_tls_read(ctx: ProbeContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let regs = registers(&ctx);
+    let regs = registers(&ctx.regs);
     hit(pid_tgid);
     let key = goroutine(regs, pid_tgid);
     let read = call(regs.rax, regs.rbx, direction::INGRESS);
@@ -123,10 +119,10 @@ pub fn go_tls_read(ctx: ProbeContext) -> u32 {
 #[uprobe]
 pub fn go_tls_read_return(ctx: ProbeContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let regs = registers(&ctx);
+    let regs = registers(&ctx.regs);
     let key = goroutine(regs, pid_tgid);
     let _ = GO_TLS_CALLS.remove(&key);
-    let Some(read) = (unsafe { GO_READS.get(&key) }).copied() else {
+    let Some(read) = GO_READS.copied(&key) else {
         return 0;
     };
     let _ = GO_READS.remove(&key);
@@ -141,14 +137,14 @@ pub fn go_tls_read_return(ctx: ProbeContext) -> u32 {
 #[uprobe]
 pub fn go_tls_close(ctx: ProbeContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
-    end_connection(pid_tgid, registers(&ctx).rax);
+    end_connection(pid_tgid, registers(&ctx.regs).rax);
     0
 }
 
 /// The enclosing `crypto/tls` call of the goroutine, if any (a write's entry is taken once: the
 /// first socket write ties the session).
 fn enclosing_tls_call(key: &GoroutineKey, dir: u8) -> Option<ActiveCall> {
-    let call = unsafe { GO_TLS_CALLS.get(key) }.copied()?;
+    let call = GO_TLS_CALLS.copied(key)?;
     if dir == direction::EGRESS {
         let _ = GO_TLS_CALLS.remove(key);
     }
@@ -157,7 +153,7 @@ fn enclosing_tls_call(key: &GoroutineKey, dir: u8) -> Option<ActiveCall> {
 
 /// The fd behind a `*poll.FD` (RAX).
 fn sysfd(regs: &pt_regs) -> Option<u32> {
-    unsafe { aya_ebpf::helpers::bpf_probe_read_user((regs.rax + SYSFD_OFFSET) as *const i64) }
+    read_user::<i64>(regs.rax + SYSFD_OFFSET)
         .ok()
         .map(|fd| fd as u32)
 }
@@ -167,7 +163,7 @@ fn sysfd(regs: &pt_regs) -> Option<u32> {
 #[uprobe]
 pub fn go_fd_write(ctx: ProbeContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let regs = registers(&ctx);
+    let regs = registers(&ctx.regs);
     hit(pid_tgid);
     let Some(fd) = sysfd(regs) else {
         return 0;
@@ -191,7 +187,7 @@ pub fn go_fd_write(ctx: ProbeContext) -> u32 {
 #[uprobe]
 pub fn go_fd_read(ctx: ProbeContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let regs = registers(&ctx);
+    let regs = registers(&ctx.regs);
     hit(pid_tgid);
     let Some(fd) = sysfd(regs) else {
         return 0;
@@ -214,9 +210,9 @@ pub fn go_fd_read(ctx: ProbeContext) -> u32 {
 #[uprobe]
 pub fn go_fd_read_return(ctx: ProbeContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let regs = registers(&ctx);
+    let regs = registers(&ctx.regs);
     let key = goroutine(regs, pid_tgid);
-    let Some(read) = (unsafe { GO_FD_READS.get(&key) }).copied() else {
+    let Some(read) = GO_FD_READS.copied(&key) else {
         return 0;
     };
     let _ = GO_FD_READS.remove(&key);
@@ -236,7 +232,7 @@ pub fn go_fd_read_return(ctx: ProbeContext) -> u32 {
 /// `func (fd *FD) Close() error`.
 #[uprobe]
 pub fn go_fd_close(ctx: ProbeContext) -> u32 {
-    if let Some(fd) = sysfd(registers(&ctx)) {
+    if let Some(fd) = sysfd(registers(&ctx.regs)) {
         fd_closed(bpf_get_current_pid_tgid(), fd);
     }
     0
@@ -246,7 +242,7 @@ pub fn go_fd_close(ctx: ProbeContext) -> u32 {
 /// sockaddr in RBX.
 #[uprobe]
 pub fn go_connect(ctx: ProbeContext) -> u32 {
-    let regs = registers(&ctx);
+    let regs = registers(&ctx.regs);
     connecting(bpf_get_current_pid_tgid(), regs.rax as u32, regs.rbx);
     0
 }

@@ -1,39 +1,32 @@
-//! The probes. Built only for the BPF target (by `observer/build.rs`); on the host this file is
-//! an empty program so that `cargo build` of the workspace stays happy.
-#![cfg_attr(target_arch = "bpf", no_std, no_main)]
+//! The probes: a BPF binary, built for the BPF target by `observer/build.rs`.
+#![no_std]
+#![no_main]
 
-#[cfg(not(target_arch = "bpf"))]
-fn main() {}
-
-#[cfg(target_arch = "bpf")]
 mod go_tls;
-
-#[cfg(target_arch = "bpf")]
 mod rustls;
-
-#[cfg(target_arch = "bpf")]
 mod socket_io;
+mod sound;
 
-#[cfg(target_arch = "bpf")]
 mod probes {
     use aya_ebpf::{
         EbpfContext as _,
         bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
         cty::c_void,
         helpers::{
-            bpf_get_attach_cookie, bpf_get_current_comm, bpf_get_current_pid_tgid,
-            bpf_ktime_get_ns, bpf_loop, bpf_probe_read_user, bpf_probe_read_user_buf,
+            bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_loop, bpf_probe_read_user_buf,
         },
         macros::{map, tracepoint, uprobe, uretprobe},
         maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
         programs::{ProbeContext, RetProbeContext, TracePointContext},
     };
-    use observer_ebpf::{
+    use observer_common::{
         CHUNK_CAPACITY, COST_HITS_PER_WINDOW, COST_WINDOW_NS, ConnEndEvent, ConnId, CopyVerdict,
         DATA_EVENT_HEADER_LEN, DataEvent, EventHeader, ExecEvent, Followed, ForkEvent,
         MAX_CHUNKS_PER_CALL, StreamKey, config, copy_verdict, counter, direction, flags,
         followed_flags, kind,
     };
+
+    use crate::sound::{Lookup, attach_cookie, now_ns, per_cpu, read_user, tracepoint_field};
 
     /// Wake the reader only once this much is waiting; below it, user space drains on a timer.
     const WAKEUP_THRESHOLD: u64 = 256 * 1024;
@@ -90,8 +83,8 @@ mod probes {
     }
 
     pub(crate) fn bump(index: u32, by: u64) {
-        if let Some(slot) = COUNTERS.get_ptr_mut(index) {
-            unsafe { *slot += by };
+        if let Some(slot) = per_cpu(&COUNTERS, index) {
+            *slot += by;
         }
     }
 
@@ -102,10 +95,11 @@ mod probes {
         let Some(state) = FOLLOWED.get_ptr_mut(&((pid_tgid >> 32) as u32)) else {
             return;
         };
-        // Threads of one process race on these fields: the count is approximate, which a
-        // budget tolerates.
+        // SAFETY: the entry stays allocated while the program runs (deleting it frees it after an
+        // RCU grace period). Threads of one process race on these fields: the count is
+        // approximate, which a budget tolerates.
         let state = unsafe { &mut *state };
-        let now = unsafe { bpf_ktime_get_ns() };
+        let now = now_ns();
         if now.wrapping_sub(state.window_start_ns) > COST_WINDOW_NS {
             state.window_start_ns = now;
             state.hits = 0;
@@ -125,7 +119,7 @@ mod probes {
     }
 
     pub(crate) fn followed(pid: u32) -> bool {
-        unsafe { FOLLOWED.get(&pid) }.is_some()
+        FOLLOWED.copied(&pid).is_some()
     }
 
     pub(crate) fn header(kind: u32, pid_tgid: u64) -> EventHeader {
@@ -134,7 +128,7 @@ mod probes {
             pid: (pid_tgid >> 32) as u32,
             tid: pid_tgid as u32,
             _pad: 0,
-            ts_ns: unsafe { bpf_ktime_get_ns() },
+            ts_ns: now_ns(),
         }
     }
 
@@ -166,7 +160,7 @@ mod probes {
             count_ptr,
             dir,
             // Which library this probe was attached to (see capture::probes).
-            source: unsafe { bpf_get_attach_cookie(ctx.as_ptr()) } as u8,
+            source: attach_cookie(ctx) as u8,
             _pad: [0; 6],
         };
         let _ = ACTIVE_CALLS.insert(&pid_tgid, &call, 0);
@@ -175,7 +169,7 @@ mod probes {
 
     fn on_return(ctx: &RetProbeContext) -> u32 {
         let pid_tgid = bpf_get_current_pid_tgid();
-        let Some(call) = (unsafe { ACTIVE_CALLS.get(&pid_tgid) }).copied() else {
+        let Some(call) = ACTIVE_CALLS.copied(&pid_tgid) else {
             return 0;
         };
         let _ = ACTIVE_CALLS.remove(&pid_tgid);
@@ -186,7 +180,7 @@ mod probes {
             if ret as i32 <= 0 {
                 return 0;
             }
-            match unsafe { bpf_probe_read_user(call.count_ptr as *const u64) } {
+            match read_user::<u64>(call.count_ptr) {
                 Ok(n) => n,
                 Err(_) => {
                     bump(counter::READ_FAULTS, 1);
@@ -207,7 +201,7 @@ mod probes {
     /// Whether this call's bytes are to be copied, by the connection's verdict.
     pub(crate) fn copy_wanted(pid_tgid: u64, conn: u64, dir: u8) -> bool {
         let id: ConnId = [conn, pid_tgid >> 32];
-        let Some(verdict) = (unsafe { COPY_VERDICTS.get(&id) }) else {
+        let Some(verdict) = COPY_VERDICTS.copied(&id) else {
             return true;
         };
         if verdict.mode == copy_verdict::SKIP {
@@ -223,9 +217,7 @@ mod probes {
             pid: (pid_tgid >> 32) as u32,
             dir: direction::EGRESS as u32,
         };
-        if unsafe { STREAM_OFFSETS.get(&written) }
-            .copied()
-            .unwrap_or(0)
+        if STREAM_OFFSETS.copied(&written).unwrap_or(0)
             == verdict.request_end
         {
             bump(counter::SKIPPED_RESPONSE, 1);
@@ -242,7 +234,7 @@ mod probes {
             pid: (pid_tgid >> 32) as u32,
             dir: dir as u32,
         };
-        let start = unsafe { STREAM_OFFSETS.get(&key) }.copied().unwrap_or(0);
+        let start = STREAM_OFFSETS.copied(&key).unwrap_or(0);
         let _ = STREAM_OFFSETS.insert(&key, &(start + len), 0);
     }
 
@@ -269,6 +261,8 @@ mod probes {
         };
         // Updated in place: an LRU insert per call costs more than the rest of the probe.
         let start = match STREAM_OFFSETS.get_ptr_mut(&key) {
+            // SAFETY: as for FOLLOWED above; one thread writes a connection's direction at a
+            // time (the TLS library serialises a session's reads, and its writes).
             Some(offset) => unsafe {
                 let start = *offset;
                 *offset = start + len;
@@ -280,16 +274,14 @@ mod probes {
             }
         };
 
-        let (Some(event), Some(emission)) = (SCRATCH.get_ptr_mut(0), EMISSION.get_ptr_mut(0))
-        else {
+        let (Some(event), Some(emission)) = (per_cpu(&SCRATCH, 0), per_cpu(&EMISSION, 0)) else {
             return;
         };
-        let event = unsafe { &mut *event };
-        event.header = header(kind::DATA, pid_tgid);
-        event.conn = call.conn;
-        event.dir = call.dir;
-        event.source = call.source;
-        event.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+        event.head.header = header(kind::DATA, pid_tgid);
+        event.head.conn = call.conn;
+        event.head.dir = call.dir;
+        event.head.source = call.source;
+        event.head.comm = bpf_get_current_comm().unwrap_or([0; 16]);
 
         let capacity = MAX_CHUNKS_PER_CALL as u64 * CHUNK_CAPACITY as u64;
         let truncated = len > capacity;
@@ -297,18 +289,17 @@ mod probes {
             bump(counter::CALLS_TRUNCATED, 1);
             bump(counter::BYTES_TRUNCATED, len - capacity);
         }
-        unsafe {
-            *emission = Emission {
-                buf: call.buf,
-                start,
-                copy_len: if truncated { capacity } else { len },
-                truncated: truncated as u64,
-            };
-        }
+        *emission = Emission {
+            buf: call.buf,
+            start,
+            copy_len: if truncated { capacity } else { len },
+            truncated: truncated as u64,
+        };
         let chunks = len
             .div_ceil(CHUNK_CAPACITY as u64)
             .min(MAX_CHUNKS_PER_CALL as u64) as u32;
         // bpf_loop: the verifier checks the callback once, not once per iteration.
+        // SAFETY: `emit_chunk` has the callback's signature and takes no context.
         unsafe {
             bpf_loop(chunks, emit_chunk as *mut c_void, core::ptr::null_mut(), 0);
         }
@@ -316,10 +307,9 @@ mod probes {
 
     /// Copies chunk `index` of the call described in `EMISSION` into the ring. 1 stops the loop.
     extern "C" fn emit_chunk(index: u64, _ctx: *mut c_void) -> i64 {
-        let (Some(event), Some(emission)) = (SCRATCH.get_ptr_mut(0), EMISSION.get(0)) else {
+        let (Some(event), Some(emission)) = (per_cpu(&SCRATCH, 0), EMISSION.get(0)) else {
             return 1;
         };
-        let event = unsafe { &mut *event };
         let done = index * CHUNK_CAPACITY as u64;
         if done >= emission.copy_len {
             return 1;
@@ -330,19 +320,22 @@ mod probes {
         } else {
             CHUNK_CAPACITY
         };
-        event.offset = emission.start + done;
-        event.len = n as u32;
+        event.head.offset = emission.start + done;
+        event.head.len = n as u32;
         let last = remaining <= CHUNK_CAPACITY as u64;
-        event.flags = if emission.truncated != 0 && last {
+        event.head.flags = if emission.truncated != 0 && last {
             flags::CALL_TRUNCATED
         } else {
             0
         };
         let src = (emission.buf + done) as *const u8;
+        // SAFETY: the helper checks the source address and fails on a fault.
         if unsafe { bpf_probe_read_user_buf(src, &mut (&mut event.data)[..n]) }.is_err() {
             bump(counter::READ_FAULTS, 1);
             return 1;
         }
+        // SAFETY: the head and the first `n` data bytes of a repr(C) struct of integers and
+        // byte arrays, all initialised.
         let record = unsafe {
             core::slice::from_raw_parts(
                 (event as *const DataEvent).cast::<u8>(),
@@ -417,7 +410,7 @@ mod probes {
         if !followed((pid_tgid >> 32) as u32) {
             return 0;
         }
-        let Ok(child) = (unsafe { ctx.read_at::<i32>(20) }) else {
+        let Ok(child) = tracepoint_field::<i32>(&ctx, 20) else {
             return 0;
         };
         let event = ForkEvent {
@@ -438,15 +431,16 @@ mod probes {
         if CONFIG.get(config::EXEC_EVENTS_ALL) != Some(&1) && !followed((pid_tgid >> 32) as u32) {
             return 0;
         }
-        let Some(event) = EXEC_SCRATCH.get_ptr_mut(0) else {
+        let Some(event) = per_cpu(&EXEC_SCRATCH, 0) else {
             return 0;
         };
-        let event = unsafe { &mut *event };
         event.header = header(kind::EXEC, pid_tgid);
         event.comm = bpf_get_current_comm().unwrap_or([0; 16]);
         event.path_len = 0;
-        if let Ok(loc) = unsafe { ctx.read_at::<u32>(8) } {
+        if let Ok(loc) = tracepoint_field::<u32>(&ctx, 8) {
             let offset = (loc & 0xffff) as usize;
+            // SAFETY: `__data_loc` offsets point inside the tracepoint's record; the helper
+            // checks the read and stops at the buffer's end.
             let src = unsafe { (ctx.as_ptr() as *const u8).add(offset) };
             if let Ok(path) =
                 unsafe { aya_ebpf::helpers::bpf_probe_read_kernel_str_bytes(src, &mut event.path) }
@@ -475,7 +469,7 @@ mod probes {
         // A thread that ends inside a call never returns from it.
         let _ = ACTIVE_CALLS.remove(&pid_tgid);
         crate::socket_io::thread_exited(pid_tgid);
-        if !matches!(unsafe { ctx.read_at::<u8>(32) }, Ok(1)) {
+        if !matches!(tracepoint_field::<u8>(&ctx, 32), Ok(1)) {
             return 0;
         }
         let _ = FOLLOWED.remove(&pid);

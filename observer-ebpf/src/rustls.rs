@@ -11,15 +11,17 @@
 //! These layouts are rustc's choices, not a stable ABI: user space only attaches by symbol name
 //! (with symbols) and the tests check the bytes end to end.
 use aya_ebpf::{
-    EbpfContext as _,
-    helpers::{bpf_get_attach_cookie, bpf_get_current_pid_tgid, bpf_probe_read_user},
+    helpers::bpf_get_current_pid_tgid,
     macros::{map, uprobe, uretprobe},
     maps::LruHashMap,
     programs::{ProbeContext, RetProbeContext},
 };
-use observer_ebpf::{counter, direction};
+use observer_common::{counter, direction};
 
-use crate::probes::{ActiveCall, bump, copy_wanted, emit_data, hit};
+use crate::{
+    probes::{ActiveCall, bump, copy_wanted, emit_data, hit},
+    sound::{Lookup, attach_cookie, read_user},
+};
 
 /// Vectored writes: chunks looked at per call (hyper writes headers and body as two or three).
 const MAX_CHUNKS: u32 = 16;
@@ -50,14 +52,14 @@ pub fn rustls_send(ctx: ProbeContext) -> u32 {
     let Some((pid_tgid, conn, payload)) = session_and_payload(&ctx, direction::EGRESS) else {
         return 0;
     };
-    let Ok(payload) = (unsafe { bpf_probe_read_user(payload as *const [u64; 4]) }) else {
+    let Ok(payload) = read_user::<[u64; 4]>(payload) else {
         bump(counter::READ_FAULTS, 1);
         return 0;
     };
     let pending = PendingSend {
         conn,
         payload,
-        source: unsafe { bpf_get_attach_cookie(ctx.as_ptr()) },
+        source: attach_cookie(&ctx),
     };
     let _ = RUSTLS_SENDS.insert(&pid_tgid, &pending, 0);
     0
@@ -66,7 +68,7 @@ pub fn rustls_send(ctx: ProbeContext) -> u32 {
 #[uretprobe]
 pub fn rustls_send_return(ctx: RetProbeContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let Some(pending) = (unsafe { RUSTLS_SENDS.get(&pid_tgid) }).copied() else {
+    let Some(pending) = RUSTLS_SENDS.copied(&pid_tgid) else {
         return 0;
     };
     let _ = RUSTLS_SENDS.remove(&pid_tgid);
@@ -95,7 +97,7 @@ pub fn rustls_send_return(ctx: RetProbeContext) -> u32 {
             break;
         }
         let Ok([ptr, len]) =
-            (unsafe { bpf_probe_read_user((chunks + u64::from(index) * 16) as *const [u64; 2]) })
+            read_user::<[u64; 2]>(chunks + u64::from(index) * 16)
         else {
             bump(counter::READ_FAULTS, 1);
             return 0;
@@ -115,7 +117,7 @@ pub fn rustls_receive(ctx: ProbeContext) -> u32 {
     let Some((pid_tgid, conn, payload)) = session_and_payload(&ctx, direction::INGRESS) else {
         return 0;
     };
-    let Ok([_, ptr, len]) = (unsafe { bpf_probe_read_user(payload as *const [u64; 3]) }) else {
+    let Ok([_, ptr, len]) = read_user::<[u64; 3]>(payload) else {
         bump(counter::READ_FAULTS, 1);
         return 0;
     };
@@ -124,7 +126,7 @@ pub fn rustls_receive(ctx: ProbeContext) -> u32 {
         buf: ptr,
         count_ptr: 0,
         dir: direction::INGRESS,
-        source: unsafe { bpf_get_attach_cookie(ctx.as_ptr()) } as u8,
+        source: attach_cookie(&ctx) as u8,
         _pad: [0; 6],
     };
     emit_data(pid_tgid, &call, len);

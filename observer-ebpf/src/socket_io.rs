@@ -15,19 +15,22 @@
 //! shape (`write`/`send`/`sendto`, `read`/`recv`/`recvfrom`, ...); one return program serves all.
 use aya_ebpf::{
     bindings::BPF_RB_FORCE_WAKEUP,
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user},
+    helpers::bpf_get_current_pid_tgid,
     macros::{map, uprobe, uretprobe},
     maps::LruHashMap,
     programs::{ProbeContext, RetProbeContext},
 };
-use observer_ebpf::{
+use observer_common::{
     ConnectEvent, EventHeader, PLAINTEXT_CONN_BIT, SocketEvent, counter, direction, kind,
     socket_role, tls_source,
 };
 
-use crate::probes::{
-    ACTIVE_CALLS, ActiveCall, EVENTS, bump, copy_wanted, emit_data, end_connection, followed,
-    header, hit, ring_flags, skip_bytes,
+use crate::{
+    probes::{
+        ACTIVE_CALLS, ActiveCall, EVENTS, bump, copy_wanted, emit_data, end_connection, followed,
+        header, hit, ring_flags, skip_bytes,
+    },
+    sound::{Lookup, now_ns, read_user, registers},
 };
 
 const AF_INET: u16 = 2;
@@ -158,11 +161,11 @@ pub fn socket_recvmsg(ctx: ProbeContext) -> u32 {
 #[uretprobe]
 pub fn socket_return(ctx: RetProbeContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let Some(pending) = (unsafe { PENDING.get(&pid_tgid) }).copied() else {
+    let Some(pending) = PENDING.copied(&pid_tgid) else {
         return 0;
     };
     // The return address has been popped: the stack pointer is one word above its entry value.
-    let sp = unsafe { (*ctx.regs).rsp };
+    let sp = registers(&ctx.regs).rsp;
     if sp != pending.sp + 8 {
         return 0;
     }
@@ -196,7 +199,7 @@ pub(crate) fn decided(pid_tgid: u64, conn: u64, fd: u32) -> Option<u64> {
         pid: (pid_tgid >> 32) as u32,
         fd,
     };
-    let socket = unsafe { SOCKETS.get(&key) }?;
+    let socket = SOCKETS.copied(&key)?;
     (socket.carries == carries::HTTP && copy_wanted(pid_tgid, socket.conn, direction::INGRESS))
         .then_some(socket.conn)
 }
@@ -215,7 +218,7 @@ pub(crate) fn fd_closed(pid_tgid: u64, fd: u32) {
         pid: (pid_tgid >> 32) as u32,
         fd,
     };
-    let Some(socket) = (unsafe { SOCKETS.get(&key) }).copied() else {
+    let Some(socket) = SOCKETS.copied(&key) else {
         return;
     };
     let _ = SOCKETS.remove(&key);
@@ -236,7 +239,7 @@ pub fn socket_connect(ctx: ProbeContext) -> u32 {
 
 /// A process connects `fd` to the peer at `sockaddr` (see [`socket_connect`]).
 pub(crate) fn connecting(pid_tgid: u64, fd: u32, sockaddr: u64) {
-    let Ok([family, port]) = (unsafe { bpf_probe_read_user(sockaddr as *const [u16; 2]) }) else {
+    let Ok([family, port]) = read_user::<[u16; 2]>(sockaddr) else {
         return;
     };
     let mut key = PeerKey {
@@ -247,11 +250,11 @@ pub(crate) fn connecting(pid_tgid: u64, fd: u32, sockaddr: u64) {
     };
     // sockaddr_in: family, port, 4-byte address; sockaddr_in6: family, port, flowinfo, 16 bytes.
     match family {
-        AF_INET => match unsafe { bpf_probe_read_user((sockaddr + 4) as *const [u8; 4]) } {
+        AF_INET => match read_user::<[u8; 4]>(sockaddr + 4) {
             Ok(addr) => key.addr[..4].copy_from_slice(&addr),
             Err(_) => return,
         },
-        AF_INET6 => match unsafe { bpf_probe_read_user((sockaddr + 8) as *const [u8; 16]) } {
+        AF_INET6 => match read_user::<[u8; 16]>(sockaddr + 8) {
             Ok(addr) => key.addr = addr,
             Err(_) => return,
         },
@@ -268,7 +271,7 @@ pub(crate) fn connecting(pid_tgid: u64, fd: u32, sockaddr: u64) {
         let _ = PEERS.insert(&socket, &peer, 0);
         return;
     }
-    if unsafe { KNOWN_PEERS.get(&key) }.is_some() {
+    if KNOWN_PEERS.copied(&key).is_some() {
         return;
     }
     let _ = KNOWN_PEERS.insert(&key, &1, 0);
@@ -312,15 +315,15 @@ fn on_enter(ctx: &ProbeContext, shape: u8, dir: u8) -> u32 {
     let (Some(fd), Some(ptr)) = (ctx.arg::<u64>(0), ctx.arg::<u64>(1)) else {
         return 0;
     };
-    let sp = unsafe { (*ctx.regs).rsp };
-    if let Some(outer) = unsafe { PENDING.get(&pid_tgid) }
+    let sp = registers(&ctx.regs).rsp;
+    if let Some(outer) = PENDING.copied(&pid_tgid)
         && outer.sp > sp
     {
         // A wrapper called by a wrapper already seen: the outer call carries the bytes.
         return 0;
     }
     hit(pid_tgid);
-    let tls = unsafe { ACTIVE_CALLS.get(&pid_tgid) };
+    let tls = ACTIVE_CALLS.copied(&pid_tgid);
     let first = || {
         if shape == shape::BUFFER {
             ptr
@@ -328,7 +331,7 @@ fn on_enter(ctx: &ProbeContext, shape: u8, dir: u8) -> u32 {
             first_iovec(shape, ptr).map_or(0, |iov| iov.base)
         }
     };
-    if let Some(conn) = plaintext_connection(pid_tgid, fd as u32, dir, tls, first) {
+    if let Some(conn) = plaintext_connection(pid_tgid, fd as u32, dir, tls.as_ref(), first) {
         let pending = Pending {
             ptr,
             conn,
@@ -362,21 +365,21 @@ pub(crate) fn plaintext_connection(
         tie_tls_session(pid_tgid, key, call);
         return None;
     }
-    let conn = match unsafe { SOCKETS.get(&key) } {
+    let conn = match SOCKETS.copied(&key) {
         Some(socket) if socket.carries == carries::HTTP => socket.conn,
         Some(_) => return None,
         None => {
             if dir == direction::INGRESS {
                 return Some(DECIDE_AT_RETURN);
             }
-            let starts_http = unsafe { bpf_probe_read_user(first() as *const [u8; 4]) }
+            let starts_http = read_user::<[u8; 4]>(first())
                 .is_ok_and(|bytes| is_http_request_start(&bytes));
             if !starts_http {
                 bump(counter::SKIPPED_NOT_HTTP, 1);
                 return None;
             }
             let socket = Socket {
-                conn: PLAINTEXT_CONN_BIT | unsafe { bpf_ktime_get_ns() },
+                conn: PLAINTEXT_CONN_BIT | now_ns(),
                 carries: carries::HTTP,
                 _pad: [0; 7],
             };
@@ -390,7 +393,7 @@ pub(crate) fn plaintext_connection(
 
 /// A read or write inside a TLS call: the session travels over this fd.
 fn tie_tls_session(pid_tgid: u64, key: SocketKey, call: &ActiveCall) {
-    if unsafe { SOCKETS.get(&key) }.is_some_and(|socket| socket.conn == call.conn) {
+    if SOCKETS.copied(&key).is_some_and(|socket| socket.conn == call.conn) {
         return;
     }
     let socket = Socket {
@@ -409,8 +412,8 @@ fn announce(pid_tgid: u64, conn: u64, fd: u32, source: u8) {
         pid: (pid_tgid >> 32) as u32,
         fd,
     };
-    let (peer, role) = match unsafe { PEERS.get(&key) } {
-        Some(peer) => (*peer, socket_role::CONNECTED),
+    let (peer, role) = match PEERS.copied(&key) {
+        Some(peer) => (peer, socket_role::CONNECTED),
         None => (
             Peer {
                 family: 0,
@@ -455,7 +458,7 @@ struct IoVec {
 fn iovec_array(shape: u8, ptr: u64) -> Option<u64> {
     if shape == shape::MSGHDR {
         // struct msghdr: name, namelen, iov @16, iovlen @24.
-        unsafe { bpf_probe_read_user((ptr + 16) as *const u64) }.ok()
+        read_user::<u64>(ptr + 16).ok()
     } else {
         Some(ptr)
     }
@@ -463,7 +466,7 @@ fn iovec_array(shape: u8, ptr: u64) -> Option<u64> {
 
 fn first_iovec(shape: u8, ptr: u64) -> Option<IoVec> {
     let array = iovec_array(shape, ptr)?;
-    unsafe { bpf_probe_read_user(array as *const IoVec) }.ok()
+    read_user::<IoVec>(array).ok()
 }
 
 /// Copies the `total` bytes a vectored call moved. They fill the iovecs in order, so the
@@ -475,7 +478,7 @@ fn emit_vectored(pid_tgid: u64, pending: &Pending, conn: u64, total: u64) {
             if left == 0 {
                 return;
             }
-            let Ok(iov) = (unsafe { bpf_probe_read_user((array + index * 16) as *const IoVec) })
+            let Ok(iov) = read_user::<IoVec>(array + index * 16)
             else {
                 bump(counter::READ_FAULTS, 1);
                 break;

@@ -10,8 +10,6 @@ use std::{
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
-/// The toolchain in rust-toolchain.toml; bpf-linker is built against its LLVM.
-const TOOLCHAIN: &str = "1.95.0";
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// Programs from npm the end-to-end tests run: Bun and the Claude Code CLI (a Bun-compiled
 /// executable), both with BoringSSL and no symbols, and the official OpenAI and Anthropic Node
@@ -75,7 +73,7 @@ fn main() -> Result<()> {
             let mut cargo = Command::new("cargo");
             cargo
                 .current_dir(&root)
-                .args(["test", "--workspace", "--release", "--no-fail-fast"])
+                .args(["test", "--release", "--no-fail-fast"])
                 .args(&args)
                 .env("OBSERVER_BIN", root.join("target/release/observer"))
                 .env("OBSERVER_E2E_PYTHON", root.join(".venv/bin/python"))
@@ -191,36 +189,46 @@ fn workspace_root() -> Result<PathBuf> {
         .to_path_buf())
 }
 
+/// The toolchain pinned in rust-toolchain.toml, as rustup resolved it for this run (`cargo
+/// xtask` runs through rustup's proxy, which names it): bpf-linker is built against its LLVM.
+fn toolchain() -> Result<String> {
+    std::env::var("RUSTUP_TOOLCHAIN").context(
+        "RUSTUP_TOOLCHAIN is not set: run `cargo xtask` with Rust installed through rustup, which \
+         reads the pin in rust-toolchain.toml",
+    )
+}
+
 fn setup() -> Result<()> {
-    if !rustup_has_component("rust-src")? {
+    let toolchain = toolchain()?;
+    if !rustup_has_component(&toolchain, "rust-src")? {
         step(&format!(
-            "installing rust-src for toolchain {TOOLCHAIN} (the eBPF build compiles core)"
+            "installing rust-src for toolchain {toolchain} (the eBPF build compiles core)"
         ));
         run(Command::new("rustup").args([
             "component",
             "add",
             "rust-src",
             "--toolchain",
-            TOOLCHAIN,
+            &toolchain,
         ]))?;
     }
     if !bpf_linker_ready() {
         step(&format!(
-            "building bpf-linker {BPF_LINKER_VERSION} against rustc {TOOLCHAIN}'s LLVM (about a minute)"
+            "building bpf-linker {BPF_LINKER_VERSION} against rustc {toolchain}'s LLVM (about a minute)"
         ));
-        install_bpf_linker()?;
+        install_bpf_linker(&toolchain)?;
     }
     Ok(())
 }
 
-fn rustup_has_component(component: &str) -> Result<bool> {
+fn rustup_has_component(toolchain: &str, component: &str) -> Result<bool> {
     let out = Command::new("rustup")
-        .args(["component", "list", "--installed", "--toolchain", TOOLCHAIN])
+        .args(["component", "list", "--installed", "--toolchain", toolchain])
         .output()
         .context("running rustup: is Rust installed through rustup?")?;
     if !out.status.success() {
         bail!(
-            "toolchain {TOOLCHAIN} is missing: run `rustup toolchain install {TOOLCHAIN} --component rust-src`"
+            "toolchain {toolchain} is missing: run `rustup toolchain install {toolchain} --component rust-src`"
         );
     }
     Ok(String::from_utf8_lossy(&out.stdout)
@@ -236,9 +244,9 @@ fn bpf_linker_ready() -> bool {
 }
 
 /// Links bpf-linker against the toolchain's own libLLVM, so its LLVM always matches rustc's.
-fn install_bpf_linker() -> Result<()> {
+fn install_bpf_linker(toolchain: &str) -> Result<()> {
     let sysroot =
-        output(Command::new("rustc").args([&format!("+{TOOLCHAIN}"), "--print", "sysroot"]))?;
+        output(Command::new("rustc").args([&format!("+{toolchain}"), "--print", "sysroot"]))?;
     let lib_dir = Path::new(sysroot.trim()).join("lib");
     let llvm = std::fs::read_dir(&lib_dir)?
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
@@ -249,7 +257,7 @@ fn install_bpf_linker() -> Result<()> {
         format!("-C link-arg=-L{lib} -C link-arg=-l:{llvm} -C link-arg=-Wl,-rpath,{lib}");
     run(Command::new("cargo")
         .args([
-            &format!("+{TOOLCHAIN}"),
+            &format!("+{toolchain}"),
             "install",
             "bpf-linker",
             "--version",
@@ -268,7 +276,7 @@ fn build(root: &Path) -> Result<()> {
     step("building the observer (release; the eBPF probes are built by observer/build.rs)");
     run(Command::new("cargo")
         .current_dir(root)
-        .args(["build", "--release", "--workspace"]))
+        .args(["build", "--release"]))
 }
 
 /// The real SDK clients the end-to-end tests run, in a virtualenv at .venv; Arize Phoenix, the

@@ -1,9 +1,9 @@
-//! Ring-buffer records (the layout in `observer_ebpf`) to [`CaptureEvent`]s.
+//! Ring-buffer records (the layout in `observer_common`) to [`CaptureEvent`]s.
 use bytes::Bytes;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use observer_ebpf::{
-    ConnEndEvent, DATA_EVENT_HEADER_LEN, DataEvent, EventHeader, ExecEvent, ForkEvent, SocketEvent,
+use observer_common::{
+    ConnEndEvent, DATA_EVENT_HEADER_LEN, DataHead, EventHeader, ExecEvent, ForkEvent, SocketEvent,
     direction, flags, kind, socket_role,
 };
 
@@ -83,7 +83,7 @@ fn decode_event(record: &[u8], header: EventHeader, clock: Clock) -> Option<Deco
     let ts = clock.to_unix_ns(header.ts_ns);
     match header.kind {
         kind::DATA => {
-            let event: DataHeaderOnly = read_struct(record)?;
+            let event: DataHead = read_struct(record)?;
             let len = event.len as usize;
             let data = record.get(DATA_EVENT_HEADER_LEN..DATA_EVENT_HEADER_LEN + len)?;
             let chunk = Chunk {
@@ -193,23 +193,6 @@ fn peer_address(event: &SocketEvent) -> Option<SocketAddr> {
     Some(SocketAddr::new(ip, event.port))
 }
 
-/// The fixed part of a [`DataEvent`], read without its payload array.
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct DataHeaderOnly {
-    header: EventHeader,
-    conn: u64,
-    offset: u64,
-    len: u32,
-    dir: u8,
-    source: u8,
-    flags: u16,
-    comm: [u8; 16],
-}
-const _: () = assert!(size_of::<DataHeaderOnly>() == DATA_EVENT_HEADER_LEN);
-const _: () =
-    assert!(core::mem::offset_of!(DataHeaderOnly, comm) == core::mem::offset_of!(DataEvent, comm));
-
 /// Copies a plain-old-data struct from the start of `bytes`.
 fn read_struct<T: Copy>(bytes: &[u8]) -> Option<T> {
     if bytes.len() < size_of::<T>() {
@@ -232,7 +215,7 @@ mod tests {
     #[test]
     fn decodes_a_data_record() {
         let mut record = vec![0u8; DATA_EVENT_HEADER_LEN + 5];
-        let header = DataHeaderOnly {
+        let header = DataHead {
             header: EventHeader {
                 kind: kind::DATA,
                 pid: 7,
@@ -306,7 +289,7 @@ mod tests {
             family: libc::AF_INET6 as u16,
             port: 11434,
             addr,
-            source: observer_ebpf::tls_source::PLAINTEXT,
+            source: observer_common::tls_source::PLAINTEXT,
             role: socket_role::CONNECTED,
             _pad: [0; 6],
         };

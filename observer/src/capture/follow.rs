@@ -25,7 +25,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use observer_ebpf::{Followed, followed_flags};
+use observer_common::{Followed, followed_flags};
 
 use super::{
     sockets,
@@ -705,8 +705,8 @@ impl Follower {
             "stopped following pid {pid} ({}): over {} probed calls in {} ms, none of them an LLM \
              call; it is followed again if it connects to a new peer or starts a new program",
             comm(pid),
-            observer_ebpf::COST_HITS_PER_WINDOW,
-            observer_ebpf::COST_WINDOW_NS / 1_000_000
+            observer_common::COST_HITS_PER_WINDOW,
+            observer_common::COST_WINDOW_NS / 1_000_000
         );
         self.stats_mut().dropped_costly += 1;
         self.processes.insert(

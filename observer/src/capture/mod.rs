@@ -401,7 +401,7 @@ fn drain_ring(
                     {
                         *local = Some(local_address);
                         peer.get_or_insert(peer_address);
-                    } else if conn.conn & observer_ebpf::PLAINTEXT_CONN_BIT != 0
+                    } else if conn.conn & observer_common::PLAINTEXT_CONN_BIT != 0
                         && *role != SocketRole::Connected
                         && sockets::is_not_a_socket(conn.pid, *fd)
                     {

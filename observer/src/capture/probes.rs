@@ -14,7 +14,7 @@ use aya::{
     programs::TracePoint,
 };
 use aya_obj::{btf::BtfFeatures, generated::bpf_insn};
-use observer_ebpf::{ConnId, CopyVerdict, Followed, config, copy_verdict, counter};
+use observer_common::{ConnId, CopyVerdict, Followed, config, copy_verdict, counter};
 
 use super::{
     Unfollowed,

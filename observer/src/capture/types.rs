@@ -27,16 +27,16 @@ pub enum Direction {
 }
 
 /// The TLS library the plaintext was taken from (or none, for plaintext HTTP). The
-/// discriminants are the kernel's `observer_ebpf::tls_source` values.
+/// discriminants are the kernel's `observer_common::tls_source` values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[repr(u8)]
 pub enum TlsLibrary {
-    OpenSsl = observer_ebpf::tls_source::OPENSSL,
-    GnuTls = observer_ebpf::tls_source::GNUTLS,
-    BoringSsl = observer_ebpf::tls_source::BORINGSSL,
-    Go = observer_ebpf::tls_source::GO,
-    Rustls = observer_ebpf::tls_source::RUSTLS,
-    Plaintext = observer_ebpf::tls_source::PLAINTEXT,
+    OpenSsl = observer_common::tls_source::OPENSSL,
+    GnuTls = observer_common::tls_source::GNUTLS,
+    BoringSsl = observer_common::tls_source::BORINGSSL,
+    Go = observer_common::tls_source::GO,
+    Rustls = observer_common::tls_source::RUSTLS,
+    Plaintext = observer_common::tls_source::PLAINTEXT,
 }
 
 impl TlsLibrary {

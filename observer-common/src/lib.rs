@@ -1,0 +1,276 @@
+//! The kernel/user event layout, defined once.
+//!
+//! The probes (`observer-ebpf`, a BPF binary) write these records into the ring buffer;
+//! user space (`observer::capture`) reads them back. Every record starts with an
+//! [`EventHeader`] whose `kind` says which struct follows.
+#![no_std]
+
+/// Plaintext bytes carried by one data event. A TLS call larger than this is split into
+/// several events, each with its own stream offset.
+pub const CHUNK_CAPACITY: usize = 16 * 1024;
+
+/// How many chunks one TLS call may produce (2 MiB). Past that the rest of the call is skipped,
+/// the last event carries [`flags::CALL_TRUNCATED`], and the stream offset still advances so
+/// user space sees the gap.
+pub const MAX_CHUNKS_PER_CALL: u32 = 128;
+
+/// Executable paths longer than this are cut (the tail is kept: it holds the file name).
+pub const EXEC_PATH_CAPACITY: usize = 256;
+
+pub mod kind {
+    pub const DATA: u32 = 1;
+    pub const EXEC: u32 = 2;
+    pub const EXIT: u32 = 3;
+    pub const CONN_END: u32 = 4;
+    /// A connection was tied to its socket ([`SocketEvent`]).
+    pub const SOCKET: u32 = 5;
+    /// A followed process's dynamic loader changed its list of libraries (dlopen): the
+    /// header alone.
+    pub const LIBRARY_MAPPED: u32 = 6;
+    /// A followed process forked ([`ForkEvent`]).
+    pub const FORK: u32 = 7;
+    /// A followed process used up its probe-hit budget for a window ([`COST_HITS_PER_WINDOW`]):
+    /// the header alone.
+    pub const COSTLY: u32 = 8;
+    /// A process no longer followed connected to a peer it had not connected to before
+    /// ([`ConnectEvent`]).
+    pub const CONNECT: u32 = 9;
+}
+
+pub mod flags {
+    /// The TLS call was larger than `MAX_CHUNKS_PER_CALL * CHUNK_CAPACITY`; bytes past that were not copied.
+    pub const CALL_TRUNCATED: u16 = 1;
+}
+
+/// Which way the plaintext went, seen from the traced process.
+pub mod direction {
+    /// Written by the process (`SSL_write`): requests, for a client.
+    pub const EGRESS: u8 = 0;
+    /// Read by the process (`SSL_read`): responses, for a client.
+    pub const INGRESS: u8 = 1;
+}
+
+/// Which TLS library the bytes came from: the uprobe's attach cookie.
+pub mod tls_source {
+    pub const OPENSSL: u8 = 1;
+    pub const GNUTLS: u8 = 2;
+    pub const BORINGSSL: u8 = 3;
+    pub const GO: u8 = 4;
+    pub const RUSTLS: u8 = 5;
+    /// Not TLS: plaintext HTTP read from socket syscalls.
+    pub const PLAINTEXT: u8 = 6;
+}
+
+/// Connection ids of plaintext connections have this bit set; TLS connections are named by a
+/// user-space pointer, which never does.
+pub const PLAINTEXT_CONN_BIT: u64 = 1 << 63;
+
+/// How the traced process got a socket.
+pub mod socket_role {
+    /// Opened before the observer saw it: its peer is unknown to the kernel side.
+    pub const UNKNOWN: u8 = 0;
+    /// `connect`: the process is the client.
+    pub const CONNECTED: u8 = 1;
+    /// `accept`/`accept4`: the process is the server.
+    pub const ACCEPTED: u8 = 2;
+}
+
+/// Indexes of the per-CPU counters in the `COUNTERS` map.
+pub mod counter {
+    /// Events that did not fit in the ring buffer.
+    pub const EVENTS_LOST: u32 = 0;
+    /// Plaintext bytes in those events.
+    pub const BYTES_LOST: u32 = 1;
+    /// TLS calls cut at `MAX_CHUNKS_PER_CALL * CHUNK_CAPACITY`.
+    pub const CALLS_TRUNCATED: u32 = 2;
+    /// Plaintext bytes past that cut.
+    pub const BYTES_TRUNCATED: u32 = 3;
+    /// Failed reads of a traced process's memory.
+    pub const READ_FAULTS: u32 = 4;
+    /// Probe hits in followed processes (entry probes: one per TLS or socket call).
+    pub const PROBE_HITS: u32 = 5;
+    /// Calls not copied because user space stopped following their connection.
+    pub const SKIPPED_CONNECTION: u32 = 6;
+    /// Reads not copied because they carried the response to a request that is not an LLM call.
+    pub const SKIPPED_RESPONSE: u32 = 7;
+    /// Socket writes not copied: the socket carries no HTTP request and no TLS session we follow.
+    pub const SKIPPED_NOT_HTTP: u32 = 8;
+    pub const COUNT: u32 = 9;
+}
+
+/// Indexes of the `CONFIG` array.
+pub mod config {
+    /// 1: report every `execve` on the host; 0: only those of followed processes.
+    pub const EXEC_EVENTS_ALL: u32 = 0;
+    pub const COUNT: u32 = 1;
+}
+
+/// The probes are attached per process. Each followed process has a budget of probe hits per
+/// window; past it the kernel reports the process once ([`kind::COSTLY`]) and user space decides
+/// whether following it is worth its cost.
+pub const COST_WINDOW_NS: u64 = 100_000_000;
+/// ~10,000 probed calls a second: about 1 % of a CPU at the measured cost of a hit.
+pub const COST_HITS_PER_WINDOW: u32 = 1_000;
+
+/// A followed process (the `FOLLOWED` map, by pid): its hits in the current window.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Followed {
+    pub window_start_ns: u64,
+    pub hits: u32,
+    /// [`followed_flags`].
+    pub flags: u32,
+}
+
+#[cfg(feature = "user")]
+// SAFETY: plain integers, no padding.
+unsafe impl aya::Pod for Followed {}
+
+pub mod followed_flags {
+    /// The process makes LLM calls: never reported as costly.
+    pub const KEEP: u32 = 1;
+    /// Reported as costly; user space clears it to hear of the process again.
+    pub const REPORTED: u32 = 2;
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct EventHeader {
+    pub kind: u32,
+    /// Process id (tgid).
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    pub _pad: u32,
+    /// CLOCK_MONOTONIC nanoseconds (`bpf_ktime_get_ns`).
+    pub ts_ns: u64,
+}
+
+/// Plaintext copied from a connection: [`DataHead`] then `head.len` bytes of `data`. Records
+/// in the ring buffer are only as long as their bytes, so user space reads the head alone first.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct DataEvent {
+    pub head: DataHead,
+    pub data: [u8; CHUNK_CAPACITY],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct DataHead {
+    pub header: EventHeader,
+    /// The TLS session handle (`SSL*`): with the pid, it names the connection.
+    pub conn: u64,
+    /// Position of `data[0]` in this connection's byte stream for `dir`.
+    pub offset: u64,
+    /// Valid bytes in `data`.
+    pub len: u32,
+    pub dir: u8,
+    pub source: u8,
+    pub flags: u16,
+    pub comm: [u8; 16],
+}
+
+/// Bytes of a [`DataEvent`] before its payload; a record is this plus `len` bytes.
+pub const DATA_EVENT_HEADER_LEN: usize = core::mem::offset_of!(DataEvent, data);
+const _: () = assert!(DATA_EVENT_HEADER_LEN == core::mem::size_of::<DataHead>());
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ExecEvent {
+    pub header: EventHeader,
+    /// Bytes of `path` that are valid.
+    pub path_len: u32,
+    pub _pad: u32,
+    pub comm: [u8; 16],
+    pub path: [u8; EXEC_PATH_CAPACITY],
+}
+
+/// A process (thread group) ended: the header alone.
+pub type ExitEvent = EventHeader;
+
+/// A followed process forked: `header.pid` is the parent. Threads are reported too (the
+/// tracepoint cannot tell them apart); user space skips them.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ForkEvent {
+    pub header: EventHeader,
+    pub child: u32,
+    pub _pad: u32,
+}
+
+/// A process that is no longer followed connected to a new peer.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ConnectEvent {
+    pub header: EventHeader,
+    /// `AF_INET` or `AF_INET6`.
+    pub family: u16,
+    /// Host byte order.
+    pub port: u16,
+    /// 4 bytes for IPv4, 16 for IPv6, network byte order.
+    pub addr: [u8; 16],
+    pub _pad: u32,
+}
+
+/// A TLS session was freed: its connection is over.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ConnEndEvent {
+    pub header: EventHeader,
+    pub conn: u64,
+}
+
+/// A connection of a process as the key of the kernel's map of copy verdicts:
+/// `[conn, pid]` (a plain array, so user space uses it as a map key as it is).
+pub type ConnId = [u64; 2];
+
+/// What user space decided not to copy of one connection (the `COPY_VERDICTS` map).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CopyVerdict {
+    /// One of [`copy_verdict`].
+    pub mode: u64,
+    /// [`copy_verdict::SKIP_RESPONSE`]: the egress stream offset at which the request ended.
+    /// The verdict holds while the connection's egress offset is still there; the next write
+    /// (the next request) lifts it.
+    pub request_end: u64,
+}
+
+#[cfg(feature = "user")]
+// SAFETY: plain integers, no padding.
+unsafe impl aya::Pod for CopyVerdict {}
+
+pub mod copy_verdict {
+    /// Nothing of the connection is copied any more (server side, not HTTP, upgraded).
+    pub const SKIP: u64 = 1;
+    /// The response being read is not copied (the request was not an LLM call).
+    pub const SKIP_RESPONSE: u64 = 2;
+}
+
+/// A connection (TLS session, or plaintext HTTP socket) and the socket that carries it.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SocketEvent {
+    pub header: EventHeader,
+    pub conn: u64,
+    pub fd: u32,
+    /// `AF_INET`, `AF_INET6`, or 0 when the peer is unknown.
+    pub family: u16,
+    /// Peer port, host byte order.
+    pub port: u16,
+    /// Peer address: 4 bytes for IPv4, 16 for IPv6, network byte order.
+    pub addr: [u8; 16],
+    pub source: u8,
+    pub role: u8,
+    pub _pad: [u8; 6],
+}
+
+/// Key of the kernel's per-connection stream offsets.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct StreamKey {
+    pub conn: u64,
+    pub pid: u32,
+    pub dir: u32,
+}

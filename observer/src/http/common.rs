@@ -17,6 +17,13 @@ pub(super) struct Cx<'a> {
     pub unfollowed: &'a mut Vec<Unfollowed>,
 }
 
+/// Where and when bytes were read.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Arrival {
+    pub ts: u64,
+    pub tid: u32,
+}
+
 /// Why open exchanges are handed over before their response ended.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct CloseReason {

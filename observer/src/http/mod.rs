@@ -89,10 +89,38 @@ fn follow_every_response(_: &Request) -> bool {
 enum Protocol {
     /// Not yet decided: the first bytes are kept to be replayed once it is.
     Sniffing(Vec<Segment>),
-    Http1(Box<Http1Conn>),
-    Http2(Box<Http2Conn>),
+    /// HTTP/1 or HTTP/2.
+    Following(Box<dyn ProtocolConn>),
     /// Not followed: later bytes are dropped.
     Ignored(IgnoredBecause),
+}
+
+impl Protocol {
+    /// No longer followed, counted by why.
+    fn ignored(because: IgnoredBecause, stats: &mut HttpStats) -> Self {
+        match because {
+            IgnoredBecause::ServerSide => stats.server_side_skipped += 1,
+            IgnoredBecause::NotHttp => stats.non_http_skipped += 1,
+            // Counted by what stopped it: `upgraded`, `parse_failures`.
+            IgnoredBecause::Stopped => {}
+        }
+        Protocol::Ignored(because)
+    }
+}
+
+/// A client connection followed in one protocol: what the tracker asks of HTTP/1 and HTTP/2.
+trait ProtocolConn {
+    /// Reads the connection's next bytes, handing over the exchanges they end.
+    fn on_segment(&mut self, seg: &Segment, cx: &mut Cx, out: &mut Vec<Exchange>);
+
+    /// Hands over every open exchange; the connection is done.
+    fn close(&mut self, reason: CloseReason, cx: &mut Cx, out: &mut Vec<Exchange>);
+
+    /// Why its later bytes are not followed, once they are not.
+    fn stopped(&self) -> Option<IgnoredBecause>;
+
+    /// Whether a request that `follows` would report is open.
+    fn call_in_flight(&self, follows: ResponseFilter) -> bool;
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -204,8 +232,7 @@ impl HttpTracker {
         self.conns.iter().any(|(key, conn)| {
             key.pid == pid
                 && match &conn.protocol {
-                    Protocol::Http1(http1) => http1.call_in_flight(self.follows_response),
-                    Protocol::Http2(http2) => http2.call_in_flight(self.follows_response),
+                    Protocol::Following(followed) => followed.call_in_flight(self.follows_response),
                     Protocol::Sniffing(_) | Protocol::Ignored(_) => false,
                 }
         })
@@ -239,16 +266,10 @@ impl HttpTracker {
                     conn.protocol = decided;
                 }
             }
-            Protocol::Http1(http1) => {
-                http1.on_segment(&seg, &mut cx, out);
-                if http1.stopped() {
-                    conn.protocol = http1.stopped_because(cx.stats);
-                }
-            }
-            Protocol::Http2(http2) => {
-                http2.on_segment(&seg, &mut cx, out);
-                if http2.stopped() {
-                    conn.protocol = Protocol::Ignored(IgnoredBecause::Stopped);
+            Protocol::Following(followed) => {
+                followed.on_segment(&seg, &mut cx, out);
+                if let Some(because) = followed.stopped() {
+                    conn.protocol = Protocol::ignored(because, cx.stats);
                 }
             }
             Protocol::Ignored(because) => {
@@ -312,10 +333,8 @@ impl HttpTracker {
             unfollowed: &mut self.unfollowed,
         };
         log::trace!("{key:?}: closing at {ts}: {}", reason.problem);
-        match conn.protocol {
-            Protocol::Http1(mut http1) => http1.close(reason, &mut cx, out),
-            Protocol::Http2(mut http2) => http2.close(reason, &mut cx, out),
-            Protocol::Sniffing(_) | Protocol::Ignored(_) => {}
+        if let Protocol::Following(mut followed) = conn.protocol {
+            followed.close(reason, &mut cx, out);
         }
     }
 
@@ -341,7 +360,7 @@ impl HttpTracker {
     }
 }
 
-/// Decides a connection's protocol once its first bytes allow; replays them into an HTTP/1 parser.
+/// Decides a connection's protocol once its first bytes allow; replays them into its parser.
 fn decide(held: &mut Vec<Segment>, cx: &mut Cx, out: &mut Vec<Exchange>) -> Option<Protocol> {
     let first_dir = held.first()?.dir;
     let max_head = cx.limits.max_header_bytes;
@@ -352,50 +371,31 @@ fn decide(held: &mut Vec<Segment>, cx: &mut Cx, out: &mut Vec<Exchange>) -> Opti
     } else {
         classify(first_dir, &first_bytes(held, first_dir), max_head)?
     };
-    let stats = &mut *cx.stats;
     let joined = match verdict {
         Verdict::Http1Joined | Verdict::Http2Joined => true,
         // A response first: its request was written before the capture started.
         Verdict::Http1Client => first_dir == Direction::Ingress,
         _ => false,
     };
-    stats.joined_mid_stream += u64::from(joined);
-    Some(match verdict {
-        Verdict::Http1Client | Verdict::Http1Joined => {
-            let mut http1 = Box::new(if verdict == Verdict::Http1Joined {
-                Http1Conn::joined()
-            } else {
-                Http1Conn::new()
-            });
-            for seg in held.drain(..) {
-                http1.on_segment(&seg, cx, out);
-            }
-            if http1.stopped() {
-                http1.stopped_because(cx.stats)
-            } else {
-                Protocol::Http1(http1)
-            }
-        }
+    cx.stats.joined_mid_stream += u64::from(joined);
+    let mut followed: Box<dyn ProtocolConn> = match verdict {
+        Verdict::Http1Client => Box::new(Http1Conn::new()),
+        Verdict::Http1Joined => Box::new(Http1Conn::joined()),
         Verdict::Http2Client | Verdict::Http2Joined => {
-            stats.http2_connections += 1;
-            let mut http2 = Box::new(Http2Conn::new(verdict == Verdict::Http2Joined));
-            for seg in held.drain(..) {
-                http2.on_segment(&seg, cx, out);
-            }
-            if http2.stopped() {
-                Protocol::Ignored(IgnoredBecause::Stopped)
-            } else {
-                Protocol::Http2(http2)
-            }
+            cx.stats.http2_connections += 1;
+            Box::new(Http2Conn::new(verdict == Verdict::Http2Joined))
         }
         Verdict::ServerSide => {
-            stats.server_side_skipped += 1;
-            Protocol::Ignored(IgnoredBecause::ServerSide)
+            return Some(Protocol::ignored(IgnoredBecause::ServerSide, cx.stats));
         }
-        Verdict::NotHttp => {
-            stats.non_http_skipped += 1;
-            Protocol::Ignored(IgnoredBecause::NotHttp)
-        }
+        Verdict::NotHttp => return Some(Protocol::ignored(IgnoredBecause::NotHttp, cx.stats)),
+    };
+    for seg in held.drain(..) {
+        followed.on_segment(&seg, cx, out);
+    }
+    Some(match followed.stopped() {
+        Some(because) => Protocol::ignored(because, cx.stats),
+        None => Protocol::Following(followed),
     })
 }
 
@@ -406,19 +406,6 @@ fn looks_like_text(bytes: &[u8]) -> bool {
         .iter()
         .take(64)
         .all(|&b| b >= 0x20 || matches!(b, b'\t' | b'\r' | b'\n'))
-}
-
-impl Http1Conn {
-    /// What a stopped connection becomes: upgraded ones switched protocols; joined ones whose
-    /// search for a message start ran out are judged not HTTP.
-    fn stopped_because(&self, stats: &mut HttpStats) -> Protocol {
-        if self.upgraded() {
-            Protocol::Ignored(IgnoredBecause::Stopped)
-        } else {
-            stats.non_http_skipped += 1;
-            Protocol::Ignored(IgnoredBecause::NotHttp)
-        }
-    }
 }
 
 /// The bytes read so far in `dir`, copied only when they span several segments.

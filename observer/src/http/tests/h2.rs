@@ -1,6 +1,8 @@
 //! HTTP/2 byte streams built frame by frame (HPACK-encoded with the decoder's own crate) and fed
 //! through `ConnectionStage` as a traced client's writes and reads.
 use loona_hpack::Encoder;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
 use super::*;
 

@@ -1,5 +1,7 @@
-//! The daemon's configuration file (`observer run --config PATH`), TOML; flags override it.
-//! `deploy/observer.toml` shows every setting.
+//! One configuration for every command that watches or replays: which processes, where spans
+//! go (the sinks), what they keep of message text, how calls are priced. `observer run` reads
+//! it from a TOML file (`--config PATH`; `deploy/observer.toml` shows every setting), `capture`
+//! and `replay` start from their own defaults; the flags override either ([`Flags`]).
 use std::{
     collections::BTreeMap,
     net::SocketAddr,
@@ -7,10 +9,17 @@ use std::{
     time::Duration,
 };
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use serde::Deserialize;
 
-use crate::store::{self, Retention};
+use crate::{
+    llm,
+    sink::Sink,
+    store::{self, Retention},
+};
+
+#[cfg(test)]
+mod tests;
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -22,6 +31,9 @@ pub struct Config {
     pub content: ContentConfig,
     pub cost: CostConfig,
     pub metrics: MetricsConfig,
+    /// `capture` and `replay` show every span themselves; the daemon has no output of its own.
+    #[serde(skip)]
+    pub output: Option<OutputConfig>,
 }
 
 /// Which processes to watch; everything when both are empty.
@@ -63,12 +75,16 @@ impl StoreConfig {
     }
 }
 
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+/// Spans exported over OTLP/HTTP.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct OtlpConfig {
+    /// The receiver's base URL (`http://collector:4318`); spans go to `{endpoint}/v1/traces`.
     pub endpoint: String,
+    /// Sent with every request, e.g. `authorization: Bearer …`.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// None: `observer`.
     pub service_name: Option<String>,
 }
 
@@ -89,10 +105,28 @@ impl Default for MetricsConfig {
     }
 }
 
+/// Every span appended as a JSON line to a file.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct JsonlConfig {
     pub path: PathBuf,
+}
+
+/// The output of `capture` and `replay`: every span, to standard output or a file.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OutputConfig {
+    /// A file, or `-` for standard output.
+    pub path: String,
+    /// None: pretty on a terminal, jsonl otherwise.
+    pub format: Option<OutputFormat>,
+    /// No live view on stderr when spans go to a file (and, in `replay`, no summary).
+    pub quiet: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    Jsonl,
+    Pretty,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
@@ -123,54 +157,159 @@ pub enum ContentMode {
     None,
 }
 
+/// What the command line sets; None or empty: not given, so the file (or the default) holds.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Flags {
+    pub pids: Vec<u32>,
+    pub comms: Vec<String>,
+    pub store_enabled: Option<bool>,
+    pub store_path: Option<PathBuf>,
+    pub retention_days: Option<u64>,
+    pub max_size_mb: Option<u64>,
+    pub jsonl: Option<PathBuf>,
+    pub otlp: OtlpFlags,
+    pub content: ContentFlags,
+    pub metrics_enabled: Option<bool>,
+    pub metrics_listen: Option<SocketAddr>,
+}
+
 impl Config {
     pub fn load(path: &Path) -> anyhow::Result<Config> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading the configuration {}", path.display()))?;
         toml::from_str(&text).with_context(|| format!("in the configuration {}", path.display()))
     }
+
+    /// Where `capture` and `replay` start: spans to `output`, and no store or metrics unless a
+    /// flag asks for them.
+    pub fn with_output(output: OutputConfig) -> Config {
+        let mut config = Config {
+            output: Some(output),
+            ..Config::default()
+        };
+        config.store.enabled = false;
+        config.metrics.enabled = false;
+        config
+    }
+
+    /// This configuration with the flags applied over it.
+    pub fn overridden_by(mut self, flags: Flags) -> anyhow::Result<Config> {
+        if !flags.pids.is_empty() {
+            self.filters.pids = flags.pids;
+        }
+        if !flags.comms.is_empty() {
+            self.filters.comms = flags.comms;
+        }
+        if let Some(path) = flags.store_path {
+            self.store.path = path;
+        }
+        let store = &mut self.store;
+        store.enabled = flags.store_enabled.unwrap_or(store.enabled);
+        store.retention_days = flags.retention_days.unwrap_or(store.retention_days);
+        store.max_size_mb = flags.max_size_mb.unwrap_or(store.max_size_mb);
+        if let Some(path) = flags.jsonl {
+            self.jsonl = Some(JsonlConfig { path });
+        }
+        self.otlp = flags.otlp.over(self.otlp)?;
+        let content = &mut self.content;
+        content.mode = flags.content.mode.unwrap_or(content.mode);
+        content.max_string_bytes = flags.content.max_string_bytes.or(content.max_string_bytes);
+        self.cost.prices = flags.content.prices.or(self.cost.prices);
+        let metrics = &mut self.metrics;
+        metrics.enabled = flags.metrics_enabled.unwrap_or(metrics.enabled);
+        metrics.listen = flags.metrics_listen.unwrap_or(metrics.listen);
+        Ok(self)
+    }
+
+    /// Sets up the LLM stage's content handling and prices, once, before any span is made.
+    pub fn configure_llm(&self) -> anyhow::Result<()> {
+        llm::content::configure(llm::content::ContentOptions {
+            mode: self.content.mode,
+            max_string_bytes: self
+                .content
+                .max_string_bytes
+                .unwrap_or(llm::content::DEFAULT_MAX_STRING_BYTES),
+        });
+        if let Some(path) = &self.cost.prices {
+            llm::cost::use_user_prices(llm::cost::PriceTable::load(path)?);
+        }
+        Ok(())
+    }
+
+    /// Makes every configured sink, in one place.
+    pub fn build_sinks(&self) -> anyhow::Result<Vec<Box<dyn Sink>>> {
+        let mut sinks = match &self.output {
+            Some(output) => output.build()?,
+            None => Vec::new(),
+        };
+        // The daemon shows no spans itself: it says where they go instead.
+        let daemon = self.output.is_none();
+        let say = |line: String| {
+            if daemon {
+                eprintln!("{line}");
+            }
+        };
+        if self.store.enabled {
+            let mut store = self.store.build();
+            if daemon {
+                store = store.with_context(|| {
+                    format!(
+                        "opening the store {} (pass --store PATH for another place, or --no-store)",
+                        self.store.path.display()
+                    )
+                });
+            }
+            sinks.push(Box::new(store?));
+            say(format!("store: {}", self.store.path.display()));
+        }
+        if let Some(otlp) = &self.otlp {
+            say(format!("otlp: exporting to {}", otlp.endpoint));
+            sinks.push(Box::new(otlp.build()?));
+        }
+        if let Some(jsonl) = &self.jsonl {
+            sinks.push(Box::new(jsonl.build()?));
+            say(format!("jsonl: appending to {}", jsonl.path.display()));
+        }
+        if sinks.is_empty() {
+            bail!("nothing to do: the store is off and no OTLP endpoint or jsonl file is set");
+        }
+        Ok(sinks)
+    }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// The flags for what spans keep of message text, and how calls are priced.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ContentFlags {
+    pub mode: Option<ContentMode>,
+    pub max_string_bytes: Option<usize>,
+    pub prices: Option<PathBuf>,
+}
 
-    #[test]
-    fn the_shipped_example_parses() {
-        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/observer.toml");
-        let config = Config::load(&example).unwrap();
-        assert_eq!(
-            config.store.retention().max_age,
-            Duration::from_secs(7 * 86_400)
-        );
-        assert!(config.otlp.is_some());
-    }
+/// The OTLP flags.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct OtlpFlags {
+    pub endpoint: Option<String>,
+    /// Added to the file's headers, replacing those of the same name.
+    pub headers: Vec<(String, String)>,
+    pub service_name: Option<String>,
+}
 
-    #[test]
-    fn an_empty_file_means_the_defaults() {
-        let config: Config = toml::from_str("").unwrap();
-        assert_eq!(config, Config::default());
-        assert!(config.store.enabled);
-        assert_eq!(config.store.retention(), Retention::default());
-    }
-
-    #[test]
-    fn reads_each_section_and_refuses_unknown_keys() {
-        let config: Config = toml::from_str(
-            r#"
-            filters = { comms = ["python3"] }
-            store = { path = "/tmp/x.db", retention_days = 1, max_size_mb = 0 }
-            otlp = { endpoint = "http://c:4318", headers = { authorization = "Bearer t" } }
-            jsonl = { path = "/tmp/spans.jsonl" }
-            "#,
-        )
-        .unwrap();
-        assert_eq!(config.filters.comms, ["python3"]);
-        assert_eq!(config.store.retention().max_bytes, None);
-        assert_eq!(config.otlp.unwrap().headers["authorization"], "Bearer t");
-        assert!(toml::from_str::<Config>("[store]\nretention = 3").is_err());
-        assert!(toml::from_str::<Config>("[content]\nmode = \"everything\"").is_err());
-        let config: Config = toml::from_str("[content]\nmode = \"redacted\"").unwrap();
-        assert_eq!(config.content.mode, ContentMode::Redacted);
+impl OtlpFlags {
+    /// The flags over the file's section (None: no OTLP export).
+    fn over(self, configured: Option<OtlpConfig>) -> anyhow::Result<Option<OtlpConfig>> {
+        let mut otlp = match (self.endpoint, configured) {
+            (Some(endpoint), configured) => OtlpConfig {
+                endpoint,
+                ..configured.unwrap_or_default()
+            },
+            (None, Some(configured)) => configured,
+            (None, None) if self.headers.is_empty() && self.service_name.is_none() => {
+                return Ok(None);
+            }
+            (None, None) => bail!("--otlp-header and --service-name need --otlp-endpoint URL"),
+        };
+        otlp.headers.extend(self.headers);
+        otlp.service_name = self.service_name.or(otlp.service_name);
+        Ok(Some(otlp))
     }
 }

@@ -1,8 +1,10 @@
 //! One JSON object per span per line.
-use std::io::Write;
+use std::{fs::OpenOptions, io::Write};
+
+use anyhow::Context;
 
 use super::Sink;
-use crate::span::Span;
+use crate::{config::JsonlConfig, span::Span};
 
 pub struct JsonlSink {
     out: Box<dyn Write + Send>,
@@ -11,6 +13,18 @@ pub struct JsonlSink {
 impl JsonlSink {
     pub fn new(out: Box<dyn Write + Send>) -> JsonlSink {
         JsonlSink { out }
+    }
+}
+
+impl JsonlConfig {
+    /// A sink appending to the configured file.
+    pub fn build(&self) -> anyhow::Result<JsonlSink> {
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .with_context(|| format!("opening {}", self.path.display()))?;
+        Ok(JsonlSink::new(Box::new(file)))
     }
 }
 

@@ -2,15 +2,14 @@
 pub mod background;
 mod jsonl;
 pub mod otlp;
+mod output;
 mod pretty;
 pub mod store;
 pub mod summary;
 
 pub use background::BackgroundSink;
 pub use jsonl::JsonlSink;
-pub use otlp::{OtlpOptions, otlp_sink};
 pub use pretty::PrettySink;
-pub use store::store_sink;
 pub use summary::Summary;
 
 use crate::{metrics::QueueHealth, span::Span};

@@ -18,15 +18,11 @@ use prost::Message;
 use serde_json::Value;
 
 use super::background::{BackgroundSink, BatchPolicy, BatchWriter};
-use crate::span::Span;
+use crate::{config::OtlpConfig, span::Span};
 
-#[derive(Clone, Debug)]
-pub struct OtlpOptions {
-    /// The receiver's base URL (`http://collector:4318`); spans go to `{endpoint}/v1/traces`.
-    pub endpoint: String,
-    /// Sent with every request, e.g. `authorization: Bearer …`.
-    pub headers: Vec<(String, String)>,
-    pub service_name: String,
+/// How the exporter batches, retries and waits: fixed in the observer, quicker in tests.
+#[derive(Clone, Copy, Debug)]
+pub struct Delivery {
     pub batch: BatchPolicy,
     pub retry: RetryPolicy,
     pub timeout: Duration,
@@ -39,12 +35,9 @@ pub struct RetryPolicy {
     pub max_backoff: Duration,
 }
 
-impl OtlpOptions {
-    pub fn new(endpoint: &str) -> OtlpOptions {
-        OtlpOptions {
-            endpoint: endpoint.to_string(),
-            headers: Vec::new(),
-            service_name: "observer".to_string(),
+impl Default for Delivery {
+    fn default() -> Self {
+        Delivery {
             batch: BatchPolicy {
                 queue: 10_000,
                 max_spans: 512,
@@ -60,20 +53,34 @@ impl OtlpOptions {
     }
 }
 
-pub fn otlp_sink(options: OtlpOptions) -> anyhow::Result<BackgroundSink> {
-    let config = ureq::Agent::config_builder()
-        .timeout_global(Some(options.timeout))
+/// The service.name of exported spans when the configuration names none.
+const DEFAULT_SERVICE_NAME: &str = "observer";
+
+impl OtlpConfig {
+    /// A sink exporting to the configured receiver.
+    pub fn build(&self) -> anyhow::Result<BackgroundSink> {
+        otlp_sink(self, Delivery::default())
+    }
+}
+
+fn otlp_sink(config: &OtlpConfig, delivery: Delivery) -> anyhow::Result<BackgroundSink> {
+    let agent_config = ureq::Agent::config_builder()
+        .timeout_global(Some(delivery.timeout))
         .http_status_as_error(false)
         .build();
-    let policy = options.batch;
     let exporter = Exporter {
-        agent: ureq::Agent::new_with_config(config),
-        url: traces_url(&options.endpoint),
+        agent: ureq::Agent::new_with_config(agent_config),
+        url: traces_url(&config.endpoint),
+        headers: config.headers.clone(),
+        service_name: config
+            .service_name
+            .clone()
+            .unwrap_or_else(|| DEFAULT_SERVICE_NAME.to_string()),
         host_name: host_name(),
-        options,
+        retry: delivery.retry,
         containers: HashMap::new(),
     };
-    BackgroundSink::start("otlp", exporter, policy)
+    BackgroundSink::start("otlp", exporter, delivery.batch)
 }
 
 fn traces_url(endpoint: &str) -> String {
@@ -94,8 +101,11 @@ fn host_name() -> String {
 struct Exporter {
     agent: ureq::Agent,
     url: String,
+    /// Sent with every request, e.g. `authorization: Bearer …`.
+    headers: BTreeMap<String, String>,
+    service_name: String,
     host_name: String,
-    options: OtlpOptions,
+    retry: RetryPolicy,
     /// Container ids by pid, looked up once per process.
     containers: HashMap<i64, Option<String>>,
 }
@@ -115,12 +125,7 @@ enum Outcome {
 impl BatchWriter for Exporter {
     fn write_batch(&mut self, spans: Vec<Span>) {
         let containers = self.containers_of(&spans);
-        let request = export_request(
-            &spans,
-            &self.options.service_name,
-            &self.host_name,
-            &containers,
-        );
+        let request = export_request(&spans, &self.service_name, &self.host_name, &containers);
         let body = match gzip(&request.encode_to_vec()) {
             Ok(body) => body,
             Err(error) => {
@@ -128,7 +133,7 @@ impl BatchWriter for Exporter {
                 return;
             }
         };
-        let retry = self.options.retry;
+        let retry = self.retry;
         let mut backoff = retry.first_backoff;
         for attempt in 1..=retry.attempts {
             let problem = match self.post(&body) {
@@ -188,7 +193,7 @@ impl Exporter {
             .post(&self.url)
             .header("content-type", "application/x-protobuf")
             .header("content-encoding", "gzip");
-        for (name, value) in &self.options.headers {
+        for (name, value) in &self.headers {
             request = request.header(name, value);
         }
         match request.send(body) {

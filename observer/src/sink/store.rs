@@ -4,6 +4,7 @@ use std::time::{Duration, Instant};
 
 use super::background::{BackgroundSink, BatchPolicy, BatchWriter};
 use crate::{
+    config::StoreConfig,
     span::Span,
     store::{Retention, Store, now_unix_nanos},
 };
@@ -16,14 +17,18 @@ const POLICY: BatchPolicy = BatchPolicy {
 
 const RETENTION_INTERVAL: Duration = Duration::from_secs(300);
 
-/// Starts a sink writing to `store` (already opened, so a bad path fails before capture starts).
-pub fn store_sink(store: Store, retention: Retention) -> anyhow::Result<BackgroundSink> {
-    let writer = StoreWriter {
-        store,
-        retention,
-        last_retention: Instant::now(),
-    };
-    BackgroundSink::start("store", writer, POLICY)
+impl StoreConfig {
+    /// Opens the store (here, so a bad path fails before capture starts) and starts a sink
+    /// writing to it.
+    pub fn build(&self) -> anyhow::Result<BackgroundSink> {
+        let retention = self.retention();
+        let writer = StoreWriter {
+            store: Store::open(&self.path, &retention)?,
+            retention,
+            last_retention: Instant::now(),
+        };
+        BackgroundSink::start("store", writer, POLICY)
+    }
 }
 
 struct StoreWriter {

@@ -64,11 +64,18 @@ fn start_receiver(statuses: &[u16]) -> (String, Seen) {
     (url, seen)
 }
 
-fn fast_options(url: &str) -> OtlpOptions {
-    let mut options = OtlpOptions::new(url);
-    options.retry.first_backoff = Duration::from_millis(20);
-    options.batch.max_delay = Duration::from_millis(50);
-    options
+fn endpoint(url: &str) -> OtlpConfig {
+    OtlpConfig {
+        endpoint: url.to_string(),
+        ..OtlpConfig::default()
+    }
+}
+
+fn fast_delivery() -> Delivery {
+    let mut delivery = Delivery::default();
+    delivery.retry.first_backoff = Duration::from_millis(20);
+    delivery.batch.max_delay = Duration::from_millis(50);
+    delivery
 }
 
 fn attribute<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a V> {
@@ -81,10 +88,12 @@ fn attribute<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a V> {
 #[test]
 fn exports_spans_grouped_by_process_with_typed_attributes() {
     let (url, seen) = start_receiver(&[]);
-    let mut options = fast_options(&format!("{url}/"));
-    options.headers = vec![("authorization".into(), "Bearer secret".into())];
-    options.service_name = "fleet".into();
-    let mut sink = otlp_sink(options).unwrap();
+    let config = OtlpConfig {
+        headers: [("authorization".into(), "Bearer secret".into())].into(),
+        service_name: Some("fleet".into()),
+        ..endpoint(&format!("{url}/"))
+    };
+    let mut sink = otlp_sink(&config, fast_delivery()).unwrap();
     let chat = span(
         "a",
         "1",
@@ -183,7 +192,7 @@ fn exports_spans_grouped_by_process_with_typed_attributes() {
 #[test]
 fn retries_when_the_receiver_is_busy() {
     let (url, seen) = start_receiver(&[503, 429]);
-    let mut sink = otlp_sink(fast_options(&url)).unwrap();
+    let mut sink = otlp_sink(&endpoint(&url), fast_delivery()).unwrap();
     sink.write(&span("a", "1", None, 1, json!({}))).unwrap();
     sink.flush().unwrap();
     assert_eq!(*seen.attempts.lock().unwrap(), 3);
@@ -193,7 +202,7 @@ fn retries_when_the_receiver_is_busy() {
 #[test]
 fn gives_up_on_a_refused_batch_without_retrying() {
     let (url, seen) = start_receiver(&[400]);
-    let mut sink = otlp_sink(fast_options(&url)).unwrap();
+    let mut sink = otlp_sink(&endpoint(&url), fast_delivery()).unwrap();
     sink.write(&span("a", "1", None, 1, json!({}))).unwrap();
     sink.flush().unwrap();
     assert_eq!(*seen.attempts.lock().unwrap(), 1);
@@ -203,18 +212,18 @@ fn gives_up_on_a_refused_batch_without_retrying() {
 #[test]
 fn counts_spans_dropped_while_the_receiver_is_down() {
     let (url, _seen) = start_receiver(&[503; 100]);
-    let mut options = fast_options(&url);
-    options.batch = BatchPolicy {
+    let mut delivery = fast_delivery();
+    delivery.batch = BatchPolicy {
         queue: 2,
         max_spans: 1,
         max_delay: Duration::from_millis(10),
     };
-    options.retry = RetryPolicy {
+    delivery.retry = RetryPolicy {
         attempts: 3,
         first_backoff: Duration::from_millis(100),
         max_backoff: Duration::from_millis(100),
     };
-    let mut sink = otlp_sink(options).unwrap();
+    let mut sink = otlp_sink(&endpoint(&url), delivery).unwrap();
     for i in 0..50 {
         sink.write(&span("a", &format!("{i:x}"), None, 1, json!({})))
             .unwrap();

@@ -1,0 +1,68 @@
+//! What each subcommand does, once its flags are resolved into a [`Config`].
+mod stored;
+mod watch;
+
+use std::{path::PathBuf, process::ExitCode};
+
+use anyhow::Result;
+use observer::{
+    capture::record::{RecordReader, RecordWriter},
+    config::Config,
+    pipeline::{Pipeline, Report},
+    sink::summary::Health,
+};
+
+pub use stored::{serve, show, traces};
+
+use crate::cli::{CaptureArgs, ReplayArgs, RunArgs};
+
+pub fn capture(args: CaptureArgs) -> Result<ExitCode> {
+    watch_live(args.config()?, args.record, args.command)
+}
+
+/// The daemon: the whole host (or the configured processes) into the configured sinks.
+pub fn run(args: RunArgs) -> Result<ExitCode> {
+    watch_live(args.config()?, None, Vec::new())
+}
+
+/// Captures into the configured sinks (and the recording, if any) until stopped, or until
+/// `command`, when given, exits.
+fn watch_live(config: Config, record: Option<PathBuf>, command: Vec<String>) -> Result<ExitCode> {
+    config.configure_llm()?;
+    let recorder = record.as_deref().map(RecordWriter::create).transpose()?;
+    let sinks = config.build_sinks()?;
+    let watch = watch::Watch {
+        pids: config.filters.pids,
+        comms: config.filters.comms,
+        command,
+        recorder,
+        metrics_addr: config.metrics.enabled.then_some(config.metrics.listen),
+    };
+    watch::watch_and_report(watch, sinks)
+}
+
+pub fn replay(args: ReplayArgs) -> Result<ExitCode> {
+    let config = args.config()?;
+    config.configure_llm()?;
+    let reader = RecordReader::open(&args.file)?;
+    let mut pipeline = Pipeline::new(config.build_sinks()?, Vec::new(), None);
+    let mut last_ts = 0;
+    for event in reader {
+        let event = event?;
+        last_ts = last_ts.max(event.ts());
+        pipeline.on_event(event);
+    }
+    pipeline.finish(last_ts);
+    let quiet = config.output.as_ref().is_some_and(|output| output.quiet);
+    if !quiet {
+        let report = pipeline.into_report();
+        eprint!("{}", report.summary.render(health(&report)));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn health(report: &Report) -> Health {
+    Health {
+        given_up: report.given_up(),
+    }
+}

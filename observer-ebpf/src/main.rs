@@ -217,9 +217,7 @@ mod probes {
             pid: (pid_tgid >> 32) as u32,
             dir: direction::EGRESS as u32,
         };
-        if STREAM_OFFSETS.copied(&written).unwrap_or(0)
-            == verdict.request_end
-        {
+        if STREAM_OFFSETS.copied(&written).unwrap_or(0) == verdict.request_end {
             bump(counter::SKIPPED_RESPONSE, 1);
             return false;
         }

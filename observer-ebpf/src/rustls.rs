@@ -96,9 +96,7 @@ pub fn rustls_send_return(ctx: RetProbeContext) -> u32 {
         if u64::from(index) >= count || position >= end {
             break;
         }
-        let Ok([ptr, len]) =
-            read_user::<[u64; 2]>(chunks + u64::from(index) * 16)
-        else {
+        let Ok([ptr, len]) = read_user::<[u64; 2]>(chunks + u64::from(index) * 16) else {
             bump(counter::READ_FAULTS, 1);
             return 0;
         };

@@ -372,8 +372,8 @@ pub(crate) fn plaintext_connection(
             if dir == direction::INGRESS {
                 return Some(DECIDE_AT_RETURN);
             }
-            let starts_http = read_user::<[u8; 4]>(first())
-                .is_ok_and(|bytes| is_http_request_start(&bytes));
+            let starts_http =
+                read_user::<[u8; 4]>(first()).is_ok_and(|bytes| is_http_request_start(&bytes));
             if !starts_http {
                 bump(counter::SKIPPED_NOT_HTTP, 1);
                 return None;
@@ -393,7 +393,10 @@ pub(crate) fn plaintext_connection(
 
 /// A read or write inside a TLS call: the session travels over this fd.
 fn tie_tls_session(pid_tgid: u64, key: SocketKey, call: &ActiveCall) {
-    if SOCKETS.copied(&key).is_some_and(|socket| socket.conn == call.conn) {
+    if SOCKETS
+        .copied(&key)
+        .is_some_and(|socket| socket.conn == call.conn)
+    {
         return;
     }
     let socket = Socket {
@@ -478,8 +481,7 @@ fn emit_vectored(pid_tgid: u64, pending: &Pending, conn: u64, total: u64) {
             if left == 0 {
                 return;
             }
-            let Ok(iov) = read_user::<IoVec>(array + index * 16)
-            else {
+            let Ok(iov) = read_user::<IoVec>(array + index * 16) else {
                 bump(counter::READ_FAULTS, 1);
                 break;
             };

@@ -572,7 +572,10 @@ mod tests {
             2.0
         );
         assert_eq!(
-            sample(&text, r#"observer_given_up_total{reason="ring_buffer_full"}"#),
+            sample(
+                &text,
+                r#"observer_given_up_total{reason="ring_buffer_full"}"#
+            ),
             0.0
         );
         assert_eq!(

@@ -86,15 +86,31 @@ pub fn given_up(http: &HttpStats, capture: &CaptureLosses) -> [GivenUp; GIVEN_UP
         count,
     };
     [
-        entry("ring_buffer_full", "events lost in a full ring buffer", capture.events_lost),
-        entry("call_truncated", "TLS calls cut at the copy limit", capture.calls_truncated),
-        entry("read_fault", "buffers the probes could not read", capture.read_faults),
+        entry(
+            "ring_buffer_full",
+            "events lost in a full ring buffer",
+            capture.events_lost,
+        ),
+        entry(
+            "call_truncated",
+            "TLS calls cut at the copy limit",
+            capture.calls_truncated,
+        ),
+        entry(
+            "read_fault",
+            "buffers the probes could not read",
+            capture.read_faults,
+        ),
         entry(
             "attached_late",
             "processes followed with connections already open",
             capture.attached_late,
         ),
-        entry("joined_mid_stream", "connections joined mid-stream", http.joined_mid_stream),
+        entry(
+            "joined_mid_stream",
+            "connections joined mid-stream",
+            http.joined_mid_stream,
+        ),
         entry(
             "bytes_skipped",
             "bytes skipped to find a message start",
@@ -121,8 +137,16 @@ pub fn given_up(http: &HttpStats, capture: &CaptureLosses) -> [GivenUp; GIVEN_UP
             "connections evicted at the cap",
             http.connections_evicted,
         ),
-        entry("body_truncated", "bodies cut at the size limit", http.bodies_truncated),
-        entry("decode_failure", "bodies that failed to decompress", http.decode_failures),
+        entry(
+            "body_truncated",
+            "bodies cut at the size limit",
+            http.bodies_truncated,
+        ),
+        entry(
+            "decode_failure",
+            "bodies that failed to decompress",
+            http.decode_failures,
+        ),
         entry("parse_failure", "parse failures", http.parse_failures),
         entry(
             "read_after_not_http",

@@ -355,6 +355,9 @@ fn a_connection_joined_mid_stream_is_counted_and_its_next_calls_captured() {
         "processes followed with connections already open: ",
         "bytes skipped to find a message start: ",
     ] {
-        assert!(given_up.contains(expected), "{expected:?} not in {given_up:?}");
+        assert!(
+            given_up.contains(expected),
+            "{expected:?} not in {given_up:?}"
+        );
     }
 }

@@ -28,12 +28,12 @@ use std::{
 use observer_common::{Followed, followed_flags};
 
 use super::{
-    sockets,
     analysis::{AnalysisCache, FileAnalysis, Probe},
     discover::{self, FileId, MappedFile},
     gate::{ExecGate, GateStats, Hold, HoldKind},
     lock,
     probes::{Probes, ProgramRef, SharedMaps},
+    sockets,
     uprobe_links::{Link, ProbeKey, Site},
 };
 

@@ -174,9 +174,7 @@ impl LiveCapture {
             let follow_stats = follow_stats.clone();
             std::thread::Builder::new()
                 .name("capture-drain".into())
-                .spawn(move || {
-                    drain_ring(ring, stop, events_tx, requests, maps, follow_stats)
-                })?
+                .spawn(move || drain_ring(ring, stop, events_tx, requests, maps, follow_stats))?
         };
         let follower = std::thread::Builder::new()
             .name("capture-follow".into())
@@ -440,7 +438,11 @@ impl LossReport {
         follow_stats: &Mutex<FollowStats>,
         stopping: bool,
     ) -> Option<CaptureLosses> {
-        if !stopping && self.looked.is_some_and(|at| at.elapsed() < LOSS_REPORT_INTERVAL) {
+        if !stopping
+            && self
+                .looked
+                .is_some_and(|at| at.elapsed() < LOSS_REPORT_INTERVAL)
+        {
             return None;
         }
         self.looked = Some(Instant::now());

@@ -25,7 +25,11 @@ pub fn established_connections(pid: u32) -> usize {
         .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
         .filter_map(|link| {
             let link = link.to_str()?;
-            Some(link.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+            Some(
+                link.strip_prefix("socket:[")?
+                    .strip_suffix(']')?
+                    .to_string(),
+            )
         })
         .collect();
     if inodes.is_empty() {

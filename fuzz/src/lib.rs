@@ -188,7 +188,7 @@ pub fn run_pipeline(events: Vec<CaptureEvent>) -> Vec<u8> {
         Box::new(PrettySink::new(Box::new(written.clone()), false)),
         Box::new(OtlpEncoding::default()),
     ];
-    let mut pipeline = Pipeline::new(sinks, Vec::new(), None);
+    let mut pipeline = Pipeline::new(Default::default(), sinks);
     for event in events {
         pipeline.on_event(event);
     }

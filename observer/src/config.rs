@@ -221,19 +221,20 @@ impl Config {
         Ok(self)
     }
 
-    /// Sets up the LLM stage's content handling and prices, once, before any span is made.
-    pub fn configure_llm(&self) -> anyhow::Result<()> {
-        llm::content::configure(llm::content::ContentOptions {
+    /// The LLM stage with its content handling and prices.
+    pub fn llm_stage(&self) -> anyhow::Result<llm::LlmStage> {
+        let content = llm::content::ContentOptions {
             mode: self.content.mode,
             max_string_bytes: self
                 .content
                 .max_string_bytes
                 .unwrap_or(llm::content::DEFAULT_MAX_STRING_BYTES),
-        });
-        if let Some(path) = &self.cost.prices {
-            llm::cost::use_user_prices(llm::cost::PriceTable::load(path)?);
-        }
-        Ok(())
+        };
+        let user = self.cost.prices.as_deref().map(llm::cost::PriceTable::load);
+        let prices = llm::cost::Prices {
+            user: user.transpose()?,
+        };
+        Ok(llm::LlmStage { content, prices })
     }
 
     /// Makes every configured sink, in one place.

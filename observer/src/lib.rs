@@ -1,7 +1,9 @@
 //! The observer's pipeline, one module per stage:
 //! capture → reassemble → http → llm → link → sink.
+pub mod callers;
 pub mod capture;
 pub mod config;
+pub mod health;
 pub mod http;
 pub mod link;
 pub mod llm;

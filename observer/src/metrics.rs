@@ -13,7 +13,8 @@ use serde_json::Value;
 
 use crate::{
     capture::CaptureStats,
-    pipeline::{GIVEN_UP_REASONS, GivenUp},
+    health::{GIVEN_UP_REASONS, GivenUp},
+    sink::Sink,
     span::Span,
 };
 
@@ -406,6 +407,18 @@ fn set_total(counter: &Counter, total: u64) {
     }
 }
 
+/// The metrics hear every span and the pipeline's health as a sink does.
+impl Sink for Arc<Metrics> {
+    fn write(&mut self, span: &Span) -> anyhow::Result<()> {
+        self.record_span(span);
+        Ok(())
+    }
+
+    fn health(&mut self, totals: &PipelineTotals, queues: &[QueueHealth]) {
+        self.update_pipeline(*totals, queues);
+    }
+}
+
 pub fn router(metrics: Arc<Metrics>) -> Router {
     Router::new()
         .route("/metrics", get(scrape))
@@ -541,7 +554,7 @@ mod tests {
             bytes: 4096,
             parse_failures: 1,
             spans: 3,
-            given_up: crate::pipeline::given_up(&http, &Default::default()),
+            given_up: crate::health::given_up(&http, &Default::default()),
         };
         metrics.update_pipeline(totals, &[queue(7, 2)]);
         metrics.update_pipeline(

@@ -1,59 +1,45 @@
 //! The stages wired together: capture events in, spans out to the sinks.
 //! `observer capture` feeds it from the kernel, `observer replay` from a recording.
-use std::{
-    collections::{HashMap, HashSet},
-    sync::Arc,
-};
-
+//!
+//! capture event → [record] → callers (who is calling) → reassemble + http (exchanges)
+//! → llm (calls and link keys) → span → link (trace identity) → sinks.
 use crate::{
-    capture::{CaptureEvent, CaptureLosses, ConnHash, ConnKey, Feedback, record::RecordWriter},
+    callers::Callers,
+    capture::{
+        CaptureEvent, CaptureLosses, Feedback, feedback::FeedbackChannel, record::RecordWriter,
+    },
+    health::{GIVEN_UP_REASONS, GivenUp, given_up},
     http::{ConnectionStage, Exchange, HttpLimits, HttpStats},
-    link::Linker,
-    llm,
-    metrics::{Metrics, PipelineTotals},
+    link::{CallSite, Linker},
+    llm::{self, LlmStage, Recognised},
+    metrics::PipelineTotals,
     reassemble::ReassemblyLimits,
-    sink::{Sink, Summary},
-    span::{self, Endpoints, ProcessInfo, Span},
+    sink::{Sink, Sinks},
+    span,
 };
 
-/// Processes remembered for naming spans; past this they are forgotten.
-const MAX_PROCESSES: usize = 65_536;
-/// Connections whose socket addresses are remembered; past this they are forgotten.
-const MAX_SOCKETS: usize = 65_536;
+/// How often (event time) the sinks hear of the pipeline's health.
+const HEALTH_INTERVAL_NS: u64 = 1_000_000_000;
 
 pub struct Pipeline {
-    connections: ConnectionStage,
-    processes: HashMap<u32, ProcessInfo>,
-    sockets: HashMap<ConnKey, Endpoints, ConnHash>,
-    comm_filter: Vec<String>,
-    linker: Linker,
-    sinks: Vec<Box<dyn Sink>>,
     recorder: Option<RecordWriter>,
-    summary: Summary,
+    callers: Callers,
+    connections: ConnectionStage,
+    llm: LlmStage,
+    linker: Linker,
+    sinks: Sinks,
+    feedback: FeedbackChannel,
+    /// Exchanges the HTTP stage completed, kept to reuse the allocation.
     exchanges: Vec<Exchange>,
     stats: PipelineStats,
-    metrics: Option<Arc<Metrics>>,
-    /// When the health metrics were last brought up to date.
-    metrics_updated: u64,
-    /// Told what the pipeline no longer follows and which processes make LLM calls (live
-    /// capture: what the probes copy and which processes they follow).
-    on_feedback: Option<Box<dyn FnMut(Feedback) + Send>>,
-    /// Processes seen making LLM calls, each told once through `on_feedback`.
-    llm_clients: HashSet<u32>,
     /// What the capture reported it could not see, as its latest totals.
     capture_losses: CaptureLosses,
+    /// When the sinks last heard of the pipeline's health.
+    health_reported: u64,
 }
 
-enum Ended {
-    Process(u32),
-    Connection(ConnKey),
-}
-
-/// How often (event time) the health metrics are brought up to date.
-const METRICS_INTERVAL_NS: u64 = 1_000_000_000;
-
+/// What is left once the source has ended: the counters.
 pub struct Report {
-    pub summary: Summary,
     pub stats: PipelineStats,
     pub http: HttpStats,
     pub capture: CaptureLosses,
@@ -63,97 +49,6 @@ impl Report {
     pub fn given_up(&self) -> [GivenUp; GIVEN_UP_REASONS] {
         given_up(&self.http, &self.capture)
     }
-}
-
-/// Data the observer could not turn into spans, for one reason.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct GivenUp {
-    /// The metric label.
-    pub reason: &'static str,
-    /// What was given up, for people ("connections joined mid-stream").
-    pub what: &'static str,
-    pub count: u64,
-}
-
-pub const GIVEN_UP_REASONS: usize = 15;
-
-/// Everything the capture and HTTP stages gave up on, by reason: all zero means no byte the
-/// probes saw, and no call made while a process was followed, went unreported.
-pub fn given_up(http: &HttpStats, capture: &CaptureLosses) -> [GivenUp; GIVEN_UP_REASONS] {
-    let entry = |reason, what, count| GivenUp {
-        reason,
-        what,
-        count,
-    };
-    [
-        entry(
-            "ring_buffer_full",
-            "events lost in a full ring buffer",
-            capture.events_lost,
-        ),
-        entry(
-            "call_truncated",
-            "TLS calls cut at the copy limit",
-            capture.calls_truncated,
-        ),
-        entry(
-            "read_fault",
-            "buffers the probes could not read",
-            capture.read_faults,
-        ),
-        entry(
-            "attached_late",
-            "processes followed with connections already open",
-            capture.attached_late,
-        ),
-        entry(
-            "joined_mid_stream",
-            "connections joined mid-stream",
-            http.joined_mid_stream,
-        ),
-        entry(
-            "bytes_skipped",
-            "bytes skipped to find a message start",
-            http.resync_skipped_bytes,
-        ),
-        entry("bytes_lost", "gaps of lost bytes", http.gaps),
-        entry(
-            "response_without_request",
-            "responses with no request",
-            http.unmatched_responses,
-        ),
-        entry(
-            "http2_head_unreadable",
-            "HTTP/2 heads that could not be decoded",
-            http.http2_hpack_unknown,
-        ),
-        entry(
-            "stream_evicted",
-            "HTTP/2 streams evicted at the cap",
-            http.http2_streams_evicted,
-        ),
-        entry(
-            "connection_evicted",
-            "connections evicted at the cap",
-            http.connections_evicted,
-        ),
-        entry(
-            "body_truncated",
-            "bodies cut at the size limit",
-            http.bodies_truncated,
-        ),
-        entry(
-            "decode_failure",
-            "bodies that failed to decompress",
-            http.decode_failures,
-        ),
-        entry("parse_failure", "parse failures", http.parse_failures),
-        entry(
-            "read_after_not_http",
-            "reads on connections judged not HTTP",
-            http.reads_after_not_http,
-        ),
-    ]
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -168,136 +63,79 @@ pub struct PipelineStats {
 }
 
 impl Pipeline {
-    pub fn new(
-        sinks: Vec<Box<dyn Sink>>,
-        comm_filter: Vec<String>,
-        recorder: Option<RecordWriter>,
-    ) -> Pipeline {
+    pub fn new(llm: LlmStage, sinks: Vec<Box<dyn Sink>>) -> Pipeline {
         Pipeline {
+            recorder: None,
+            callers: Callers::default(),
             connections: ConnectionStage::with_response_filter(
                 ReassemblyLimits::default(),
                 HttpLimits::default(),
                 llm::is_llm_request,
             ),
-            processes: HashMap::new(),
-            sockets: HashMap::default(),
-            comm_filter,
+            llm,
             linker: Linker::default(),
-            sinks,
-            recorder,
-            summary: Summary::default(),
+            sinks: Sinks::new(sinks),
+            feedback: FeedbackChannel::default(),
             exchanges: Vec::new(),
             stats: PipelineStats::default(),
-            metrics: None,
-            metrics_updated: 0,
-            on_feedback: None,
-            llm_clients: HashSet::new(),
             capture_losses: CaptureLosses::default(),
+            health_reported: 0,
         }
     }
 
-    /// Keeps `metrics` up to date with every span and the pipeline's health.
-    pub fn report_to(&mut self, metrics: Arc<Metrics>) {
-        self.metrics = Some(metrics);
+    /// Only calls of processes with one of these command or executable names (all when empty).
+    pub fn wanting(mut self, names: Vec<String>) -> Pipeline {
+        self.callers = Callers::wanting(names);
+        self
     }
 
-    /// Calls `hook` with what the capture stage should know: every connection or response the
-    /// pipeline stops following, processes that make LLM calls, answers to costly processes.
-    pub fn on_feedback(&mut self, hook: Box<dyn FnMut(Feedback) + Send>) {
-        self.on_feedback = Some(hook);
+    /// Writes every event to `recorder`, as it comes.
+    pub fn recording(mut self, recorder: Option<RecordWriter>) -> Pipeline {
+        self.recorder = recorder;
+        self
     }
 
-    fn tell(&mut self, feedback: Feedback) {
-        if let Some(hook) = &mut self.on_feedback {
-            hook(feedback);
-        }
+    /// Tells the live capture, through `hook`, what it should know: connections and responses
+    /// the pipeline stops following, processes that make LLM calls, answers about costly ones.
+    pub fn feeding_back(mut self, hook: Box<dyn FnMut(Feedback) + Send>) -> Pipeline {
+        self.feedback = FeedbackChannel::to(hook);
+        self
     }
 
     pub fn on_event(&mut self, event: CaptureEvent) {
         self.stats.events += 1;
-        if let Some(recorder) = &mut self.recorder
-            && let Err(error) = recorder.write(&event)
-        {
-            log::error!("recording stopped: {error:#}");
-            self.recorder = None;
-        }
+        self.record(&event);
+        self.callers.learn(&event);
         match &event {
-            CaptureEvent::Exec {
-                pid, path, comm, ..
-            } => {
-                if self.processes.len() >= MAX_PROCESSES {
-                    self.processes.clear();
-                }
-                self.processes.insert(
-                    *pid,
-                    ProcessInfo {
-                        executable_path: path.clone(),
-                        comm: comm.clone(),
-                        container_id: None,
-                    },
-                );
-            }
-            CaptureEvent::Data(chunk) => {
-                if !self.wanted(chunk.conn.pid) {
-                    return;
-                }
-                self.stats.bytes += chunk.data.len() as u64;
-            }
-            CaptureEvent::Socket {
-                conn, peer, local, ..
-            } => {
-                if self.sockets.len() >= MAX_SOCKETS {
-                    self.sockets.clear();
-                }
-                self.sockets.insert(
-                    *conn,
-                    Endpoints {
-                        peer: *peer,
-                        local: *local,
-                    },
-                );
-            }
-            CaptureEvent::Container { pid, id, .. } => {
-                if let Some(process) = self.processes.get_mut(pid) {
-                    process.container_id = Some(id.clone());
-                }
-            }
+            CaptureEvent::Data(chunk) if !self.callers.wanted(chunk.conn.pid) => return,
+            CaptureEvent::Data(chunk) => self.stats.bytes += chunk.data.len() as u64,
             CaptureEvent::Costly { pid, .. } => {
-                let calls_in_flight =
-                    self.llm_clients.contains(pid) || self.connections.call_in_flight(*pid);
-                self.tell(Feedback::Judged {
-                    pid: *pid,
-                    calls_in_flight,
-                });
+                let in_flight = self.connections.call_in_flight(*pid);
+                self.feedback.judged(*pid, in_flight);
             }
             CaptureEvent::Losses { totals, .. } => self.capture_losses = *totals,
-            CaptureEvent::ConnEnd { .. } | CaptureEvent::Exit { .. } => {}
+            _ => {}
         }
-        let ended = match &event {
-            CaptureEvent::Exit { pid, .. } => Some(Ended::Process(*pid)),
-            CaptureEvent::ConnEnd { conn, .. } => Some(Ended::Connection(*conn)),
-            _ => None,
-        };
         let ts = event.ts();
+        let ended = Ended::by(&event);
         let mut exchanges = std::mem::take(&mut self.exchanges);
         self.connections.on_event(event, &mut exchanges);
         for unfollowed in self.connections.take_unfollowed() {
-            self.tell(Feedback::Unfollowed(unfollowed));
+            self.feedback.unfollowed(unfollowed);
         }
-        self.emit(&mut exchanges);
+        for exchange in exchanges.drain(..) {
+            self.call(&exchange);
+        }
         self.exchanges = exchanges;
-        // Forgotten only once the spans they name are out.
+        // Forgotten only once the spans that name them are out.
         match ended {
             Some(Ended::Process(pid)) => {
                 let roots = self.linker.process_exited(pid);
-                self.write_all(roots);
-                self.processes.remove(&pid);
-                self.llm_clients.remove(&pid);
-                self.sockets.retain(|conn, _| conn.pid != pid);
+                self.sinks.write_all(roots);
+                self.callers.process_ended(pid);
+                self.feedback.process_ended(pid);
             }
-            Some(Ended::Connection(conn)) => {
-                self.sockets.remove(&conn);
-            }
+            Some(Ended::Connection(conn)) => self.callers.connection_ended(&conn),
             None => {}
         }
         self.tick(ts);
@@ -307,21 +145,10 @@ impl Pipeline {
     /// Called on every event, and by a live source when no events come.
     pub fn tick(&mut self, now: u64) {
         let roots = self.linker.close_idle(now);
-        self.write_all(roots);
-        if let Some(metrics) = &self.metrics
-            && now >= self.metrics_updated.saturating_add(METRICS_INTERVAL_NS)
-        {
-            self.metrics_updated = now;
-            let http = self.connections.stats();
-            let totals = PipelineTotals {
-                events: self.stats.events,
-                bytes: self.stats.bytes,
-                parse_failures: http.parse_failures,
-                spans: self.stats.spans,
-                given_up: given_up(&http, &self.capture_losses),
-            };
-            let queues: Vec<_> = self.sinks.iter().filter_map(|sink| sink.queue()).collect();
-            metrics.update_pipeline(totals, &queues);
+        self.sinks.write_all(roots);
+        if now >= self.health_reported.saturating_add(HEALTH_INTERVAL_NS) {
+            self.health_reported = now;
+            self.report_health();
         }
     }
 
@@ -329,14 +156,13 @@ impl Pipeline {
     pub fn finish(&mut self, ts: u64) {
         let mut exchanges = std::mem::take(&mut self.exchanges);
         self.connections.flush_all(ts, &mut exchanges);
-        self.emit(&mut exchanges);
-        let roots = self.linker.finish();
-        self.write_all(roots);
-        for sink in &mut self.sinks {
-            if let Err(error) = sink.flush() {
-                log::error!("flushing a sink failed: {error:#}");
-            }
+        for exchange in exchanges.drain(..) {
+            self.call(&exchange);
         }
+        let roots = self.linker.finish();
+        self.sinks.write_all(roots);
+        self.report_health();
+        self.sinks.flush();
         if let Some(recorder) = self.recorder.take()
             && let Err(error) = recorder.finish()
         {
@@ -344,63 +170,69 @@ impl Pipeline {
         }
     }
 
-    /// What is left once the source has ended: the summary and the counters.
     pub fn into_report(self) -> Report {
         Report {
-            summary: self.summary,
-            stats: self.stats,
+            stats: PipelineStats {
+                spans: self.sinks.written,
+                sink_errors: self.sinks.errors,
+                ..self.stats
+            },
             http: self.connections.stats(),
             capture: self.capture_losses,
         }
     }
 
-    fn wanted(&self, pid: u32) -> bool {
-        if self.comm_filter.is_empty() {
-            return true;
+    fn record(&mut self, event: &CaptureEvent) {
+        if let Some(recorder) = &mut self.recorder
+            && let Err(error) = recorder.write(event)
+        {
+            log::error!("recording stopped: {error:#}");
+            self.recorder = None;
         }
-        let Some(process) = self.processes.get(&pid) else {
-            return false;
+    }
+
+    /// One exchange through the llm, span and link stages, to the sinks.
+    fn call(&mut self, exchange: &Exchange) {
+        let Some(Recognised { call, keys }) = self.llm.recognise(exchange) else {
+            self.stats.other_exchanges += 1;
+            return;
         };
-        self.comm_filter
-            .iter()
-            .any(|name| *name == process.comm || name == process.executable_name())
+        self.feedback.llm_client(exchange.conn.pid);
+        let caller = self.callers.of(&exchange.conn);
+        let span = span::build(exchange, call, caller.process, caller.endpoints);
+        let site = CallSite {
+            pid: exchange.conn.pid,
+            tid: exchange.tid,
+            conn: exchange.conn.conn,
+        };
+        let spans = self.linker.link(site, &keys, span);
+        self.sinks.write_all(spans);
     }
 
-    fn emit(&mut self, exchanges: &mut Vec<Exchange>) {
-        for exchange in exchanges.drain(..) {
-            let Some(mut call) = llm::recognise(&exchange) else {
-                self.stats.other_exchanges += 1;
-                continue;
-            };
-            if self.llm_clients.len() < MAX_PROCESSES && self.llm_clients.insert(exchange.conn.pid)
-            {
-                self.tell(Feedback::LlmClient(exchange.conn.pid));
-            }
-            let keys = std::mem::take(&mut call.link);
-            let unknown = ProcessInfo::default();
-            let process = self.processes.get(&exchange.conn.pid).unwrap_or(&unknown);
-            let endpoints = self.sockets.get(&exchange.conn);
-            let span = span::build(&exchange, call, process, endpoints);
-            let spans = self.linker.link(&exchange, &keys, span);
-            self.write_all(spans);
-        }
+    fn report_health(&mut self) {
+        let http = self.connections.stats();
+        self.sinks.health(&PipelineTotals {
+            events: self.stats.events,
+            bytes: self.stats.bytes,
+            parse_failures: http.parse_failures,
+            spans: self.sinks.written,
+            given_up: given_up(&http, &self.capture_losses),
+        });
     }
+}
 
-    fn write_all(&mut self, spans: Vec<Span>) {
-        for span in spans {
-            self.stats.spans += 1;
-            if span.is_call() {
-                self.summary.record(&span);
-            }
-            if let Some(metrics) = &self.metrics {
-                metrics.record_span(&span);
-            }
-            for sink in &mut self.sinks {
-                if let Err(error) = sink.write(&span) {
-                    self.stats.sink_errors += 1;
-                    log::error!("writing a span failed: {error:#}");
-                }
-            }
+/// What an event ends, to be forgotten once its spans are out.
+enum Ended {
+    Process(u32),
+    Connection(crate::capture::ConnKey),
+}
+
+impl Ended {
+    fn by(event: &CaptureEvent) -> Option<Ended> {
+        match event {
+            CaptureEvent::Exit { pid, .. } => Some(Ended::Process(*pid)),
+            CaptureEvent::ConnEnd { conn, .. } => Some(Ended::Connection(*conn)),
+            _ => None,
         }
     }
 }

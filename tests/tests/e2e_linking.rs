@@ -73,19 +73,37 @@ impl Linked {
             .collect()
     }
 
-    /// Asserts that each conversation is exactly one trace, under one `invoke_agent` root,
-    /// holding its calls and nothing of any other conversation; returns the traces.
+    /// Asserts that each conversation is exactly one trace holding its calls and nothing of
+    /// any other conversation: its first call a root, the later ones under one `invoke_agent`
+    /// root that links to the first (a lone call has no such root); returns the traces.
     fn assert_one_run_per_conversation(&self) -> Vec<String> {
         let mut traces = Vec::new();
         for (conversation, turns) in &self.conversations {
             let trace = turns[0].str("trace_id").expect("trace id").to_owned();
-            let root_id = turns[0].str("parent_span_id").unwrap_or_else(|| {
+            assert_eq!(
+                turns[0].get("parent_span_id"),
+                None,
+                "{conversation}: the first call is a root\n{}",
+                dump(&self.spans)
+            );
+            let agents = self
+                .in_trace(&trace)
+                .into_iter()
+                .filter(|s| s.str("gen_ai.operation.name") == Some("invoke_agent"))
+                .count();
+            let Some(second) = turns.get(1) else {
+                assert_eq!(agents, 0, "{conversation}: a lone call is no agent");
+                traces.push(trace);
+                continue;
+            };
+            assert_eq!(agents, 1, "{conversation}: one agent root");
+            let root_id = second.str("parent_span_id").unwrap_or_else(|| {
                 panic!(
-                    "{conversation}: first call has no parent\n{}",
+                    "{conversation}: second call has no parent\n{}",
                     dump(&self.spans)
                 )
             });
-            for (i, span) in turns.iter().enumerate() {
+            for (i, span) in turns.iter().enumerate().skip(1) {
                 assert_eq!(
                     (span.str("trace_id"), span.str("parent_span_id")),
                     (Some(trace.as_str()), Some(root_id)),
@@ -101,6 +119,12 @@ impl Linked {
             assert_eq!(root.str("kind"), Some("INTERNAL"));
             assert_eq!(root.get("parent_span_id"), None);
             assert_eq!(root.u64("observer.run.calls"), Some(turns.len() as u64));
+            let first_call = root.get("links").and_then(|links| links.get(0));
+            assert_eq!(
+                first_call.and_then(|link| link.get("span_id")),
+                turns[0].get("span_id"),
+                "{conversation}: the root links to the first call"
+            );
             let calls_in_trace: Vec<&Span> = self
                 .in_trace(&trace)
                 .into_iter()
@@ -217,7 +241,7 @@ fn tool_round_trip_has_an_execute_tool_span() {
     assert_eq!(tool.str("name"), Some("execute_tool get_weather"));
     assert_eq!(tool.str("gen_ai.tool.name"), Some("get_weather"));
     assert_eq!(tool.str("gen_ai.tool.call.id"), asked["id"].as_str());
-    assert_eq!(tool.str("parent_span_id"), turns[0].str("parent_span_id"));
+    assert_eq!(tool.str("parent_span_id"), turns[1].str("parent_span_id"));
     let time = |s: &Span, k: &str| s.u64(k).unwrap();
     assert_eq!(
         time(tool, "start_time_unix_nano"),

@@ -17,6 +17,7 @@ mod container;
 mod decode;
 mod discover;
 mod elf;
+pub mod feedback;
 mod follow;
 mod gate;
 mod golang;

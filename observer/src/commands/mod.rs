@@ -9,7 +9,7 @@ use observer::{
     capture::record::{RecordReader, RecordWriter},
     config::Config,
     pipeline::{Pipeline, Report},
-    sink::summary::Health,
+    sink::{SummarySink, summary::Health},
 };
 
 pub use stored::{serve, show, traces};
@@ -28,7 +28,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
 /// Captures into the configured sinks (and the recording, if any) until stopped, or until
 /// `command`, when given, exits.
 fn watch_live(config: Config, record: Option<PathBuf>, command: Vec<String>) -> Result<ExitCode> {
-    config.configure_llm()?;
+    let llm = config.llm_stage()?;
     let recorder = record.as_deref().map(RecordWriter::create).transpose()?;
     let sinks = config.build_sinks()?;
     let watch = watch::Watch {
@@ -38,14 +38,16 @@ fn watch_live(config: Config, record: Option<PathBuf>, command: Vec<String>) -> 
         recorder,
         metrics_addr: config.metrics.enabled.then_some(config.metrics.listen),
     };
-    watch::watch_and_report(watch, sinks)
+    watch::watch_and_report(watch, llm, sinks)
 }
 
 pub fn replay(args: ReplayArgs) -> Result<ExitCode> {
     let config = args.config()?;
-    config.configure_llm()?;
     let reader = RecordReader::open(&args.file)?;
-    let mut pipeline = Pipeline::new(config.build_sinks()?, Vec::new(), None);
+    let summary = SummarySink::default();
+    let mut sinks = config.build_sinks()?;
+    sinks.push(Box::new(summary.clone()));
+    let mut pipeline = Pipeline::new(config.llm_stage()?, sinks);
     let mut last_ts = 0;
     for event in reader {
         let event = event?;
@@ -56,7 +58,7 @@ pub fn replay(args: ReplayArgs) -> Result<ExitCode> {
     let quiet = config.output.as_ref().is_some_and(|output| output.quiet);
     if !quiet {
         let report = pipeline.into_report();
-        eprint!("{}", report.summary.render(health(&report)));
+        eprint!("{}", summary.summary().render(health(&report)));
     }
     Ok(ExitCode::SUCCESS)
 }

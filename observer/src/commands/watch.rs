@@ -12,10 +12,11 @@ use std::{
 use anyhow::{Context, Result, bail};
 use observer::{
     capture::{CaptureEvent, CaptureOptions, CaptureStats, LiveCapture, record::RecordWriter},
+    llm::LlmStage,
     metrics::{self, Metrics},
     pipeline::{Pipeline, Report},
     serve,
-    sink::Sink,
+    sink::{Sink, SummarySink},
     store,
 };
 use tokio::signal::unix::{SignalKind, signal};
@@ -34,7 +35,11 @@ pub struct Watch {
 }
 
 /// Captures until stopped, feeding `sinks`, then prints the summary.
-pub fn watch_and_report(mut watch: Watch, sinks: Vec<Box<dyn Sink>>) -> Result<ExitCode> {
+pub fn watch_and_report(
+    mut watch: Watch,
+    llm: LlmStage,
+    mut sinks: Vec<Box<dyn Sink>>,
+) -> Result<ExitCode> {
     let options = CaptureOptions {
         pids: watch.pids.clone(),
         scoped: !watch.command.is_empty(),
@@ -43,20 +48,18 @@ pub fn watch_and_report(mut watch: Watch, sinks: Vec<Box<dyn Sink>>) -> Result<E
     let (capture, events) = LiveCapture::start(&options)?;
 
     let metrics = watch.metrics_addr.map(|_| Metrics::new());
-    let comms = watch.comms.clone();
-    let recorder = watch.recorder.take();
-    let reported = metrics.clone();
-    let pipeline = std::thread::Builder::new().name("pipeline".into()).spawn({
-        let feedback = capture.feedback_handler();
-        move || {
-            let mut pipeline = Pipeline::new(sinks, comms, recorder);
-            if let Some(metrics) = reported {
-                pipeline.report_to(metrics);
-            }
-            pipeline.on_feedback(Box::new(feedback));
-            run_pipeline(events, pipeline)
-        }
-    })?;
+    if let Some(metrics) = &metrics {
+        sinks.push(Box::new(metrics.clone()));
+    }
+    let summary = SummarySink::default();
+    sinks.push(Box::new(summary.clone()));
+    let pipeline = Pipeline::new(llm, sinks)
+        .wanting(watch.comms.clone())
+        .recording(watch.recorder.take())
+        .feeding_back(Box::new(capture.feedback_handler()));
+    let pipeline = std::thread::Builder::new()
+        .name("pipeline".into())
+        .spawn(move || run_pipeline(events, pipeline))?;
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -67,7 +70,7 @@ pub fn watch_and_report(mut watch: Watch, sinks: Vec<Box<dyn Sink>>) -> Result<E
     let report = pipeline
         .join()
         .map_err(|_| anyhow::anyhow!("the pipeline thread panicked"))?;
-    report_the_end(&stats, &report);
+    report_the_end(&stats, &report, &summary);
     Ok(code)
 }
 
@@ -184,7 +187,7 @@ fn spawn_traced(command: &[String], capture: &LiveCapture) -> Result<tokio::proc
 }
 
 /// The kernel's losses, the calls seen and what capturing cost.
-fn report_the_end(stats: &CaptureStats, report: &Report) {
+fn report_the_end(stats: &CaptureStats, report: &Report, summary: &SummarySink) {
     let kernel = &stats.kernel;
     if kernel.events_lost > 0 || kernel.calls_truncated > 0 {
         log::warn!(
@@ -194,7 +197,7 @@ fn report_the_end(stats: &CaptureStats, report: &Report) {
             kernel.calls_truncated
         );
     }
-    eprint!("{}", report.summary.render(health(report)));
+    eprint!("{}", summary.summary().render(health(report)));
     eprintln!("{}", capture_cost(stats));
 }
 

@@ -79,7 +79,7 @@ impl Write for CappedSink {
 }
 
 /// A streaming decoder writing into a `CappedSink`.
-trait StreamDecoder: Write {
+trait StreamDecoder: Write + Send {
     fn sink(&mut self) -> &mut CappedSink;
     /// Ends the compressed stream, writing any output still held.
     fn finish_stream(&mut self) -> io::Result<()>;

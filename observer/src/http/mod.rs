@@ -109,7 +109,7 @@ impl Protocol {
 }
 
 /// A client connection followed in one protocol: what the tracker asks of HTTP/1 and HTTP/2.
-trait ProtocolConn {
+trait ProtocolConn: Send {
     /// Reads the connection's next bytes, handing over the exchanges they end.
     fn on_segment(&mut self, seg: &Segment, cx: &mut Cx, out: &mut Vec<Exchange>);
 

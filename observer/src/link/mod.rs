@@ -9,7 +9,9 @@
 //!    It then becomes a child of the run's `invoke_agent` root, with `observer.link.reason`
 //!    and a span link to the call it follows; each tool call it answers becomes an inferred
 //!    `execute_tool {name}` span covering the gap.
-//! 3. Otherwise the call starts a run of its own. If it is not a fresh conversation and follows
+//! 3. Otherwise the call starts a run of its own, as the root of a new trace (a lone call is
+//!    not an agent: the `invoke_agent` root exists only once a second call joins). If it is
+//!    not a fresh conversation and follows
 //!    another call on the same thread and connection within `thread_gap`, it carries a span
 //!    link to that call, reason `same_thread` ([`thread`]): a hint, not a parent.
 //!
@@ -28,11 +30,12 @@ use std::{collections::HashMap, time::Duration};
 use rand::Rng;
 use serde_json::json;
 
+pub use self::run::CallSite;
 use self::{
-    run::{CallSite, CloseReason, Run},
+    run::{CloseReason, Run},
     thread::Threads,
 };
-use crate::{http::Exchange, llm::LinkKeys, span::Span};
+use crate::{llm::LinkKeys, span::Span};
 
 /// The attribute (on spans and on span links) that says why a span is where it is.
 pub const REASON: &str = "observer.link.reason";
@@ -108,18 +111,13 @@ impl Linker {
         }
     }
 
-    /// Places the call `span` (built from `exchange`): returns it with its trace identity, after
-    /// any spans this makes known (inferred tool executions, roots of runs that have closed).
-    pub fn link(&mut self, exchange: &Exchange, keys: &LinkKeys, mut span: Span) -> Vec<Span> {
+    /// Places the call `span`, made at `site`: returns it with its trace identity, after any
+    /// spans this makes known (inferred tool executions, roots of runs that have closed).
+    pub fn link(&mut self, site: CallSite, keys: &LinkKeys, mut span: Span) -> Vec<Span> {
         let mut out = self.close_idle(span.start_time_unix_nano);
-        let site = CallSite {
-            pid: exchange.conn.pid,
-            tid: exchange.tid,
-            conn: exchange.conn.conn,
-        };
         span.span_id = new_span_id();
-        let traceparent = exchange.request.headers.get("traceparent");
-        if let Some((trace_id, parent)) = traceparent.and_then(traceparent::parse) {
+        let traceparent = keys.traceparent.as_deref().and_then(traceparent::parse);
+        if let Some((trace_id, parent)) = traceparent {
             span.trace_id = trace_id;
             span.parent_span_id = Some(parent);
             span.attributes.insert(REASON.into(), json!("traceparent"));
@@ -182,7 +180,7 @@ impl Linker {
         let oldest = oldest.map(|(&id, _)| id);
         oldest
             .and_then(|id| self.runs.remove(&id))
-            .map(|run| run.root(CloseReason::TooManyRuns))
+            .and_then(|run| run.root(CloseReason::TooManyRuns))
             .into_iter()
             .collect()
     }
@@ -192,7 +190,7 @@ impl Linker {
         self.runs.retain(|_, run| {
             let close = closing(run);
             if close {
-                roots.push(run.root(reason));
+                roots.extend(run.root(reason));
             }
             !close
         });

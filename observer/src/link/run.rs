@@ -1,5 +1,12 @@
-//! An agent run: the calls one process makes in one conversation, under one `invoke_agent`
-//! root span, with the tool executions inferred between them.
+//! An agent run: the calls one process makes in one conversation, in one trace, with the tool
+//! executions inferred between them.
+//!
+//! A call alone is not an agent: the first call of a run is written as the root of its own
+//! trace, and a run that stays at one call adds no span (a host of single-call scripts does
+//! not double its span count). Once a second call joins, the run is an agent: the later calls
+//! and the tools are children of an `invoke_agent` root in the same trace, which links to the
+//! first call (reason `first_call`); the first call stays a root, as it was written before
+//! anyone knew a run would follow.
 //!
 //! The root's end is only known once the run is over, so the root span is written once, when
 //! the run closes: after `run_idle` without a call, when its process exits, when the observer
@@ -15,6 +22,9 @@ use crate::{
     span::{Span, SpanKind, SpanLink},
 };
 
+/// The reason on the agent root's link to its run's first call.
+const FIRST_CALL: &str = "first_call";
+
 /// Response ids and unanswered tool calls remembered per run, the oldest forgotten past these.
 const MAX_RESPONSE_IDS: usize = 256;
 const MAX_OPEN_TOOLS: usize = 256;
@@ -29,7 +39,7 @@ const INHERITED: &[&str] = &[
 
 /// Where a call ran: its process, thread and connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) struct CallSite {
+pub struct CallSite {
     pub pid: u32,
     pub tid: u32,
     pub conn: u64,
@@ -57,6 +67,8 @@ pub(super) struct Run {
     start: u64,
     /// The end of its latest span: the run's last sign of life.
     pub end: u64,
+    /// The span id of the run's first call, a root of its own.
+    first_call: String,
     calls: u64,
     inherited: Map<String, Value>,
     pub conversation_id: Option<String>,
@@ -89,15 +101,19 @@ impl CloseReason {
 }
 
 impl Run {
-    /// A run that `span` starts: the span becomes the first child of a new root.
+    /// A run that `span` starts. Alone, a call is no agent: it is the root of its own trace
+    /// until a second call joins the run (see [`Run::root`]).
     pub fn start(span: &mut Span, site: CallSite) -> Run {
-        let mut run = Run {
+        span.trace_id = new_trace_id();
+        span.parent_span_id = None;
+        Run {
             site,
-            trace_id: new_trace_id(),
+            trace_id: span.trace_id.clone(),
             root_span_id: new_span_id(),
+            first_call: span.span_id.clone(),
             start: span.start_time_unix_nano,
             end: span.end_time_unix_nano,
-            calls: 0,
+            calls: 1,
             inherited: INHERITED
                 .iter()
                 .filter_map(|key| Some((key.to_string(), span.attribute(key)?.clone())))
@@ -108,24 +124,18 @@ impl Run {
             response_order: VecDeque::new(),
             open_tools: HashMap::new(),
             tool_order: VecDeque::new(),
-        };
-        run.adopt(span);
-        run
+        }
     }
 
     /// Makes `span` a child of the run's root, continuing the call `predecessor` because of `signal`.
     pub fn join(&mut self, span: &mut Span, signal: Signal, predecessor: &str) {
-        self.adopt(span);
+        span.trace_id = self.trace_id.clone();
+        span.parent_span_id = Some(self.root_span_id.clone());
+        self.calls += 1;
         span.attributes
             .insert(REASON.into(), json!(signal.as_str()));
         span.links
             .push(link(&self.trace_id, predecessor, signal.as_str()));
-    }
-
-    fn adopt(&mut self, span: &mut Span) {
-        span.trace_id = self.trace_id.clone();
-        span.parent_span_id = Some(self.root_span_id.clone());
-        self.calls += 1;
     }
 
     /// The tool executions `span`'s request answers: one `execute_tool` span per tool call
@@ -214,8 +224,13 @@ impl Run {
         self.open_tools.get(id).map(|tool| tool.asked_at)
     }
 
-    /// The run's `invoke_agent` root span, as of now.
-    pub fn root(&self, reason: CloseReason) -> Span {
+    /// The run's `invoke_agent` root span, as of now; none for a run of one call. The first call
+    /// was written as a root before anyone knew a run would follow: the agent's root shares its
+    /// trace and links to it.
+    pub fn root(&self, reason: CloseReason) -> Option<Span> {
+        if self.calls < 2 {
+            return None;
+        }
         let mut attributes = self.inherited.clone();
         attributes.insert(attr::OPERATION_NAME.into(), json!("invoke_agent"));
         attributes.insert(attr::OPENINFERENCE_SPAN_KIND.into(), json!("AGENT"));
@@ -224,7 +239,7 @@ impl Run {
         }
         attributes.insert("observer.run.calls".into(), json!(self.calls));
         attributes.insert("observer.run.close_reason".into(), json!(reason.as_str()));
-        Span {
+        Some(Span {
             trace_id: self.trace_id.clone(),
             span_id: self.root_span_id.clone(),
             parent_span_id: None,
@@ -233,8 +248,8 @@ impl Run {
             start_time_unix_nano: self.start,
             end_time_unix_nano: self.end,
             attributes,
-            links: Vec::new(),
-        }
+            links: vec![link(&self.trace_id, &self.first_call, FIRST_CALL)],
+        })
     }
 }
 

@@ -3,8 +3,7 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::{
-    capture::{ConnKey, TlsLibrary},
-    http::{Body, ExchangeEnd, Headers, Request},
+    http::Headers,
     llm::{LlmCall, attr, keys},
     span::SpanKind,
 };
@@ -92,24 +91,7 @@ impl Call {
 
 /// Links one call: the spans written (the call's last).
 fn link(linker: &mut Linker, call: &Call) -> Vec<Span> {
-    let exchange = Exchange {
-        conn: ConnKey {
-            pid: call.pid,
-            conn: call.conn,
-        },
-        tid: call.tid,
-        library: TlsLibrary::OpenSsl,
-        request: Request {
-            method: "POST".into(),
-            target: "/v1/chat/completions".into(),
-            headers: Headers(call.headers.clone()),
-            body: Body::default(),
-            ts_start: call.start,
-            ts_end: call.start,
-        },
-        response: None,
-        end: ExchangeEnd::Complete,
-    };
+    let headers = Headers(call.headers.clone());
     let mut llm_call = LlmCall::new("openai", "chat");
     llm_call.set(attr::INPUT_MESSAGES, call.input.clone());
     llm_call.set(attr::OUTPUT_MESSAGES, call.output.clone());
@@ -117,7 +99,7 @@ fn link(linker: &mut Linker, call: &Call) -> Vec<Span> {
         llm_call.set(attr::RESPONSE_ID, id.as_str());
     }
     llm_call.link.previous_response_id = call.previous_response_id.clone();
-    keys::complete(&mut llm_call, &exchange.request.headers);
+    let keys = keys::read(&mut llm_call, &headers);
     let mut attributes = llm_call.attributes.clone();
     attributes.insert("process.pid".into(), json!(call.pid));
     let span = Span {
@@ -131,7 +113,12 @@ fn link(linker: &mut Linker, call: &Call) -> Vec<Span> {
         attributes,
         links: Vec::new(),
     };
-    linker.link(&exchange, &llm_call.link, span)
+    let site = CallSite {
+        pid: call.pid,
+        tid: call.tid,
+        conn: call.conn,
+    };
+    linker.link(site, &keys, span)
 }
 
 /// Links calls in order, returning each call's span.
@@ -182,11 +169,12 @@ fn a_conversation_is_one_run_under_one_root() {
     let mut linker = Linker::default();
     let spans = link_all(&mut linker, &four_turns(0, "weather"));
     let trace = &spans[0].trace_id;
-    let root_id = spans[0]
+    assert_eq!(spans[0].parent_span_id, None, "the first call is a root");
+    let root_id = spans[1]
         .parent_span_id
         .clone()
-        .expect("a run's call has its root as parent");
-    for (turn, span) in spans.iter().enumerate() {
+        .expect("a joining call has the run's root as parent");
+    for (turn, span) in spans.iter().enumerate().skip(1) {
         assert_eq!(&span.trace_id, trace, "turn {turn}");
         assert_eq!(span.parent_span_id.as_ref(), Some(&root_id), "turn {turn}");
     }
@@ -211,6 +199,14 @@ fn a_conversation_is_one_run_under_one_root() {
     assert_eq!(root.start_time_unix_nano, spans[0].start_time_unix_nano);
     assert_eq!(root.end_time_unix_nano, spans[3].end_time_unix_nano);
     assert_eq!(root.attribute("observer.run.calls"), Some(&json!(4)));
+    let [first_call] = &root.links[..] else {
+        panic!("the root links to the first call: {root:?}")
+    };
+    assert_eq!(first_call.span_id, spans[0].span_id);
+    assert_eq!(
+        first_call.attributes.get(REASON),
+        Some(&json!("first_call"))
+    );
     assert_eq!(
         root.attribute("openinference.span.kind"),
         Some(&json!("AGENT"))
@@ -311,7 +307,7 @@ fn a_tool_round_trip_gets_an_execute_tool_span_covering_the_gap() {
     );
     assert_eq!(tool.kind, SpanKind::Internal);
     assert_eq!(tool.trace_id, first.trace_id);
-    assert_eq!(tool.parent_span_id, first.parent_span_id);
+    assert_eq!(tool.parent_span_id, second.parent_span_id);
     assert_eq!(
         tool.attribute("gen_ai.tool.call.id"),
         Some(&json!("call_1"))
@@ -380,7 +376,11 @@ fn a_fresh_conversation_on_the_same_thread_starts_a_new_run() {
         spans[4].links.is_empty(),
         "a fresh conversation is not linked"
     );
-    assert_eq!(roots(&linker.finish()).len(), 2);
+    assert_eq!(
+        roots(&linker.finish()).len(),
+        1,
+        "the lone call adds no root"
+    );
 }
 
 #[test]
@@ -458,7 +458,7 @@ fn same_thread_and_connection_gives_only_a_link() {
         spans[1].trace_id, spans[0].trace_id,
         "not joined: a link only"
     );
-    assert!(spans[1].parent_span_id.is_some());
+    assert_eq!(spans[1].parent_span_id, None, "a root of its own");
     assert_eq!(link_reasons(&spans[1]), ["same_thread"]);
     assert_eq!(spans[1].links[0].span_id, spans[0].span_id);
     assert_eq!(spans[1].links[0].trace_id, spans[0].trace_id);
@@ -485,28 +485,34 @@ fn a_run_closes_when_idle_or_when_its_process_exits() {
     });
     let calls = four_turns(0, "idle");
     let first = link(&mut linker, &calls[0]).pop().unwrap();
+    link(&mut linker, &calls[1]);
     let other = link(&mut linker, &calls[0].clone().on(7, 7, 7))
         .pop()
         .unwrap();
-    assert!(
-        linker
-            .close_idle(first.end_time_unix_nano + 30 * SECOND)
-            .is_empty()
-    );
-    let closed = linker.close_idle(first.end_time_unix_nano + 61 * SECOND);
+    link(&mut linker, &calls[1].clone().on(7, 7, 7));
+    let quiet_since = calls[1].end;
+    assert!(linker.close_idle(quiet_since + 30 * SECOND).is_empty());
+    let closed = linker.close_idle(quiet_since + 61 * SECOND);
     assert_eq!(closed.len(), 2);
     assert!(
         closed
             .iter()
             .all(|r| r.attribute("observer.run.close_reason") == Some(&json!("idle")))
     );
-    // The conversation comes back after the run closed: a new run.
-    let mut late = calls[1].clone();
-    late.start += 120 * SECOND;
-    late.end += 120 * SECOND;
-    let resumed = link(&mut linker, &late).pop().unwrap();
+    // The conversation comes back after the run closed: a new run, of two calls.
+    let later = |call: &Call| {
+        let mut call = call.clone();
+        call.start += 120 * SECOND;
+        call.end += 120 * SECOND;
+        call
+    };
+    let resumed = link(&mut linker, &later(&calls[2])).pop().unwrap();
     assert_ne!(resumed.trace_id, first.trace_id);
     assert_ne!(resumed.trace_id, other.trace_id);
+    link(&mut linker, &later(&calls[3]));
+    // A lone call on another process: no root when its process exits.
+    link(&mut linker, &calls[0].clone().on(8, 8, 8));
+    assert!(linker.process_exited(8).is_empty());
 
     let exited = linker.process_exited(100);
     assert_eq!(roots(&exited).len(), 1);
@@ -522,12 +528,20 @@ fn too_many_open_runs_close_the_least_recent() {
     });
     let mut closed = Vec::new();
     for i in 0..5u64 {
-        let call = Call::new(i * 1_000, vec![user(&format!("fresh {i}"))], vec![]);
-        closed.extend(
-            link(&mut linker, &call)
-                .into_iter()
-                .filter(|s| !s.is_call()),
-        );
+        // Two turns each: runs that are agents, so closing them writes their roots.
+        let question = user(&format!("fresh {i}"));
+        let answer = assistant(&format!("answer {i}"));
+        let turns = [
+            Call::new(i * 1_000, vec![question.clone()], vec![answer.clone()]),
+            Call::new(
+                i * 1_000 + 500,
+                vec![question, answer, user("more")],
+                vec![],
+            ),
+        ];
+        for call in &turns {
+            closed.extend(link(&mut linker, call).into_iter().filter(|s| !s.is_call()));
+        }
     }
     assert_eq!(closed.len(), 2);
     assert!(

@@ -1,8 +1,6 @@
 //! How much message text a span keeps (`--content`): `full`, `redacted` (each text replaced by
 //! its length and a hash, so equal texts still compare equal) or `none` (metadata only). In
 //! every mode a string longer than the cap is cut, with a marker saying how much was dropped.
-use std::sync::OnceLock;
-
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -28,15 +26,6 @@ impl Default for ContentOptions {
     }
 }
 
-static OPTIONS: OnceLock<ContentOptions> = OnceLock::new();
-
-/// Sets the content options for the process; set once, at start-up.
-pub fn configure(options: ContentOptions) {
-    if OPTIONS.set(options).is_err() {
-        log::warn!("content options were already set; the later ones are ignored");
-    }
-}
-
 /// Attributes that carry what users and models wrote.
 const MESSAGE_ATTRIBUTES: &[&str] = &[
     attr::INPUT_MESSAGES,
@@ -46,11 +35,8 @@ const MESSAGE_ATTRIBUTES: &[&str] = &[
 /// Fields of a message part that hold content (text, tool arguments, tool results).
 const CONTENT_FIELDS: &[&str] = &["content", "arguments", "response"];
 
-pub(crate) fn apply(call: &mut LlmCall) {
-    apply_with(call, OPTIONS.get().copied().unwrap_or_default());
-}
-
-fn apply_with(call: &mut LlmCall, options: ContentOptions) {
+/// Keeps of `call`'s message text what `options` say, and cuts long strings.
+pub(crate) fn apply(call: &mut LlmCall, options: ContentOptions) {
     match options.mode {
         ContentMode::Full => {}
         ContentMode::None => {
@@ -157,14 +143,14 @@ mod tests {
     fn full_keeps_everything_under_the_cap() {
         let mut c = call();
         let before = c.attributes.clone();
-        apply_with(&mut c, ContentOptions::default());
+        apply(&mut c, ContentOptions::default());
         assert_eq!(c.attributes, before);
     }
 
     #[test]
     fn redacted_keeps_structure_lengths_and_hashes_only() {
         let mut c = call();
-        apply_with(&mut c, options(ContentMode::Redacted, 1000));
+        apply(&mut c, options(ContentMode::Redacted, 1000));
         let text = serde_json::to_string(&c.attributes).unwrap();
         assert!(!text.contains("secret plan"), "{text}");
         let input = &c.attribute(attr::INPUT_MESSAGES).unwrap()[0]["parts"][0];
@@ -184,14 +170,14 @@ mod tests {
         );
         // Equal texts redact alike.
         let mut again = call();
-        apply_with(&mut again, options(ContentMode::Redacted, 1000));
+        apply(&mut again, options(ContentMode::Redacted, 1000));
         assert_eq!(again.attributes, c.attributes);
     }
 
     #[test]
     fn none_keeps_metadata_only() {
         let mut c = call();
-        apply_with(&mut c, options(ContentMode::None, 1000));
+        apply(&mut c, options(ContentMode::None, 1000));
         for key in [
             attr::INPUT_MESSAGES,
             attr::OUTPUT_MESSAGES,
@@ -205,7 +191,7 @@ mod tests {
     #[test]
     fn long_strings_are_cut_at_a_character_boundary_with_a_marker() {
         let mut c = call();
-        apply_with(&mut c, options(ContentMode::Full, 12));
+        apply(&mut c, options(ContentMode::Full, 12));
         let content = c.attribute(attr::INPUT_MESSAGES).unwrap()[0]["parts"][0]["content"]
             .as_str()
             .unwrap()

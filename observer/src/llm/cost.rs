@@ -63,12 +63,18 @@ impl PriceTable {
     }
 }
 
-static USER_PRICES: OnceLock<PriceTable> = OnceLock::new();
+/// The prices calls are costed at: a user's table (`--prices`), if any, before the built-in one.
+#[derive(Clone, Debug, Default)]
+pub struct Prices {
+    pub user: Option<PriceTable>,
+}
 
-/// Prices that take precedence over the built-in ones; set once, at start-up.
-pub fn use_user_prices(table: PriceTable) {
-    if USER_PRICES.set(table).is_err() {
-        log::warn!("a user price table was already in use; the later one is ignored");
+impl Prices {
+    fn find(&self, provider: &str, model: &str) -> Option<&Price> {
+        self.user
+            .as_ref()
+            .and_then(|table| table.find(provider, model))
+            .or_else(|| built_in().find(provider, model))
     }
 }
 
@@ -79,21 +85,16 @@ fn built_in() -> &'static PriceTable {
 }
 
 /// Records `observer.cost.usd`, or `observer.cost.unknown` saying why there is none.
-pub(crate) fn record(call: &mut LlmCall) {
-    record_with(call, USER_PRICES.get(), built_in());
-}
-
-fn record_with(call: &mut LlmCall, user: Option<&PriceTable>, built_in: &PriceTable) {
+pub(crate) fn record(call: &mut LlmCall, prices: &Prices) {
     let provider = call.provider.clone();
     let models: Vec<String> = [attr::RESPONSE_MODEL, attr::REQUEST_MODEL]
         .iter()
         .filter_map(|key| call.attribute(key).and_then(Value::as_str))
         .map(str::to_owned)
         .collect();
-    let price = models.iter().find_map(|model| {
-        user.and_then(|table| table.find(&provider, model))
-            .or_else(|| built_in.find(&provider, model))
-    });
+    let price = models
+        .iter()
+        .find_map(|model| prices.find(&provider, model));
     let Some(price) = price else {
         let model = models.first().map_or("no model", String::as_str);
         call.set(
@@ -158,7 +159,10 @@ mod tests {
         for (key, value) in attributes.as_object().unwrap() {
             call.set(key, value.clone());
         }
-        record_with(&mut call, user, built_in());
+        let prices = Prices {
+            user: user.cloned(),
+        };
+        record(&mut call, &prices);
         call
     }
 

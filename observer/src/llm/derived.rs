@@ -6,11 +6,11 @@ use sha2::{Digest, Sha256};
 use super::{LlmCall, attr, cost};
 
 /// Adds the derived attributes to a fully read call.
-pub(crate) fn record(call: &mut LlmCall) {
+pub(crate) fn record(call: &mut LlmCall, prices: &cost::Prices) {
     if let Some(fingerprint) = prompt_fingerprint(&call.attributes) {
         call.set(attr::OBSERVER_PROMPT_FINGERPRINT, fingerprint);
     }
-    cost::record(call);
+    cost::record(call, prices);
     record_compat(call);
 }
 
@@ -130,7 +130,7 @@ mod tests {
             json!([{"type": "text", "content": "Be long."}]);
         let mut d = call(other_system);
         for call in [&mut a, &mut b, &mut c, &mut d] {
-            record(call);
+            record(call, &Default::default());
         }
         let fingerprint = |c: &LlmCall| c.attribute(attr::OBSERVER_PROMPT_FINGERPRINT).cloned();
         assert_eq!(fingerprint(&a), fingerprint(&b));
@@ -148,7 +148,7 @@ mod tests {
         let mut c = call(json!({"gen_ai.request.model": "gpt-4o",
             "gen_ai.response.model": "gpt-4o-2024-08-06", "gen_ai.usage.input_tokens": 12,
             "gen_ai.usage.output_tokens": 30}));
-        record(&mut c);
+        record(&mut c, &Default::default());
         assert_eq!(c.attribute("openinference.span.kind"), Some(&json!("LLM")));
         assert_eq!(
             c.attribute("llm.model_name"),
@@ -160,7 +160,7 @@ mod tests {
         assert_eq!(c.attribute("session.id"), None);
         let mut embedding = LlmCall::new("openai", "embeddings");
         embedding.set(attr::CONVERSATION_ID, "conv_1");
-        record(&mut embedding);
+        record(&mut embedding, &Default::default());
         assert_eq!(
             embedding.attribute("openinference.span.kind"),
             Some(&json!("EMBEDDING"))

@@ -37,6 +37,8 @@ pub struct LinkKeys {
     pub tool_calls: Vec<ToolCallKey>,
     /// Ids of tool calls whose results the input carries.
     pub tool_results: Vec<String>,
+    /// The request's W3C `traceparent` header: the application traces this call itself.
+    pub traceparent: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,8 +47,9 @@ pub struct ToolCallKey {
     pub name: Option<String>,
 }
 
-/// Fills the keys a provider did not set itself, from the call's messages and the request's headers.
-pub(crate) fn complete(call: &mut LlmCall, headers: &Headers) {
+/// The call's keys: those its provider set, completed from its messages and the request's headers.
+pub(crate) fn read(call: &mut LlmCall, headers: &Headers) -> LinkKeys {
+    let provided = std::mem::take(&mut call.link);
     let string = |key| {
         call.attribute(key)
             .and_then(Value::as_str)
@@ -76,8 +79,9 @@ pub(crate) fn complete(call: &mut LlmCall, headers: &Headers) {
         .collect();
     let keys = LinkKeys {
         response_id,
-        previous_response_id: call.link.previous_response_id.clone(),
-        conversation_id: call.link.conversation_id.clone().or(conversation_id),
+        previous_response_id: provided.previous_response_id,
+        conversation_id: provided.conversation_id.or(conversation_id),
+        traceparent: headers.get("traceparent").map(str::to_owned),
         input: input.iter().map(|m| message_hash(m)).collect(),
         output: output.iter().map(|m| message_hash(m)).collect(),
         starts_conversation: matches!(input.as_slice(), [only] if role(only) == "user")
@@ -85,7 +89,7 @@ pub(crate) fn complete(call: &mut LlmCall, headers: &Headers) {
         tool_calls,
         tool_results,
     };
-    call.link = keys;
+    keys
 }
 
 /// Messages that belong to the dialogue: system and developer instructions left out.
@@ -181,8 +185,7 @@ mod tests {
                 .map(|(n, v)| (n.to_string(), v.to_string()))
                 .collect(),
         );
-        complete(&mut call, &headers);
-        call.link
+        read(&mut call, &headers)
     }
 
     #[test]

@@ -61,11 +61,7 @@ impl<P: Provider> Recogniser for P {
 
     fn recognise(&self, exchange: &Exchange) -> Option<LlmCall> {
         let endpoint = self.endpoint(&exchange.request)?;
-        let mut call = self.parse(endpoint, exchange);
-        derived::record(&mut call);
-        // Last: the fingerprint and the cost are computed from the whole content.
-        content::apply(&mut call);
-        Some(call)
+        Some(self.parse(endpoint, exchange))
     }
 }
 
@@ -80,17 +76,35 @@ static PROVIDERS: &[&dyn Recogniser] = &[
     &openai::OpenAi,
 ];
 
-/// The LLM call an exchange makes, if it makes one.
 /// Whether some provider would report the exchange this request starts: its response is
 /// worth reading.
 pub fn is_llm_request(request: &Request) -> bool {
     PROVIDERS.iter().any(|provider| provider.is_call(request))
 }
 
-pub fn recognise(exchange: &Exchange) -> Option<LlmCall> {
-    let mut call = PROVIDERS
-        .iter()
-        .find_map(|provider| provider.recognise(exchange))?;
-    keys::complete(&mut call, &exchange.request.headers);
-    Some(call)
+/// The stage's settings: what calls keep of message text, and the prices they are costed at.
+#[derive(Clone, Debug, Default)]
+pub struct LlmStage {
+    pub content: content::ContentOptions,
+    pub prices: cost::Prices,
+}
+
+/// An LLM call, and what the link stage needs to place it.
+pub struct Recognised {
+    pub call: LlmCall,
+    pub keys: LinkKeys,
+}
+
+impl LlmStage {
+    /// The LLM call an exchange makes, if it makes one.
+    pub fn recognise(&self, exchange: &Exchange) -> Option<Recognised> {
+        let mut call = PROVIDERS
+            .iter()
+            .find_map(|provider| provider.recognise(exchange))?;
+        let keys = keys::read(&mut call, &exchange.request.headers);
+        derived::record(&mut call, &self.prices);
+        // Last: the keys, the fingerprint and the cost are read from the whole content.
+        content::apply(&mut call, self.content);
+        Some(Recognised { call, keys })
+    }
 }

@@ -1,21 +1,46 @@
-//! The end-of-session summary: calls, tokens by model, errors, latency percentiles.
-use std::{collections::BTreeMap, fmt::Write as _};
+//! The end-of-session summary: calls, tokens by model, errors, latency percentiles. Bounded
+//! for a daemon's lifetime: latencies in a histogram, models past a cap counted together.
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+};
 
+use hdrhistogram::Histogram;
 use serde_json::Value;
 
-use super::pretty::format_seconds;
+use super::{Sink, pretty::format_seconds};
 use crate::{
-    pipeline::{GIVEN_UP_REASONS, GivenUp},
+    health::{GIVEN_UP_REASONS, GivenUp},
+    llm::attr,
     span::Span,
 };
 
-#[derive(Default)]
+/// Models listed by name; calls of further models are counted under one line.
+const MAX_MODELS: usize = 256;
+const OTHER_MODELS: &str = "(other models)";
+/// Latencies are kept in microseconds, from 1 µs to a day, to three significant digits.
+const MAX_LATENCY_US: u64 = 86_400_000_000;
+
 pub struct Summary {
     calls: u64,
     errors: u64,
     incomplete: u64,
-    durations: Vec<f64>,
+    latency_us: Histogram<u64>,
     by_model: BTreeMap<String, ModelTotals>,
+}
+
+impl Default for Summary {
+    fn default() -> Self {
+        Summary {
+            calls: 0,
+            errors: 0,
+            incomplete: 0,
+            latency_us: Histogram::new_with_bounds(1, MAX_LATENCY_US, 3)
+                .expect("constant bounds are valid"),
+            by_model: BTreeMap::new(),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -43,26 +68,32 @@ impl Health {
 impl Summary {
     pub fn record(&mut self, span: &Span) {
         self.calls += 1;
-        if span.attribute("error.type").is_some() {
+        if span.attribute(attr::ERROR_TYPE).is_some() {
             self.errors += 1;
         }
         // Cut short before the call's end (a stream ended by its last event is whole even if
         // the connection closed before the HTTP body's end).
-        if span.attribute("observer.exchange.end").is_some()
-            && span.attribute("error.type").is_some()
+        if span.attribute(attr::OBSERVER_EXCHANGE_END).is_some()
+            && span.attribute(attr::ERROR_TYPE).is_some()
         {
             self.incomplete += 1;
         }
-        self.durations.push(span.duration_ns() as f64 / 1e9);
-        let model = ["gen_ai.response.model", "gen_ai.request.model"]
+        let micros = (span.duration_ns() / 1_000).clamp(1, MAX_LATENCY_US);
+        self.latency_us.saturating_record(micros);
+        let model = [attr::RESPONSE_MODEL, attr::REQUEST_MODEL]
             .iter()
             .find_map(|k| span.attribute(k).and_then(Value::as_str))
             .unwrap_or("(unknown model)");
+        let model = if self.by_model.contains_key(model) || self.by_model.len() < MAX_MODELS {
+            model
+        } else {
+            OTHER_MODELS
+        };
         let totals = self.by_model.entry(model.to_string()).or_default();
         totals.calls += 1;
         let tokens = |key| span.attribute(key).and_then(Value::as_u64).unwrap_or(0);
-        totals.input_tokens += tokens("gen_ai.usage.input_tokens");
-        totals.output_tokens += tokens("gen_ai.usage.output_tokens");
+        totals.input_tokens += tokens(attr::USAGE_INPUT_TOKENS);
+        totals.output_tokens += tokens(attr::USAGE_OUTPUT_TOKENS);
     }
 
     pub fn render(&self, health: Health) -> String {
@@ -76,17 +107,16 @@ impl Summary {
             " calls {}   errors {}   incomplete {}",
             self.calls, self.errors, self.incomplete
         );
-        if !self.durations.is_empty() {
-            let mut sorted = self.durations.clone();
-            sorted.sort_by(f64::total_cmp);
-            let pick = |q: f64| sorted[((sorted.len() - 1) as f64 * q).round() as usize];
+        if !self.latency_us.is_empty() {
+            let seconds = |micros: u64| micros as f64 / 1e6;
+            let pick = |q: f64| seconds(self.latency_us.value_at_quantile(q));
             let _ = writeln!(
                 out,
                 " latency  p50 {}  p90 {}  p99 {}  max {}",
                 format_seconds(pick(0.5)),
                 format_seconds(pick(0.9)),
                 format_seconds(pick(0.99)),
-                format_seconds(pick(1.0)),
+                format_seconds(seconds(self.latency_us.max())),
             );
             let _ = writeln!(
                 out,
@@ -120,5 +150,70 @@ impl Summary {
             let _ = writeln!(out, " given up: {}", given_up.join("; "));
         }
         out
+    }
+}
+
+/// The summary as a sink: it hears every call; whoever made it reads it at the end.
+#[derive(Clone, Default)]
+pub struct SummarySink(Arc<Mutex<Summary>>);
+
+impl SummarySink {
+    pub fn summary(&self) -> MutexGuard<'_, Summary> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Sink for SummarySink {
+    fn write(&mut self, span: &Span) -> anyhow::Result<()> {
+        if span.is_call() {
+            self.summary().record(span);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::span::SpanKind;
+
+    fn call(model: &str, millis: u64) -> Span {
+        let mut attributes = serde_json::Map::new();
+        attributes.insert(attr::REQUEST_MODEL.into(), json!(model));
+        attributes.insert(attr::USAGE_INPUT_TOKENS.into(), json!(10));
+        Span {
+            trace_id: String::new(),
+            span_id: String::new(),
+            parent_span_id: None,
+            name: "chat".into(),
+            kind: SpanKind::Client,
+            start_time_unix_nano: 0,
+            end_time_unix_nano: millis * 1_000_000,
+            attributes,
+            links: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn percentiles_and_models_stay_bounded() {
+        let mut summary = Summary::default();
+        for i in 0..10_000u64 {
+            summary.record(&call(&format!("model-{i}"), 1 + i % 1000));
+        }
+        assert_eq!(summary.by_model.len(), MAX_MODELS + 1);
+        assert_eq!(
+            summary.by_model[OTHER_MODELS].calls,
+            10_000 - MAX_MODELS as u64
+        );
+        let p50 = summary.latency_us.value_at_quantile(0.5) as f64 / 1e3;
+        assert!((p50 - 500.0).abs() < 2.0, "p50 {p50} ms");
+        assert_eq!(summary.latency_us.len(), 10_000);
+        let text = summary.render(Health {
+            given_up: crate::health::given_up(&Default::default(), &Default::default()),
+        });
+        assert!(text.contains(" calls 10000 "), "{text}");
+        assert!(text.contains("(other models)"), "{text}");
     }
 }

@@ -2,7 +2,7 @@
 use serde_json::json;
 
 use super::support::*;
-use crate::llm::{attr, recognise};
+use crate::llm::attr;
 
 #[test]
 fn embeddings() {

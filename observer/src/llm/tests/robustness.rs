@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 
 use super::support::*;
 use crate::http::{Exchange, ExchangeEnd};
-use crate::llm::{attr, recognise};
+use crate::llm::attr;
 
 /// Every streamed fixture, as (host, path, request, body).
 fn streams() -> Vec<(&'static str, &'static str, Value, String)> {

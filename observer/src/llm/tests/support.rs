@@ -4,7 +4,7 @@ use serde_json::{Map, Value};
 
 use crate::capture::{ConnKey, TlsLibrary};
 use crate::http::{Body, BodyPart, Exchange, ExchangeEnd, Headers, Request, Response};
-use crate::llm::{LlmCall, recognise};
+use crate::llm::{LlmCall, LlmStage};
 
 /// The request's last byte left at this time (Unix ns).
 pub const REQUEST_END: u64 = 1_700_000_000_000_000_000;
@@ -112,6 +112,13 @@ pub fn sse_exchange(host: &str, target: &str, request: &Value, stream: &str) -> 
         "text/event-stream; charset=utf-8",
         body_per_event(stream),
     )
+}
+
+/// The LLM call `exchange` makes, read with the default settings.
+pub fn recognise(exchange: &Exchange) -> Option<LlmCall> {
+    LlmStage::default()
+        .recognise(exchange)
+        .map(|recognised| recognised.call)
 }
 
 /// Recognises an exchange that must be an LLM call.

@@ -1,0 +1,53 @@
+//! What the pipeline tells the live capture: bytes it no longer needs, processes that make
+//! LLM calls (followed whatever they cost), and answers about costly processes.
+use std::collections::HashSet;
+
+use super::{Feedback, Unfollowed};
+use crate::callers::MAX_PROCESSES;
+
+/// The way back to the capture; silent when there is none (a replay).
+#[derive(Default)]
+pub struct FeedbackChannel {
+    hook: Option<Box<dyn FnMut(Feedback) + Send>>,
+    /// Processes seen making LLM calls, each told once.
+    llm_clients: HashSet<u32>,
+}
+
+impl FeedbackChannel {
+    pub fn to(hook: Box<dyn FnMut(Feedback) + Send>) -> FeedbackChannel {
+        FeedbackChannel {
+            hook: Some(hook),
+            llm_clients: HashSet::new(),
+        }
+    }
+
+    fn tell(&mut self, feedback: Feedback) {
+        if let Some(hook) = &mut self.hook {
+            hook(feedback);
+        }
+    }
+
+    pub fn unfollowed(&mut self, unfollowed: Unfollowed) {
+        self.tell(Feedback::Unfollowed(unfollowed));
+    }
+
+    /// `pid` made an LLM call.
+    pub fn llm_client(&mut self, pid: u32) {
+        if self.llm_clients.len() < MAX_PROCESSES && self.llm_clients.insert(pid) {
+            self.tell(Feedback::LlmClient(pid));
+        }
+    }
+
+    /// Answers the capture's question about a costly process.
+    pub fn judged(&mut self, pid: u32, call_in_flight: bool) {
+        let calls_in_flight = call_in_flight || self.llm_clients.contains(&pid);
+        self.tell(Feedback::Judged {
+            pid,
+            calls_in_flight,
+        });
+    }
+
+    pub fn process_ended(&mut self, pid: u32) {
+        self.llm_clients.remove(&pid);
+    }
+}

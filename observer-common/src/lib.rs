@@ -186,9 +186,6 @@ pub struct ExecEvent {
     pub path: [u8; EXEC_PATH_CAPACITY],
 }
 
-/// A process (thread group) ended: the header alone.
-pub type ExitEvent = EventHeader;
-
 /// A followed process forked: `header.pid` is the parent. Threads are reported too (the
 /// tracepoint cannot tell them apart); user space skips them.
 #[repr(C)]

@@ -109,12 +109,7 @@ mod probes {
             && state.flags & (followed_flags::KEEP | followed_flags::REPORTED) == 0
         {
             state.flags |= followed_flags::REPORTED;
-            if EVENTS
-                .output::<EventHeader>(&header(kind::COSTLY, pid_tgid), BPF_RB_FORCE_WAKEUP as u64)
-                .is_err()
-            {
-                bump(counter::EVENTS_LOST, 1);
-            }
+            send::<EventHeader>(&header(kind::COSTLY, pid_tgid), BPF_RB_FORCE_WAKEUP as u64);
         }
     }
 
@@ -130,6 +125,15 @@ mod probes {
             _pad: 0,
             ts_ns: now_ns(),
         }
+    }
+
+    /// Puts `event` in the ring buffer, or counts it lost; whether it went in.
+    pub(crate) fn send<T: ?Sized>(event: &T, flags: u64) -> bool {
+        let sent = EVENTS.output::<T>(event, flags).is_ok();
+        if !sent {
+            bump(counter::EVENTS_LOST, 1);
+        }
+        sent
     }
 
     pub(crate) fn ring_flags() -> u64 {
@@ -340,8 +344,7 @@ mod probes {
                 DATA_EVENT_HEADER_LEN + n,
             )
         };
-        if EVENTS.output::<[u8]>(record, ring_flags()).is_err() {
-            bump(counter::EVENTS_LOST, 1);
+        if !send::<[u8]>(record, ring_flags()) {
             bump(counter::BYTES_LOST, n as u64);
         }
         0
@@ -396,9 +399,7 @@ mod probes {
             header: header(kind::CONN_END, pid_tgid),
             conn,
         };
-        if EVENTS.output::<ConnEndEvent>(&event, ring_flags()).is_err() {
-            bump(counter::EVENTS_LOST, 1);
-        }
+        send::<ConnEndEvent>(&event, ring_flags());
     }
 
     // sched/sched_process_fork: parent_pid @12, child_pid @20 (the parent is `current`).
@@ -416,9 +417,7 @@ mod probes {
             child: child as u32,
             _pad: 0,
         };
-        if EVENTS.output::<ForkEvent>(&event, ring_flags()).is_err() {
-            bump(counter::EVENTS_LOST, 1);
-        }
+        send::<ForkEvent>(&event, ring_flags());
         0
     }
 
@@ -447,12 +446,7 @@ mod probes {
             }
         }
         // At once: a program that was not held at exec races discovery to its first TLS call.
-        if EVENTS
-            .output::<ExecEvent>(&*event, BPF_RB_FORCE_WAKEUP as u64)
-            .is_err()
-        {
-            bump(counter::EVENTS_LOST, 1);
-        }
+        send::<ExecEvent>(&*event, BPF_RB_FORCE_WAKEUP as u64);
         0
     }
 
@@ -471,12 +465,7 @@ mod probes {
             return 0;
         }
         let _ = FOLLOWED.remove(&pid);
-        if EVENTS
-            .output::<EventHeader>(&header(kind::EXIT, pid_tgid), ring_flags())
-            .is_err()
-        {
-            bump(counter::EVENTS_LOST, 1);
-        }
+        send::<EventHeader>(&header(kind::EXIT, pid_tgid), ring_flags());
         0
     }
 

@@ -28,7 +28,7 @@ use observer_common::{
 use crate::{
     probes::{
         ACTIVE_CALLS, ActiveCall, EVENTS, bump, copy_wanted, emit_data, end_connection, followed,
-        header, hit, ring_flags, skip_bytes,
+        header, hit, ring_flags, send, skip_bytes,
     },
     sound::{Lookup, now_ns, read_user, registers},
 };
@@ -283,12 +283,7 @@ pub(crate) fn connecting(pid_tgid: u64, fd: u32, sockaddr: u64) {
         _pad: 0,
     };
     // At once: a TLS handshake is all that stands between the connect and the first request.
-    if EVENTS
-        .output::<ConnectEvent>(&event, BPF_RB_FORCE_WAKEUP as u64)
-        .is_err()
-    {
-        bump(counter::EVENTS_LOST, 1);
-    }
+    send::<ConnectEvent>(&event, BPF_RB_FORCE_WAKEUP as u64);
 }
 
 /// The dynamic loader's `_dl_debug_state`, called as it adds (and again once it has mapped)
@@ -296,12 +291,7 @@ pub(crate) fn connecting(pid_tgid: u64, fd: u32, sockaddr: u64) {
 #[uprobe]
 pub fn library_loaded(_ctx: ProbeContext) -> u32 {
     let event = header(kind::LIBRARY_MAPPED, bpf_get_current_pid_tgid());
-    if EVENTS
-        .output::<EventHeader>(&event, BPF_RB_FORCE_WAKEUP as u64)
-        .is_err()
-    {
-        bump(counter::EVENTS_LOST, 1);
-    }
+    send::<EventHeader>(&event, BPF_RB_FORCE_WAKEUP as u64);
     0
 }
 
@@ -437,9 +427,7 @@ fn announce(pid_tgid: u64, conn: u64, fd: u32, source: u8) {
         role,
         _pad: [0; 6],
     };
-    if EVENTS.output::<SocketEvent>(&event, ring_flags()).is_err() {
-        bump(counter::EVENTS_LOST, 1);
-    }
+    send::<SocketEvent>(&event, ring_flags());
 }
 
 /// `GET `, `POST`, `PUT `, `HEAD`, `DELE`(TE), `PATC`(H), `OPTI`(ONS), and `PRI ` (HTTP/2 prior knowledge).

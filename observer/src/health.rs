@@ -1,6 +1,31 @@
 //! The observer's own health: what it could not turn into spans, by reason, for the summary,
 //! the metrics and the recordings.
-use crate::{capture::CaptureLosses, http::HttpStats};
+use crate::{capture::CaptureLosses, http::HttpStats, reassemble::ReassemblyStats};
+
+/// What is left once the source has ended: the counters.
+pub struct Report {
+    pub stats: PipelineStats,
+    pub http: HttpStats,
+    pub reassembly: ReassemblyStats,
+    pub capture: CaptureLosses,
+}
+
+impl Report {
+    pub fn given_up(&self) -> [GivenUp; GIVEN_UP_REASONS] {
+        given_up(&self.http, &self.capture)
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PipelineStats {
+    pub events: u64,
+    pub bytes: u64,
+    /// Every span written: calls, and the runs' roots and tool executions the link stage infers.
+    pub spans: u64,
+    /// HTTP exchanges that no provider recognised as an LLM call.
+    pub other_exchanges: u64,
+    pub sink_errors: u64,
+}
 
 /// Data the observer could not turn into spans, for one reason.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -14,6 +14,8 @@ use serde_json::Value;
 use crate::{
     capture::CaptureStats,
     health::{GIVEN_UP_REASONS, GivenUp},
+    http::HttpStats,
+    reassemble::ReassemblyStats,
     sink::Sink,
     span::Span,
 };
@@ -56,6 +58,11 @@ struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CounterLabels {
+    counter: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ScopeLabels {
     scope: &'static str,
 }
@@ -83,6 +90,9 @@ pub struct Metrics {
     followed_total: Counter,
     stopped_following: Family<ReasonLabels, Counter>,
     given_up: Family<ReasonLabels, Counter>,
+    http: Family<CounterLabels, Counter>,
+    reassembly: Family<CounterLabels, Counter>,
+    bytes_not_captured: Family<ReasonLabels, Counter>,
     followed_again: Counter,
     holds: Family<ReasonLabels, Counter>,
     hold_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
@@ -97,6 +107,8 @@ pub struct PipelineTotals {
     pub parse_failures: u64,
     pub spans: u64,
     pub given_up: [GivenUp; GIVEN_UP_REASONS],
+    pub http: HttpStats,
+    pub reassembly: ReassemblyStats,
 }
 
 /// A sink's queue, for the health metrics.
@@ -138,6 +150,9 @@ impl Metrics {
             followed_total: Counter::default(),
             stopped_following: Family::default(),
             given_up: Family::default(),
+            http: Family::default(),
+            reassembly: Family::default(),
+            bytes_not_captured: Family::default(),
             followed_again: Counter::default(),
             holds: Family::default(),
             hold_seconds: Counter::default(),
@@ -213,6 +228,21 @@ impl Metrics {
             "observer_given_up",
             "What the observer saw but could not turn into spans, or could not see, by reason (all zero: nothing lost)",
             metrics.given_up.clone(),
+        );
+        registry.register(
+            "observer_http_events",
+            "The HTTP stage's work and what it skipped, by counter (exchanges, http2_streams, responses_not_followed, ...)",
+            metrics.http.clone(),
+        );
+        registry.register(
+            "observer_reassembly_events",
+            "The reassembly stage's work, by counter (chunks, reordered, duplicates, gaps, ...)",
+            metrics.reassembly.clone(),
+        );
+        registry.register(
+            "observer_bytes_not_captured",
+            "Plaintext bytes the probes saw but could not deliver, by reason (ring_buffer_full, call_truncated)",
+            metrics.bytes_not_captured.clone(),
         );
         registry.register(
             "observer_processes_followed_again",
@@ -329,6 +359,15 @@ impl Metrics {
                 given_up.count,
             );
         }
+        let counted = [
+            (&self.http, &totals.http.counters()[..]),
+            (&self.reassembly, &totals.reassembly.counters()[..]),
+        ];
+        for (family, counters) in counted {
+            for &(counter, total) in counters {
+                set_total(&family.get_or_create(&CounterLabels { counter }), total);
+            }
+        }
         for queue in queues {
             let labels = SinkLabels {
                 sink: queue.name.to_owned(),
@@ -345,6 +384,17 @@ impl Metrics {
         set_total(&self.events_lost, kernel.events_lost);
         set_total(&self.calls_truncated, kernel.calls_truncated);
         set_total(&self.probe_hits, kernel.probe_hits);
+        for (reason, total) in [
+            ("ring_buffer_full", kernel.bytes_lost),
+            ("call_truncated", kernel.bytes_truncated),
+        ] {
+            set_total(
+                &self
+                    .bytes_not_captured
+                    .get_or_create(&ReasonLabels { reason }),
+                total,
+            );
+        }
         for (reason, total) in [
             ("connection_not_followed", kernel.skipped_connection),
             ("response_not_llm", kernel.skipped_response),
@@ -547,6 +597,11 @@ mod tests {
         };
         let http = crate::http::HttpStats {
             joined_mid_stream: 2,
+            responses_not_followed: 6,
+            ..Default::default()
+        };
+        let reassembly = crate::reassemble::ReassemblyStats {
+            reordered: 9,
             ..Default::default()
         };
         let totals = PipelineTotals {
@@ -555,6 +610,8 @@ mod tests {
             parse_failures: 1,
             spans: 3,
             given_up: crate::health::given_up(&http, &Default::default()),
+            http,
+            reassembly,
         };
         metrics.update_pipeline(totals, &[queue(7, 2)]);
         metrics.update_pipeline(
@@ -567,6 +624,7 @@ mod tests {
         let mut stats = crate::capture::CaptureStats::default();
         stats.kernel.events_lost = 5;
         stats.kernel.calls_truncated = 1;
+        stats.kernel.bytes_truncated = 300;
         stats.kernel.skipped_not_http = 4;
         stats.follow.followed_now = 3;
         metrics.update_capture(&stats);
@@ -577,6 +635,23 @@ mod tests {
         assert_eq!(sample(&text, "observer_events_lost_total "), 5.0);
         assert_eq!(sample(&text, "observer_calls_truncated_total "), 1.0);
         assert_eq!(sample(&text, "observer_attached_targets "), 3.0);
+        let counters = [
+            (
+                r#"observer_http_events_total{counter="responses_not_followed"}"#,
+                6.0,
+            ),
+            (
+                r#"observer_reassembly_events_total{counter="reordered"}"#,
+                9.0,
+            ),
+            (
+                r#"observer_bytes_not_captured_total{reason="call_truncated"}"#,
+                300.0,
+            ),
+        ];
+        for (line_start, value) in counters {
+            assert_eq!(sample(&text, line_start), value, "{line_start}");
+        }
         assert_eq!(
             sample(
                 &text,

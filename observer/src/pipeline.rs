@@ -8,8 +8,8 @@ use crate::{
     capture::{
         CaptureEvent, CaptureLosses, Feedback, feedback::FeedbackChannel, record::RecordWriter,
     },
-    health::{GIVEN_UP_REASONS, GivenUp, given_up},
-    http::{ConnectionStage, Exchange, HttpLimits, HttpStats},
+    health::{PipelineStats, Report, given_up},
+    http::{ConnectionStage, Exchange, HttpLimits},
     link::{CallSite, Linker},
     llm::{self, LlmStage, Recognised},
     metrics::PipelineTotals,
@@ -36,30 +36,6 @@ pub struct Pipeline {
     capture_losses: CaptureLosses,
     /// When the sinks last heard of the pipeline's health.
     health_reported: u64,
-}
-
-/// What is left once the source has ended: the counters.
-pub struct Report {
-    pub stats: PipelineStats,
-    pub http: HttpStats,
-    pub capture: CaptureLosses,
-}
-
-impl Report {
-    pub fn given_up(&self) -> [GivenUp; GIVEN_UP_REASONS] {
-        given_up(&self.http, &self.capture)
-    }
-}
-
-#[derive(Clone, Copy, Debug, Default)]
-pub struct PipelineStats {
-    pub events: u64,
-    pub bytes: u64,
-    /// Every span written: calls, and the runs' roots and tool executions the link stage infers.
-    pub spans: u64,
-    /// HTTP exchanges that no provider recognised as an LLM call.
-    pub other_exchanges: u64,
-    pub sink_errors: u64,
 }
 
 impl Pipeline {
@@ -178,6 +154,7 @@ impl Pipeline {
                 ..self.stats
             },
             http: self.connections.stats(),
+            reassembly: self.connections.reassembly_stats(),
             capture: self.capture_losses,
         }
     }
@@ -217,6 +194,8 @@ impl Pipeline {
             parse_failures: http.parse_failures,
             spans: self.sinks.written,
             given_up: given_up(&http, &self.capture_losses),
+            http,
+            reassembly: self.connections.reassembly_stats(),
         });
     }
 }

@@ -71,6 +71,23 @@ pub struct ReassemblyStats {
     pub streams_evicted: u64,
 }
 
+impl ReassemblyStats {
+    /// Every counter with its metric label, for the health metrics.
+    pub fn counters(&self) -> [(&'static str, u64); 9] {
+        [
+            ("chunks", self.chunks),
+            ("reordered", self.reordered),
+            ("duplicates", self.duplicates),
+            ("gaps", self.gaps),
+            ("gap_bytes", self.gap_bytes),
+            ("window_overflows", self.window_overflows),
+            ("total_cap_releases", self.total_cap_releases),
+            ("timeouts", self.timeouts),
+            ("streams_evicted", self.streams_evicted),
+        ]
+    }
+}
+
 type StreamKey = (ConnKey, Direction);
 
 #[derive(Default)]

@@ -8,8 +8,8 @@ use anyhow::Result;
 use observer::{
     capture::record::{RecordReader, RecordWriter},
     config::Config,
-    pipeline::{Pipeline, Report},
-    sink::{SummarySink, summary::Health},
+    pipeline::Pipeline,
+    sink::SummarySink,
 };
 
 pub use stored::{serve, show, traces};
@@ -58,13 +58,7 @@ pub fn replay(args: ReplayArgs) -> Result<ExitCode> {
     let quiet = config.output.as_ref().is_some_and(|output| output.quiet);
     if !quiet {
         let report = pipeline.into_report();
-        eprint!("{}", summary.summary().render(health(&report)));
+        eprint!("{}", summary.summary().render(&report));
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn health(report: &Report) -> Health {
-    Health {
-        given_up: report.given_up(),
-    }
 }

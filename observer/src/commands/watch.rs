@@ -12,16 +12,15 @@ use std::{
 use anyhow::{Context, Result, bail};
 use observer::{
     capture::{CaptureEvent, CaptureOptions, CaptureStats, LiveCapture, record::RecordWriter},
+    health::Report,
     llm::LlmStage,
     metrics::{self, Metrics},
-    pipeline::{Pipeline, Report},
+    pipeline::Pipeline,
     serve,
     sink::{Sink, SummarySink},
     store,
 };
 use tokio::signal::unix::{SignalKind, signal};
-
-use super::health;
 
 /// What a live session watches and records.
 pub struct Watch {
@@ -197,7 +196,7 @@ fn report_the_end(stats: &CaptureStats, report: &Report, summary: &SummarySink) 
             kernel.calls_truncated
         );
     }
-    eprint!("{}", summary.summary().render(health(report)));
+    eprint!("{}", summary.summary().render(report));
     eprintln!("{}", capture_cost(stats));
 }
 

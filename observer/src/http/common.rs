@@ -17,6 +17,10 @@ pub(super) struct Cx<'a> {
     pub unfollowed: &'a mut Vec<Unfollowed>,
 }
 
+/// Header fields kept per message, in both protocols: past this an HTTP/1 head is malformed
+/// (a header flood), and HTTP/2 fields are decoded (to keep HPACK in step) but not kept.
+pub(super) const MAX_HEADERS: usize = 128;
+
 /// Where and when bytes were read.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Arrival {

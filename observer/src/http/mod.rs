@@ -78,6 +78,32 @@ pub struct HttpStats {
     pub responses_not_followed: u64,
 }
 
+impl HttpStats {
+    /// Every counter with its metric label, for the health metrics.
+    pub fn counters(&self) -> [(&'static str, u64); 18] {
+        [
+            ("exchanges", self.exchanges),
+            ("parse_failures", self.parse_failures),
+            ("server_side_skipped", self.server_side_skipped),
+            ("http2_connections", self.http2_connections),
+            ("http2_streams", self.http2_streams),
+            ("http2_hpack_unknown", self.http2_hpack_unknown),
+            ("http2_streams_evicted", self.http2_streams_evicted),
+            ("non_http_skipped", self.non_http_skipped),
+            ("gaps", self.gaps),
+            ("bodies_truncated", self.bodies_truncated),
+            ("decode_failures", self.decode_failures),
+            ("connections_evicted", self.connections_evicted),
+            ("unmatched_responses", self.unmatched_responses),
+            ("joined_mid_stream", self.joined_mid_stream),
+            ("resync_skipped_bytes", self.resync_skipped_bytes),
+            ("reads_after_not_http", self.reads_after_not_http),
+            ("upgraded", self.upgraded),
+            ("responses_not_followed", self.responses_not_followed),
+        ]
+    }
+}
+
 /// Whether the response to a request is worth reading: the LLM stage's "is this an LLM call".
 pub type ResponseFilter = fn(&Request) -> bool;
 

@@ -10,11 +10,7 @@ use hdrhistogram::Histogram;
 use serde_json::Value;
 
 use super::{Sink, pretty::format_seconds};
-use crate::{
-    health::{GIVEN_UP_REASONS, GivenUp},
-    llm::attr,
-    span::Span,
-};
+use crate::{health::Report, llm::attr, span::Span};
 
 /// Models listed by name; calls of further models are counted under one line.
 const MAX_MODELS: usize = 256;
@@ -50,21 +46,6 @@ struct ModelTotals {
     output_tokens: u64,
 }
 
-/// The observer's own health, printed under the calls: what it gave up on, by reason.
-#[derive(Clone, Copy, Debug)]
-pub struct Health {
-    pub given_up: [GivenUp; GIVEN_UP_REASONS],
-}
-
-impl Health {
-    fn count(&self, reason: &str) -> u64 {
-        self.given_up
-            .iter()
-            .find(|g| g.reason == reason)
-            .map_or(0, |g| g.count)
-    }
-}
-
 impl Summary {
     pub fn record(&mut self, span: &Span) {
         self.calls += 1;
@@ -96,7 +77,9 @@ impl Summary {
         totals.output_tokens += tokens(attr::USAGE_OUTPUT_TOKENS);
     }
 
-    pub fn render(&self, health: Health) -> String {
+    /// The calls, then the observer's own health from `report`: the traffic it followed and
+    /// what it gave up on, by reason.
+    pub fn render(&self, report: &Report) -> String {
         let mut out = String::new();
         let _ = writeln!(
             out,
@@ -131,15 +114,34 @@ impl Summary {
                 );
             }
         }
+        let (http, reassembly) = (&report.http, &report.reassembly);
+        let _ = writeln!(
+            out,
+            " traffic: {} HTTP exchanges ({} not LLM calls, {} responses left unread), {} HTTP/2 \
+             streams; {} chunks ({} reordered, {} duplicates)",
+            http.exchanges,
+            report.stats.other_exchanges,
+            http.responses_not_followed,
+            http.http2_streams,
+            reassembly.chunks,
+            reassembly.reordered,
+            reassembly.duplicates,
+        );
+        let given_up = report.given_up();
+        let count = |reason: &str| {
+            given_up
+                .iter()
+                .find(|g| g.reason == reason)
+                .map_or(0, |g| g.count)
+        };
         let _ = writeln!(
             out,
             " capture: {} events lost, {} calls truncated, {} parse failures",
-            health.count("ring_buffer_full"),
-            health.count("call_truncated"),
-            health.count("parse_failure")
+            count("ring_buffer_full"),
+            count("call_truncated"),
+            count("parse_failure")
         );
-        let given_up: Vec<String> = health
-            .given_up
+        let given_up: Vec<String> = given_up
             .iter()
             .filter(|g| g.count > 0)
             .map(|g| format!("{}: {}", g.what, g.count))
@@ -210,9 +212,13 @@ mod tests {
         let p50 = summary.latency_us.value_at_quantile(0.5) as f64 / 1e3;
         assert!((p50 - 500.0).abs() < 2.0, "p50 {p50} ms");
         assert_eq!(summary.latency_us.len(), 10_000);
-        let text = summary.render(Health {
-            given_up: crate::health::given_up(&Default::default(), &Default::default()),
-        });
+        let report = Report {
+            stats: Default::default(),
+            http: Default::default(),
+            reassembly: Default::default(),
+            capture: Default::default(),
+        };
+        let text = summary.render(&report);
         assert!(text.contains(" calls 10000 "), "{text}");
         assert!(text.contains("(other models)"), "{text}");
     }

@@ -1,11 +1,8 @@
 //! HTTP/1 start lines and heads: recognising them, parsing them, and the body framing they
 //! imply.
-use crate::http::common::{StartKind, redacted_header};
+use crate::http::common::{MAX_HEADERS, StartKind, redacted_header};
 use crate::http::types::Headers;
 use crate::redact;
-
-/// Headers parsed per message; more is treated as a malformed head (header flood).
-const MAX_HEADERS: usize = 128;
 
 /// Which start line a direction carries: for a client, egress has requests, ingress responses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

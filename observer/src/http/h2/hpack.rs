@@ -3,14 +3,12 @@
 use loona_hpack::Decoder;
 use loona_hpack::decoder::DecoderError;
 
-use crate::http::common::{Cx, StartKind, redacted_header};
+use crate::http::common::{Cx, MAX_HEADERS, StartKind, redacted_header};
 use crate::http::types::Headers;
 use crate::redact;
 
 /// Largest HPACK dynamic table we keep per direction, whatever the peer allows.
 const MAX_HPACK_TABLE: usize = 64 << 10;
-/// Header fields kept per message; more are decoded (to keep HPACK in step) but not kept.
-const MAX_HEADERS: usize = 128;
 
 /// One direction's HPACK decoder, and whether its dynamic table can still be trusted.
 pub(super) struct Hpack {

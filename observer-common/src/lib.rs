@@ -173,7 +173,7 @@ pub struct DataHead {
 
 /// Bytes of a [`DataEvent`] before its payload; a record is this plus `len` bytes.
 pub const DATA_EVENT_HEADER_LEN: usize = core::mem::offset_of!(DataEvent, data);
-const _: () = assert!(DATA_EVENT_HEADER_LEN == core::mem::size_of::<DataHead>());
+const _: () = assert!(DATA_EVENT_HEADER_LEN == size_of::<DataHead>());
 
 #[repr(C)]
 #[derive(Clone, Copy)]

@@ -595,12 +595,12 @@ mod tests {
             depth,
             dropped,
         };
-        let http = crate::http::HttpStats {
+        let http = HttpStats {
             joined_mid_stream: 2,
             responses_not_followed: 6,
             ..Default::default()
         };
-        let reassembly = crate::reassemble::ReassemblyStats {
+        let reassembly = ReassemblyStats {
             reordered: 9,
             ..Default::default()
         };
@@ -621,7 +621,7 @@ mod tests {
             },
             &[queue(0, 2)],
         );
-        let mut stats = crate::capture::CaptureStats::default();
+        let mut stats = CaptureStats::default();
         stats.kernel.events_lost = 5;
         stats.kernel.calls_truncated = 1;
         stats.kernel.bytes_truncated = 300;

@@ -51,7 +51,7 @@ fn events(path: &Path) -> Vec<CaptureEvent> {
 /// trace structure is compared, not the ids).
 fn replay(events: Vec<CaptureEvent>) -> Vec<Value> {
     let sink = Collect::default();
-    let mut pipeline = Pipeline::new(vec![Box::new(sink.clone())], Vec::new(), None);
+    let mut pipeline = Pipeline::new(Default::default(), vec![Box::new(sink.clone())]);
     let last = events.iter().map(CaptureEvent::ts).max().unwrap_or(0);
     for event in events {
         pipeline.on_event(event);

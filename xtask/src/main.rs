@@ -69,17 +69,21 @@ fn main() -> Result<()> {
             go_toolchain()?;
             npm_programs(&root)?;
             build(&root)?;
+            // A filtered run is someone chasing one test, not the whole suite.
+            if args.is_empty() {
+                lint(&root)?;
+            }
             step("running the tests (unit, replay, eBPF end-to-end)");
             let mut cargo = Command::new("cargo");
             cargo
                 .current_dir(&root)
                 .args(["test", "--release", "--no-fail-fast"])
+                .args(HOST_CRATES)
                 .args(&args)
                 .env("OBSERVER_BIN", root.join("target/release/observer"))
                 .env("OBSERVER_E2E_PYTHON", root.join(".venv/bin/python"))
                 .env("OBSERVER_PHOENIX", root.join(".venv-phoenix/bin/phoenix"));
             let status = run_counting_tests(&mut cargo)?;
-            // A filtered run is someone chasing one test, not the whole suite.
             let fuzzed = if args.is_empty() { fuzz(&root) } else { Ok(()) };
             if let Err(error) = &fuzzed {
                 eprintln!("\x1b[1;31mfuzzing failed:\x1b[0m {error:#}");
@@ -272,11 +276,31 @@ fn install_bpf_linker(toolchain: &str) -> Result<()> {
         .env("RUSTFLAGS", rustflags))
 }
 
+/// Every crate built for the host: the observer and the end-to-end tests with their programs
+/// (the eBPF crate is built for the BPF target by observer/build.rs).
+const HOST_CRATES: &[&str] = &["--workspace", "--exclude", "observer-ebpf"];
+
 fn build(root: &Path) -> Result<()> {
-    step("building the observer (release; the eBPF probes are built by observer/build.rs)");
+    step(
+        "building the observer and the test programs (release; the eBPF probes are built by observer/build.rs)",
+    );
     run(Command::new("cargo")
         .current_dir(root)
-        .args(["build", "--release"]))
+        .args(["build", "--release"])
+        .args(HOST_CRATES))
+}
+
+/// The code as the house keeps it: formatted, and clean under clippy.
+fn lint(root: &Path) -> Result<()> {
+    step("checking formatting (cargo fmt) and lints (cargo clippy)");
+    run(Command::new("cargo")
+        .current_dir(root)
+        .args(["fmt", "--all", "--check"]))?;
+    run(Command::new("cargo")
+        .current_dir(root)
+        .args(["clippy", "--release", "--all-targets"])
+        .args(HOST_CRATES)
+        .args(["--", "-D", "warnings"]))
 }
 
 /// The real SDK clients the end-to-end tests run, in a virtualenv at .venv; Arize Phoenix, the

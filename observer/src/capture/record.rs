@@ -172,7 +172,7 @@ impl Iterator for RecordReader {
 
 thread_local! {
     /// The record being decoded, for `chunk_data` to slice from.
-    static DECODING: RefCell<Bytes> = RefCell::new(Bytes::new());
+    static DECODING: RefCell<Bytes> = const { RefCell::new(Bytes::new()) };
 }
 
 /// Deserialises a chunk's data: a slice of the record being decoded when it lies inside it

@@ -38,7 +38,8 @@ impl PriceTable {
             [Some(p.input), Some(p.output), p.cached_input, p.cache_write]
                 .into_iter()
                 .flatten()
-                .any(|v| !(v >= 0.0))
+                // NaN is not a price either.
+                .any(|v| v.is_nan() || v < 0.0)
         });
         if let Some(price) = negative {
             anyhow::bail!("prices must be zero or more, found {price:?}");

@@ -77,7 +77,7 @@ pub(crate) fn read(call: &mut LlmCall, headers: &Headers) -> LinkKeys {
             })
         })
         .collect();
-    let keys = LinkKeys {
+    LinkKeys {
         response_id,
         previous_response_id: provided.previous_response_id,
         conversation_id: provided.conversation_id.or(conversation_id),
@@ -88,8 +88,7 @@ pub(crate) fn read(call: &mut LlmCall, headers: &Headers) -> LinkKeys {
             && tool_results.is_empty(),
         tool_calls,
         tool_results,
-    };
-    keys
+    }
 }
 
 /// Messages that belong to the dialogue: system and developer instructions left out.

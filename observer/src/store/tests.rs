@@ -38,7 +38,7 @@ pub(crate) fn span(
         span_id: format!("{id:0>16}"),
         parent_span_id: parent.map(|p| format!("{p:0>16}")),
         name: "chat gpt-4o".into(),
-        kind: crate::span::SpanKind::Client,
+        kind: SpanKind::Client,
         start_time_unix_nano: start,
         end_time_unix_nano: start + SECOND / 2,
         attributes,
@@ -375,9 +375,9 @@ fn keeps_span_kind_and_links() {
         10,
         json!({"gen_ai.operation.name": "invoke_agent"}),
     );
-    root.kind = crate::span::SpanKind::Internal;
+    root.kind = SpanKind::Internal;
     let mut call = span("a", "2", Some("1"), 9, json!({}));
-    call.links.push(crate::span::SpanLink {
+    call.links.push(SpanLink {
         trace_id: format!("{:0>32}", "b"),
         span_id: format!("{:0>16}", "7"),
         attributes: json!({"observer.link.reason": "same_thread"})

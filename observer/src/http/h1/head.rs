@@ -24,7 +24,7 @@ pub(in crate::http) fn sniff_start_line(role: Role, bytes: &[u8]) -> StartLine {
     // A method is a short token: without a space early on, this is no request line (and
     // waiting for a whole head's worth of bytes to say so would follow a binary protocol for long).
     if role == Role::Request
-        && bytes.len() >= LONGEST_METHOD + 1
+        && bytes.len() > LONGEST_METHOD
         && !bytes[..=LONGEST_METHOD].contains(&b' ')
     {
         return StartLine::Invalid;

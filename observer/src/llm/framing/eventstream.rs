@@ -105,7 +105,7 @@ impl<'a> Iterator for Messages<'a> {
                 self.fail(Problem::PreludeCrc);
                 return None;
             }
-            if total < OVERHEAD || total > MAX_MESSAGE || headers_len > total - OVERHEAD {
+            if !(OVERHEAD..=MAX_MESSAGE).contains(&total) || headers_len > total - OVERHEAD {
                 self.fail(Problem::BadLength);
                 return None;
             }

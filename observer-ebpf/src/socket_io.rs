@@ -27,8 +27,8 @@ use observer_common::{
 
 use crate::{
     probes::{
-        ACTIVE_CALLS, ActiveCall, EVENTS, bump, copy_wanted, emit_data, end_connection, followed,
-        header, hit, ring_flags, send, skip_bytes,
+        ACTIVE_CALLS, ActiveCall, bump, copy_wanted, emit_data, end_connection, followed, header,
+        hit, ring_flags, send, skip_bytes,
     },
     sound::{Lookup, now_ns, read_user, registers},
 };

@@ -9,7 +9,6 @@ use prometheus_client::{
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::Registry,
 };
-use serde_json::Value;
 
 use crate::{
     capture::CaptureStats,
@@ -300,39 +299,28 @@ impl Metrics {
         if !span.is_call() {
             return;
         }
-        let text = |key: &str| {
-            span.attribute(key)
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned()
-        };
+        let gen_ai = &span.gen_ai;
+        let text = |value: &Option<String>| value.clone().unwrap_or_default();
         let call = CallLabels {
-            gen_ai_provider_name: text("gen_ai.provider.name"),
-            gen_ai_operation_name: text("gen_ai.operation.name"),
-            gen_ai_request_model: text("gen_ai.request.model"),
-            error_type: match span.attribute("error.type") {
-                Some(Value::String(kind)) => kind.clone(),
-                Some(other) => other.to_string(),
-                None => String::new(),
-            },
+            gen_ai_provider_name: text(&gen_ai.provider),
+            gen_ai_operation_name: text(&gen_ai.operation),
+            gen_ai_request_model: text(&gen_ai.request_model),
+            error_type: text(&gen_ai.error_type),
         };
         self.calls.get_or_create(&call).inc();
         self.duration
             .get_or_create(&call)
             .observe(span.duration_ns() as f64 / 1e9);
-        if let Some(seconds) = span
-            .attribute("gen_ai.response.time_to_first_chunk")
-            .and_then(Value::as_f64)
-        {
+        if let Some(seconds) = gen_ai.time_to_first_chunk {
             self.time_to_first_chunk
                 .get_or_create(&call)
                 .observe(seconds);
         }
-        for (kind, key) in [
-            ("input", "gen_ai.usage.input_tokens"),
-            ("output", "gen_ai.usage.output_tokens"),
+        for (kind, tokens) in [
+            ("input", gen_ai.input_tokens),
+            ("output", gen_ai.output_tokens),
         ] {
-            if let Some(tokens) = span.attribute(key).and_then(Value::as_u64) {
+            if let Some(tokens) = tokens {
                 let labels = TokenLabels {
                     gen_ai_provider_name: call.gen_ai_provider_name.clone(),
                     gen_ai_operation_name: call.gen_ai_operation_name.clone(),
@@ -484,10 +472,10 @@ async fn scrape(State(metrics): State<Arc<Metrics>>) -> impl axum::response::Int
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     use super::*;
-    use crate::span::SpanKind;
+    use crate::span::{GenAi, SpanKind};
 
     fn call(extra: Value) -> Span {
         let mut attributes = json!({
@@ -510,6 +498,7 @@ mod tests {
             kind: SpanKind::Client,
             start_time_unix_nano: 1_000_000_000,
             end_time_unix_nano: 2_500_000_000,
+            gen_ai: GenAi::take_from(&mut attributes),
             attributes,
             links: Vec::new(),
         }

@@ -1,12 +1,17 @@
 //! The span: one LLM call as the sinks see it.
-use std::net::SocketAddr;
+use std::{borrow::Cow, net::SocketAddr};
 
 use serde::{Serialize, Serializer, ser::SerializeMap};
 use serde_json::{Map, Value, json};
 
-use crate::{capture::TlsLibrary, http::Exchange, llm::LlmCall};
+use crate::{
+    capture::TlsLibrary,
+    http::Exchange,
+    llm::{LlmCall, attr},
+};
 
-/// An OpenTelemetry span, with its attributes flat.
+/// An OpenTelemetry span: the GenAI facts consumers read as typed fields, every other
+/// attribute flat. The typed facts become attributes again only when the span is encoded.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Span {
     /// 32 lowercase hex digits.
@@ -18,9 +23,91 @@ pub struct Span {
     pub kind: SpanKind,
     pub start_time_unix_nano: u64,
     pub end_time_unix_nano: u64,
+    pub gen_ai: GenAi,
+    /// Every attribute but those in `gen_ai`.
     pub attributes: Map<String, Value>,
     /// Related spans that are not this one's parent, each with why (see `crate::link`).
     pub links: Vec<SpanLink>,
+}
+
+/// What consumers of spans read (the summary, the metrics, the live view, the store's columns),
+/// typed; the conventions' attribute names are attached only when a span is encoded.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct GenAi {
+    pub provider: Option<String>,
+    pub operation: Option<String>,
+    pub request_model: Option<String>,
+    pub response_model: Option<String>,
+    pub input_tokens: Option<u64>,
+    pub output_tokens: Option<u64>,
+    /// The class of error the call ended with (an HTTP status, a provider's error type).
+    pub error_type: Option<String>,
+    /// Seconds from the request's end to the first streamed output.
+    pub time_to_first_chunk: Option<f64>,
+    pub cost_usd: Option<f64>,
+}
+
+impl GenAi {
+    /// Takes the typed facts out of flat attributes (as the llm stage or the store has them);
+    /// a value of another type than expected stays an ordinary attribute.
+    pub fn take_from(attributes: &mut Map<String, Value>) -> GenAi {
+        fn take<T>(
+            attributes: &mut Map<String, Value>,
+            key: &str,
+            read: impl Fn(&Value) -> Option<T>,
+        ) -> Option<T> {
+            let value = read(attributes.get(key)?)?;
+            attributes.remove(key);
+            Some(value)
+        }
+        let text = |value: &Value| value.as_str().map(str::to_owned);
+        GenAi {
+            provider: take(attributes, attr::PROVIDER_NAME, text),
+            operation: take(attributes, attr::OPERATION_NAME, text),
+            request_model: take(attributes, attr::REQUEST_MODEL, text),
+            response_model: take(attributes, attr::RESPONSE_MODEL, text),
+            input_tokens: take(attributes, attr::USAGE_INPUT_TOKENS, Value::as_u64),
+            output_tokens: take(attributes, attr::USAGE_OUTPUT_TOKENS, Value::as_u64),
+            error_type: take(attributes, attr::ERROR_TYPE, text),
+            time_to_first_chunk: take(
+                attributes,
+                attr::RESPONSE_TIME_TO_FIRST_CHUNK,
+                Value::as_f64,
+            ),
+            cost_usd: take(attributes, attr::OBSERVER_COST_USD, Value::as_f64),
+        }
+    }
+
+    /// The facts as attributes, named as the conventions name them.
+    pub fn attributes(&self) -> impl Iterator<Item = (&'static str, Value)> + '_ {
+        let text = |value: &Option<String>| value.as_deref().map(Value::from);
+        [
+            (attr::PROVIDER_NAME, text(&self.provider)),
+            (attr::OPERATION_NAME, text(&self.operation)),
+            (attr::REQUEST_MODEL, text(&self.request_model)),
+            (attr::RESPONSE_MODEL, text(&self.response_model)),
+            (attr::USAGE_INPUT_TOKENS, self.input_tokens.map(Value::from)),
+            (
+                attr::USAGE_OUTPUT_TOKENS,
+                self.output_tokens.map(Value::from),
+            ),
+            (attr::ERROR_TYPE, text(&self.error_type)),
+            (
+                attr::RESPONSE_TIME_TO_FIRST_CHUNK,
+                self.time_to_first_chunk.map(Value::from),
+            ),
+            (attr::OBSERVER_COST_USD, self.cost_usd.map(Value::from)),
+        ]
+        .into_iter()
+        .filter_map(|(key, value)| Some((key, value?)))
+    }
+
+    /// The model that answered, else the one asked for.
+    pub fn model(&self) -> Option<&str> {
+        self.response_model
+            .as_deref()
+            .or(self.request_model.as_deref())
+    }
 }
 
 /// CLIENT for a call the process made; INTERNAL for what the link stage infers around calls
@@ -74,10 +161,10 @@ impl SpanLink {
     }
 }
 
-/// One JSON object: the span's identity and times, then every attribute as a top-level key.
-/// Written straight from the span (no copy of its attributes into a `Value` first); an attribute
-/// named like one of the span's own fields takes that field's place, as in a JSON object built
-/// by inserting the fields and then the attributes.
+/// One JSON object: the span's identity and times, then every attribute (the typed facts
+/// first) as a top-level key. Written straight from the span (no copy of its attributes into a
+/// `Value` first); an attribute named like one of the span's own fields takes that field's
+/// place, as in a JSON object built by inserting the fields and then the attributes.
 impl Serialize for Span {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let links = (!self.links.is_empty())
@@ -100,6 +187,9 @@ impl Serialize for Span {
         for &(key, value) in &fields {
             map.serialize_entry(key, self.attributes.get(key).unwrap_or(value))?;
         }
+        for (key, value) in self.gen_ai.attributes() {
+            map.serialize_entry(key, &value)?;
+        }
         for (key, value) in &self.attributes {
             if !fields.iter().any(|(field, _)| field == key) {
                 map.serialize_entry(key, value)?;
@@ -110,8 +200,29 @@ impl Serialize for Span {
 }
 
 impl Span {
+    /// An attribute other than the typed facts (those are in [`Span::gen_ai`]).
     pub fn attribute(&self, key: &str) -> Option<&Value> {
         self.attributes.get(key)
+    }
+
+    /// Every attribute, the typed facts included, as the encodings write them.
+    pub fn flat_attributes(&self) -> impl Iterator<Item = (&str, Cow<'_, Value>)> {
+        let typed = self
+            .gen_ai
+            .attributes()
+            .map(|(key, value)| (key, Cow::Owned(value)));
+        let others = self
+            .attributes
+            .iter()
+            .map(|(key, value)| (key.as_str(), Cow::Borrowed(value)));
+        typed.chain(others)
+    }
+
+    /// [`Span::flat_attributes`] as one JSON object.
+    pub fn flat_attribute_map(&self) -> Map<String, Value> {
+        self.flat_attributes()
+            .map(|(key, value)| (key.to_owned(), value.into_owned()))
+            .collect()
     }
 
     /// A call the process made, as opposed to a span the link stage inferred.
@@ -167,10 +278,10 @@ pub fn build(
     let mut set = |key: &str, value: Value| {
         attributes.entry(key.to_string()).or_insert(value);
     };
-    set("gen_ai.provider.name", json!(call.provider));
-    set("gen_ai.operation.name", json!(call.operation));
+    set(attr::PROVIDER_NAME, json!(call.provider));
+    set(attr::OPERATION_NAME, json!(call.operation));
     if let Some(model) = &call.request_model {
-        set("gen_ai.request.model", json!(model));
+        set(attr::REQUEST_MODEL, json!(model));
     }
     let peer = endpoints.and_then(|e| e.peer);
     let default_port = if exchange.library == TlsLibrary::Plaintext {
@@ -184,38 +295,44 @@ pub fn build(
         .or(peer.map(|p| p.port()))
         .or(host.is_some().then_some(default_port));
     if let Some(host) = host.or_else(|| peer.map(|p| p.ip().to_string())) {
-        set("server.address", json!(host));
+        set(attr::SERVER_ADDRESS, json!(host));
     }
     if let Some(port) = port {
-        set("server.port", json!(port));
+        set(attr::SERVER_PORT, json!(port));
     }
     if let Some(peer) = peer {
-        set("network.peer.address", json!(peer.ip().to_string()));
-        set("network.peer.port", json!(peer.port()));
+        set(attr::NETWORK_PEER_ADDRESS, json!(peer.ip().to_string()));
+        set(attr::NETWORK_PEER_PORT, json!(peer.port()));
     }
     if let Some(local) = endpoints.and_then(|e| e.local) {
-        set("network.local.address", json!(local.ip().to_string()));
-        set("network.local.port", json!(local.port()));
+        set(attr::NETWORK_LOCAL_ADDRESS, json!(local.ip().to_string()));
+        set(attr::NETWORK_LOCAL_PORT, json!(local.port()));
     }
     let path = request.target.split(['?', '#']).next().unwrap_or_default();
-    set("url.path", json!(path));
-    set("http.request.method", json!(request.method));
+    set(attr::URL_PATH, json!(path));
+    set(attr::HTTP_REQUEST_METHOD, json!(request.method));
     if let Some(response) = &exchange.response {
-        set("http.response.status_code", json!(response.status));
+        set(attr::HTTP_RESPONSE_STATUS_CODE, json!(response.status));
         if response.status >= 400 {
-            set("error.type", json!(response.status.to_string()));
+            set(attr::ERROR_TYPE, json!(response.status.to_string()));
         }
     }
-    set("process.pid", json!(exchange.conn.pid));
-    set("thread.id", json!(exchange.tid));
-    set("process.executable.name", json!(process.executable_name()));
+    set(attr::PROCESS_PID, json!(exchange.conn.pid));
+    set(attr::THREAD_ID, json!(exchange.tid));
+    set(
+        attr::PROCESS_EXECUTABLE_NAME,
+        json!(process.executable_name()),
+    );
     if !process.executable_path.is_empty() {
-        set("process.executable.path", json!(process.executable_path));
+        set(
+            attr::PROCESS_EXECUTABLE_PATH,
+            json!(process.executable_path),
+        );
     }
     if let Some(container) = &process.container_id {
-        set("container.id", json!(container));
+        set(attr::CONTAINER_ID, json!(container));
     }
-    set("observer.tls.library", json!(exchange.library.as_str()));
+    set(attr::OBSERVER_TLS_LIBRARY, json!(exchange.library.as_str()));
     let name = match &call.request_model {
         Some(model) => format!("{} {model}", call.operation),
         None => call.operation.clone(),
@@ -228,6 +345,7 @@ pub fn build(
         kind: SpanKind::Client,
         start_time_unix_nano: request.ts_start,
         end_time_unix_nano: end,
+        gen_ai: GenAi::take_from(&mut attributes),
         attributes,
         links: Vec::new(),
     }

@@ -38,7 +38,7 @@ use self::{
 use crate::{llm::LinkKeys, span::Span};
 
 /// The attribute (on spans and on span links) that says why a span is where it is.
-pub const REASON: &str = "observer.link.reason";
+pub const REASON: &str = crate::llm::attr::OBSERVER_LINK_REASON;
 
 #[derive(Clone, Copy, Debug)]
 pub struct LinkOptions {

@@ -19,7 +19,7 @@ use serde_json::{Map, Value, json};
 use super::{REASON, Signal, new_span_id, new_trace_id};
 use crate::{
     llm::{LinkKeys, attr},
-    span::{Span, SpanKind, SpanLink},
+    span::{GenAi, Span, SpanKind, SpanLink},
 };
 
 /// The reason on the agent root's link to its run's first call.
@@ -29,12 +29,11 @@ const FIRST_CALL: &str = "first_call";
 const MAX_RESPONSE_IDS: usize = 256;
 const MAX_OPEN_TOOLS: usize = 256;
 
-/// Attributes a run's spans take from its first call.
+/// Attributes a run's spans take from its first call (with its provider).
 const INHERITED: &[&str] = &[
-    attr::PROVIDER_NAME,
-    "process.pid",
-    "process.executable.name",
-    "process.executable.path",
+    attr::PROCESS_PID,
+    attr::PROCESS_EXECUTABLE_NAME,
+    attr::PROCESS_EXECUTABLE_PATH,
 ];
 
 /// Where a call ran: its process, thread and connection.
@@ -70,6 +69,7 @@ pub(super) struct Run {
     /// The span id of the run's first call, a root of its own.
     first_call: String,
     calls: u64,
+    provider: Option<String>,
     inherited: Map<String, Value>,
     pub conversation_id: Option<String>,
     pub frontier: Option<Frontier>,
@@ -114,6 +114,7 @@ impl Run {
             start: span.start_time_unix_nano,
             end: span.end_time_unix_nano,
             calls: 1,
+            provider: span.gen_ai.provider.clone(),
             inherited: INHERITED
                 .iter()
                 .filter_map(|key| Some((key.to_string(), span.attribute(key)?.clone())))
@@ -149,12 +150,11 @@ impl Run {
             let start = tool.asked_at;
             let end = span.start_time_unix_nano.max(start);
             let mut attributes = self.inherited.clone();
-            attributes.insert(attr::OPERATION_NAME.into(), json!("execute_tool"));
             attributes.insert(attr::OPENINFERENCE_SPAN_KIND.into(), json!("TOOL"));
-            attributes.insert("gen_ai.tool.call.id".into(), json!(id));
-            attributes.insert("gen_ai.tool.type".into(), json!("function"));
+            attributes.insert(attr::TOOL_CALL_ID.into(), json!(id));
+            attributes.insert(attr::TOOL_TYPE.into(), json!("function"));
             if let Some(name) = &tool.name {
-                attributes.insert("gen_ai.tool.name".into(), json!(name));
+                attributes.insert(attr::TOOL_NAME.into(), json!(name));
             }
             attributes.insert(REASON.into(), json!(Signal::ToolCall.as_str()));
             tools.push(Span {
@@ -168,6 +168,7 @@ impl Run {
                 kind: SpanKind::Internal,
                 start_time_unix_nano: start,
                 end_time_unix_nano: end,
+                gen_ai: self.gen_ai("execute_tool"),
                 attributes,
                 links: vec![link(
                     &self.trace_id,
@@ -232,13 +233,15 @@ impl Run {
             return None;
         }
         let mut attributes = self.inherited.clone();
-        attributes.insert(attr::OPERATION_NAME.into(), json!("invoke_agent"));
         attributes.insert(attr::OPENINFERENCE_SPAN_KIND.into(), json!("AGENT"));
         if let Some(id) = &self.conversation_id {
             attributes.insert(attr::CONVERSATION_ID.into(), json!(id));
         }
-        attributes.insert("observer.run.calls".into(), json!(self.calls));
-        attributes.insert("observer.run.close_reason".into(), json!(reason.as_str()));
+        attributes.insert(attr::OBSERVER_RUN_CALLS.into(), json!(self.calls));
+        attributes.insert(
+            attr::OBSERVER_RUN_CLOSE_REASON.into(),
+            json!(reason.as_str()),
+        );
         Some(Span {
             trace_id: self.trace_id.clone(),
             span_id: self.root_span_id.clone(),
@@ -247,9 +250,21 @@ impl Run {
             kind: SpanKind::Internal,
             start_time_unix_nano: self.start,
             end_time_unix_nano: self.end,
+            gen_ai: self.gen_ai("invoke_agent"),
             attributes,
             links: vec![link(&self.trace_id, &self.first_call, FIRST_CALL)],
         })
+    }
+}
+
+impl Run {
+    /// The typed facts of a span the run infers: its operation, and the run's provider.
+    fn gen_ai(&self, operation: &str) -> GenAi {
+        GenAi {
+            provider: self.provider.clone(),
+            operation: Some(operation.to_owned()),
+            ..GenAi::default()
+        }
     }
 }
 

@@ -5,6 +5,7 @@ use super::*;
 use crate::{
     http::Headers,
     llm::{LlmCall, attr, keys},
+    span::GenAi,
     span::SpanKind,
 };
 
@@ -110,6 +111,7 @@ fn link(linker: &mut Linker, call: &Call) -> Vec<Span> {
         kind: SpanKind::Client,
         start_time_unix_nano: call.start,
         end_time_unix_nano: call.end,
+        gen_ai: GenAi::take_from(&mut attributes),
         attributes,
         links: Vec::new(),
     };
@@ -143,7 +145,7 @@ fn link_reasons(span: &Span) -> Vec<&str> {
 fn roots(spans: &[Span]) -> Vec<&Span> {
     spans
         .iter()
-        .filter(|s| s.attribute(attr::OPERATION_NAME) == Some(&json!("invoke_agent")))
+        .filter(|s| s.gen_ai.operation.as_deref() == Some("invoke_agent"))
         .collect()
 }
 

@@ -4,6 +4,8 @@
 pub const PROVIDER_NAME: &str = "gen_ai.provider.name";
 pub const OPERATION_NAME: &str = "gen_ai.operation.name";
 
+/// What every request parameter's name starts with.
+pub const REQUEST_PREFIX: &str = "gen_ai.request.";
 pub const REQUEST_MODEL: &str = "gen_ai.request.model";
 pub const REQUEST_STREAM: &str = "gen_ai.request.stream";
 pub const REQUEST_TEMPERATURE: &str = "gen_ai.request.temperature";
@@ -39,6 +41,34 @@ pub const OUTPUT_MESSAGES: &str = "gen_ai.output.messages";
 pub const TOOL_DEFINITIONS: &str = "gen_ai.tool.definitions";
 
 pub const ERROR_TYPE: &str = "error.type";
+
+// Set by the span stage from the exchange, the process and the socket.
+pub const SERVER_ADDRESS: &str = "server.address";
+pub const SERVER_PORT: &str = "server.port";
+pub const NETWORK_PEER_ADDRESS: &str = "network.peer.address";
+pub const NETWORK_PEER_PORT: &str = "network.peer.port";
+pub const NETWORK_LOCAL_ADDRESS: &str = "network.local.address";
+pub const NETWORK_LOCAL_PORT: &str = "network.local.port";
+pub const URL_PATH: &str = "url.path";
+pub const HTTP_REQUEST_METHOD: &str = "http.request.method";
+pub const HTTP_RESPONSE_STATUS_CODE: &str = "http.response.status_code";
+pub const PROCESS_PID: &str = "process.pid";
+pub const THREAD_ID: &str = "thread.id";
+pub const PROCESS_EXECUTABLE_NAME: &str = "process.executable.name";
+pub const PROCESS_EXECUTABLE_PATH: &str = "process.executable.path";
+pub const CONTAINER_ID: &str = "container.id";
+/// Which TLS library (or plaintext) the bytes were read from.
+pub const OBSERVER_TLS_LIBRARY: &str = "observer.tls.library";
+
+// Set by the link stage on the spans it infers.
+pub const TOOL_CALL_ID: &str = "gen_ai.tool.call.id";
+pub const TOOL_NAME: &str = "gen_ai.tool.name";
+pub const TOOL_TYPE: &str = "gen_ai.tool.type";
+/// Why a span is where it is in its trace (on spans and on span links).
+pub const OBSERVER_LINK_REASON: &str = "observer.link.reason";
+/// How many calls an agent run made, and why its root was written when it was.
+pub const OBSERVER_RUN_CALLS: &str = "observer.run.calls";
+pub const OBSERVER_RUN_CLOSE_REASON: &str = "observer.run.close_reason";
 
 /// "reported" when the provider sent token usage, "estimated" when a stream carried none and
 /// the counts come from a tokenizer.

@@ -22,7 +22,7 @@ fn prompt_fingerprint(attributes: &Map<String, Value>) -> Option<String> {
     let mut parts = Map::new();
     parts.insert(attr::REQUEST_MODEL.into(), request_model.clone());
     for (key, value) in attributes {
-        let parameter = key.starts_with("gen_ai.request.") && key != attr::REQUEST_STREAM;
+        let parameter = key.starts_with(attr::REQUEST_PREFIX) && key != attr::REQUEST_STREAM;
         let shaping = [
             attr::PROVIDER_NAME,
             attr::OPERATION_NAME,

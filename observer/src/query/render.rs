@@ -1,8 +1,6 @@
 //! Query results for a terminal: tables of traces and spans, and a trace drawn as a tree.
 use std::fmt::Write as _;
 
-use serde_json::Value;
-
 use super::tree::SpanNode;
 use crate::{span::Span, store::TraceSummary};
 
@@ -82,17 +80,13 @@ struct SpanFacts<'a> {
 
 impl<'a> SpanFacts<'a> {
     fn of(span: &'a Span) -> SpanFacts<'a> {
-        let text = |key| span.attribute(key).and_then(Value::as_str);
+        let gen_ai = &span.gen_ai;
         SpanFacts {
-            model: text("gen_ai.response.model").or(text("gen_ai.request.model")),
-            input_tokens: span
-                .attribute("gen_ai.usage.input_tokens")
-                .and_then(Value::as_u64),
-            output_tokens: span
-                .attribute("gen_ai.usage.output_tokens")
-                .and_then(Value::as_u64),
-            cost_usd: span.attribute("observer.cost.usd").and_then(Value::as_f64),
-            error: text("error.type"),
+            model: gen_ai.model(),
+            input_tokens: gen_ai.input_tokens,
+            output_tokens: gen_ai.output_tokens,
+            cost_usd: gen_ai.cost_usd,
+            error: gen_ai.error_type.as_deref(),
         }
     }
 }

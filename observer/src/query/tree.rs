@@ -1,7 +1,7 @@
 //! A trace's spans as a tree: children under their parent, siblings in start order.
 use std::collections::{HashMap, HashSet};
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use crate::span::Span;
 
@@ -60,13 +60,10 @@ pub enum AttributeSelection<'a> {
 
 /// A span for the API: its fields, then the chosen attributes under `attributes`.
 pub fn span_json(span: &Span, selection: &AttributeSelection) -> Value {
-    let attributes: Map<String, Value> = match selection {
-        AttributeSelection::All => span.attributes.clone(),
-        AttributeSelection::Only(keys) => keys
-            .iter()
-            .filter_map(|k| Some((k.clone(), span.attribute(k)?.clone())))
-            .collect(),
-    };
+    let mut attributes = span.flat_attribute_map();
+    if let AttributeSelection::Only(keys) = selection {
+        attributes.retain(|key, _| keys.contains(key));
+    }
     json!({
         "trace_id": span.trace_id,
         "span_id": span.span_id,

@@ -4,7 +4,7 @@ use std::io::Write;
 use serde_json::Value;
 
 use super::Sink;
-use crate::span::Span;
+use crate::{llm::attr, span::Span};
 
 pub struct PrettySink {
     out: Box<dyn Write + Send>,
@@ -56,16 +56,15 @@ fn render(span: &Span, paint: impl Fn(&str, &str) -> String) -> String {
     let time = format_clock(span.start_time_unix_nano);
     let process = format!(
         "{}[{}/{}]",
-        text("process.executable.name"),
-        number("process.pid").unwrap_or(0),
-        number("thread.id").unwrap_or(0)
+        text(attr::PROCESS_EXECUTABLE_NAME),
+        number(attr::PROCESS_PID).unwrap_or(0),
+        number(attr::THREAD_ID).unwrap_or(0)
     );
-    let model = match text("gen_ai.response.model") {
-        m if m.is_empty() => text("gen_ai.request.model"),
-        m => m,
-    };
-    let status = number("http.response.status_code").map_or("---".to_string(), |s| s.to_string());
-    let error = text("error.type");
+    let gen_ai = &span.gen_ai;
+    let model = gen_ai.model().unwrap_or_default();
+    let status =
+        number(attr::HTTP_RESPONSE_STATUS_CODE).map_or("---".to_string(), |s| s.to_string());
+    let error = gen_ai.error_type.as_deref().unwrap_or_default();
     let status = if error.is_empty() {
         paint("32", &status)
     } else {
@@ -75,28 +74,28 @@ fn render(span: &Span, paint: impl Fn(&str, &str) -> String) -> String {
         "{} {} {} {} {} {}",
         paint("2", &time),
         paint("36", &process),
-        text("gen_ai.provider.name"),
-        paint("1", &format!("{} {model}", text("gen_ai.operation.name"))),
+        gen_ai.provider.as_deref().unwrap_or_default(),
+        paint(
+            "1",
+            &format!(
+                "{} {model}",
+                gen_ai.operation.as_deref().unwrap_or_default()
+            )
+        ),
         status,
         format_seconds(span.duration_ns() as f64 / 1e9),
     );
     if span
-        .attribute("gen_ai.request.stream")
+        .attribute(attr::REQUEST_STREAM)
         .and_then(Value::as_bool)
         == Some(true)
     {
         line.push_str(" stream");
-        if let Some(ttfc) = span
-            .attribute("gen_ai.response.time_to_first_chunk")
-            .and_then(Value::as_f64)
-        {
+        if let Some(ttfc) = gen_ai.time_to_first_chunk {
             line.push_str(&format!(" ttfc {}", format_seconds(ttfc)));
         }
     }
-    if let (Some(input), Some(output)) = (
-        number("gen_ai.usage.input_tokens"),
-        number("gen_ai.usage.output_tokens"),
-    ) {
+    if let (Some(input), Some(output)) = (gen_ai.input_tokens, gen_ai.output_tokens) {
         line.push_str(&format!(" tokens {input}→{output}"));
     }
     let preview = output_preview(span);
@@ -109,7 +108,7 @@ fn render(span: &Span, paint: impl Fn(&str, &str) -> String) -> String {
 /// The start of the first output text, on one line.
 fn output_preview(span: &Span) -> String {
     let Some(messages) = span
-        .attribute("gen_ai.output.messages")
+        .attribute(attr::OUTPUT_MESSAGES)
         .and_then(Value::as_array)
     else {
         return String::new();
@@ -168,6 +167,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::span::GenAi;
 
     #[test]
     fn renders_a_call_on_one_line() {
@@ -179,6 +179,7 @@ mod tests {
             kind: Default::default(),
             start_time_unix_nano: 3_723_004_000_000,
             end_time_unix_nano: 3_724_504_000_000,
+            gen_ai: GenAi::default(),
             attributes: Default::default(),
             links: Vec::new(),
         };
@@ -199,6 +200,7 @@ mod tests {
         ] {
             span.attributes.insert(k.into(), v);
         }
+        span.gen_ai = GenAi::take_from(&mut span.attributes);
         let line = render(&span, |_, t| t.to_string());
         assert_eq!(
             line,

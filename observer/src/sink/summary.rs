@@ -7,7 +7,6 @@ use std::{
 };
 
 use hdrhistogram::Histogram;
-use serde_json::Value;
 
 use super::{Sink, pretty::format_seconds};
 use crate::{health::Report, llm::attr, span::Span};
@@ -49,22 +48,18 @@ struct ModelTotals {
 impl Summary {
     pub fn record(&mut self, span: &Span) {
         self.calls += 1;
-        if span.attribute(attr::ERROR_TYPE).is_some() {
+        let gen_ai = &span.gen_ai;
+        if gen_ai.error_type.is_some() {
             self.errors += 1;
         }
         // Cut short before the call's end (a stream ended by its last event is whole even if
         // the connection closed before the HTTP body's end).
-        if span.attribute(attr::OBSERVER_EXCHANGE_END).is_some()
-            && span.attribute(attr::ERROR_TYPE).is_some()
-        {
+        if span.attribute(attr::OBSERVER_EXCHANGE_END).is_some() && gen_ai.error_type.is_some() {
             self.incomplete += 1;
         }
         let micros = (span.duration_ns() / 1_000).clamp(1, MAX_LATENCY_US);
         self.latency_us.saturating_record(micros);
-        let model = [attr::RESPONSE_MODEL, attr::REQUEST_MODEL]
-            .iter()
-            .find_map(|k| span.attribute(k).and_then(Value::as_str))
-            .unwrap_or("(unknown model)");
+        let model = gen_ai.model().unwrap_or("(unknown model)");
         let model = if self.by_model.contains_key(model) || self.by_model.len() < MAX_MODELS {
             model
         } else {
@@ -72,9 +67,8 @@ impl Summary {
         };
         let totals = self.by_model.entry(model.to_string()).or_default();
         totals.calls += 1;
-        let tokens = |key| span.attribute(key).and_then(Value::as_u64).unwrap_or(0);
-        totals.input_tokens += tokens(attr::USAGE_INPUT_TOKENS);
-        totals.output_tokens += tokens(attr::USAGE_OUTPUT_TOKENS);
+        totals.input_tokens += gen_ai.input_tokens.unwrap_or(0);
+        totals.output_tokens += gen_ai.output_tokens.unwrap_or(0);
     }
 
     /// The calls, then the observer's own health from `report`: the traffic it followed and
@@ -176,15 +170,10 @@ impl Sink for SummarySink {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
-
     use super::*;
-    use crate::span::SpanKind;
+    use crate::span::{GenAi, SpanKind};
 
     fn call(model: &str, millis: u64) -> Span {
-        let mut attributes = serde_json::Map::new();
-        attributes.insert(attr::REQUEST_MODEL.into(), json!(model));
-        attributes.insert(attr::USAGE_INPUT_TOKENS.into(), json!(10));
         Span {
             trace_id: String::new(),
             span_id: String::new(),
@@ -193,7 +182,12 @@ mod tests {
             kind: SpanKind::Client,
             start_time_unix_nano: 0,
             end_time_unix_nano: millis * 1_000_000,
-            attributes,
+            gen_ai: GenAi {
+                request_model: Some(model.into()),
+                input_tokens: Some(10),
+                ..GenAi::default()
+            },
+            attributes: Default::default(),
             links: Vec::new(),
         }
     }

@@ -16,8 +16,9 @@ use serde_json::Value;
 pub use retention::{Retention, RetentionReport};
 
 use crate::{
+    llm::attr,
     query::{self, Query},
-    span::{Span, SpanKind, SpanLink},
+    span::{GenAi, Span, SpanKind, SpanLink},
 };
 
 /// Where `observer run` keeps its store, and where the query commands look by default.
@@ -25,16 +26,16 @@ pub const DEFAULT_PATH: &str = "/var/lib/observer/observer.db";
 
 /// Attributes copied into their own indexed column: (attribute key, column name).
 pub const ATTRIBUTE_COLUMNS: &[(&str, &str)] = &[
-    ("gen_ai.provider.name", "provider"),
-    ("gen_ai.operation.name", "operation"),
-    ("gen_ai.request.model", "request_model"),
-    ("gen_ai.response.model", "response_model"),
-    ("process.pid", "pid"),
-    ("process.executable.name", "exe_name"),
-    ("gen_ai.usage.input_tokens", "input_tokens"),
-    ("gen_ai.usage.output_tokens", "output_tokens"),
-    ("error.type", "error_type"),
-    ("http.response.status_code", "status_code"),
+    (attr::PROVIDER_NAME, "provider"),
+    (attr::OPERATION_NAME, "operation"),
+    (attr::REQUEST_MODEL, "request_model"),
+    (attr::RESPONSE_MODEL, "response_model"),
+    (attr::PROCESS_PID, "pid"),
+    (attr::PROCESS_EXECUTABLE_NAME, "exe_name"),
+    (attr::USAGE_INPUT_TOKENS, "input_tokens"),
+    (attr::USAGE_OUTPUT_TOKENS, "output_tokens"),
+    (attr::ERROR_TYPE, "error_type"),
+    (attr::HTTP_RESPONSE_STATUS_CODE, "status_code"),
 ];
 
 /// Columns selected to rebuild a [`Span`], in the order [`span_from_row`] reads them.
@@ -194,7 +195,7 @@ fn span_row(span: &Span) -> Result<Vec<SqlValue>> {
         SqlValue::Text(span.name.clone()),
         SqlValue::Integer(nanos_to_sql(span.start_time_unix_nano)),
         SqlValue::Integer(nanos_to_sql(span.end_time_unix_nano)),
-        SqlValue::Text(serde_json::to_string(&span.attributes)?),
+        SqlValue::Text(Value::Object(span.flat_attribute_map()).to_string()),
         SqlValue::Text(span.kind.as_str().to_owned()),
         match span.links.as_slice() {
             [] => SqlValue::Null,
@@ -203,10 +204,11 @@ fn span_row(span: &Span) -> Result<Vec<SqlValue>> {
             ),
         },
     ];
+    let flat = span.flat_attribute_map();
     row.extend(
         ATTRIBUTE_COLUMNS
             .iter()
-            .map(|(key, _)| span.attribute(key).map_or(SqlValue::Null, json_to_sql)),
+            .map(|(key, _)| flat.get(*key).map_or(SqlValue::Null, json_to_sql)),
     );
     Ok(row)
 }
@@ -226,7 +228,7 @@ fn json_to_sql(value: &Value) -> SqlValue {
 
 pub(crate) fn span_from_row(row: &Row) -> rusqlite::Result<Span> {
     let attributes: String = row.get(6)?;
-    let attributes = serde_json::from_str(&attributes).map_err(|error| {
+    let mut attributes = serde_json::from_str(&attributes).map_err(|error| {
         rusqlite::Error::FromSqlConversionFailure(6, rusqlite::types::Type::Text, Box::new(error))
     })?;
     let kind: Option<String> = row.get(7)?;
@@ -246,6 +248,7 @@ pub(crate) fn span_from_row(row: &Row) -> rusqlite::Result<Span> {
         kind: kind.as_deref().map_or(SpanKind::Client, SpanKind::parse),
         start_time_unix_nano: row.get(4)?,
         end_time_unix_nano: row.get(5)?,
+        gen_ai: GenAi::take_from(&mut attributes),
         attributes,
         links,
     })

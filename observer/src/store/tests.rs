@@ -8,6 +8,7 @@ use serde_json::{Map, Value, json};
 
 use super::*;
 use crate::query::{Filter, OrderBy, Query};
+use crate::span::GenAi;
 
 const SECOND: u64 = 1_000_000_000;
 
@@ -41,6 +42,7 @@ pub(crate) fn span(
         kind: SpanKind::Client,
         start_time_unix_nano: start,
         end_time_unix_nano: start + SECOND / 2,
+        gen_ai: GenAi::take_from(&mut attributes),
         attributes,
         links: Vec::new(),
     }

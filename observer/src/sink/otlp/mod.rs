@@ -18,7 +18,7 @@ use prost::Message;
 use serde_json::Value;
 
 use super::background::{BackgroundSink, BatchPolicy, BatchWriter};
-use crate::{config::OtlpConfig, span::Span};
+use crate::{config::OtlpConfig, llm::attr, span::Span};
 
 /// How the exporter batches, retries and waits: fixed in the observer, quicker in tests.
 #[derive(Clone, Copy, Debug)]
@@ -170,11 +170,11 @@ impl Exporter {
         }
         let mut found = HashMap::new();
         for span in spans {
-            let Some(pid) = span.attribute("process.pid").and_then(Value::as_i64) else {
+            let Some(pid) = span.attribute(attr::PROCESS_PID).and_then(Value::as_i64) else {
                 continue;
             };
             let executable = span
-                .attribute("process.executable.name")
+                .attribute(attr::PROCESS_EXECUTABLE_NAME)
                 .and_then(Value::as_str);
             let id = self
                 .containers
@@ -231,7 +231,7 @@ pub fn export_request(
 ) -> ExportTraceServiceRequest {
     let mut by_process: BTreeMap<Option<i64>, Vec<&Span>> = BTreeMap::new();
     for span in spans {
-        let pid = span.attribute("process.pid").and_then(Value::as_i64);
+        let pid = span.attribute(attr::PROCESS_PID).and_then(Value::as_i64);
         by_process.entry(pid).or_default().push(span);
     }
     let scope = InstrumentationScope {
@@ -274,16 +274,16 @@ fn resource_attributes(
         key_value("os.type", &Value::from("linux")),
     ];
     for key in [
-        "process.pid",
-        "process.executable.name",
-        "process.executable.path",
+        attr::PROCESS_PID,
+        attr::PROCESS_EXECUTABLE_NAME,
+        attr::PROCESS_EXECUTABLE_PATH,
     ] {
         if let Some(value) = span.attribute(key) {
             attributes.push(key_value(key, value));
         }
     }
     if let Some(id) = container_id {
-        attributes.push(key_value("container.id", &Value::from(id.as_str())));
+        attributes.push(key_value(attr::CONTAINER_ID, &Value::from(id.as_str())));
     }
     attributes
 }
@@ -317,11 +317,9 @@ fn container_id_in(cgroup: &str) -> Option<String> {
 }
 
 fn otlp_span(span: &Span) -> otlp::Span {
-    let status = span.attribute("error.type").map(|error| otlp::Status {
+    let status = span.gen_ai.error_type.as_ref().map(|error| otlp::Status {
         code: StatusCode::Error as i32,
-        message: error
-            .as_str()
-            .map_or_else(|| error.to_string(), str::to_string),
+        message: error.clone(),
     });
     otlp::Span {
         trace_id: hex_bytes(&span.trace_id),
@@ -339,9 +337,8 @@ fn otlp_span(span: &Span) -> otlp::Span {
         start_time_unix_nano: span.start_time_unix_nano,
         end_time_unix_nano: span.end_time_unix_nano,
         attributes: span
-            .attributes
-            .iter()
-            .map(|(key, value)| key_value(key, value))
+            .flat_attributes()
+            .map(|(key, value)| key_value(key, &value))
             .collect(),
         links: span
             .links

@@ -8,7 +8,7 @@ use crate::{
 };
 
 /// Processes remembered for naming spans; past this they are forgotten.
-pub const MAX_PROCESSES: usize = 65_536;
+const MAX_PROCESSES: usize = 65_536;
 /// Connections whose socket addresses are remembered; past this they are forgotten.
 const MAX_SOCKETS: usize = 65_536;
 

@@ -117,3 +117,23 @@ pub fn given_up(http: &HttpStats, capture: &CaptureLosses) -> [GivenUp; GIVEN_UP
         ),
     ]
 }
+
+/// What the pipeline counts of its own work, as totals since start.
+#[derive(Clone, Copy, Debug)]
+pub struct PipelineTotals {
+    pub events: u64,
+    pub bytes: u64,
+    pub parse_failures: u64,
+    pub spans: u64,
+    pub given_up: [GivenUp; GIVEN_UP_REASONS],
+    pub http: HttpStats,
+    pub reassembly: ReassemblyStats,
+}
+
+/// A sink's queue, for the health metrics.
+#[derive(Clone, Copy, Debug)]
+pub struct QueueHealth {
+    pub name: &'static str,
+    pub depth: u64,
+    pub dropped: u64,
+}

@@ -12,9 +12,7 @@ use prometheus_client::{
 
 use crate::{
     capture::CaptureStats,
-    health::{GIVEN_UP_REASONS, GivenUp},
-    http::HttpStats,
-    reassemble::ReassemblyStats,
+    health::{PipelineTotals, QueueHealth},
     sink::Sink,
     span::Span,
 };
@@ -96,26 +94,6 @@ pub struct Metrics {
     holds: Family<ReasonLabels, Counter>,
     hold_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
     hold_max_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
-}
-
-/// What the pipeline counts of its own work, as totals since start.
-#[derive(Clone, Copy, Debug)]
-pub struct PipelineTotals {
-    pub events: u64,
-    pub bytes: u64,
-    pub parse_failures: u64,
-    pub spans: u64,
-    pub given_up: [GivenUp; GIVEN_UP_REASONS],
-    pub http: HttpStats,
-    pub reassembly: ReassemblyStats,
-}
-
-/// A sink's queue, for the health metrics.
-#[derive(Clone, Copy, Debug)]
-pub struct QueueHealth {
-    pub name: &'static str,
-    pub depth: u64,
-    pub dropped: u64,
 }
 
 fn token_histogram() -> Histogram {
@@ -584,12 +562,12 @@ mod tests {
             depth,
             dropped,
         };
-        let http = HttpStats {
+        let http = crate::http::HttpStats {
             joined_mid_stream: 2,
             responses_not_followed: 6,
             ..Default::default()
         };
-        let reassembly = ReassemblyStats {
+        let reassembly = crate::reassemble::ReassemblyStats {
             reordered: 9,
             ..Default::default()
         };

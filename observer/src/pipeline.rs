@@ -8,11 +8,10 @@ use crate::{
     capture::{
         CaptureEvent, CaptureLosses, Feedback, feedback::FeedbackChannel, record::RecordWriter,
     },
-    health::{PipelineStats, Report, given_up},
+    health::{PipelineStats, PipelineTotals, Report, given_up},
     http::{ConnectionStage, Exchange, HttpLimits},
     link::{CallSite, Linker},
     llm::{self, LlmStage, Recognised},
-    metrics::PipelineTotals,
     reassemble::ReassemblyLimits,
     sink::{Sink, Sinks},
     span,

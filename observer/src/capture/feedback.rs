@@ -3,7 +3,10 @@
 use std::collections::HashSet;
 
 use super::{Feedback, Unfollowed};
-use crate::callers::MAX_PROCESSES;
+
+/// Processes remembered as LLM clients; past this, new ones are not told, and a costly one is
+/// judged by its calls in flight alone.
+const MAX_LLM_CLIENTS: usize = 65_536;
 
 /// The way back to the capture; silent when there is none (a replay).
 #[derive(Default)]
@@ -33,7 +36,7 @@ impl FeedbackChannel {
 
     /// `pid` made an LLM call.
     pub fn llm_client(&mut self, pid: u32) {
-        if self.llm_clients.len() < MAX_PROCESSES && self.llm_clients.insert(pid) {
+        if self.llm_clients.len() < MAX_LLM_CLIENTS && self.llm_clients.insert(pid) {
             self.tell(Feedback::LlmClient(pid));
         }
     }

@@ -25,6 +25,7 @@ mod probe_sites;
 mod probes;
 pub mod record;
 mod sockets;
+mod tls_functions;
 mod types;
 mod uprobe_links;
 

@@ -18,7 +18,7 @@
 use iced_x86::{Code, Decoder, DecoderOptions, FlowControl, InstructionInfoFactory, Register};
 use object::{Object, ObjectSection, ReadRef};
 
-use super::{TlsLibrary, elf::TlsFunction};
+use super::{TlsLibrary, tls_functions::TlsFunction};
 
 /// A function found in an ELF file: what it is, its virtual address and its size (0: unknown).
 #[derive(Clone, Copy, Debug)]

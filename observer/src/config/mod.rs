@@ -12,12 +12,14 @@ use std::{
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
+pub use crate::llm::content::ContentMode;
 use crate::{
     llm,
     sink::Sink,
     store::{self, Retention},
 };
 
+mod output;
 #[cfg(test)]
 mod tests;
 
@@ -142,19 +144,6 @@ pub struct ContentConfig {
 pub struct CostConfig {
     /// A price table searched before the built-in one (the format of `observer/data/prices.toml`).
     pub prices: Option<PathBuf>,
-}
-
-/// How much prompt and completion text spans keep (see `llm::content`).
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum ContentMode {
-    /// Messages, system instructions and tool definitions as sent and received.
-    #[default]
-    Full,
-    /// Each text, tool argument and tool result replaced by its length and a hash.
-    Redacted,
-    /// Metadata only: no messages, system instructions or tool definitions.
-    None,
 }
 
 /// What the command line sets; None or empty: not given, so the file (or the default) holds.

@@ -6,7 +6,18 @@ use sha2::{Digest, Sha256};
 
 use super::{LlmCall, attr};
 
-pub use crate::config::ContentMode;
+/// How much prompt and completion text spans keep.
+#[derive(Clone, Copy, Debug, Default, serde::Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ContentMode {
+    /// Messages, system instructions and tool definitions as sent and received.
+    #[default]
+    Full,
+    /// Each text, tool argument and tool result replaced by its length and a hash.
+    Redacted,
+    /// Metadata only: no messages, system instructions or tool definitions.
+    None,
+}
 
 /// Strings past this many bytes are cut (per string inside an attribute).
 pub const DEFAULT_MAX_STRING_BYTES: usize = 256 * 1024;

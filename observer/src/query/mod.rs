@@ -8,8 +8,40 @@ use std::{str::FromStr, time::Duration};
 
 use anyhow::{Context, Result, bail};
 use rusqlite::types::Value as SqlValue;
+use serde::Serialize;
 
-use crate::store::ATTRIBUTE_COLUMNS;
+use crate::llm::attr;
+
+/// Attributes copied into their own indexed column: (attribute key, column name).
+pub const ATTRIBUTE_COLUMNS: &[(&str, &str)] = &[
+    (attr::PROVIDER_NAME, "provider"),
+    (attr::OPERATION_NAME, "operation"),
+    (attr::REQUEST_MODEL, "request_model"),
+    (attr::RESPONSE_MODEL, "response_model"),
+    (attr::PROCESS_PID, "pid"),
+    (attr::PROCESS_EXECUTABLE_NAME, "exe_name"),
+    (attr::USAGE_INPUT_TOKENS, "input_tokens"),
+    (attr::USAGE_OUTPUT_TOKENS, "output_tokens"),
+    (attr::ERROR_TYPE, "error_type"),
+    (attr::HTTP_RESPONSE_STATUS_CODE, "status_code"),
+];
+
+/// Columns selected to rebuild a span, in the order the store reads them.
+pub const SPAN_COLUMNS: &str =
+    "span_id, trace_id, parent_span_id, name, start_ns, end_ns, attributes, kind, links";
+
+/// A trace as listed: its root and its totals.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TraceSummary {
+    pub trace_id: String,
+    pub root_name: String,
+    pub start_time_unix_nano: u64,
+    pub end_time_unix_nano: u64,
+    pub span_count: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub error_count: u64,
+}
 
 pub const DEFAULT_LIMIT: u32 = 50;
 /// Rows one query may return at most.
@@ -315,7 +347,7 @@ fn finish(mut sql: Sql, conditions: Vec<String>, order: String, query: &Query) -
 /// Spans matching every filter.
 pub fn spans_sql(query: &Query, now_ns: u64) -> Sql {
     let mut sql = Sql {
-        text: format!("SELECT {} FROM spans", crate::store::SPAN_COLUMNS),
+        text: format!("SELECT {} FROM spans", SPAN_COLUMNS),
         params: Vec::new(),
     };
     let mut conditions = span_conditions(query, &mut sql);

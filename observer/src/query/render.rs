@@ -2,7 +2,7 @@
 use std::fmt::Write as _;
 
 use super::tree::SpanNode;
-use crate::{span::Span, store::TraceSummary};
+use crate::{query::TraceSummary, span::Span};
 
 /// Dim, bold, red… only when writing to a terminal.
 #[derive(Clone, Copy)]

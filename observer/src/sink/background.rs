@@ -14,7 +14,7 @@ use std::{
 use anyhow::Context;
 
 use super::Sink;
-use crate::{metrics::QueueHealth, span::Span};
+use crate::{health::QueueHealth, span::Span};
 
 /// What the worker thread does with spans, a batch at a time.
 pub trait BatchWriter: Send + 'static {

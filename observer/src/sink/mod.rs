@@ -2,7 +2,6 @@
 pub mod background;
 mod jsonl;
 pub mod otlp;
-mod output;
 mod pretty;
 pub mod store;
 pub mod summary;
@@ -13,7 +12,7 @@ pub use pretty::PrettySink;
 pub use summary::{Summary, SummarySink};
 
 use crate::{
-    metrics::{PipelineTotals, QueueHealth},
+    health::{PipelineTotals, QueueHealth},
     span::Span,
 };
 

@@ -10,50 +10,17 @@ use std::{
 
 use anyhow::{Context, Result};
 use rusqlite::{Connection, OpenFlags, Row, params_from_iter, types::Value as SqlValue};
-use serde::Serialize;
 use serde_json::Value;
 
 pub use retention::{Retention, RetentionReport};
 
 use crate::{
-    llm::attr,
-    query::{self, Query},
+    query::{self, ATTRIBUTE_COLUMNS, Query, SPAN_COLUMNS, TraceSummary},
     span::{GenAi, Span, SpanKind, SpanLink},
 };
 
 /// Where `observer run` keeps its store, and where the query commands look by default.
 pub const DEFAULT_PATH: &str = "/var/lib/observer/observer.db";
-
-/// Attributes copied into their own indexed column: (attribute key, column name).
-pub const ATTRIBUTE_COLUMNS: &[(&str, &str)] = &[
-    (attr::PROVIDER_NAME, "provider"),
-    (attr::OPERATION_NAME, "operation"),
-    (attr::REQUEST_MODEL, "request_model"),
-    (attr::RESPONSE_MODEL, "response_model"),
-    (attr::PROCESS_PID, "pid"),
-    (attr::PROCESS_EXECUTABLE_NAME, "exe_name"),
-    (attr::USAGE_INPUT_TOKENS, "input_tokens"),
-    (attr::USAGE_OUTPUT_TOKENS, "output_tokens"),
-    (attr::ERROR_TYPE, "error_type"),
-    (attr::HTTP_RESPONSE_STATUS_CODE, "status_code"),
-];
-
-/// Columns selected to rebuild a [`Span`], in the order [`span_from_row`] reads them.
-pub(crate) const SPAN_COLUMNS: &str =
-    "span_id, trace_id, parent_span_id, name, start_ns, end_ns, attributes, kind, links";
-
-/// A trace as listed: its root and its totals.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct TraceSummary {
-    pub trace_id: String,
-    pub root_name: String,
-    pub start_time_unix_nano: u64,
-    pub end_time_unix_nano: u64,
-    pub span_count: u64,
-    pub input_tokens: u64,
-    pub output_tokens: u64,
-    pub error_count: u64,
-}
 
 pub struct Store {
     connection: Connection,

@@ -7,8 +7,8 @@ use std::{
 
 use anyhow::Context;
 
-use super::{JsonlSink, PrettySink, Sink};
-use crate::config::{OutputConfig, OutputFormat};
+use super::{OutputConfig, OutputFormat};
+use crate::sink::{JsonlSink, PrettySink, Sink};
 
 impl OutputConfig {
     /// The output's sink, plus the live view when JSON lines go to a file.

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use observer::{
     capture::{CaptureEvent, Chunk, Direction, record::RecordReader},
     http::{ConnectionStage, Exchange},
+    reassemble::StreamInput,
     llm::framing::eventstream::encode,
 };
 use serde_json::json;
@@ -254,7 +255,9 @@ fn recorded_exchanges() -> Vec<Exchange> {
         let mut last_ts = 0;
         for event in recorded_events(&path) {
             last_ts = last_ts.max(event.ts());
-            stage.on_event(event, &mut exchanges);
+            if let Some(input) = StreamInput::of(event) {
+                stage.push(input, &mut exchanges);
+            }
         }
         stage.flush_all(last_ts, &mut exchanges);
     }

@@ -12,7 +12,7 @@ use crate::{
     http::{ConnectionStage, Exchange, HttpLimits},
     link::{CallSite, Linker},
     llm::{self, LlmStage, Recognised},
-    reassemble::ReassemblyLimits,
+    reassemble::{ReassemblyLimits, StreamInput},
     sink::{Sink, Sinks},
     span,
 };
@@ -94,7 +94,9 @@ impl Pipeline {
         let ts = event.ts();
         let ended = Ended::by(&event);
         let mut exchanges = std::mem::take(&mut self.exchanges);
-        self.connections.on_event(event, &mut exchanges);
+        if let Some(input) = StreamInput::of(event) {
+            self.connections.push(input, &mut exchanges);
+        }
         for unfollowed in self.connections.take_unfollowed() {
             self.feedback.unfollowed(unfollowed);
         }

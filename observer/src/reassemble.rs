@@ -8,7 +8,40 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use bytes::Bytes;
 
-use crate::capture::{Chunk, ConnHash, ConnKey, Direction, TlsLibrary};
+use crate::capture::{CaptureEvent, Chunk, ConnHash, ConnKey, Direction, TlsLibrary};
+
+/// What the stream stages take: bytes, and the ends that close their streams.
+#[derive(Clone, Debug)]
+pub enum StreamInput {
+    Chunk(Chunk),
+    /// The TLS session was freed.
+    ConnectionEnd {
+        conn: ConnKey,
+        ts: u64,
+    },
+    /// The process exited, or exec'd a new program: none of its sessions live on.
+    ProcessEnd {
+        pid: u32,
+        ts: u64,
+    },
+}
+
+impl StreamInput {
+    /// The part of a capture event the stream stages need, if any.
+    pub fn of(event: CaptureEvent) -> Option<StreamInput> {
+        match event {
+            CaptureEvent::Data(chunk) => Some(StreamInput::Chunk(chunk)),
+            CaptureEvent::ConnEnd { conn, ts } => Some(StreamInput::ConnectionEnd { conn, ts }),
+            CaptureEvent::Exec { pid, ts, .. } | CaptureEvent::Exit { pid, ts } => {
+                Some(StreamInput::ProcessEnd { pid, ts })
+            }
+            CaptureEvent::Socket { .. }
+            | CaptureEvent::Container { .. }
+            | CaptureEvent::Costly { .. }
+            | CaptureEvent::Losses { .. } => None,
+        }
+    }
+}
 
 /// In-order bytes of one connection and direction.
 #[derive(Clone, Debug, PartialEq, Eq)]

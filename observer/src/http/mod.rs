@@ -14,8 +14,8 @@ use std::collections::HashMap;
 
 pub use types::*;
 
-use crate::capture::{CaptureEvent, ConnHash, ConnKey, Direction, TlsLibrary, Unfollowed};
-use crate::reassemble::{Reassembler, ReassemblyLimits, ReassemblyStats, Segment};
+use crate::capture::{ConnHash, ConnKey, Direction, TlsLibrary, Unfollowed};
+use crate::reassemble::{Reassembler, ReassemblyLimits, ReassemblyStats, Segment, StreamInput};
 use common::{CloseReason, Cx};
 use h1::{Http1Conn, Role, StartLine, sniff_start_line};
 use h2::{Http2Conn, PREFACE as HTTP2_PREFACE, sniff_frames};
@@ -483,29 +483,27 @@ impl ConnectionStage {
         }
     }
 
-    pub fn on_event(&mut self, ev: CaptureEvent, out: &mut Vec<Exchange>) {
-        match ev {
-            CaptureEvent::Data(chunk) => {
+    /// Reassembly takes the input; the segments it releases go to HTTP, which pushes the
+    /// exchanges they complete to `out`.
+    pub fn push(&mut self, input: StreamInput, out: &mut Vec<Exchange>) {
+        match input {
+            StreamInput::Chunk(chunk) => {
                 let ts = chunk.ts;
                 self.reassembler.push(chunk, &mut self.segments);
                 self.reassembler.expire(ts, &mut self.segments);
                 self.forward(out);
             }
-            CaptureEvent::ConnEnd { conn, ts } => {
+            StreamInput::ConnectionEnd { conn, ts } => {
                 self.reassembler.end_conn(conn, &mut self.segments);
                 self.forward(out);
                 self.http.on_conn_end(conn, ts, out);
             }
             // A new program image has none of the old one's TLS sessions.
-            CaptureEvent::Exec { pid, ts, .. } | CaptureEvent::Exit { pid, ts } => {
+            StreamInput::ProcessEnd { pid, ts } => {
                 self.reassembler.end_process(pid, &mut self.segments);
                 self.forward(out);
                 self.http.on_process_exit(pid, ts, out);
             }
-            CaptureEvent::Socket { .. }
-            | CaptureEvent::Container { .. }
-            | CaptureEvent::Costly { .. }
-            | CaptureEvent::Losses { .. } => {}
         }
     }
 

@@ -556,8 +556,8 @@ fn malformed_chunk_size_resyncs_to_the_next_response() {
 fn process_exit_ends_its_connections() {
     let mut wire = Wire::new();
     wire.write(GET);
-    wire.stage.on_event(
-        CaptureEvent::Exit {
+    wire.stage.push(
+        StreamInput::ProcessEnd {
             pid: CONN.pid,
             ts: wire.ts + MS,
         },
@@ -589,7 +589,7 @@ fn swapped_chunks_are_reordered_before_parsing() {
         chunk(Direction::Ingress, first.len(), second, 2),
         chunk(Direction::Ingress, 0, first, 3),
     ] {
-        stage.on_event(CaptureEvent::Data(ev), &mut out);
+        stage.push(StreamInput::Chunk(ev), &mut out);
     }
     assert_eq!(out.len(), 1);
     assert_eq!(body_text(&response_of(&out[0]).body), "in order");
@@ -702,7 +702,7 @@ fn connections_never_closed_are_bounded_by_the_caps() {
             truncated_after: false,
             library: TlsLibrary::OpenSsl,
         };
-        stage.on_event(CaptureEvent::Data(chunk), &mut out);
+        stage.push(StreamInput::Chunk(chunk), &mut out);
     }
     let limits = HttpLimits::default();
     assert!(stage.http.conns.len() <= limits.max_connections);

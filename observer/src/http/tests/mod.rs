@@ -77,8 +77,7 @@ impl Wire {
             library: TlsLibrary::OpenSsl,
         };
         *offset += bytes.len() as u64;
-        self.stage
-            .on_event(CaptureEvent::Data(chunk), &mut self.out);
+        self.stage.push(StreamInput::Chunk(chunk), &mut self.out);
         self
     }
 
@@ -90,11 +89,11 @@ impl Wire {
 
     fn end(&mut self) -> &mut Self {
         self.ts += MS;
-        let ev = CaptureEvent::ConnEnd {
+        let end = StreamInput::ConnectionEnd {
             conn: CONN,
             ts: self.ts,
         };
-        self.stage.on_event(ev, &mut self.out);
+        self.stage.push(end, &mut self.out);
         self
     }
 

@@ -144,16 +144,19 @@ pub struct CostConfig {
     pub prices: Option<PathBuf>,
 }
 
-/// How much prompt and completion text spans keep (see `llm::content`).
+/// How much prompt and completion text spans keep (see `llm::content`). The daemon keeps
+/// metadata only unless its configuration asks for more (it sees every user's prompts, and the
+/// OpenTelemetry GenAI conventions make content opt-in); `capture` and `replay`, a user
+/// watching their own programs, keep everything ([`Config::with_output`]).
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum ContentMode {
     /// Messages, system instructions and tool definitions as sent and received.
-    #[default]
     Full,
     /// Each text, tool argument and tool result replaced by its length and a hash.
     Redacted,
     /// Metadata only: no messages, system instructions or tool definitions.
+    #[default]
     None,
 }
 
@@ -180,8 +183,8 @@ impl Config {
         toml::from_str(&text).with_context(|| format!("in the configuration {}", path.display()))
     }
 
-    /// Where `capture` and `replay` start: spans to `output`, and no store or metrics unless a
-    /// flag asks for them.
+    /// Where `capture` and `replay` start: spans to `output` with their full message content,
+    /// and no store or metrics unless a flag asks for them.
     pub fn with_output(output: OutputConfig) -> Config {
         let mut config = Config {
             output: Some(output),
@@ -189,6 +192,7 @@ impl Config {
         };
         config.store.enabled = false;
         config.metrics.enabled = false;
+        config.content.mode = ContentMode::Full;
         config
     }
 
@@ -271,6 +275,14 @@ impl Config {
             sinks.push(Box::new(jsonl.build()?));
             say(format!("jsonl: appending to {}", jsonl.path.display()));
         }
+        say(match self.content.mode {
+            ContentMode::None => {
+                "content: none (metadata only; mode = \"full\" or \"redacted\" under [content] \
+                                  keeps message text)"
+                    .to_owned()
+            }
+            mode => format!("content: {mode:?}").to_lowercase(),
+        });
         if sinks.is_empty() {
             bail!("nothing to do: the store is off and no OTLP endpoint or jsonl file is set");
         }

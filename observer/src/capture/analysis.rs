@@ -9,7 +9,7 @@ use std::{
     collections::HashMap,
     fs::{self, File},
     io,
-    os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt},
+    os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
     sync::Arc,
 };
@@ -19,6 +19,8 @@ use object::{
     read::elf::{Dyn, ElfFile64, ProgramHeader},
 };
 use serde::{Deserialize, Serialize};
+
+use crate::private_file;
 
 use super::{
     TlsLibrary,
@@ -299,11 +301,7 @@ impl AnalysisCache {
     pub fn new(directory: Option<PathBuf>) -> AnalysisCache {
         let directory = directory.and_then(|dir| {
             let dir = dir.join(format!("analysis-v{FORMAT}"));
-            match fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(&dir)
-            {
+            match private_file::create_dir_all(&dir, true) {
                 Ok(()) => Some(dir),
                 Err(error) => {
                     log::warn!(
@@ -391,12 +389,7 @@ fn store(name: &Path, analysis: &FileAnalysis) {
     let written = serde_json::to_vec(analysis)
         .map_err(io::Error::other)
         .and_then(|bytes| {
-            fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&temporary)
+            private_file::create(&temporary)
                 .and_then(|mut file| io::Write::write_all(&mut file, &bytes))
         })
         .and_then(|()| fs::rename(&temporary, name));

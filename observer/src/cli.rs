@@ -320,3 +320,35 @@ impl OtlpArgs {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(args: &[&str]) -> Config {
+        let cli = Cli::try_parse_from(std::iter::once("observer").chain(args.iter().copied()))
+            .expect("valid arguments");
+        match cli.command {
+            Command::Capture(args) => args.config(),
+            Command::Replay(args) => args.config(),
+            Command::Run(args) => args.config(),
+            _ => unreachable!("a command that watches or replays"),
+        }
+        .expect("a configuration")
+    }
+
+    #[test]
+    fn the_daemon_defaults_to_metadata_only_and_capture_to_full_content() {
+        assert_eq!(config(&["run"]).content.mode, ContentMode::None);
+        assert_eq!(config(&["capture"]).content.mode, ContentMode::Full);
+        assert_eq!(config(&["replay", "x.rec"]).content.mode, ContentMode::Full);
+        assert_eq!(
+            config(&["run", "--content", "full"]).content.mode,
+            ContentMode::Full
+        );
+        assert_eq!(
+            config(&["capture", "--content", "redacted"]).content.mode,
+            ContentMode::Redacted
+        );
+    }
+}

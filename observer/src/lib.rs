@@ -9,6 +9,7 @@ pub mod link;
 pub mod llm;
 pub mod metrics;
 pub mod pipeline;
+pub mod private_file;
 pub mod query;
 pub mod reassemble;
 pub mod redact;

@@ -91,6 +91,7 @@ pub struct Metrics {
     reassembly: Family<CounterLabels, Counter>,
     bytes_not_captured: Family<ReasonLabels, Counter>,
     followed_again: Counter,
+    analyses: Family<CounterLabels, Counter>,
     holds: Family<ReasonLabels, Counter>,
     hold_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
     hold_max_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
@@ -131,6 +132,7 @@ impl Metrics {
             reassembly: Family::default(),
             bytes_not_captured: Family::default(),
             followed_again: Counter::default(),
+            analyses: Family::default(),
             holds: Family::default(),
             hold_seconds: Counter::default(),
             hold_max_seconds: Gauge::default(),
@@ -225,6 +227,11 @@ impl Metrics {
             "observer_processes_followed_again",
             "Processes followed again after being dropped (a new peer, a TLS library opened)",
             metrics.followed_again.clone(),
+        );
+        registry.register(
+            "observer_file_analyses",
+            "Executables and libraries looked at, by counter: read (analysed), cached, over_bound (refused: too large or too slow to analyse), waited (requests that waited for an analysis off the follower's thread), skipped (served without it: their user's queue was full)",
+            metrics.analyses.clone(),
         );
         registry.register(
             "observer_probes",
@@ -389,6 +396,18 @@ impl Metrics {
             follow.dropped_costly,
         );
         set_total(&self.followed_again, follow.readmitted);
+        for (counter, total) in [
+            ("read", follow.analyses.read),
+            ("cached", follow.analyses.cached),
+            ("over_bound", follow.analyses.over_bound),
+            ("waited", follow.analysis_waits),
+            ("skipped", follow.analyses_skipped),
+        ] {
+            set_total(
+                &self.analyses.get_or_create(&CounterLabels { counter }),
+                total,
+            );
+        }
         if let Some(gate) = &stats.gate {
             let released_by_observer = gate.holds.saturating_sub(gate.released_by_gate);
             for (reason, total) in [
@@ -594,6 +613,8 @@ mod tests {
         stats.kernel.bytes_truncated = 300;
         stats.kernel.skipped_not_http = 4;
         stats.follow.followed_now = 3;
+        stats.follow.analyses.over_bound = 2;
+        stats.follow.analyses_skipped = 7;
         metrics.update_capture(&stats);
         let text = metrics.render();
         assert_eq!(sample(&text, "observer_events_total "), 12.0);
@@ -615,6 +636,8 @@ mod tests {
                 r#"observer_bytes_not_captured_total{reason="call_truncated"}"#,
                 300.0,
             ),
+            (r#"observer_file_analyses_total{counter="over_bound"}"#, 2.0),
+            (r#"observer_file_analyses_total{counter="skipped"}"#, 7.0),
         ];
         for (line_start, value) in counters {
             assert_eq!(sample(&text, line_start), value, "{line_start}");

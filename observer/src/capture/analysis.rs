@@ -9,9 +9,12 @@ use std::{
     collections::HashMap,
     fs::{self, File},
     io,
-    os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt},
+    os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
 use object::{
@@ -20,12 +23,15 @@ use object::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::private_file;
+
 use super::{
     TlsLibrary,
-    boringssl::{Locator, Verdict},
+    boringssl::{self, Verdict},
     c_library::{self, Site},
     elf::{self, TLS_FUNCTIONS},
     golang::{self, GoBinary},
+    untrusted::{self, ANALYSIS_TIME_BOUND, Deadline, Elf, Image, Unreadable},
 };
 
 /// Bumped whenever what an analysis holds, or how it is found, changes: older entries are
@@ -81,6 +87,8 @@ pub enum Refusal {
         version: Option<String>,
         reason: String,
     },
+    /// A file past a bound of `untrusted` (size, sections, time): not analysed at all.
+    OverBound { why: String },
 }
 
 impl Refusal {
@@ -97,29 +105,58 @@ impl Refusal {
                  be seen; rebuild it with Go 1.17 or later for amd64 to capture them.",
                 version.as_deref().unwrap_or("Go version unknown"),
             ),
+            Refusal::OverBound { why } => format!(
+                "not analysing {path}: {why}, past what one file may cost the observer; \
+                 programs using it are not probed through it. If it is a genuine program, \
+                 please report it."
+            ),
         }
     }
 }
 
 impl FileAnalysis {
+    fn over_bound(why: String) -> FileAnalysis {
+        FileAnalysis {
+            refused: Some(Refusal::OverBound { why }),
+            ..FileAnalysis::default()
+        }
+    }
+
+    /// Whether the file was refused for its cost (such analyses are not kept on disk: the time
+    /// bound depends on the machine's load).
+    pub fn over_bound_refusal(&self) -> bool {
+        matches!(self.refused, Some(Refusal::OverBound { .. }))
+    }
+
     /// Whether programs using the file can make network calls (or TLS ones) from the start.
     pub fn networked(&self) -> bool {
         self.imports_network || self.tls.is_some()
     }
 }
 
-/// Reads `path` and works out what it offers.
-pub fn analyse(path: &Path, boringssl: &mut Locator) -> io::Result<FileAnalysis> {
+/// Reads the file at `path` (mapped, not copied) and works out what it offers.
+pub fn analyse(path: &Path) -> io::Result<FileAnalysis> {
     let file = File::open(path)?;
     // SAFETY: read only; a file truncated underneath us could fault, the risk every reader of
     // mapped binaries takes (these are programs being run).
     let map = unsafe { memmap2::Mmap::map(&file)? };
-    let Ok(parsed) = object::File::parse(&*map) else {
-        return Ok(FileAnalysis::default());
+    Ok(analyse_bytes(&map, path))
+}
+
+/// What the file whose bytes are `bytes` offers, whatever those bytes are: anything but an
+/// ELF file within the bounds of `untrusted` offers nothing; one past a bound (size, sections,
+/// the time its analysis takes) offers nothing and says why in [`FileAnalysis::refused`].
+/// `shown` names it in the log.
+pub fn analyse_bytes(bytes: &[u8], shown: &Path) -> FileAnalysis {
+    let deadline = Deadline::after(ANALYSIS_TIME_BOUND);
+    let parsed = match untrusted::parse(bytes) {
+        Ok(parsed) => parsed,
+        Err(Unreadable::NotObject) => return FileAnalysis::default(),
+        Err(Unreadable::OverBound(why)) => return FileAnalysis::over_bound(why),
     };
     let mut analysis = FileAnalysis::default();
-    tls_probes(path, boringssl, &mut analysis)?;
-    let sites = c_library::locate(&parsed);
+    tls_probes(&parsed, bytes, &deadline, shown, &mut analysis);
+    let sites = c_library::locate(&parsed, &deadline);
     let probes = |sites: Vec<Site>| -> Vec<Probe> {
         sites
             .into_iter()
@@ -134,25 +171,41 @@ pub fn analyse(path: &Path, boringssl: &mut Locator) -> io::Result<FileAnalysis>
     analysis.capture.extend(probes(sites.capture));
     analysis.sentinel = probes(sites.sentinel);
     analysis.loader = probes(sites.loader);
-    for symbol in parsed.dynamic_symbols().filter(|s| s.is_undefined()) {
+    for symbol in parsed
+        .dynamic_symbols()
+        .take_while(|_| deadline.left())
+        .filter(|s| s.is_undefined())
+    {
         let Ok(name) = symbol.name() else { continue };
         let name = name.split('@').next().unwrap_or(name);
         analysis.imports_network |= NETWORK_IMPORTS.contains(&name);
         analysis.imports_loader |= LOADER_IMPORTS.contains(&name);
     }
-    if let Ok(elf) = ElfFile64::<Endianness>::parse(&*map) {
-        dynamic_section(&elf, &map, &mut analysis);
+    if let Ok(elf) = ElfFile64::<Endianness, _>::parse(Image(bytes)) {
+        dynamic_section(&elf, Image(bytes), &deadline, &mut analysis);
     }
-    Ok(analysis)
+    if deadline.passed() {
+        return FileAnalysis::over_bound(format!(
+            "its analysis took longer than {} s",
+            ANALYSIS_TIME_BOUND.as_secs()
+        ));
+    }
+    analysis
 }
 
 /// The TLS functions the file defines: by symbol, by code signature (BoringSSL without
 /// symbols), or through Go's tables.
-fn tls_probes(path: &Path, boringssl: &mut Locator, analysis: &mut FileAnalysis) -> io::Result<()> {
-    let mut functions = elf::find_functions(path, TLS_FUNCTIONS)?;
+fn tls_probes(
+    elf: &Elf,
+    bytes: &[u8],
+    deadline: &Deadline,
+    shown: &Path,
+    analysis: &mut FileAnalysis,
+) {
+    let mut functions = elf::find_functions(elf, TLS_FUNCTIONS, deadline, shown);
     let mut method = "by symbol".to_owned();
     if !functions.iter().any(|(f, _)| f.moves_data) {
-        match boringssl.locate(path)? {
+        match boringssl::locate(elf, deadline) {
             Verdict::Absent => {}
             Verdict::Located {
                 read_offset,
@@ -188,7 +241,7 @@ fn tls_probes(path: &Path, boringssl: &mut Locator, analysis: &mut FileAnalysis)
             elf::describe_offsets(&functions)
         ));
     }
-    match golang::inspect(path)? {
+    match golang::inspect(elf, bytes, deadline) {
         GoBinary::Go(go) => {
             go.attach_points().into_iter().for_each(&mut add);
             analysis
@@ -224,15 +277,27 @@ fn tls_probes(path: &Path, boringssl: &mut Locator, analysis: &mut FileAnalysis)
     if !found.is_empty() {
         analysis.tls = Some(found.join(" and "));
     }
-    Ok(())
 }
 
-fn dynamic_section(elf: &ElfFile64<'_, Endianness>, data: &[u8], analysis: &mut FileAnalysis) {
+/// Libraries (`DT_NEEDED`) and search-path entries kept per file, at most: real programs need
+/// a few dozen libraries; a file claiming more is not believed past this.
+const MAX_NEEDED: usize = 256;
+const MAX_SEARCH_PATH: usize = 64;
+/// The longest interpreter path kept (the kernel's own limit for it).
+const MAX_INTERPRETER_BYTES: usize = 4096;
+
+fn dynamic_section<'a>(
+    elf: &ElfFile64<'a, Endianness, Image<'a>>,
+    data: Image<'a>,
+    deadline: &Deadline,
+    analysis: &mut FileAnalysis,
+) {
     let endian = elf.endian();
     analysis.interpreter = elf
         .elf_program_headers()
         .iter()
         .find_map(|header| header.interpreter(endian, data).ok().flatten())
+        .filter(|bytes| bytes.len() <= MAX_INTERPRETER_BYTES)
         .map(|bytes| String::from_utf8_lossy(bytes).into_owned());
     let sections = elf.elf_section_table();
     let Ok(Some((entries, link))) = sections.dynamic(endian, data) else {
@@ -242,19 +307,28 @@ fn dynamic_section(elf: &ElfFile64<'_, Endianness>, data: &[u8], analysis: &mut 
         return;
     };
     let (mut runpath, mut rpath) = (Vec::new(), Vec::new());
-    for entry in entries {
+    for entry in entries.iter().take_while(|_| deadline.left()) {
         let Some(tag) = entry.tag32(endian) else {
             continue;
         };
-        let Ok(value) = entry.string(endian, strings) else {
+        let list = match tag {
+            object::elf::DT_NEEDED if analysis.needed.len() < MAX_NEEDED => &mut analysis.needed,
+            object::elf::DT_RUNPATH if runpath.len() < MAX_SEARCH_PATH => &mut runpath,
+            object::elf::DT_RPATH if rpath.len() < MAX_SEARCH_PATH => &mut rpath,
+            _ => continue,
+        };
+        let value = u32::try_from(entry.d_val(endian))
+            .ok()
+            .and_then(|offset| strings.get(offset).ok());
+        let Some(value) = value else {
             continue;
         };
-        let value = String::from_utf8_lossy(value).into_owned();
-        match tag {
-            object::elf::DT_NEEDED => analysis.needed.push(value),
-            object::elf::DT_RUNPATH => runpath.extend(value.split(':').map(str::to_owned)),
-            object::elf::DT_RPATH => rpath.extend(value.split(':').map(str::to_owned)),
-            _ => {}
+        let value = String::from_utf8_lossy(value);
+        if tag == object::elf::DT_NEEDED {
+            list.push(value.into_owned());
+        } else {
+            let room = MAX_SEARCH_PATH - list.len();
+            list.extend(value.split(':').take(room).map(str::to_owned));
         }
     }
     analysis.search_path = if runpath.is_empty() { rpath } else { runpath };
@@ -281,29 +355,43 @@ impl FileVersion {
     }
 }
 
-/// Analyses by file, in memory and (when a directory is given) on disk.
+/// Analyses by file, in memory and (when a directory is given) on disk; shared by the threads
+/// that look analyses up and the one that works them out.
 pub struct AnalysisCache {
     directory: Option<PathBuf>,
-    memory: HashMap<FileVersion, Arc<FileAnalysis>>,
-    boringssl: Locator,
-    /// Analyses read from disk or memory, and worked out, since start.
-    pub hits: u64,
-    pub misses: u64,
+    memory: Mutex<HashMap<FileVersion, Arc<FileAnalysis>>>,
+    cached: AtomicU64,
+    read: AtomicU64,
+    over_bound: AtomicU64,
+}
+
+/// What the cache has done since start.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AnalysisCounts {
+    /// Analyses found in memory or on disk.
+    pub cached: u64,
+    /// Files read and analysed.
+    pub read: u64,
+    /// Files refused for what analysing them would cost (size, sections, time).
+    pub over_bound: u64,
 }
 
 /// Past this many files the in-memory cache starts over (the disk keeps everything).
 const MEMORY_ENTRIES: usize = 4096;
+
+/// A file not in the cache, mapped, and where its analysis goes on disk.
+struct Missing {
+    version: FileVersion,
+    map: memmap2::Mmap,
+    disk_name: Option<PathBuf>,
+}
 
 impl AnalysisCache {
     /// `directory`: where analyses persist (created 0700, files 0600); none: memory only.
     pub fn new(directory: Option<PathBuf>) -> AnalysisCache {
         let directory = directory.and_then(|dir| {
             let dir = dir.join(format!("analysis-v{FORMAT}"));
-            match fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(&dir)
-            {
+            match private_file::create_dir_all(&dir, true) {
                 Ok(()) => Some(dir),
                 Err(error) => {
                     log::warn!(
@@ -317,61 +405,97 @@ impl AnalysisCache {
         });
         AnalysisCache {
             directory,
-            memory: HashMap::new(),
-            boringssl: Locator::default(),
-            hits: 0,
-            misses: 0,
+            memory: Mutex::new(HashMap::new()),
+            cached: AtomicU64::new(0),
+            read: AtomicU64::new(0),
+            over_bound: AtomicU64::new(0),
         }
     }
 
+    /// The analysis of the file at `path` if it is known (in memory or on disk): never reads
+    /// more of the file than its build id.
+    pub fn cached(&self, path: &Path) -> io::Result<Option<Arc<FileAnalysis>>> {
+        Ok(self.lookup(path)?.ok())
+    }
+
     /// The analysis of the file at `path` (from memory, disk, or read now).
-    pub fn get(&mut self, path: &Path) -> io::Result<Arc<FileAnalysis>> {
-        let metadata = fs::metadata(path)?;
-        let version = FileVersion::of(&metadata);
-        if let Some(analysis) = self.memory.get(&version) {
-            self.hits += 1;
-            return Ok(analysis.clone());
+    pub fn get(&self, path: &Path) -> io::Result<Arc<FileAnalysis>> {
+        let missing = match self.lookup(path)? {
+            Ok(known) => return Ok(known),
+            Err(missing) => missing,
+        };
+        self.read.fetch_add(1, Ordering::Relaxed);
+        let analysis = analyse_bytes(&missing.map, path);
+        if analysis.over_bound_refusal() {
+            self.over_bound.fetch_add(1, Ordering::Relaxed);
+        } else if let Some(name) = &missing.disk_name {
+            store(name, &analysis);
         }
+        Ok(self.remember(missing.version, analysis))
+    }
+
+    pub fn counts(&self) -> AnalysisCounts {
+        AnalysisCounts {
+            cached: self.cached.load(Ordering::Relaxed),
+            read: self.read.load(Ordering::Relaxed),
+            over_bound: self.over_bound.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The known analysis, or the mapped file to analyse.
+    fn lookup(&self, path: &Path) -> io::Result<Result<Arc<FileAnalysis>, Missing>> {
+        let file = File::open(path)?;
+        let version = FileVersion::of(&file.metadata()?);
+        if let Some(analysis) = self
+            .memory
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&version)
+        {
+            self.cached.fetch_add(1, Ordering::Relaxed);
+            return Ok(Ok(analysis.clone()));
+        }
+        // SAFETY: read only; a file truncated underneath us could fault, the risk every reader
+        // of mapped binaries takes (these are programs being run).
+        let map = unsafe { memmap2::Mmap::map(&file)? };
         let disk_name = self
             .directory
             .as_ref()
-            .map(|dir| dir.join(disk_name(path, &version)));
+            .map(|dir| dir.join(disk_name(&map, &version)));
         let from_disk = disk_name
             .as_ref()
             .and_then(|name| fs::read(name).ok())
             .and_then(|bytes| serde_json::from_slice::<FileAnalysis>(&bytes).ok());
-        let analysis = match from_disk {
+        Ok(match from_disk {
             Some(analysis) => {
-                self.hits += 1;
-                analysis
+                self.cached.fetch_add(1, Ordering::Relaxed);
+                Ok(self.remember(version, analysis))
             }
-            None => {
-                self.misses += 1;
-                let analysis = analyse(path, &mut self.boringssl)?;
-                if let Some(name) = &disk_name {
-                    store(name, &analysis);
-                }
-                analysis
-            }
-        };
-        if self.memory.len() >= MEMORY_ENTRIES {
-            self.memory.clear();
-        }
+            None => Err(Missing {
+                version,
+                map,
+                disk_name,
+            }),
+        })
+    }
+
+    fn remember(&self, version: FileVersion, analysis: FileAnalysis) -> Arc<FileAnalysis> {
         let analysis = Arc::new(analysis);
-        self.memory.insert(version, analysis.clone());
-        Ok(analysis)
+        let mut memory = self.memory.lock().unwrap_or_else(PoisonError::into_inner);
+        if memory.len() >= MEMORY_ENTRIES {
+            memory.clear();
+        }
+        memory.insert(version, analysis.clone());
+        analysis
     }
 }
 
 /// The build id when the file has one (copies of a build share it), else the file's identity
 /// and version.
-fn disk_name(path: &Path, version: &FileVersion) -> String {
-    let build_id = File::open(path).ok().and_then(|file| {
-        // SAFETY: read only, see `analyse`.
-        let map = unsafe { memmap2::Mmap::map(&file) }.ok()?;
-        let elf = object::File::parse(&*map).ok()?;
-        elf.build_id().ok().flatten().map(hex)
-    });
+fn disk_name(bytes: &[u8], version: &FileVersion) -> String {
+    let build_id = untrusted::parse(bytes)
+        .ok()
+        .and_then(|elf| elf.build_id().ok().flatten().map(hex));
     match build_id {
         Some(id) => format!("{id}-{}.json", version.size),
         None => format!(
@@ -391,12 +515,7 @@ fn store(name: &Path, analysis: &FileAnalysis) {
     let written = serde_json::to_vec(analysis)
         .map_err(io::Error::other)
         .and_then(|bytes| {
-            fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&temporary)
+            private_file::create(&temporary)
                 .and_then(|mut file| io::Write::write_all(&mut file, &bytes))
         })
         .and_then(|()| fs::rename(&temporary, name));
@@ -416,7 +535,7 @@ mod tests {
         if !path.exists() {
             return;
         }
-        let analysis = analyse(path, &mut Locator::default()).expect("libc is readable");
+        let analysis = analyse(path).expect("libc is readable");
         assert!(analysis.capture.iter().any(|p| p.program == "socket_send"));
         assert_eq!(analysis.sentinel.len(), 1);
         assert!(analysis.tls.is_none());
@@ -428,7 +547,7 @@ mod tests {
         if !path.exists() {
             return;
         }
-        let analysis = analyse(path, &mut Locator::default()).expect("curl is readable");
+        let analysis = analyse(path).expect("curl is readable");
         assert!(
             analysis.needed.iter().any(|n| n.starts_with("libcurl")),
             "{analysis:?}"
@@ -446,10 +565,12 @@ mod tests {
         let first = AnalysisCache::new(Some(dir.path().to_path_buf()))
             .get(path)
             .expect("analysed");
-        let mut again = AnalysisCache::new(Some(dir.path().to_path_buf()));
+        let again = AnalysisCache::new(Some(dir.path().to_path_buf()));
+        assert_eq!(again.cached(path).expect("readable"), Some(first.clone()));
         let second = again.get(path).expect("read back");
         assert_eq!(first, second);
-        assert_eq!((again.hits, again.misses), (1, 0));
+        let counts = again.counts();
+        assert_eq!((counts.cached, counts.read), (2, 0));
         let stored = dir.path().join(format!("analysis-v{FORMAT}"));
         let mode = |p: &Path| fs::metadata(p).expect("exists").mode() & 0o777;
         assert_eq!(mode(&stored), 0o700);

@@ -3,7 +3,7 @@
 use iced_x86::Register;
 use object::{Object, ObjectSection, ObjectSymbol, ReadRef};
 
-use super::{TlsLibrary, elf::file_offset, probe_sites::straight_line_site};
+use super::{TlsLibrary, elf::file_offset, probe_sites::straight_line_site, untrusted::Deadline};
 
 /// A wrapper and the probe programs that serve it.
 struct Wrapper {
@@ -84,13 +84,16 @@ pub struct LibcSites {
 }
 
 /// The wrappers `elf` defines, at the sites where their probes cost least.
-pub fn locate<'data, R: ReadRef<'data>>(elf: &object::File<'data, R>) -> LibcSites {
-    let defined = |name: &str| address_of(elf, name).is_some();
+pub fn locate<'data, R: ReadRef<'data>>(
+    elf: &object::File<'data, R>,
+    deadline: &Deadline,
+) -> LibcSites {
+    let defined = |name: &str| address_of(elf, name, deadline).is_some();
     let is_c_library = C_LIBRARY_MARKERS.iter().all(|name| defined(name));
     let sites = |wrappers: &[Wrapper]| -> Vec<Site> {
         let mut sites: Vec<Site> = Vec::new();
         for wrapper in wrappers {
-            let Some((address, size)) = address_of(elf, wrapper.symbol) else {
+            let Some((address, size)) = address_of(elf, wrapper.symbol, deadline) else {
                 continue;
             };
             let (site, chosen) = cheap_site(elf, address, size);
@@ -134,9 +137,11 @@ pub fn locate<'data, R: ReadRef<'data>>(elf: &object::File<'data, R>) -> LibcSit
 fn address_of<'data, R: ReadRef<'data>>(
     elf: &object::File<'data, R>,
     name: &str,
+    deadline: &Deadline,
 ) -> Option<(u64, u64)> {
     elf.dynamic_symbols()
         .chain(elf.symbols())
+        .take_while(|_| deadline.left())
         .find(|symbol| {
             symbol.is_definition()
                 && symbol.address() != 0
@@ -156,10 +161,11 @@ fn cheap_site<'data, R: ReadRef<'data>>(
 ) -> (u64, String) {
     let length = if size == 0 { 64 } else { size.min(64) };
     let code = elf.sections().find_map(|section| {
-        let start = section.address();
-        (address >= start && address < start + section.size())
-            .then(|| section.data_range(address, length.min(start + section.size() - address)))
-            .and_then(|data| data.ok().flatten())
+        let into = address
+            .checked_sub(section.address())
+            .filter(|&into| into < section.size())?;
+        let length = length.min(section.size() - into);
+        section.data_range(address, length).ok().flatten()
     });
     match code {
         Some(code) => straight_line_site(code, address, &[Register::RDI, Register::RSI]),
@@ -171,6 +177,10 @@ fn cheap_site<'data, R: ReadRef<'data>>(
 mod tests {
     use super::*;
 
+    fn deadline() -> Deadline {
+        Deadline::after(super::super::untrusted::ANALYSIS_TIME_BOUND)
+    }
+
     /// This machine's C library: every wrapper found, each at a site the kernel emulates.
     #[test]
     fn system_libc_wrappers_are_found_at_emulated_sites() {
@@ -180,7 +190,7 @@ mod tests {
             return;
         };
         let elf = object::File::parse(&*data).expect("libc parses");
-        let sites = locate(&elf);
+        let sites = locate(&elf, &deadline());
         let functions: Vec<_> = sites.capture.iter().map(|s| s.function).collect();
         for wrapper in CAPTURE {
             assert!(functions.contains(&wrapper.symbol), "{functions:?}");
@@ -201,7 +211,7 @@ mod tests {
             return;
         };
         let elf = object::File::parse(&*data).expect("ld.so parses");
-        let sites = locate(&elf);
+        let sites = locate(&elf, &deadline());
         assert!(sites.capture.is_empty());
         assert_eq!(sites.loader.len(), 1, "{:?}", sites.loader);
     }

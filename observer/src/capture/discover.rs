@@ -4,7 +4,10 @@ use std::{
     fs,
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
+    sync::Arc,
 };
+
+use super::analysis::FileAnalysis;
 
 /// A file's identity across mount namespaces: uprobes attach to inodes, so one file
 /// mapped by many processes (or reached by many paths) is attached once.
@@ -32,6 +35,54 @@ impl FileId {
 pub struct MappedFile {
     pub id: FileId,
     pub host_path: PathBuf,
+}
+
+/// Files of a program's dependency closure looked at, at most.
+const MAX_CLOSURE: usize = 64;
+
+/// The files `exe` will map in process `pid`: itself, its interpreter and the libraries it
+/// needs, as the loader would find them (its run path, then the usual directories), each
+/// looked at through `analyse`.
+pub fn closure(
+    pid: u32,
+    exe: &MappedFile,
+    analyse: &mut impl FnMut(&MappedFile) -> Option<Arc<FileAnalysis>>,
+) -> Vec<MappedFile> {
+    let root = root_prefix(pid);
+    let mut files = vec![exe.clone()];
+    let mut index = 0;
+    while index < files.len() && files.len() < MAX_CLOSURE {
+        let file = files[index].clone();
+        index += 1;
+        let Some(analysis) = analyse(&file) else {
+            continue;
+        };
+        let origin = fs::read_link(&file.host_path)
+            .ok()
+            .unwrap_or_else(|| file.host_path.clone());
+        let origin = origin.parent().map(Path::to_path_buf).unwrap_or_default();
+        let mut wanted: Vec<PathBuf> = analysis
+            .interpreter
+            .iter()
+            .map(|interpreter| PathBuf::from(format!("{root}{interpreter}")))
+            .collect();
+        for name in &analysis.needed {
+            if let Some(path) = find_library(&root, name, &analysis.search_path, &origin) {
+                wanted.push(path);
+            }
+        }
+        for path in wanted {
+            if let Some(id) = FileId::of(&path)
+                && !files.iter().any(|f| f.id == id)
+            {
+                files.push(MappedFile {
+                    id,
+                    host_path: path,
+                });
+            }
+        }
+    }
+    files
 }
 
 /// Every process on the host.

@@ -1,8 +1,8 @@
 //! Finding TLS functions in ELF files: which of them a file defines, and at what file offset
 //! a uprobe must be placed.
-use std::{fs::File, path::Path};
+use std::path::Path;
 
-use object::{Object, ObjectSegment, ObjectSymbol, read::ReadCache};
+use object::{Object, ObjectSegment, ObjectSymbol};
 
 pub use super::tls_functions::{
     AttachPoint, BORINGSSL_READ, BORINGSSL_WRITE, TLS_FUNCTIONS, TlsFunction,
@@ -10,21 +10,19 @@ pub use super::tls_functions::{
 use super::{
     TlsLibrary,
     probe_sites::{self, Located, SiteChoice},
+    untrusted::{Deadline, Elf},
 };
 
-/// File offsets at which to probe the `functions` that `path` defines (dynamic or static symbol
-/// table), moved to cheaper sites where [`probe_sites`] finds them. Empty when the file is not
-/// ELF or defines none of them.
+/// File offsets at which to probe the `functions` that `elf` defines (dynamic or static symbol
+/// table), moved to cheaper sites where [`probe_sites`] finds them. `shown` names the file in
+/// the log.
 pub fn find_functions(
-    path: &Path,
+    elf: &Elf,
     functions: &'static [TlsFunction],
-) -> std::io::Result<Vec<(TlsFunction, u64)>> {
-    let file = File::open(path)?;
-    let cache = ReadCache::new(file);
-    let Ok(elf) = object::File::parse(&cache) else {
-        return Ok(Vec::new());
-    };
-    let (mut found, rustls_0_23) = locate_with_rustls_version(&elf, functions);
+    deadline: &Deadline,
+    shown: &Path,
+) -> Vec<(TlsFunction, u64)> {
+    let (mut found, rustls_0_23) = locate_with_rustls_version(elf, functions, deadline);
     if !rustls_0_23
         && found
             .iter()
@@ -32,29 +30,29 @@ pub fn find_functions(
     {
         log::info!(
             "{}: its rustls predates the OutboundChunks layout the probes read (0.23); not attached",
-            path.display()
+            shown.display()
         );
         found.retain(|l| l.function.library != TlsLibrary::Rustls);
     }
-    for (site, choice) in probe_sites::prefer_emulated_sites(&elf, &mut found) {
+    for (site, choice) in probe_sites::prefer_emulated_sites(elf, &mut found) {
         match choice {
             SiteChoice::Internal {
                 address,
                 first_instruction,
             } => log::info!(
                 "{}: probing {site} at 0x{address:x} (starts with {first_instruction}, emulated by the kernel)",
-                path.display()
+                shown.display()
             ),
             SiteChoice::Exported { reason } => log::info!(
                 "{}: probing the exported entries instead of {site}: {reason}",
-                path.display()
+                shown.display()
             ),
         }
     }
-    Ok(found
+    found
         .into_iter()
-        .filter_map(|l| Some((l.function, file_offset(&elf, l.address)?)))
-        .collect())
+        .filter_map(|l| Some((l.function, file_offset(elf, l.address)?)))
+        .collect()
 }
 
 /// The `functions` that `elf` defines, by virtual address.
@@ -63,17 +61,27 @@ pub(super) fn locate<'data, R: object::ReadRef<'data>>(
     elf: &object::File<'data, R>,
     functions: &'static [TlsFunction],
 ) -> Vec<Located> {
-    locate_with_rustls_version(elf, functions).0
+    let deadline = Deadline::after(super::untrusted::ANALYSIS_TIME_BOUND);
+    locate_with_rustls_version(elf, functions, &deadline).0
 }
+
+/// Copies of one function attached at most (two rustls versions, drop glue instantiated per
+/// crate: a handful in real programs); a file claiming more is not believed past this.
+const MAX_COPIES: usize = 16;
 
 /// [`locate`], and whether the file's rustls is 0.23 or later.
 fn locate_with_rustls_version<'data, R: object::ReadRef<'data>>(
     elf: &object::File<'data, R>,
     functions: &'static [TlsFunction],
+    deadline: &Deadline,
 ) -> (Vec<Located>, bool) {
     let mut found: Vec<Located> = Vec::new();
     let mut rustls_0_23 = false;
-    for symbol in elf.dynamic_symbols().chain(elf.symbols()) {
+    for symbol in elf
+        .dynamic_symbols()
+        .chain(elf.symbols())
+        .take_while(|_| deadline.left())
+    {
         if !symbol.is_definition() || symbol.address() == 0 {
             continue;
         }
@@ -85,9 +93,11 @@ fn locate_with_rustls_version<'data, R: object::ReadRef<'data>>(
         };
         // A symbol can be in both tables; a Rust function can have several copies (two rustls
         // versions, or drop glue instantiated per crate): each address is attached once.
-        if found
+        let copies = found
             .iter()
-            .any(|l| l.function.symbol == function.symbol && l.address == symbol.address())
+            .filter(|l| l.function.symbol == function.symbol);
+        if copies.clone().count() >= MAX_COPIES
+            || copies.clone().any(|l| l.address == symbol.address())
         {
             continue;
         }
@@ -141,7 +151,9 @@ pub fn file_offset<'a, R: object::ReadRef<'a>>(
 ) -> Option<u64> {
     elf.segments().find_map(|segment| {
         let (offset, size) = segment.file_range();
-        let start = segment.address();
-        (address >= start && address < start + size).then(|| address - start + offset)
+        let into = address
+            .checked_sub(segment.address())
+            .filter(|&into| into < size)?;
+        offset.checked_add(into)
     })
 }

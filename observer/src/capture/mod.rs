@@ -10,8 +10,9 @@
 //! Threads: one drains the ring buffer (short timer plus wakeups past a fill threshold), one
 //! follows processes (exec holds, forks, libraries loaded late, judgements from the pipeline),
 //! one hands the gate's holds to the follower.
-mod analysis;
-mod boringssl;
+pub mod analysis;
+mod analyst;
+pub mod boringssl;
 mod c_library;
 mod container;
 mod decode;
@@ -20,13 +21,14 @@ mod elf;
 pub mod feedback;
 mod follow;
 mod gate;
-mod golang;
+pub mod golang;
 mod probe_sites;
 mod probes;
 pub mod record;
 mod sockets;
 mod tls_functions;
 mod types;
+mod untrusted;
 mod uprobe_links;
 
 use std::{
@@ -142,7 +144,7 @@ impl LiveCapture {
         let mut follower = Follower::new(
             probes,
             maps.clone(),
-            AnalysisCache::new(options.cache_dir.clone()),
+            Arc::new(AnalysisCache::new(options.cache_dir.clone())),
             gate,
             scoped,
             follow_stats.clone(),
@@ -178,9 +180,12 @@ impl LiveCapture {
                 .name("capture-drain".into())
                 .spawn(move || drain_ring(ring, stop, events_tx, requests, maps, follow_stats))?
         };
-        let follower = std::thread::Builder::new()
-            .name("capture-follow".into())
-            .spawn(move || follower.run(requests_rx))?;
+        let follower = {
+            let analysed = requests_tx.clone();
+            std::thread::Builder::new()
+                .name("capture-follow".into())
+                .spawn(move || follower.run(requests_rx, analysed))?
+        };
         let capture = LiveCapture {
             maps,
             stop,

@@ -15,7 +15,9 @@
 //! Probing the internal function also sees reads and writes made through OpenSSL's SSL BIO
 //! (`BIO_f_ssl`), which call it directly; `SSL_peek` has its own internal function and stays
 //! invisible, as it was at the exported entries.
-use iced_x86::{Code, Decoder, DecoderOptions, FlowControl, InstructionInfoFactory, Register};
+use iced_x86::{
+    Code, Decoder, DecoderOptions, FlowControl, Instruction, InstructionInfoFactory, Register,
+};
 use object::{Object, ObjectSection, ReadRef};
 
 use super::{TlsLibrary, tls_functions::TlsFunction};
@@ -194,9 +196,7 @@ fn emulated_entry(code: &[u8], address: u64) -> Result<(u64, String), String> {
     if first.code() == Code::Endbr64 {
         first = decoder.decode();
     }
-    let bytes = code
-        .get((first.ip() - address) as usize..(first.ip() - address) as usize + first.len())
-        .unwrap_or_default();
+    let bytes = instruction_bytes(code, address, &first);
     let name = format!("{:?}", first.code());
     if kernel_emulates(first.code(), bytes) {
         Ok((first.ip(), name))
@@ -222,10 +222,7 @@ pub fn straight_line_site(code: &[u8], address: u64, arguments: &[Register]) -> 
         if instruction.is_invalid() {
             break;
         }
-        let offset = (instruction.ip() - address) as usize;
-        let bytes = code
-            .get(offset..offset + instruction.len())
-            .unwrap_or_default();
+        let bytes = instruction_bytes(code, address, &instruction);
         if kernel_emulates(instruction.code(), bytes) {
             return (instruction.ip(), format!("{:?}", instruction.code()));
         }
@@ -244,6 +241,15 @@ pub fn straight_line_site(code: &[u8], address: u64, arguments: &[Register]) -> 
     (address, "its entry (single-stepped)".into())
 }
 
+/// The bytes of `instruction`, decoded from `code` at `address`.
+fn instruction_bytes<'a>(code: &'a [u8], address: u64, instruction: &Instruction) -> &'a [u8] {
+    let offset = instruction.ip().wrapping_sub(address) as usize;
+    offset
+        .checked_add(instruction.len())
+        .and_then(|end| code.get(offset..end))
+        .unwrap_or_default()
+}
+
 /// Instructions x86 uprobes emulate instead of single-stepping: push of a 64-bit register
 /// (optionally with REX.B only), nops, and relative jumps and calls.
 fn kernel_emulates(code: Code, bytes: &[u8]) -> bool {
@@ -259,8 +265,8 @@ fn kernel_emulates(code: Code, bytes: &[u8]) -> bool {
 
 fn same_section<'data, R: ReadRef<'data>>(elf: &object::File<'data, R>, a: u64, b: u64) -> bool {
     elf.sections().any(|section| {
-        let range = section.address()..section.address() + section.size();
-        range.contains(&a) && range.contains(&b)
+        let within = |address: u64| address.wrapping_sub(section.address()) < section.size();
+        within(a) && within(b)
     })
 }
 
@@ -275,11 +281,14 @@ fn code_at<'data, R: ReadRef<'data>>(
         at.size.min(SCAN_LIMIT)
     };
     for section in elf.sections() {
-        let start = section.address();
-        if at.address < start || at.address >= start + section.size() {
+        let Some(into) = at
+            .address
+            .checked_sub(section.address())
+            .filter(|&into| into < section.size())
+        else {
             continue;
-        }
-        let length = length.min(start + section.size() - at.address);
+        };
+        let length = length.min(section.size() - into);
         return match section.data_range(at.address, length) {
             Ok(Some(bytes)) => Ok(bytes.to_vec()),
             _ => Err(format!(

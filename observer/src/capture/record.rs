@@ -32,8 +32,8 @@ pub struct RecordWriter {
 
 impl RecordWriter {
     pub fn create(path: &Path) -> Result<RecordWriter> {
-        let file =
-            File::create(path).with_context(|| format!("creating recording {}", path.display()))?;
+        let file = crate::private_file::create(path)
+            .with_context(|| format!("creating recording {}", path.display()))?;
         let mut out = BufWriter::new(file);
         out.write_all(MAGIC)?;
         Ok(RecordWriter {

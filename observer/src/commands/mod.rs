@@ -22,6 +22,10 @@ pub fn capture(args: CaptureArgs) -> Result<ExitCode> {
 
 /// The daemon: the whole host (or the configured processes) into the configured sinks.
 pub fn run(args: RunArgs) -> Result<ExitCode> {
+    // Each file it writes is made private (see `private_file`); the daemon runs no one's
+    // commands, so whatever else gets created (by a library, by a later change) is private too.
+    // SAFETY: umask only swaps the process's file creation mask.
+    unsafe { libc::umask(0o077) };
     watch_live(args.config()?, None, Vec::new())
 }
 

@@ -218,6 +218,17 @@ fn capture_cost(stats: &CaptureStats) -> String {
         kernel.skipped_response,
         kernel.skipped_not_http,
     );
+    let analyses = &follow.analyses;
+    text.push_str(&format!(
+        "; {} executables and libraries analysed ({} more found analysed, {} refused as too \
+         costly to read), {} requests waited for an analysis, {} went on without one (their \
+         user's queue was full)",
+        analyses.read,
+        analyses.cached,
+        analyses.over_bound,
+        follow.analysis_waits,
+        follow.analyses_skipped
+    ));
     if let Some(gate) = &stats.gate {
         let average = gate
             .total_hold_time

@@ -169,8 +169,8 @@ impl Config {
         toml::from_str(&text).with_context(|| format!("in the configuration {}", path.display()))
     }
 
-    /// Where `capture` and `replay` start: spans to `output`, and no store or metrics unless a
-    /// flag asks for them.
+    /// Where `capture` and `replay` start: spans to `output` with their full message content,
+    /// and no store or metrics unless a flag asks for them.
     pub fn with_output(output: OutputConfig) -> Config {
         let mut config = Config {
             output: Some(output),
@@ -178,6 +178,7 @@ impl Config {
         };
         config.store.enabled = false;
         config.metrics.enabled = false;
+        config.content.mode = ContentMode::Full;
         config
     }
 
@@ -260,6 +261,14 @@ impl Config {
             sinks.push(Box::new(jsonl.build()?));
             say(format!("jsonl: appending to {}", jsonl.path.display()));
         }
+        say(match self.content.mode {
+            ContentMode::None => {
+                "content: none (metadata only; mode = \"full\" or \"redacted\" under [content] \
+                                  keeps message text)"
+                    .to_owned()
+            }
+            mode => format!("content: {mode:?}").to_lowercase(),
+        });
         if sinks.is_empty() {
             bail!("nothing to do: the store is off and no OTLP endpoint or jsonl file is set");
         }

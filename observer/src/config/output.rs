@@ -1,14 +1,17 @@
 //! The output of `capture` and `replay`: every span to standard output or a file, and a live
 //! view on stderr while JSON lines go to a file.
 use std::{
-    fs::File,
     io::{IsTerminal, Write},
+    path::Path,
 };
 
 use anyhow::Context;
 
 use super::{OutputConfig, OutputFormat};
-use crate::sink::{JsonlSink, PrettySink, Sink};
+use crate::{
+    private_file,
+    sink::{JsonlSink, PrettySink, Sink},
+};
 
 impl OutputConfig {
     /// The output's sink, plus the live view when JSON lines go to a file.
@@ -23,7 +26,9 @@ impl OutputConfig {
         let out: Box<dyn Write + Send> = if to_stdout {
             Box::new(std::io::stdout())
         } else {
-            Box::new(File::create(&self.path).with_context(|| format!("creating {}", self.path))?)
+            let file = private_file::create(Path::new(&self.path))
+                .with_context(|| format!("creating {}", self.path))?;
+            Box::new(file)
         };
         let mut sinks: Vec<Box<dyn Sink>> = vec![match format {
             OutputFormat::Jsonl => Box::new(JsonlSink::new(out)),

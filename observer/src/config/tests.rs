@@ -213,3 +213,45 @@ fn capture_and_replay_keep_no_store_and_serve_no_metrics_unless_asked() {
     assert_eq!(config.store.retention(), Retention::default());
     assert!(config.metrics.enabled);
 }
+
+#[test]
+fn the_daemon_keeps_metadata_only_unless_its_configuration_asks_for_content() {
+    assert_eq!(Config::default().content.mode, ContentMode::None);
+    assert_eq!(file("").content.mode, ContentMode::None);
+    assert_eq!(
+        file("[content]\nmax_string_bytes = 10").content.mode,
+        ContentMode::None
+    );
+    // The shipped example shows the line, commented out.
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/observer.toml");
+    assert_eq!(
+        Config::load(&example).unwrap().content.mode,
+        ContentMode::None
+    );
+    for (line, mode) in [
+        ("full", ContentMode::Full),
+        ("redacted", ContentMode::Redacted),
+    ] {
+        let configured = file(&format!("[content]\nmode = \"{line}\""));
+        assert_eq!(configured.content.mode, mode);
+        let run = configured.overridden_by(Flags::default()).unwrap();
+        assert_eq!(run.content.mode, mode);
+    }
+}
+
+#[test]
+fn capture_and_replay_keep_full_content_unless_a_flag_says_otherwise() {
+    let config = Config::with_output(output())
+        .overridden_by(Flags::default())
+        .unwrap();
+    assert_eq!(config.content.mode, ContentMode::Full);
+    let none = Flags {
+        content: ContentFlags {
+            mode: Some(ContentMode::None),
+            ..ContentFlags::default()
+        },
+        ..Flags::default()
+    };
+    let config = Config::with_output(output()).overridden_by(none).unwrap();
+    assert_eq!(config.content.mode, ContentMode::None);
+}

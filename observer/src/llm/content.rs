@@ -6,16 +6,19 @@ use sha2::{Digest, Sha256};
 
 use super::{LlmCall, attr};
 
-/// How much prompt and completion text spans keep.
+/// How much prompt and completion text spans keep. The daemon keeps metadata only unless its
+/// configuration asks for more (it sees every user's prompts, and the OpenTelemetry GenAI
+/// conventions make content opt-in); `capture` and `replay`, a user watching their own
+/// programs, keep everything (`Config::with_output`).
 #[derive(Clone, Copy, Debug, Default, serde::Deserialize, PartialEq, Eq, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum ContentMode {
     /// Messages, system instructions and tool definitions as sent and received.
-    #[default]
     Full,
     /// Each text, tool argument and tool result replaced by its length and a hash.
     Redacted,
     /// Metadata only: no messages, system instructions or tool definitions.
+    #[default]
     None,
 }
 

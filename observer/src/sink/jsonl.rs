@@ -1,10 +1,10 @@
 //! One JSON object per span per line.
-use std::{fs::OpenOptions, io::Write};
+use std::io::Write;
 
 use anyhow::Context;
 
 use super::Sink;
-use crate::{config::JsonlConfig, span::Span};
+use crate::{config::JsonlConfig, private_file, span::Span};
 
 pub struct JsonlSink {
     out: Box<dyn Write + Send>,
@@ -17,12 +17,9 @@ impl JsonlSink {
 }
 
 impl JsonlConfig {
-    /// A sink appending to the configured file.
+    /// A sink appending to the configured file (private: see `private_file`).
     pub fn build(&self) -> anyhow::Result<JsonlSink> {
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)
+        let file = private_file::append(&self.path)
             .with_context(|| format!("opening {}", self.path.display()))?;
         Ok(JsonlSink::new(Box::new(file)))
     }

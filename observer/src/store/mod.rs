@@ -15,6 +15,7 @@ use serde_json::Value;
 pub use retention::{Retention, RetentionReport};
 
 use crate::{
+    private_file,
     query::{self, ATTRIBUTE_COLUMNS, Query, SPAN_COLUMNS, TraceSummary},
     span::{GenAi, Span, SpanKind, SpanLink},
 };
@@ -28,11 +29,20 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creating if needed) the store a writer uses, migrates it and prunes it once.
+    /// Opens (creating if needed) the store a writer uses, migrates it and prunes it once. The
+    /// database is made private before SQLite opens it: SQLite gives the WAL and shared-memory
+    /// files it creates the database's permissions; ones left by an earlier run are tightened.
     pub fn open(path: &Path, retention: &Retention) -> Result<Store> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
+            private_file::create_dir_all(dir, false)
                 .with_context(|| format!("creating the store's directory {}", dir.display()))?;
+        }
+        let context = || format!("opening the store {}", path.display());
+        private_file::create_keeping(path).with_context(context)?;
+        for suffix in ["-wal", "-shm", "-journal"] {
+            let mut companion = path.as_os_str().to_owned();
+            companion.push(suffix);
+            private_file::tighten_if_present(Path::new(&companion)).with_context(context)?;
         }
         let connection = Connection::open(path)?;
         // Only takes effect on a new file; lets pruning give pages back to the file system.

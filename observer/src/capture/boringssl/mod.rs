@@ -18,11 +18,7 @@
 //!
 //! Function bounds come from direct call targets (16-byte aligned) and a recursive descent of
 //! each candidate's code: Bun ships no `.eh_frame` to read them from. x86-64 only.
-use std::{
-    collections::{BTreeMap, HashMap},
-    fs::File,
-    path::Path,
-};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use iced_x86::{
     Code, Decoder, DecoderOptions, FlowControl, Instruction, InstructionInfoFactory, OpAccess,
@@ -30,7 +26,10 @@ use iced_x86::{
 };
 use object::{Object, ObjectSection, SectionKind};
 
-use super::elf::file_offset;
+use super::{
+    elf::file_offset,
+    untrusted::{Deadline, Elf},
+};
 
 /// BoringSSL's source file for the SSL API, as `OPENSSL_PUT_ERROR` embeds it (`__FILE__`).
 const MARKER: &[u8] = b"/ssl/ssl_lib.cc\0";
@@ -48,6 +47,9 @@ mod reason {
 const MAX_FUNCTION_SPAN: u64 = 0x4000;
 /// Instructions decoded per function before giving up on it.
 const MAX_INSTRUCTIONS: usize = 4000;
+/// Error sites naming ssl_lib.cc looked at, at most (BoringSSL has about a hundred); each holds
+/// its function's decoded code while the functions are compared.
+const MAX_ERROR_SITES: usize = 512;
 
 /// The result for one file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,35 +67,8 @@ pub enum Verdict {
     Refused(String),
 }
 
-/// Looks for BoringSSL's `SSL_read`/`SSL_write` in files, remembering each build's verdict:
-/// copies of one build (containers, reinstalls) are recognised by their ELF build id.
-#[derive(Default)]
-pub struct Locator {
-    by_build_id: HashMap<Vec<u8>, Verdict>,
-}
-
-impl Locator {
-    pub fn locate(&mut self, path: &Path) -> std::io::Result<Verdict> {
-        let file = File::open(path)?;
-        // SAFETY: the map is only read. A file truncated underneath us could fault, the risk
-        // every reader mapping binaries takes; the files here are programs being run.
-        let map = unsafe { memmap2::Mmap::map(&file)? };
-        let Ok(elf) = object::File::parse(&*map) else {
-            return Ok(Verdict::Absent);
-        };
-        let build_id = elf.build_id().ok().flatten().map(<[u8]>::to_vec);
-        if let Some(verdict) = build_id.as_ref().and_then(|id| self.by_build_id.get(id)) {
-            return Ok(verdict.clone());
-        }
-        let verdict = locate_in(&elf);
-        if let Some(id) = build_id {
-            self.by_build_id.insert(id, verdict.clone());
-        }
-        Ok(verdict)
-    }
-}
-
-fn locate_in<'a>(elf: &object::File<'a, &'a [u8]>) -> Verdict {
+/// Looks for BoringSSL's `SSL_read`/`SSL_write` in `elf`.
+pub fn locate(elf: &Elf, deadline: &Deadline) -> Verdict {
     if elf.architecture() != object::Architecture::X86_64 {
         return Verdict::Absent;
     }
@@ -106,11 +81,7 @@ fn locate_in<'a>(elf: &object::File<'a, &'a [u8]>) -> Verdict {
     let Ok(code) = text.data() else {
         return Verdict::Refused(".text could not be read".into());
     };
-    let code = Code_ {
-        bytes: code,
-        base: text.address(),
-    };
-    match identify(&code, marker) {
+    match identify(code, text.address(), marker, deadline) {
         Ok(None) => Verdict::Absent,
         Ok(Some(found)) => {
             let (Some(read_offset), Some(write_offset)) =
@@ -129,7 +100,7 @@ fn locate_in<'a>(elf: &object::File<'a, &'a [u8]>) -> Verdict {
 }
 
 /// Virtual address of the ssl_lib.cc file-name string, if the file has one.
-fn marker_address<'a>(elf: &object::File<'a, &'a [u8]>) -> Option<u64> {
+fn marker_address(elf: &Elf) -> Option<u64> {
     elf.sections()
         .filter(|s| {
             matches!(
@@ -144,7 +115,7 @@ fn marker_address<'a>(elf: &object::File<'a, &'a [u8]>) -> Option<u64> {
                 .iter()
                 .rposition(|&b| b == 0)
                 .map_or(0, |p| p + 1);
-            Some(section.address() + start as u64)
+            section.address().checked_add(start as u64)
         })
 }
 
@@ -156,7 +127,12 @@ struct Code_<'a> {
 
 impl Code_<'_> {
     fn contains(&self, address: u64) -> bool {
-        address >= self.base && address < self.base + self.bytes.len() as u64
+        address.wrapping_sub(self.base) < self.bytes.len() as u64
+    }
+
+    /// The address of byte `at` (addresses wrap, as a hostile base may make them).
+    fn address(&self, at: usize) -> u64 {
+        self.base.wrapping_add(at as u64)
     }
 
     fn decoder_at(&self, address: u64) -> Option<Decoder<'_>> {
@@ -172,14 +148,22 @@ impl Code_<'_> {
     }
 
     /// Instructions that load `target`'s address: `mov r32, imm32` (non-PIE) or
-    /// `lea r64, [rip+disp32]` (PIE).
-    fn references_to(&self, target: u64) -> Vec<u64> {
+    /// `lea r64, [rip+disp32]` (PIE), sorted; `None` past [`MAX_ERROR_SITES`].
+    fn references_to(&self, target: u64) -> Option<Vec<u64>> {
         let mut sites = Vec::new();
+        let mut add = |site: u64| {
+            sites.push(site);
+            sites.len() <= MAX_ERROR_SITES
+        };
         if let Ok(imm) = u32::try_from(target) {
             for at in memchr::memmem::find_iter(self.bytes, &imm.to_le_bytes()) {
-                if at >= 1 && (0xb8..=0xbf).contains(&self.bytes[at - 1]) {
-                    let rex = at >= 2 && self.bytes[at - 2] == 0x41;
-                    sites.push(self.base + (at - 1 - usize::from(rex)) as u64);
+                if at >= 1
+                    && (0xb8..=0xbf).contains(&self.bytes[at - 1])
+                    && !add(
+                        self.address(at - 1 - usize::from(at >= 2 && self.bytes[at - 2] == 0x41))
+                    )
+                {
+                    return None;
                 }
             }
         }
@@ -195,28 +179,35 @@ impl Code_<'_> {
                 continue;
             }
             let disp = i32::from_le_bytes([disp[0], disp[1], disp[2], disp[3]]);
-            let next = self.base + (at + 6) as u64;
-            if next.wrapping_add_signed(disp.into()) == target {
-                sites.push(self.base + (at - 1) as u64);
+            let next = self.address(at + 6);
+            if next.wrapping_add_signed(disp.into()) == target && !add(self.address(at - 1)) {
+                return None;
             }
         }
         sites.sort_unstable();
-        sites
+        Some(sites)
     }
 
-    /// Targets of direct calls that look like function entries (16-byte aligned), sorted.
-    fn call_targets(&self) -> Vec<u64> {
-        let mut targets: Vec<u64> = memchr::memchr_iter(0xe8, self.bytes)
+    /// Targets of direct calls that look like function entries (16-byte aligned) and may own
+    /// one of `sites` (at most [`MAX_FUNCTION_SPAN`] before it), sorted.
+    fn call_targets(&self, sites: &[u64]) -> Vec<u64> {
+        let may_own_a_site = |target: u64| {
+            let next_site = sites.partition_point(|&site| site < target);
+            sites
+                .get(next_site)
+                .is_some_and(|&site| site - target <= MAX_FUNCTION_SPAN)
+        };
+        // A set: however many calls the code holds, the entries kept are bounded by the sites.
+        let targets: BTreeSet<u64> = memchr::memchr_iter(0xe8, self.bytes)
             .filter_map(|at| {
                 let rel = self.bytes.get(at + 1..at + 5)?;
                 let rel = i32::from_le_bytes([rel[0], rel[1], rel[2], rel[3]]);
-                let target = (self.base + at as u64 + 5).wrapping_add_signed(rel.into());
-                (target % 16 == 0 && self.contains(target)).then_some(target)
+                let target = self.address(at + 5).wrapping_add_signed(rel.into());
+                (target % 16 == 0 && self.contains(target) && may_own_a_site(target))
+                    .then_some(target)
             })
             .collect();
-        targets.sort_unstable();
-        targets.dedup();
-        targets
+        targets.into_iter().collect()
     }
 }
 
@@ -230,7 +221,7 @@ impl Function {
     fn decode(code: &Code_, entry: u64) -> Option<Function> {
         let mut decoded = BTreeMap::new();
         let mut pending = vec![entry];
-        let limit = entry + MAX_FUNCTION_SPAN;
+        let limit = entry.saturating_add(MAX_FUNCTION_SPAN);
         while let Some(start) = pending.pop() {
             let mut decoder = code.decoder_at(start)?;
             while decoder.can_decode() {
@@ -358,10 +349,12 @@ impl Function {
     }
 }
 
-struct Found {
-    read: u64,
-    write: u64,
-    evidence: String,
+/// Where `SSL_read` and `SSL_write` start, and how that was established.
+#[derive(Debug)]
+pub struct Found {
+    pub read: u64,
+    pub write: u64,
+    pub evidence: String,
 }
 
 /// A function with the ssl_lib.cc errors it raises.
@@ -385,10 +378,22 @@ impl Profile {
     }
 }
 
-/// `Ok(None)`: the file names ssl_lib.cc but raises no SSL error with it (not BoringSSL).
-fn identify(code: &Code_, marker: u64) -> Result<Option<Found>, String> {
-    let sites = code.references_to(marker);
-    let entries = code.call_targets();
+/// `SSL_read` and `SSL_write` in machine code `code` at address `base`, from its error sites
+/// naming the ssl_lib.cc string at `marker`. `Ok(None)`: the code names ssl_lib.cc but raises
+/// no SSL error with it (not BoringSSL).
+pub fn identify(
+    code: &[u8],
+    base: u64,
+    marker: u64,
+    deadline: &Deadline,
+) -> Result<Option<Found>, String> {
+    let code = &Code_ { bytes: code, base };
+    let Some(sites) = code.references_to(marker) else {
+        return Err(format!(
+            "more than {MAX_ERROR_SITES} instructions load the ssl_lib.cc name"
+        ));
+    };
+    let entries = code.call_targets(&sites);
     // Each error site belongs to the nearest preceding function entry whose code reaches it.
     let mut functions: HashMap<u64, Profile> = HashMap::new();
     for &site in &sites {
@@ -403,6 +408,7 @@ fn identify(code: &Code_, marker: u64) -> Result<Option<Found>, String> {
         let owner = entries[first..last]
             .iter()
             .rev()
+            .take_while(|_| deadline.left())
             .filter_map(|&entry| Function::decode(code, entry))
             .find(|f| f.code.contains_key(&site));
         if let Some(function) = owner {
@@ -505,6 +511,105 @@ fn identify(code: &Code_, marker: u64) -> Result<Option<Found>, String> {
             read_field.unwrap_or_default(),
         ),
     }))
+}
+
+/// Machine code shaped like BoringSSL's ssl_lib.cc functions, written by hand with just the
+/// instructions the signature looks at: what the tests check the locator against, and where
+/// the fuzzer starts (`fuzz/fuzz_targets/boringssl.rs`).
+pub mod example {
+    use super::reason;
+
+    pub const BASE: u64 = 0x40_0000;
+    pub const MARKER_AT: u32 = 0x29_e59d;
+    pub const ERR_PUT_ERROR: u64 = BASE;
+    pub const RESET_ERRORS: u64 = BASE + 0x10;
+    pub const READ_IMPL: u64 = BASE + 0x100;
+    pub const READ: u64 = BASE + 0x200;
+    pub const WRITE: u64 = BASE + 0x300;
+
+    /// A little x86-64, written by hand: just the instructions the signature looks at.
+    #[derive(Default)]
+    pub struct Asm(pub Vec<u8>);
+
+    impl Asm {
+        pub fn at(&mut self, address: u64) -> &mut Self {
+            self.0.resize((address - BASE) as usize, 0xcc);
+            self
+        }
+        pub fn call(&mut self, target: u64) -> &mut Self {
+            let next = BASE + self.0.len() as u64 + 5;
+            self.0.push(0xe8);
+            self.0
+                .extend(((target as i64 - next as i64) as i32).to_le_bytes());
+            self
+        }
+        /// `OPENSSL_PUT_ERROR(SSL, reason)`: ERR_put_error(16, 0, reason, file, line).
+        pub fn raise(&mut self, reason: u64) -> &mut Self {
+            self.0.push(0xb9); // mov ecx, file
+            self.0.extend(MARKER_AT.to_le_bytes());
+            self.0.extend([0xbf, 0x10, 0, 0, 0, 0x31, 0xf6]); // mov edi, 16; xor esi, esi
+            self.0.push(0xba); // mov edx, reason
+            self.0.extend((reason as u32).to_le_bytes());
+            self.0.extend([0x41, 0xb8, 0x2a, 0, 0, 0]); // mov r8d, 42
+            self.call(ERR_PUT_ERROR)
+        }
+        /// `cmp qword [rdi+field], 0`
+        pub fn test_field(&mut self, field: u32) -> &mut Self {
+            self.0.extend([0x48, 0x83, 0xbf]);
+            self.0.extend(field.to_le_bytes());
+            self.0.push(0);
+            self
+        }
+        /// `add [rax+0x80], rbx`: a store through the session.
+        pub fn store(&mut self) -> &mut Self {
+            self.0.extend([0x48, 0x01, 0x98, 0x80, 0, 0, 0]);
+            self
+        }
+        pub fn ret(&mut self) -> &mut Self {
+            self.0.push(0xc3);
+            self
+        }
+    }
+
+    /// ERR_put_error, the error-state reset, ssl_read_impl, SSL_read and SSL_write, and a
+    /// caller of the three; `write_field` is the field SSL_write tests before its QUIC error.
+    pub fn boringssl_like(write_field: u32) -> Asm {
+        use reason::*;
+        let mut asm = Asm::default();
+        asm.at(ERR_PUT_ERROR).ret();
+        asm.at(RESET_ERRORS).ret();
+        asm.at(READ_IMPL)
+            .call(RESET_ERRORS)
+            .raise(UNINITIALIZED)
+            .raise(SSL_HANDSHAKE_FAILURE)
+            .ret();
+        asm.at(READ)
+            .test_field(0x98)
+            .raise(SHOULD_NOT_HAVE_BEEN_CALLED)
+            .call(READ_IMPL)
+            .store()
+            .ret();
+        asm.at(WRITE);
+        write_like(&mut asm, write_field);
+        asm.at(BASE + 0x400)
+            .call(READ_IMPL)
+            .call(READ)
+            .call(WRITE)
+            .ret();
+        asm
+    }
+
+    /// SSL_write's shape, from the current position.
+    pub fn write_like(asm: &mut Asm, field: u32) {
+        use reason::*;
+        asm.call(RESET_ERRORS)
+            .test_field(field)
+            .raise(SHOULD_NOT_HAVE_BEEN_CALLED)
+            .raise(UNINITIALIZED)
+            .raise(SSL_HANDSHAKE_FAILURE)
+            .raise(BAD_LENGTH)
+            .ret();
+    }
 }
 
 #[cfg(test)]

@@ -191,51 +191,35 @@ impl Follower {
         }
     }
 
-    /// The files `exe` will map: itself, its interpreter and the libraries it needs, as the
-    /// loader would find them (its run path, then the usual directories).
+    /// The files `exe` will map (see [`discover::closure`]), as far as they are known.
     pub(super) fn closure(&mut self, pid: u32, exe: &MappedFile) -> Vec<MappedFile> {
-        let root = discover::root_prefix(pid);
-        let mut files = vec![exe.clone()];
-        let mut index = 0;
-        while index < files.len() && files.len() < MAX_CLOSURE {
-            let file = files[index].clone();
-            index += 1;
-            let Some(analysis) = self.analysis(&file) else {
-                continue;
-            };
-            let origin = fs::read_link(&file.host_path)
-                .ok()
-                .unwrap_or_else(|| file.host_path.clone());
-            let origin = origin.parent().map(Path::to_path_buf).unwrap_or_default();
-            let mut wanted: Vec<PathBuf> = analysis
-                .interpreter
-                .iter()
-                .map(|interpreter| PathBuf::from(format!("{root}{interpreter}")))
-                .collect();
-            for name in &analysis.needed {
-                if let Some(path) =
-                    discover::find_library(&root, name, &analysis.search_path, &origin)
-                {
-                    wanted.push(path);
-                }
-            }
-            for path in wanted {
-                if let Some(id) = FileId::of(&path)
-                    && !files.iter().any(|f| f.id == id)
-                {
-                    files.push(MappedFile {
-                        id,
-                        host_path: path,
-                    });
-                }
-            }
-        }
-        files
+        discover::closure(pid, exe, &mut |file| self.analysis(file))
     }
 
+    /// Files `exe` needs are not known yet: the analyst reads its libraries too, then the exec
+    /// is served again.
+    pub(super) fn decide_once_analysed(&mut self, pid: u32, exe: &MappedFile) {
+        if !self.unknown.is_empty() {
+            self.unknown_program = Some((pid, exe.clone()));
+        }
+    }
+
+    /// The analysis of `file`: at once when it is known; else read now, or, watching the whole
+    /// host, noted for the analyst (see [`Follower::serve`]) and none for now.
     pub(super) fn analysis(&mut self, file: &MappedFile) -> Option<Arc<FileAnalysis>> {
-        match self.analyses.get(&file.host_path) {
-            Ok(analysis) => {
+        let found = if self.analyst.is_some() {
+            self.analyses.cached(&file.host_path)
+        } else {
+            self.analyses.get(&file.host_path).map(Some)
+        };
+        match found {
+            Ok(None) => {
+                if !self.unknown.iter().any(|known| known.id == file.id) {
+                    self.unknown.push(file.clone());
+                }
+                None
+            }
+            Ok(Some(analysis)) => {
                 if let Some(refused) = &analysis.refused
                     && self.announced.insert(file.id)
                 {
@@ -253,10 +237,7 @@ impl Follower {
     /// Has the gate hold every later open of `file` if it is a TLS library (a process opening it
     /// is about to use TLS, and is followed from then on).
     pub(super) fn hold_opens_if_tls(&mut self, file: &MappedFile) {
-        let Some(gate) = &self.gate else {
-            return;
-        };
-        if self.held_libraries.contains(&file.id) {
+        if self.gate.is_none() || self.held_libraries.contains(&file.id) {
             return;
         }
         let is_library = file
@@ -265,13 +246,19 @@ impl Follower {
             .and_then(|n| n.to_str())
             .is_some_and(|n| n.contains(".so"))
             || fs::read_link(&file.host_path).is_ok_and(|p| p.to_string_lossy().contains(".so"));
-        let Ok(analysis) = self.analyses.get(&file.host_path) else {
+        if !is_library {
+            return;
+        }
+        let Some(analysis) = self.analysis(file) else {
             return;
         };
-        if !is_library || analysis.tls.is_none() {
+        if analysis.tls.is_none() {
             return;
         }
         self.held_libraries.insert(file.id);
+        let Some(gate) = &self.gate else {
+            return;
+        };
         match fs::File::open(&file.host_path).map_err(anyhow::Error::from) {
             Ok(opened) => {
                 if let Err(error) = gate.hold_opens_of(&opened) {
@@ -307,8 +294,7 @@ impl Follower {
         stats.followed_now = followed as u64;
         stats.process_probes = probes as u64;
         stats.files_with_tls = self.announced.len() as u64;
-        stats.analyses_read = self.analyses.misses;
-        stats.analyses_cached = self.analyses.hits;
+        stats.analyses = self.analyses.counts();
         drop(stats);
         if let Some(gate) = &self.gate {
             *self.gate_stats.lock().unwrap_or_else(|p| p.into_inner()) = Some(gate.stats());

@@ -42,6 +42,7 @@ impl Follower {
             return;
         }
         let Some(exe_analysis) = self.analysis(exe) else {
+            self.decide_once_analysed(pid, exe);
             return;
         };
         if exe_analysis.interpreter.is_none()
@@ -51,9 +52,13 @@ impl Follower {
             // The ELF interpreter's own exec hold, after the program's: already decided.
             return;
         }
-        self.exec_seen.insert(pid, exe.id);
         let files = self.closure(pid, exe);
         let analyses: Vec<_> = files.iter().filter_map(|f| self.analysis(f)).collect();
+        if !self.unknown.is_empty() {
+            self.decide_once_analysed(pid, exe);
+            return;
+        }
+        self.exec_seen.insert(pid, exe.id);
         let networked = analyses.iter().any(|a| a.networked());
         let loads_code = analyses.iter().any(|a| a.imports_loader);
         // The new image decides (probes of the old image's files may stay on: they cost

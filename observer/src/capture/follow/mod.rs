@@ -23,7 +23,7 @@ use std::{
     path::{Path, PathBuf},
     sync::{
         Arc, Mutex,
-        mpsc::{Receiver, RecvTimeoutError, SyncSender},
+        mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender},
     },
     time::{Duration, Instant},
 };
@@ -31,7 +31,8 @@ use std::{
 use observer_common::{Followed, followed_flags};
 
 use super::{
-    analysis::{AnalysisCache, FileAnalysis, Probe},
+    analysis::{AnalysisCache, AnalysisCounts, FileAnalysis, Probe},
+    analyst::{Analyst, Job},
     discover::{self, FileId, MappedFile},
     gate::{ExecGate, GateStats, Hold, HoldKind},
     lock,
@@ -47,8 +48,6 @@ const FORK_GRACE: Duration = Duration::from_millis(20);
 /// doubled at each drop, up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
-/// Files of an executable's dependency closure looked at, at most.
-const MAX_CLOSURE: usize = 64;
 /// How often new filesystems are marked for exec holds.
 const FILESYSTEM_REFRESH: Duration = Duration::from_secs(5);
 
@@ -79,9 +78,35 @@ pub(super) enum Request {
         program: Option<PathBuf>,
         done: SyncSender<()>,
     },
+    /// A forked child looked at again, unless it exec'd meanwhile.
+    LookAgain {
+        pid: u32,
+        fork: LaterFork,
+    },
+    /// The analyses a parked request waited for are done (see `analyst`).
+    Analysed(u64),
     /// The capture stops: switch everything off.
     Stop,
 }
+
+impl Request {
+    /// The process a request is about, when serving it may need files analysed.
+    fn process(&self) -> Option<u32> {
+        match self {
+            Request::Hold(hold) => Some(hold.pid),
+            Request::Exec(pid)
+            | Request::LibraryMapped(pid)
+            | Request::Connect(pid)
+            | Request::LookAgain { pid, .. } => Some(*pid),
+            _ => None,
+        }
+    }
+}
+
+/// Requests parked waiting for analyses, at most (each may hold an exec and its open file).
+const MAX_PARKED: usize = 256;
+/// Times one request is served again after analyses before it goes on without the rest.
+const MAX_ANALYSIS_ROUNDS: u8 = 3;
 
 /// What the follower has done, for the metrics and the summary.
 #[derive(Clone, Copy, Debug, Default)]
@@ -97,8 +122,12 @@ pub struct FollowStats {
     /// Probes attached for every process on the host (none: everything is per process).
     pub host_wide_probes: u64,
     pub files_with_tls: u64,
-    pub analyses_read: u64,
-    pub analyses_cached: u64,
+    pub analyses: AnalysisCounts,
+    /// Requests (exec holds among them) that waited for files to be analysed off the
+    /// follower's thread.
+    pub analysis_waits: u64,
+    /// Requests served without the analyses they needed: their user's queue was full.
+    pub analyses_skipped: u64,
     pub attach_failures: u64,
     /// Processes whose probes came on while they had TCP connections open.
     pub attached_late: u64,
@@ -138,14 +167,22 @@ struct Dropped {
 /// A child forked by a followed process, looked at again unless it exec'd meanwhile: the
 /// executable it ran when forked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct LaterFork {
+pub(super) struct LaterFork {
     exe: Option<FileId>,
 }
 
 pub(super) struct Follower {
     probes: Probes,
     maps: Arc<Mutex<SharedMaps>>,
-    analyses: AnalysisCache,
+    analyses: Arc<AnalysisCache>,
+    /// Whole host, once running: files never seen are analysed there, not here.
+    analyst: Option<Analyst>,
+    /// Files the request being served needs analysed, and the program whose libraries too.
+    unknown: Vec<MappedFile>,
+    unknown_program: Option<(u32, MappedFile)>,
+    /// Requests waiting for their analyses, by job, with the rounds they have left.
+    parked: HashMap<u64, (Request, u8)>,
+    next_job: u64,
     gate: Option<ExecGate>,
     scoped: bool,
     in_scope: HashSet<u32>,
@@ -169,7 +206,7 @@ impl Follower {
     pub fn new(
         probes: Probes,
         maps: Arc<Mutex<SharedMaps>>,
-        analyses: AnalysisCache,
+        analyses: Arc<AnalysisCache>,
         gate: Option<ExecGate>,
         scoped: bool,
         stats: Arc<Mutex<FollowStats>>,
@@ -181,6 +218,11 @@ impl Follower {
             probes,
             maps,
             analyses,
+            analyst: None,
+            unknown: Vec::new(),
+            unknown_program: None,
+            parked: HashMap::new(),
+            next_job: 0,
             gate,
             scoped,
             in_scope: HashSet::new(),
@@ -253,8 +295,18 @@ impl Follower {
         self.publish();
     }
 
-    /// Serves requests until the channel closes (the capture stops).
-    pub fn run(mut self, requests: Receiver<Request>) {
+    /// Serves requests until the channel closes (the capture stops). Watching the whole host,
+    /// files never seen are analysed by an [`Analyst`] that reports on `analysed`.
+    pub fn run(mut self, requests: Receiver<Request>, analysed: Sender<Request>) {
+        if !self.scoped {
+            match Analyst::start(self.analyses.clone(), analysed) {
+                Ok(analyst) => self.analyst = Some(analyst),
+                Err(error) => log::warn!(
+                    "could not start the analysing thread ({error}); new programs are read \
+                     while every exec waits"
+                ),
+            }
+        }
         let mut next_refresh = Instant::now() + FILESYSTEM_REFRESH;
         loop {
             let now = Instant::now();
@@ -279,11 +331,11 @@ impl Follower {
                     Request::Stop => stopping = true,
                     Request::LibraryMapped(pid) if !mapped.contains(&pid) => mapped.push(pid),
                     Request::LibraryMapped(_) => {}
-                    request => self.serve(request),
+                    request => self.serve(request, MAX_ANALYSIS_ROUNDS),
                 }
             }
             for pid in mapped {
-                self.on_library_mapped(pid);
+                self.serve(Request::LibraryMapped(pid), MAX_ANALYSIS_ROUNDS);
             }
             if stopping {
                 break;
@@ -292,8 +344,8 @@ impl Follower {
             let (due, waiting): (Vec<_>, Vec<_>) =
                 self.later.drain(..).partition(|(at, ..)| *at <= now);
             self.later = waiting;
-            for (_, pid, why) in due {
-                self.look_again(pid, why);
+            for (_, pid, fork) in due {
+                self.serve(Request::LookAgain { pid, fork }, MAX_ANALYSIS_ROUNDS);
             }
             if now >= next_refresh {
                 // Exits of processes no longer followed are not reported by the kernel.
@@ -309,19 +361,81 @@ impl Follower {
             }
             self.publish();
         }
-        // Every link closed before the capture says it stopped (the closes share their waits).
+        // Every link closed before the capture says it stopped (the closes share their waits);
+        // parked holds are let go with the gate.
+        self.parked.clear();
         self.processes.clear();
         self.probes.finish();
     }
 
-    fn serve(&mut self, request: Request) {
-        match request {
-            Request::Hold(hold) => {
-                self.on_hold(&hold);
-                if let Some(gate) = &self.gate {
-                    gate.release(hold);
-                }
+    /// Serves `request` with the analyses at hand. One that needs files never seen is parked
+    /// until the analyst has read them, then served again (at most `rounds` times); a held
+    /// process is let go once its request is done.
+    fn serve(&mut self, request: Request, rounds: u8) {
+        if let Request::Analysed(job) = request {
+            if let Some((parked, rounds)) = self.parked.remove(&job) {
+                self.serve(parked, rounds);
             }
+            return;
+        }
+        self.handle(&request);
+        let files = std::mem::take(&mut self.unknown);
+        let program = self.unknown_program.take();
+        let request = if files.is_empty() && program.is_none() {
+            request
+        } else {
+            match self.park(request, rounds, files, program) {
+                Ok(()) => return,
+                Err(request) => request,
+            }
+        };
+        if let Request::Hold(hold) = request
+            && let Some(gate) = &self.gate
+        {
+            gate.release(hold);
+        }
+    }
+
+    /// Hands `files` (and `program`'s libraries) to the analyst, in the queue of the user whose
+    /// process `request` is about, and keeps `request` until they are read. Gives it back when
+    /// it cannot wait: no rounds left, too many parked, or that user's queue full (counted).
+    fn park(
+        &mut self,
+        request: Request,
+        rounds: u8,
+        files: Vec<MappedFile>,
+        program: Option<(u32, MappedFile)>,
+    ) -> Result<(), Request> {
+        let (Some(analyst), Some(uid)) = (
+            &self.analyst,
+            request.process().and_then(|pid| status_field(pid, "Uid:")),
+        ) else {
+            return Err(request);
+        };
+        if rounds == 0 || self.parked.len() >= MAX_PARKED {
+            self.stats_mut().analyses_skipped += 1;
+            return Err(request);
+        }
+        let id = self.next_job;
+        self.next_job += 1;
+        let job = Job {
+            id,
+            uid,
+            files,
+            program,
+        };
+        if analyst.submit(job).is_err() {
+            self.stats_mut().analyses_skipped += 1;
+            return Err(request);
+        }
+        self.stats_mut().analysis_waits += 1;
+        self.parked.insert(id, (request, rounds - 1));
+        Ok(())
+    }
+
+    fn handle(&mut self, request: &Request) {
+        match *request {
+            Request::Hold(ref hold) => self.on_hold(hold),
             Request::Exec(pid) => {
                 if let Some(exe) = process_file(pid, "exe") {
                     self.on_exec(pid, &exe);
@@ -330,6 +444,8 @@ impl Follower {
             }
             Request::Fork { parent, child } => self.on_fork(parent, child),
             Request::Connect(pid) => self.on_connect(pid),
+            Request::LibraryMapped(pid) => self.on_library_mapped(pid),
+            Request::LookAgain { pid, fork } => self.look_again(pid, fork),
             Request::Exit(pid) => {
                 self.processes.remove(&pid);
                 self.exec_seen.remove(&pid);
@@ -354,12 +470,16 @@ impl Follower {
                     self.drop_costly(pid);
                 }
             }
-            Request::FollowRoot { pid, program, done } => {
+            Request::FollowRoot {
+                pid,
+                ref program,
+                ref done,
+            } => {
                 self.follow_root(pid, program.as_deref());
                 let _ = done.send(());
             }
-            // Batched by `run`.
-            Request::Stop | Request::LibraryMapped(_) => {}
+            // Seen by `run` and `serve`.
+            Request::Stop | Request::Analysed(_) => {}
         }
     }
 

@@ -6,14 +6,15 @@
 //! own function table (`.gopclntab`), which stripping (`-ldflags "-s -w"`, `strip`) leaves in
 //! place; without section headers it is found by its magic. The Go version comes from the build
 //! info: before 1.17, Go passed arguments on the stack, which the probes do not read.
-use std::{fs::File, io, path::Path};
-
 use iced_x86::{Decoder, DecoderOptions, FlowControl, Mnemonic, Register};
 use memchr::memmem;
-use object::{Architecture, Object, ObjectSection, ObjectSegment, ObjectSymbol, read::ReadCache};
+use object::{Architecture, Object, ObjectSection, ObjectSegment, ObjectSymbol};
 
-use super::TlsLibrary;
-use super::elf::{AttachPoint, file_offset};
+use super::{
+    TlsLibrary,
+    elf::{AttachPoint, file_offset},
+    untrusted::{Deadline, Elf},
+};
 
 const WRITE: &str = "crypto/tls.(*Conn).Write";
 const READ: &str = "crypto/tls.(*Conn).Read";
@@ -26,16 +27,19 @@ const FD_CLOSE: &str = "internal/poll.(*FD).Close";
 /// `connect(s int, addr unsafe.Pointer, addrlen _Socklen)`: where every connection starts.
 const CONNECT: &str = "syscall.connect";
 
-/// Go executables larger than this are not read (they would be read whole into memory).
-const MAX_EXECUTABLE_BYTES: u64 = 1 << 30;
+/// A probed function larger than this is not believed: `(*Conn).Read` and `(*FD).Read` are
+/// about a kilobyte, and every instruction of Read is decoded and kept while its RETs are found.
+const MAX_FUNCTION_BYTES: u64 = 64 << 10;
+/// Function names longer than this are not read (those the probes need are short).
+const MAX_NAME_BYTES: usize = 512;
 
 /// Starts the build info blob (`runtime/debug.BuildInfo` source) in every Go ≥ 1.13 binary.
 const BUILDINFO_MAGIC: &[u8] = b"\xff Go buildinf:";
 
 /// `.gopclntab` header magics, by the Go versions that write them.
-const PCLNTAB_GO116: u32 = 0xffff_fffa;
-const PCLNTAB_GO118: u32 = 0xffff_fff0;
-const PCLNTAB_GO120: u32 = 0xffff_fff1;
+pub const PCLNTAB_GO116: u32 = 0xffff_fffa;
+pub const PCLNTAB_GO118: u32 = 0xffff_fff0;
+pub const PCLNTAB_GO120: u32 = 0xffff_fff1;
 
 /// What a file is, as far as Go capture goes.
 #[derive(Debug, PartialEq, Eq)]
@@ -150,52 +154,30 @@ impl GoSites {
     }
 }
 
-/// Looks at `path`. Files whose section headers name no Go section are dismissed without being
-/// read; Go executables (and ELF files without section headers) are read whole.
-pub fn inspect(path: &Path) -> io::Result<GoBinary> {
-    {
-        let cache = ReadCache::new(File::open(path)?);
-        let Ok(elf) = object::File::parse(&cache) else {
-            return Ok(GoBinary::NotGo);
-        };
-        let has_sections = elf
-            .sections()
-            .any(|s| s.name().is_ok_and(|n| !n.is_empty()));
-        let go_section = [".go.buildinfo", ".gopclntab"]
-            .iter()
-            .any(|name| elf.section_by_name(name).is_some());
-        if has_sections && !go_section {
-            return Ok(GoBinary::NotGo);
-        }
-    }
-    let size = std::fs::metadata(path)?.len();
-    if size > MAX_EXECUTABLE_BYTES {
-        return Ok(GoBinary::Unsupported {
-            version: None,
-            reason: format!("the file is {size} bytes, more than the {MAX_EXECUTABLE_BYTES} read"),
-        });
-    }
-    Ok(inspect_bytes(&std::fs::read(path)?))
-}
-
-/// [`inspect`] on a file's bytes.
-pub fn inspect_bytes(bytes: &[u8]) -> GoBinary {
-    let Ok(elf) = object::File::parse(bytes) else {
-        return GoBinary::NotGo;
-    };
+/// Looks at `elf`, whose bytes are `bytes`. Files whose section headers name no Go section
+/// are dismissed at once; the tables of the others (and of ELF files without section headers)
+/// are searched for.
+pub fn inspect(elf: &Elf, bytes: &[u8], deadline: &Deadline) -> GoBinary {
+    let has_sections = elf
+        .sections()
+        .any(|s| s.name().is_ok_and(|n| !n.is_empty()));
     let section = |name| {
         elf.section_by_name(name)
             .and_then(|s| s.data().ok())
             .filter(|d| !d.is_empty())
     };
-    let buildinfo = section(".go.buildinfo").or_else(|| find_buildinfo(bytes));
-    let pclntab = section(".gopclntab")
+    let (buildinfo, pclntab) = (section(".go.buildinfo"), section(".gopclntab"));
+    if has_sections && buildinfo.is_none() && pclntab.is_none() {
+        return GoBinary::NotGo;
+    }
+    let buildinfo = buildinfo.or_else(|| find_buildinfo(bytes));
+    let pclntab = pclntab
         .and_then(Pclntab::parse)
-        .or_else(|| find_pclntab(bytes));
+        .or_else(|| find_pclntab(bytes, deadline));
     if buildinfo.is_none() && pclntab.is_none() {
         return GoBinary::NotGo;
     }
-    let version = buildinfo.and_then(|b| buildinfo_version(&elf, b));
+    let version = buildinfo.and_then(|b| buildinfo_version(elf, b));
     let unsupported = |reason: String| GoBinary::Unsupported {
         version: version.clone(),
         reason,
@@ -225,14 +207,14 @@ pub fn inspect_bytes(bytes: &[u8]) -> GoBinary {
     }
 
     const NAMES: [&str; 7] = [WRITE, READ, CLOSE, FD_WRITE, FD_READ, FD_CLOSE, CONNECT];
-    let mut bounds = NAMES.map(|name| symbol_bounds(&elf, name));
+    let mut bounds = symbol_bounds(elf, &NAMES, deadline);
     let mut bounds_from = ".symtab";
     if bounds.iter().any(Option::is_none) {
         let Some(table) = &pclntab else {
             return unsupported("it has neither symbols nor a readable .gopclntab".into());
         };
         let text = elf.section_by_name(".text").map(|s| s.address());
-        let Some(functions) = table.find(&NAMES, text) else {
+        let Some(functions) = table.find(&NAMES, text, deadline) else {
             return unsupported(".gopclntab could not be read".into());
         };
         for (slot, found) in bounds.iter_mut().zip(functions) {
@@ -249,22 +231,19 @@ pub fn inspect_bytes(bytes: &[u8]) -> GoBinary {
         fd_close,
         connect,
     ] = bounds;
-    let tls = match locate_trio(&elf, tls_write, tls_read, tls_close, READ) {
+    let tls = match locate_trio(elf, tls_write, tls_read, tls_close, READ) {
         Ok(sites) => sites,
         Err(reason) => return unsupported(reason),
     };
-    let net = locate_trio(&elf, fd_write, fd_read, fd_close, FD_READ).unwrap_or_default();
+    let net = locate_trio(elf, fd_write, fd_read, fd_close, FD_READ).unwrap_or_default();
     if tls.is_none() && net.is_none() {
         return GoBinary::NotGo;
     }
     let connect = connect.and_then(|bounds| {
-        let code = elf.segments().find_map(|segment| {
-            segment
-                .data_range(bounds.0, bounds.1.saturating_sub(bounds.0))
-                .ok()
-                .flatten()
-        })?;
-        file_offset(&elf, entry_probe_address(code, bounds.0))
+        file_offset(
+            elf,
+            entry_probe_address(function_code(elf, bounds)?, bounds.0),
+        )
     });
     GoBinary::Go(GoProbes {
         version,
@@ -275,10 +254,20 @@ pub fn inspect_bytes(bytes: &[u8]) -> GoBinary {
     })
 }
 
+/// The machine code of the function at `[start, end)`; none past [`MAX_FUNCTION_BYTES`] (or
+/// outside the file's segments).
+fn function_code<'a>(elf: &Elf<'a>, (start, end): (u64, u64)) -> Option<&'a [u8]> {
+    let size = end
+        .checked_sub(start)
+        .filter(|&size| size <= MAX_FUNCTION_BYTES)?;
+    elf.segments()
+        .find_map(|segment| segment.data_range(start, size).ok().flatten())
+}
+
 /// The probe sites of a Write/Read/Close trio from their bounds; none when Write or Read is
 /// not in the program.
-fn locate_trio<'a, R: object::ReadRef<'a>>(
-    elf: &object::File<'a, R>,
+fn locate_trio(
+    elf: &Elf,
     write: Option<(u64, u64)>,
     read: Option<(u64, u64)>,
     close: Option<(u64, u64)>,
@@ -288,20 +277,15 @@ fn locate_trio<'a, R: object::ReadRef<'a>>(
         return Ok(None);
     };
     let offset = |address| file_offset(elf, address);
-    let code = |(start, end): (u64, u64)| {
-        elf.segments().find_map(|segment| {
-            segment
-                .data_range(start, end.saturating_sub(start))
-                .ok()
-                .flatten()
-        })
-    };
-    let entry_probe = |bounds: (u64, u64)| offset(entry_probe_address(code(bounds)?, bounds.0));
-    let (Some(write), Some(read_entry), Some(read_code)) =
-        (entry_probe(write), entry_probe(read), code(read))
-    else {
+    let entry_probe =
+        |bounds: (u64, u64)| offset(entry_probe_address(function_code(elf, bounds)?, bounds.0));
+    let (Some(write), Some(read_entry), Some(read_code)) = (
+        entry_probe(write),
+        entry_probe(read),
+        function_code(elf, read),
+    ) else {
         return Err(format!(
-            "{read_name} and its Write lie outside the file's segments"
+            "{read_name} and its Write lie outside the file's segments, or are implausibly large"
         ));
     };
     let Some(read_returns) = return_addresses(read_code, read.0)
@@ -341,14 +325,24 @@ fn entry_probe_address(code: &[u8], entry: u64) -> u64 {
     entry
 }
 
-/// `[start, end)` of a defined function symbol.
-fn symbol_bounds<'a, R: object::ReadRef<'a>>(
-    elf: &object::File<'a, R>,
-    name: &str,
-) -> Option<(u64, u64)> {
-    elf.symbols()
-        .find(|s| s.is_definition() && s.size() > 0 && s.name() == Ok(name))
-        .map(|s| (s.address(), s.address() + s.size()))
+/// `[start, end)` of each of `names`, from the defined function symbols.
+fn symbol_bounds<const N: usize>(
+    elf: &Elf,
+    names: &[&str; N],
+    deadline: &Deadline,
+) -> [Option<(u64, u64)>; N] {
+    let mut found = [None; N];
+    for symbol in elf.symbols().take_while(|_| deadline.left()) {
+        if !symbol.is_definition() || symbol.size() == 0 {
+            continue;
+        }
+        let Ok(name) = symbol.name() else { continue };
+        if let Some(slot) = names.iter().position(|&n| n == name) {
+            let start = symbol.address();
+            found[slot] = found[slot].or(Some((start, start.saturating_add(symbol.size()))));
+        }
+    }
+    found
 }
 
 /// Where to probe the returns of the function whose machine code is `code`: each RET, or the
@@ -391,10 +385,7 @@ fn find_buildinfo(bytes: &[u8]) -> Option<&[u8]> {
 }
 
 /// The Go version recorded in the build info: inline since Go 1.18, behind a pointer before.
-fn buildinfo_version<'a, R: object::ReadRef<'a>>(
-    elf: &object::File<'a, R>,
-    blob: &[u8],
-) -> Option<String> {
+fn buildinfo_version(elf: &Elf, blob: &[u8]) -> Option<String> {
     let header = blob.get(..32)?;
     if !header.starts_with(BUILDINFO_MAGIC) {
         return None;
@@ -538,9 +529,10 @@ impl<'a> Pclntab<'a> {
             4
         };
         let at = self.functab.checked_add(func)?.checked_add(name_field)?;
-        let nameoff = i32::from_le_bytes(self.data.get(at..at + 4)?.try_into().ok()?);
+        let nameoff = i32::from_le_bytes(self.data.get(at..at.checked_add(4)?)?.try_into().ok()?);
         let start = self.funcnames.checked_add(usize::try_from(nameoff).ok()?)?;
         let rest = self.data.get(start..)?;
+        let rest = &rest[..rest.len().min(MAX_NAME_BYTES)];
         Some(&rest[..memchr::memchr(0, rest)?])
     }
 
@@ -550,6 +542,7 @@ impl<'a> Pclntab<'a> {
         &self,
         names: &[&str; N],
         text: Option<u64>,
+        deadline: &Deadline,
     ) -> Option<[Option<(u64, u64)>; N]> {
         let text_start = match (self.magic, self.text_start) {
             (PCLNTAB_GO116, _) => 0,
@@ -559,6 +552,9 @@ impl<'a> Pclntab<'a> {
         let mut found = [None; N];
         let mut current = self.entry(0, text_start)?;
         for i in 0..self.nfunc {
+            if deadline.passed() {
+                return None;
+            }
             let next = self.entry(i + 1, text_start)?;
             let name = self.name(current.1)?;
             if let Some(slot) = names.iter().position(|n| n.as_bytes() == name) {
@@ -572,11 +568,12 @@ impl<'a> Pclntab<'a> {
 
 /// `.gopclntab` found by its magic (binaries without section headers): the first candidate
 /// whose whole header is plausible and whose first function has a name.
-fn find_pclntab(bytes: &[u8]) -> Option<Pclntab<'_>> {
+fn find_pclntab<'a>(bytes: &'a [u8], deadline: &Deadline) -> Option<Pclntab<'a>> {
     let magics = [PCLNTAB_GO120, PCLNTAB_GO118, PCLNTAB_GO116].map(u32::to_le_bytes);
     magics
         .iter()
         .flat_map(|magic| memmem::find_iter(bytes, magic).filter(|at| at % 8 == 0))
+        .take_while(|_| deadline.left())
         .filter_map(|at| Pclntab::parse(&bytes[at..]))
         .find(|table| {
             table
@@ -584,6 +581,65 @@ fn find_pclntab(bytes: &[u8]) -> Option<Pclntab<'_>> {
                 .and_then(|(_, func)| table.name(func))
                 .is_some_and(|name| !name.is_empty() && name.is_ascii())
         })
+}
+
+/// Go's tables written by hand, as the linker lays them out: what the tests read, and where
+/// the fuzzer starts (`fuzz/fuzz_targets/go.rs`).
+pub mod example {
+    /// A Go 1.18+ function table: header, names, function table, `_func`s. `functions` are
+    /// names with their entries' offsets from `text_start`, in order; `end` ends the last.
+    pub fn pclntab(magic: u32, text_start: u64, functions: &[(&str, u32)], end: u32) -> Vec<u8> {
+        let mut names = Vec::new();
+        let mut name_offsets = Vec::new();
+        for (name, _) in functions {
+            name_offsets.push(names.len() as i32);
+            names.extend(name.as_bytes());
+            names.push(0);
+        }
+        let header_len = 8 + 8 * 8;
+        let funcnames = header_len;
+        let functab = funcnames + names.len();
+        let mut data = Vec::new();
+        data.extend(magic.to_le_bytes());
+        data.extend([0, 0, 1, 8]);
+        for value in [
+            functions.len() as u64,
+            0,
+            text_start,
+            funcnames as u64,
+            functab as u64,
+            functab as u64,
+            functab as u64,
+            functab as u64,
+        ] {
+            data.extend(value.to_le_bytes());
+        }
+        data.extend(names);
+        // (entryoff, funcoff) for each function, then the end; the `_func`s follow.
+        let funcs_at = (functions.len() as u32 + 1) * 8;
+        for (i, (_, entry)) in functions.iter().enumerate() {
+            data.extend(entry.to_le_bytes());
+            data.extend((funcs_at + i as u32 * 8).to_le_bytes());
+        }
+        data.extend(end.to_le_bytes());
+        data.extend(0u32.to_le_bytes());
+        for ((_, entry), name) in functions.iter().zip(name_offsets) {
+            data.extend(entry.to_le_bytes());
+            data.extend(name.to_le_bytes());
+        }
+        data
+    }
+
+    /// Go 1.18+ build info with `version` inline.
+    pub fn buildinfo(version: &str) -> Vec<u8> {
+        let mut data = super::BUILDINFO_MAGIC.to_vec();
+        data.extend([8, 2]); // pointer size, inline strings
+        data.resize(32, 0);
+        data.push(version.len() as u8);
+        data.extend(version.as_bytes());
+        data.push(0); // no module info
+        data
+    }
 }
 
 #[cfg(test)]

@@ -54,53 +54,35 @@ fn a_nop_before_a_ret_is_probed_instead_unless_a_jump_lands_on_the_ret() {
     assert_eq!(return_addresses(&jumped, 0x1000), vec![0x1007]);
 }
 
-/// A Go 1.18+ table in memory: header, names, function table, `_func`s.
+/// `runtime.main` at 0, `(*Conn).Read` at 0x40, ending at 0x90.
 fn synthetic_pclntab(magic: u32, text_start: u64) -> Vec<u8> {
-    let names = b"runtime.main\0crypto/tls.(*Conn).Read\0";
-    let header_len = 8 + 8 * 8;
-    let funcnames = header_len;
-    let functab = funcnames + names.len();
-    let mut data = Vec::new();
-    data.extend(magic.to_le_bytes());
-    data.extend([0, 0, 1, 8]);
-    for value in [
-        2,
-        0,
+    example::pclntab(
+        magic,
         text_start,
-        funcnames as u64,
-        functab as u64,
-        functab as u64,
-        functab as u64,
-        functab as u64,
-    ] {
-        data.extend(value.to_le_bytes());
-    }
-    data.extend(names);
-    // (entryoff, funcoff) for both functions, then the end; the `_func`s follow.
-    for (entry, func) in [(0u32, 24u32), (0x40, 32), (0x90, 0)] {
-        data.extend(entry.to_le_bytes());
-        data.extend(func.to_le_bytes());
-    }
-    for (entry, name) in [(0u32, 0i32), (0x40, 13)] {
-        data.extend(entry.to_le_bytes());
-        data.extend(name.to_le_bytes());
-    }
-    data
+        &[("runtime.main", 0), (READ, 0x40)],
+        0x90,
+    )
+}
+
+fn deadline() -> Deadline {
+    Deadline::after(super::super::untrusted::ANALYSIS_TIME_BOUND)
 }
 
 #[test]
 fn walks_a_function_table() {
     let data = synthetic_pclntab(PCLNTAB_GO120, 0x40_1000);
     let table = Pclntab::parse(&data).expect("valid header");
-    let found = table.find(&[READ, WRITE], None).expect("walkable");
+    let found = table
+        .find(&[READ, WRITE], None, &deadline())
+        .expect("walkable");
     assert_eq!(found, [Some((0x40_1040, 0x40_1090)), None]);
 
     // Position-independent build: textStart 0, `.text` stands in.
     let data = synthetic_pclntab(PCLNTAB_GO118, 0);
     let table = Pclntab::parse(&data).expect("valid header");
-    assert_eq!(table.find(&[READ], None), None);
+    assert_eq!(table.find(&[READ], None, &deadline()), None);
     assert_eq!(
-        table.find(&[READ], Some(0x1000)),
+        table.find(&[READ], Some(0x1000), &deadline()),
         Some([Some((0x1040, 0x1090))])
     );
 }
@@ -114,7 +96,7 @@ fn finds_the_table_by_its_magic_and_rejects_lookalikes() {
     file.extend([0xff; 56]);
     let real_at = file.len();
     file.extend(synthetic_pclntab(PCLNTAB_GO120, 0x40_1000));
-    let table = find_pclntab(&file).expect("found");
+    let table = find_pclntab(&file, &deadline()).expect("found");
     assert_eq!(table.data.as_ptr(), file[real_at..].as_ptr());
 }
 
@@ -123,7 +105,7 @@ fn hostile_tables_give_none_not_panics() {
     let data = synthetic_pclntab(PCLNTAB_GO120, 0x40_1000);
     for cut in 0..data.len() {
         if let Some(table) = Pclntab::parse(&data[..cut]) {
-            let _ = table.find(&[READ], None);
+            let _ = table.find(&[READ], None, &deadline());
         }
     }
     let mut bad = data.clone();
@@ -131,6 +113,5 @@ fn hostile_tables_give_none_not_panics() {
     let len = bad.len();
     bad[len - 4..].copy_from_slice(&i32::MAX.to_le_bytes());
     let table = Pclntab::parse(&bad).expect("header still valid");
-    assert_eq!(table.find(&[READ], None), None);
-    assert_eq!(inspect_bytes(b"not an elf"), GoBinary::NotGo);
+    assert_eq!(table.find(&[READ], None, &deadline()), None);
 }

@@ -14,9 +14,9 @@ use object::{Object, ReadRef};
 /// Larger files are not analysed. They are mapped, not read into memory, but every scan of one
 /// costs: the largest programs seen (Bun, Claude Code) are a few hundred MB.
 pub const MAX_FILE_BYTES: u64 = 1 << 30;
-/// One file's analysis stops past this; locating BoringSSL in Bun's 90 MB executable, the
-/// slowest analysis seen, takes 0.25–0.4 s.
-pub const ANALYSIS_TIME_BOUND: Duration = Duration::from_secs(2);
+/// One file's analysis stops past this, the exec gate's own bound: the slowest analyses seen,
+/// BoringSSL located in Bun's 90 MB executable or Claude Code's 200 MB one, take under 0.1 s.
+pub const ANALYSIS_TIME_BOUND: Duration = Duration::from_secs(1);
 /// A name (symbol, section, library) longer than this is not read: each lookup scans at most
 /// this far for its end, however long the string table.
 const MAX_NAME_BYTES: u64 = 4096;

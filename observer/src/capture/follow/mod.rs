@@ -406,10 +406,8 @@ impl Follower {
         files: Vec<MappedFile>,
         program: Option<(u32, MappedFile)>,
     ) -> Result<(), Request> {
-        let (Some(analyst), Some(uid)) = (
-            &self.analyst,
-            request.process().and_then(|pid| status_field(pid, "Uid:")),
-        ) else {
+        let (Some(analyst), Some(uid)) = (&self.analyst, request.process().and_then(real_uid))
+        else {
             return Err(request);
         };
         if rounds == 0 || self.parked.len() >= MAX_PARKED {
@@ -538,6 +536,18 @@ fn status_field(pid: u32, field: &str) -> Option<u32> {
         .lines()
         .find_map(|line| line.strip_prefix(field))
         .and_then(|value| value.trim().parse().ok())
+}
+
+/// The user a process runs as (its real uid, the first of the four `Uid:` gives).
+fn real_uid(pid: u32) -> Option<u32> {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|line| line.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 fn comm(pid: u32) -> String {

@@ -581,7 +581,11 @@ mod tests {
             name: "otlp",
             depth,
             dropped,
-            export: None,
+            export: Some(crate::health::ExportHealth {
+                exported: 40,
+                pruned: dropped,
+                ..Default::default()
+            }),
         };
         let http = crate::http::HttpStats {
             joined_mid_stream: 2,
@@ -667,6 +671,20 @@ mod tests {
         );
         assert_eq!(
             sample(&text, r#"observer_sink_dropped_spans_total{sink="otlp"}"#),
+            2.0
+        );
+        assert_eq!(
+            sample(
+                &text,
+                r#"observer_export_spans_total{sink="otlp",outcome="exported"}"#
+            ),
+            40.0
+        );
+        assert_eq!(
+            sample(
+                &text,
+                r#"observer_export_spans_total{sink="otlp",outcome="pruned"}"#
+            ),
             2.0
         );
     }

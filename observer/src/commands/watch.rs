@@ -49,8 +49,7 @@ pub fn watch_and_report(
     };
     let (capture, events) = LiveCapture::start(&options)?;
 
-    let metrics = (watch.metrics_addr.is_some() || watch.otlp_metrics.is_some())
-        .then(Metrics::new);
+    let metrics = (watch.metrics_addr.is_some() || watch.otlp_metrics.is_some()).then(Metrics::new);
     if let Some(metrics) = &metrics {
         sinks.push(Box::new(metrics.clone()));
     }

@@ -12,14 +12,14 @@ use anyhow::{Context, bail};
 use serde::Deserialize;
 
 pub use crate::llm::content::ContentMode;
-pub use otlp::{
-    Compression, Env, MetricsExport, OtlpConfig, OtlpExport, OtlpFlags, Protocol, QueueLimits,
-    Target, TlsFiles,
-};
 use crate::{
     llm,
     sink::Sink,
     store::{self, Retention},
+};
+pub use otlp::{
+    Compression, Env, MetricsExport, OtlpConfig, OtlpExport, OtlpFlags, Protocol, QueueLimits,
+    Target, TlsFiles,
 };
 
 mod otlp;

@@ -192,7 +192,10 @@ impl Env<'_> {
 impl OtlpConfig {
     /// The export these settings (None: no `[otlp]` section and no OTLP flag) describe with
     /// `env` filling what they leave out; None when no endpoint is set anywhere.
-    pub fn resolve(configured: Option<&OtlpConfig>, env: &Env) -> anyhow::Result<Option<OtlpExport>> {
+    pub fn resolve(
+        configured: Option<&OtlpConfig>,
+        env: &Env,
+    ) -> anyhow::Result<Option<OtlpExport>> {
         let otlp = configured.cloned().unwrap_or_default();
         let traces = otlp.target(Signal::Traces, env)?;
         let metrics_asked = match otlp.metrics {
@@ -204,15 +207,19 @@ impl OtlpConfig {
             }
         };
         let metrics = if metrics_asked {
-            let interval = match (otlp.metrics_interval_secs, env.get("OTEL_METRIC_EXPORT_INTERVAL")) {
+            let interval = match (
+                otlp.metrics_interval_secs,
+                env.get("OTEL_METRIC_EXPORT_INTERVAL"),
+            ) {
                 (Some(secs), _) => Duration::from_secs(secs),
                 (None, Some((name, value))) => Duration::from_millis(parse_number(&name, &value)?),
                 (None, None) => DEFAULT_METRICS_INTERVAL,
             };
-            otlp.target(Signal::Metrics, env)?.map(|target| MetricsExport {
-                target,
-                interval: interval.max(Duration::from_secs(1)),
-            })
+            otlp.target(Signal::Metrics, env)?
+                .map(|target| MetricsExport {
+                    target,
+                    interval: interval.max(Duration::from_secs(1)),
+                })
         } else {
             None
         };
@@ -340,7 +347,9 @@ fn signal_url(protocol: Protocol, signal: Signal, base: &str) -> String {
         return base.to_owned();
     }
     let base = base.trim_end_matches('/');
-    let base = base.strip_suffix(Signal::Traces.http_path()).unwrap_or(base);
+    let base = base
+        .strip_suffix(Signal::Traces.http_path())
+        .unwrap_or(base);
     format!("{base}{}", signal.http_path())
 }
 
@@ -348,7 +357,11 @@ fn signal_url(protocol: Protocol, signal: Signal, base: &str) -> String {
 /// percent-decoded, as OTEL_EXPORTER_OTLP_HEADERS and OTEL_RESOURCE_ATTRIBUTES have them.
 fn parse_pairs(name: &str, text: &str) -> anyhow::Result<BTreeMap<String, String>> {
     let mut pairs = BTreeMap::new();
-    for item in text.split(',').map(str::trim).filter(|item| !item.is_empty()) {
+    for item in text
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+    {
         let Some((key, value)) = item.split_once('=') else {
             bail!("{name}: `{item}` is not key=value (the form is key1=value1,key2=value2)");
         };

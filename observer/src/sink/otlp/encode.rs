@@ -41,8 +41,12 @@ impl EncodedSpan {
                 .filter_map(|key| Some((*key, span.attribute(key)?)))
         };
         EncodedSpan {
-            process: present().map(|(key, value)| key_value(key, value)).collect(),
-            process_key: present().map(|(key, value)| format!("{key}={value};")).collect(),
+            process: present()
+                .map(|(key, value)| key_value(key, value))
+                .collect(),
+            process_key: present()
+                .map(|(key, value)| format!("{key}={value};"))
+                .collect(),
             span: otlp_span(span),
         }
     }

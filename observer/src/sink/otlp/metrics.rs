@@ -31,7 +31,11 @@ use crate::{config::OtlpExport, metrics::Metrics, store::now_unix_nanos};
 
 /// Prometheus names of the GenAI conventions' metrics, with their OpenTelemetry names and units.
 const CONVENTION_NAMES: [(&str, &str, &str); 3] = [
-    ("gen_ai_client_token_usage", "gen_ai.client.token.usage", "{token}"),
+    (
+        "gen_ai_client_token_usage",
+        "gen_ai.client.token.usage",
+        "{token}",
+    ),
     (
         "gen_ai_client_operation_duration_seconds",
         "gen_ai.client.operation.duration",
@@ -186,10 +190,12 @@ fn parse_exposition(text: &str) -> BTreeMap<String, Family> {
     families
 }
 
-/// The family a sample belongs to: its name, or its name less a histogram's or counter's
-/// suffix.
-fn family_of<'a>(families: &'a mut BTreeMap<String, Family>, sample: &str) -> Option<&'a mut Family> {
-    let name = ["_bucket", "_sum", "_count", "_total"]
+/// The family a sample belongs to: its name, or its name less a histogram's suffix.
+fn family_of<'a>(
+    families: &'a mut BTreeMap<String, Family>,
+    sample: &str,
+) -> Option<&'a mut Family> {
+    let name = ["_bucket", "_sum", "_count"]
         .iter()
         .filter_map(|suffix| sample.strip_suffix(suffix))
         .find(|base| families.contains_key(*base))
@@ -268,10 +274,15 @@ fn metrics_request(
 }
 
 fn otlp_metric(name: &str, family: Family, start: u64, now: u64) -> Option<Metric> {
+    // The Prometheus text format names a counter's family with its `_total`.
+    let base = match family.kind.as_str() {
+        "counter" => name.strip_suffix("_total").unwrap_or(name),
+        _ => name,
+    };
     let (otel_name, unit) = CONVENTION_NAMES
         .iter()
-        .find(|(prometheus, ..)| *prometheus == name)
-        .map_or((name, ""), |(_, otel, unit)| (*otel, *unit));
+        .find(|(prometheus, ..)| *prometheus == base)
+        .map_or((base, ""), |(_, otel, unit)| (*otel, *unit));
     let number = |sample: &Sample| NumberDataPoint {
         attributes: attributes(&sample.labels),
         start_time_unix_nano: start,
@@ -306,7 +317,12 @@ fn otlp_metric(name: &str, family: Family, start: u64, now: u64) -> Option<Metri
 
 /// A histogram's `_bucket` (cumulative, by `le`), `_sum` and `_count` samples as data points
 /// with per-bucket counts, one per label set.
-fn histogram_points(name: &str, samples: &[Sample], start: u64, now: u64) -> Vec<HistogramDataPoint> {
+fn histogram_points(
+    name: &str,
+    samples: &[Sample],
+    start: u64,
+    now: u64,
+) -> Vec<HistogramDataPoint> {
     #[derive(Default)]
     struct Point {
         buckets: Vec<(f64, f64)>,

@@ -142,7 +142,10 @@ impl OtlpSink {
                 max.as_secs()
             ),
         };
-        format!("exporting spans to {} over {protocol}; {waiting}", self.target.url)
+        format!(
+            "exporting spans to {} over {protocol}; {waiting}",
+            self.target.url
+        )
     }
 
     fn health(&self) -> ExportHealth {
@@ -414,7 +417,9 @@ impl Exporter {
                 Outcome::Accepted { rejected, message } => {
                     self.back();
                     let rejected = rejected.min(count);
-                    stats.exported.fetch_add(count - rejected, Ordering::Relaxed);
+                    stats
+                        .exported
+                        .fetch_add(count - rejected, Ordering::Relaxed);
                     if rejected > 0 {
                         stats.rejected.fetch_add(rejected, Ordering::Relaxed);
                         self.refused(rejected, count, &message);
@@ -454,7 +459,10 @@ impl Exporter {
                 self.outage = Some((Instant::now(), reason));
             }
             Some((_, known)) if *known != reason => {
-                log::debug!("otlp: {} still not taking spans: {reason}", self.transport.url());
+                log::debug!(
+                    "otlp: {} still not taking spans: {reason}",
+                    self.transport.url()
+                );
             }
             Some(_) => {}
         }

@@ -98,7 +98,9 @@ pub(super) fn run(shared: &Shared, mut exporter: Exporter, max_elapsed: Duration
                 let queue = &state.queue;
                 if state.closing {
                     // Never sent: given up.
-                    stats.expired.fetch_add(queue.len() as u64, Ordering::Relaxed);
+                    stats
+                        .expired
+                        .fetch_add(queue.len() as u64, Ordering::Relaxed);
                     return;
                 }
                 let due = queue.waiting.front().map(|w| w.since + max_delay);
@@ -121,7 +123,9 @@ pub(super) fn run(shared: &Shared, mut exporter: Exporter, max_elapsed: Duration
         match delivery {
             Delivery::Answered => state.queue.settle(),
             Delivery::Expired => {
-                stats.expired.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                stats
+                    .expired
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
                 log::warn!(
                     "otlp: {} spans dropped: {} did not take them within {} s",
                     batch.len(),

@@ -128,10 +128,7 @@ mod tests {
     #[test]
     fn reads_retry_after_as_seconds_or_a_date() {
         let now = httpdate::parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT").unwrap();
-        assert_eq!(
-            parse_retry_after(" 7 ", now),
-            Some(Duration::from_secs(7))
-        );
+        assert_eq!(parse_retry_after(" 7 ", now), Some(Duration::from_secs(7)));
         assert_eq!(
             parse_retry_after("Sun, 06 Nov 1994 08:50:07 GMT", now),
             Some(Duration::from_secs(30))

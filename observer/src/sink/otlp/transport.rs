@@ -294,30 +294,34 @@ impl Grpc {
         let encoding = self.gzip.then_some(CompressionEncoding::Gzip);
         let result = match request {
             Request::Traces(message) => {
-                let mut client = TraceServiceClient::new(channel)
-                    .accept_compressed(CompressionEncoding::Gzip);
+                let mut client =
+                    TraceServiceClient::new(channel).accept_compressed(CompressionEncoding::Gzip);
                 if let Some(encoding) = encoding {
                     client = client.send_compressed(encoding);
                 }
-                self.runtime.block_on(client.export(self.request(message))).map(|response| {
-                    response
-                        .into_inner()
-                        .partial_success
-                        .map(|p| (p.rejected_spans, p.error_message))
-                })
+                self.runtime
+                    .block_on(client.export(self.request(message)))
+                    .map(|response| {
+                        response
+                            .into_inner()
+                            .partial_success
+                            .map(|p| (p.rejected_spans, p.error_message))
+                    })
             }
             Request::Metrics(message) => {
-                let mut client = MetricsServiceClient::new(channel)
-                    .accept_compressed(CompressionEncoding::Gzip);
+                let mut client =
+                    MetricsServiceClient::new(channel).accept_compressed(CompressionEncoding::Gzip);
                 if let Some(encoding) = encoding {
                     client = client.send_compressed(encoding);
                 }
-                self.runtime.block_on(client.export(self.request(message))).map(|response| {
-                    response
-                        .into_inner()
-                        .partial_success
-                        .map(|p| (p.rejected_data_points, p.error_message))
-                })
+                self.runtime
+                    .block_on(client.export(self.request(message)))
+                    .map(|response| {
+                        response
+                            .into_inner()
+                            .partial_success
+                            .map(|p| (p.rejected_data_points, p.error_message))
+                    })
             }
         };
         match result {

@@ -319,18 +319,20 @@ impl Shared {
         self.changed.notify_all();
     }
 
-    /// Waits `wait` between two attempts; false when the sink is closing or a flush's
-    /// deadline came first (then the caller stops retrying).
+    /// Waits `wait` between two attempts, or less when a flush is asked for meanwhile (the
+    /// observer is stopping: one more attempt at once); false when the sink is closing or a
+    /// flush's deadline came first (then the caller stops retrying).
     fn pause(&self, wait: Duration) -> bool {
         let end = Instant::now() + wait;
         let mut state = self.lock();
+        let asked = state.flush_asked;
         loop {
             let now = Instant::now();
             let flush_over = state.flushing() && state.flush_deadline.is_some_and(|d| now >= d);
             if state.closing || flush_over {
                 return false;
             }
-            if now >= end {
+            if now >= end || state.flush_asked != asked {
                 return true;
             }
             let until = match state.flush_deadline.filter(|_| state.flushing()) {

@@ -664,3 +664,28 @@ fn with_the_store_a_refused_batch_is_passed_over_not_retried_forever() {
         }
     );
 }
+
+#[test]
+fn a_connection_lost_on_the_way_is_retried_not_refused() {
+    // A receiver that reads a little, then drops the connection: no answer at all.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let mut stream = stream.unwrap();
+            let _ = stream.read(&mut [0; 64]);
+        }
+    });
+    for protocol in [Protocol::Grpc, Protocol::HttpProtobuf] {
+        let target = export(&url, protocol, OtlpConfig::default())
+            .traces
+            .unwrap();
+        let outcome = Transport::new(&target)
+            .unwrap()
+            .send(Request::Traces(Default::default()));
+        assert!(
+            matches!(outcome, Outcome::Retry { .. }),
+            "{protocol:?}: {outcome:?}"
+        );
+    }
+}

@@ -335,7 +335,10 @@ impl Grpc {
             Err(status) => {
                 let retry_info = status.get_details_retry_info();
                 let reason = format!("gRPC {:?}: {}", status.code(), shorten(status.message()));
-                if grpc_retryable(status.code(), retry_info.is_some()) {
+                // A status tonic made from an error of its own (a connection lost, reset or
+                // refused) is no answer from the receiver, whatever its code: try again.
+                let on_the_way = std::error::Error::source(&status).is_some();
+                if on_the_way || grpc_retryable(status.code(), retry_info.is_some()) {
                     Outcome::Retry {
                         reason,
                         after: retry_info.and_then(|info| info.retry_delay),

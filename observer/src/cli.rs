@@ -4,7 +4,9 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use anyhow::{Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use observer::{
-    config::{Config, ContentFlags, ContentMode, Flags, OtlpFlags, OutputConfig, OutputFormat},
+    config::{
+        Config, ContentFlags, ContentMode, Flags, OtlpFlags, OutputConfig, OutputFormat, Protocol,
+    },
     query::{self, DEFAULT_LIMIT, OrderBy},
     store,
 };
@@ -102,17 +104,26 @@ pub struct ExportArgs {
     otlp: OtlpArgs,
 }
 
+/// OTLP export; what these leave out comes from the config file, then from the standard
+/// OTEL_EXPORTER_OTLP_* variables.
 #[derive(clap::Args)]
 pub struct OtlpArgs {
-    /// Also export spans over OTLP/HTTP to this receiver (spans go to URL/v1/traces).
+    /// Also export spans over OTLP to this receiver (HTTP: spans go to URL/v1/traces; gRPC:
+    /// the target, e.g. http://collector:4317).
     #[arg(long, value_name = "URL")]
     otlp_endpoint: Option<String>,
+    /// grpc or http/protobuf [default: http/protobuf].
+    #[arg(long, value_name = "PROTOCOL")]
+    otlp_protocol: Option<Protocol>,
     /// A header sent with every export, e.g. `authorization=Bearer KEY` (repeatable).
     #[arg(long, value_name = "NAME=VALUE", value_parser = parse_header)]
     otlp_header: Vec<(String, String)>,
     /// The service.name of exported spans [default: observer].
     #[arg(long, value_name = "NAME")]
     service_name: Option<String>,
+    /// Also export the metrics (GenAI client metrics, the observer's health) over OTLP.
+    #[arg(long)]
+    otlp_metrics: bool,
 }
 
 #[derive(clap::Args)]
@@ -317,6 +328,8 @@ impl OtlpArgs {
             endpoint: self.otlp_endpoint.clone(),
             headers: self.otlp_header.clone(),
             service_name: self.service_name.clone(),
+            protocol: self.otlp_protocol,
+            metrics: self.otlp_metrics,
         }
     }
 }

@@ -130,10 +130,40 @@ pub struct PipelineTotals {
     pub reassembly: ReassemblyStats,
 }
 
-/// A sink's queue, for the health metrics.
+/// A sink's queue, for the health metrics and the summary.
 #[derive(Clone, Copy, Debug)]
 pub struct QueueHealth {
     pub name: &'static str,
     pub depth: u64,
+    /// Spans dropped because the queue was full.
     pub dropped: u64,
+    /// What became of the spans, for a sink that exports them.
+    pub export: Option<ExportHealth>,
+}
+
+/// An exporter's spans by outcome, as totals since start.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExportHealth {
+    /// Accepted by the receiver.
+    pub exported: u64,
+    /// Refused by the receiver (a permanent error, or a partial success's rejected spans).
+    pub rejected: u64,
+    /// Given up: the receiver did not take them within the retry time, or before the observer
+    /// stopped (without the store).
+    pub expired: u64,
+    /// Deleted by the store's retention before they were exported (the receiver was away
+    /// longer than the store keeps spans).
+    pub pruned: u64,
+}
+
+impl ExportHealth {
+    /// Each outcome with its metric label and what it means, for people.
+    pub fn outcomes(&self) -> [(&'static str, &'static str, u64); 4] {
+        [
+            ("exported", "exported", self.exported),
+            ("rejected", "rejected by the receiver", self.rejected),
+            ("expired", "given up after retrying", self.expired),
+            ("pruned", "pruned from the store before export", self.pruned),
+        ]
+    }
 }

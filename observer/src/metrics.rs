@@ -50,6 +50,12 @@ struct SinkLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ExportLabels {
+    sink: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
     reason: &'static str,
 }
@@ -81,6 +87,7 @@ pub struct Metrics {
     attached_targets: Gauge,
     queue_depth: Family<SinkLabels, Gauge>,
     spans_dropped: Family<SinkLabels, Counter>,
+    spans_exported: Family<ExportLabels, Counter>,
     probe_hits: Counter,
     not_copied: Family<ReasonLabels, Counter>,
     probes: Family<ScopeLabels, Gauge>,
@@ -122,6 +129,7 @@ impl Metrics {
             attached_targets: Gauge::default(),
             queue_depth: Family::default(),
             spans_dropped: Family::default(),
+            spans_exported: Family::default(),
             probe_hits: Counter::default(),
             not_copied: Family::default(),
             probes: Family::default(),
@@ -273,6 +281,11 @@ impl Metrics {
             "Spans a sink dropped because its queue was full",
             metrics.spans_dropped.clone(),
         );
+        registry.register(
+            "observer_export_spans",
+            "An exporter's spans by outcome: exported, rejected (by the receiver), expired (retries ran out), pruned (deleted by the store's retention before export)",
+            metrics.spans_exported.clone(),
+        );
         Arc::new(Metrics {
             registry,
             ..metrics
@@ -349,6 +362,13 @@ impl Metrics {
                 .get_or_create(&labels)
                 .set(i64::try_from(queue.depth).unwrap_or(i64::MAX));
             set_total(&self.spans_dropped.get_or_create(&labels), queue.dropped);
+            for (outcome, _, total) in queue.export.iter().flat_map(|e| e.outcomes()) {
+                let labels = ExportLabels {
+                    sink: queue.name.to_owned(),
+                    outcome,
+                };
+                set_total(&self.spans_exported.get_or_create(&labels), total);
+            }
         }
     }
 
@@ -580,6 +600,11 @@ mod tests {
             name: "otlp",
             depth,
             dropped,
+            export: Some(crate::health::ExportHealth {
+                exported: 40,
+                pruned: dropped,
+                ..Default::default()
+            }),
         };
         let http = crate::http::HttpStats {
             joined_mid_stream: 2,
@@ -669,6 +694,20 @@ mod tests {
         );
         assert_eq!(
             sample(&text, r#"observer_sink_dropped_spans_total{sink="otlp"}"#),
+            2.0
+        );
+        assert_eq!(
+            sample(
+                &text,
+                r#"observer_export_spans_total{sink="otlp",outcome="exported"}"#
+            ),
+            40.0
+        );
+        assert_eq!(
+            sample(
+                &text,
+                r#"observer_export_spans_total{sink="otlp",outcome="pruned"}"#
+            ),
             2.0
         );
     }

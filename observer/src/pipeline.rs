@@ -138,8 +138,9 @@ impl Pipeline {
         }
         let roots = self.linker.finish();
         self.sinks.write_all(roots);
-        self.report_health();
         self.sinks.flush();
+        // After the flush, so that the last health heard counts what the sinks delivered.
+        self.report_health();
         if let Some(recorder) = self.recorder.take()
             && let Err(error) = recorder.finish()
         {

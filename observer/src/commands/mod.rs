@@ -35,12 +35,16 @@ fn watch_live(config: Config, record: Option<PathBuf>, command: Vec<String>) -> 
     let llm = config.llm_stage()?;
     let recorder = record.as_deref().map(RecordWriter::create).transpose()?;
     let sinks = config.build_sinks()?;
+    let otlp_metrics = config
+        .otlp_export()?
+        .filter(|export| export.metrics.is_some());
     let watch = watch::Watch {
         pids: config.filters.pids,
         comms: config.filters.comms,
         command,
         recorder,
         metrics_addr: config.metrics.enabled.then_some(config.metrics.listen),
+        otlp_metrics,
     };
     watch::watch_and_report(watch, llm, sinks)
 }

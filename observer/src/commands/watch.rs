@@ -12,6 +12,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use observer::{
     capture::{CaptureEvent, CaptureOptions, CaptureStats, LiveCapture, record::RecordWriter},
+    config::OtlpExport,
     health::Report,
     llm::LlmStage,
     metrics::{self, Metrics},
@@ -31,6 +32,8 @@ pub struct Watch {
     pub recorder: Option<RecordWriter>,
     /// Where to serve Prometheus metrics, if anywhere.
     pub metrics_addr: Option<SocketAddr>,
+    /// The metrics' export over OTLP, if configured.
+    pub otlp_metrics: Option<OtlpExport>,
 }
 
 /// Captures until stopped, feeding `sinks`, then prints the summary.
@@ -46,10 +49,14 @@ pub fn watch_and_report(
     };
     let (capture, events) = LiveCapture::start(&options)?;
 
-    let metrics = watch.metrics_addr.map(|_| Metrics::new());
+    let metrics = (watch.metrics_addr.is_some() || watch.otlp_metrics.is_some()).then(Metrics::new);
     if let Some(metrics) = &metrics {
         sinks.push(Box::new(metrics.clone()));
     }
+    let otlp_metrics = match (&watch.otlp_metrics, &metrics) {
+        (Some(export), Some(metrics)) => export.start_metrics(metrics.clone())?,
+        _ => None,
+    };
     let summary = SummarySink::default();
     sinks.push(Box::new(summary.clone()));
     let pipeline = Pipeline::new(llm, sinks)
@@ -69,6 +76,8 @@ pub fn watch_and_report(
     let report = pipeline
         .join()
         .map_err(|_| anyhow::anyhow!("the pipeline thread panicked"))?;
+    // A last export of the metrics, final counts included.
+    drop(otlp_metrics);
     report_the_end(&stats, &report, &summary);
     Ok(code)
 }

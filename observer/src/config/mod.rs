@@ -3,7 +3,6 @@
 //! it from a TOML file (`--config PATH`; `deploy/observer.toml` shows every setting), `capture`
 //! and `replay` start from their own defaults; the flags override either ([`Flags`]).
 use std::{
-    collections::BTreeMap,
     net::SocketAddr,
     path::{Path, PathBuf},
     time::Duration,
@@ -18,7 +17,12 @@ use crate::{
     sink::Sink,
     store::{self, Retention},
 };
+pub use otlp::{
+    Compression, Env, MetricsExport, OtlpConfig, OtlpExport, OtlpFlags, Protocol, QueueLimits,
+    Target, TlsFiles,
+};
 
+mod otlp;
 mod output;
 #[cfg(test)]
 mod tests;
@@ -75,19 +79,6 @@ impl StoreConfig {
             max_bytes: Some(self.max_size_mb << 20).filter(|&bytes| bytes > 0),
         }
     }
-}
-
-/// Spans exported over OTLP/HTTP.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct OtlpConfig {
-    /// The receiver's base URL (`http://collector:4318`); spans go to `{endpoint}/v1/traces`.
-    pub endpoint: String,
-    /// Sent with every request, e.g. `authorization: Bearer …`.
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
-    /// None: `observer`.
-    pub service_name: Option<String>,
 }
 
 /// The Prometheus endpoint (`GET /metrics`); on by default, on loopback.
@@ -200,7 +191,7 @@ impl Config {
         if let Some(path) = flags.jsonl {
             self.jsonl = Some(JsonlConfig { path });
         }
-        self.otlp = flags.otlp.over(self.otlp)?;
+        self.otlp = flags.otlp.over(self.otlp);
         let content = &mut self.content;
         content.mode = flags.content.mode.unwrap_or(content.mode);
         content.max_string_bytes = flags.content.max_string_bytes.or(content.max_string_bytes);
@@ -225,6 +216,11 @@ impl Config {
             user: user.transpose()?,
         };
         Ok(llm::LlmStage { content, prices })
+    }
+
+    /// The OTLP export the file, the flags and the `OTEL_*` environment describe.
+    pub fn otlp_export(&self) -> anyhow::Result<Option<OtlpExport>> {
+        OtlpConfig::resolve(self.otlp.as_ref(), &Env::process())
     }
 
     /// Makes every configured sink, in one place.
@@ -253,9 +249,12 @@ impl Config {
             sinks.push(Box::new(store?));
             say(format!("store: {}", self.store.path.display()));
         }
-        if let Some(otlp) = &self.otlp {
-            say(format!("otlp: exporting to {}", otlp.endpoint));
-            sinks.push(Box::new(otlp.build()?));
+        let store = self.store.enabled.then_some(&self.store);
+        if let Some(export) = self.otlp_export()?
+            && let Some(otlp) = export.traces_sink(store)?
+        {
+            say(format!("otlp: {}", otlp.describe()));
+            sinks.push(Box::new(otlp));
         }
         if let Some(jsonl) = &self.jsonl {
             sinks.push(Box::new(jsonl.build()?));
@@ -282,33 +281,4 @@ pub struct ContentFlags {
     pub mode: Option<ContentMode>,
     pub max_string_bytes: Option<usize>,
     pub prices: Option<PathBuf>,
-}
-
-/// The OTLP flags.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct OtlpFlags {
-    pub endpoint: Option<String>,
-    /// Added to the file's headers, replacing those of the same name.
-    pub headers: Vec<(String, String)>,
-    pub service_name: Option<String>,
-}
-
-impl OtlpFlags {
-    /// The flags over the file's section (None: no OTLP export).
-    fn over(self, configured: Option<OtlpConfig>) -> anyhow::Result<Option<OtlpConfig>> {
-        let mut otlp = match (self.endpoint, configured) {
-            (Some(endpoint), configured) => OtlpConfig {
-                endpoint,
-                ..configured.unwrap_or_default()
-            },
-            (None, Some(configured)) => configured,
-            (None, None) if self.headers.is_empty() && self.service_name.is_none() => {
-                return Ok(None);
-            }
-            (None, None) => bail!("--otlp-header and --service-name need --otlp-endpoint URL"),
-        };
-        otlp.headers.extend(self.headers);
-        otlp.service_name = self.service_name.or(otlp.service_name);
-        Ok(Some(otlp))
-    }
 }

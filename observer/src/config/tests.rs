@@ -8,7 +8,24 @@ fn the_shipped_example_parses() {
         config.store.retention().max_age,
         Duration::from_secs(7 * 86_400)
     );
-    assert!(config.otlp.is_some());
+    assert_eq!(
+        config.otlp, None,
+        "OTLP is configured through the environment"
+    );
+    // The commented [otlp] example is a valid section once uncommented.
+    let text = std::fs::read_to_string(example).unwrap();
+    let section: String = text
+        .lines()
+        .skip_while(|line| *line != "# [otlp]")
+        .skip(1)
+        .take_while(|line| !line.is_empty())
+        .filter_map(|line| line.strip_prefix("# "))
+        .filter(|line| line.contains(" = "))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    let otlp: OtlpConfig = toml::from_str(&section).unwrap();
+    assert_eq!(otlp.endpoint.as_deref(), Some("http://127.0.0.1:4318"));
+    assert_eq!(otlp.metrics, Some(false));
 }
 
 #[test]
@@ -32,7 +49,10 @@ fn reads_each_section_and_refuses_unknown_keys() {
     .unwrap();
     assert_eq!(config.filters.comms, ["python3"]);
     assert_eq!(config.store.retention().max_bytes, None);
-    assert_eq!(config.otlp.unwrap().headers["authorization"], "Bearer t");
+    let otlp = config.otlp.unwrap();
+    assert_eq!(otlp.headers["authorization"], "Bearer t");
+    assert_eq!(otlp.endpoint.as_deref(), Some("http://c:4318"));
+    assert!(toml::from_str::<Config>("[otlp]\nendpoint_url = \"http://c\"").is_err());
     assert!(toml::from_str::<Config>("[store]\nretention = 3").is_err());
     assert!(toml::from_str::<Config>("[content]\nmode = \"everything\"").is_err());
     let config: Config = toml::from_str("[content]\nmode = \"redacted\"").unwrap();
@@ -123,33 +143,7 @@ fn a_store_path_or_metrics_address_leaves_them_off_when_the_file_turns_them_off(
 }
 
 #[test]
-fn otlp_flags_add_to_the_files_endpoint_and_headers() {
-    let configured = file(
-        r#"otlp = { endpoint = "http://c:4318", headers = { a = "1", b = "2" }, service_name = "s" }"#,
-    );
-    let flags = Flags {
-        otlp: OtlpFlags {
-            endpoint: Some("http://d:4318".into()),
-            headers: vec![("b".into(), "3".into()), ("c".into(), "4".into())],
-            service_name: None,
-        },
-        ..Flags::default()
-    };
-    let otlp = configured.overridden_by(flags).unwrap().otlp.unwrap();
-    assert_eq!(otlp.endpoint, "http://d:4318");
-    assert_eq!(
-        otlp.headers,
-        BTreeMap::from([
-            ("a".into(), "1".into()),
-            ("b".into(), "3".into()),
-            ("c".into(), "4".into())
-        ])
-    );
-    assert_eq!(otlp.service_name.as_deref(), Some("s"));
-}
-
-#[test]
-fn otlp_needs_an_endpoint_from_the_flags_or_the_file() {
+fn otlp_flags_alone_make_an_otlp_section() {
     let endpoint_only = Flags {
         otlp: OtlpFlags {
             endpoint: Some("http://d:4318".into()),
@@ -165,32 +159,10 @@ fn otlp_needs_an_endpoint_from_the_flags_or_the_file() {
     assert_eq!(
         otlp,
         OtlpConfig {
-            endpoint: "http://d:4318".into(),
+            endpoint: Some("http://d:4318".into()),
             ..OtlpConfig::default()
         }
     );
-    let no_endpoint = Flags {
-        otlp: OtlpFlags {
-            service_name: Some("s".into()),
-            ..OtlpFlags::default()
-        },
-        ..Flags::default()
-    };
-    let error = Config::default().overridden_by(no_endpoint).unwrap_err();
-    assert_eq!(
-        error.to_string(),
-        "--otlp-header and --service-name need --otlp-endpoint URL"
-    );
-    let from_the_file = file(r#"otlp = { endpoint = "http://c:4318" }"#);
-    let flags = Flags {
-        otlp: OtlpFlags {
-            service_name: Some("s".into()),
-            ..OtlpFlags::default()
-        },
-        ..Flags::default()
-    };
-    let otlp = from_the_file.overridden_by(flags).unwrap().otlp.unwrap();
-    assert_eq!(otlp.service_name.as_deref(), Some("s"));
 }
 
 #[test]

@@ -125,6 +125,7 @@ impl Sink for BackgroundSink {
             name: self.name,
             depth: self.queued.load(Ordering::Relaxed),
             dropped: self.dropped(),
+            export: None,
         })
     }
 }

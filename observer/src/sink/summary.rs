@@ -9,7 +9,11 @@ use std::{
 use hdrhistogram::Histogram;
 
 use super::{Sink, pretty::format_seconds};
-use crate::{health::Report, llm::attr, span::Span};
+use crate::{
+    health::{PipelineTotals, QueueHealth, Report},
+    llm::attr,
+    span::Span,
+};
 
 /// Models listed by name; calls of further models are counted under one line.
 const MAX_MODELS: usize = 256;
@@ -23,6 +27,8 @@ pub struct Summary {
     incomplete: u64,
     latency_us: Histogram<u64>,
     by_model: BTreeMap<String, ModelTotals>,
+    /// The sinks' queues, as last heard.
+    queues: Vec<QueueHealth>,
 }
 
 impl Default for Summary {
@@ -34,6 +40,7 @@ impl Default for Summary {
             latency_us: Histogram::new_with_bounds(1, MAX_LATENCY_US, 3)
                 .expect("constant bounds are valid"),
             by_model: BTreeMap::new(),
+            queues: Vec::new(),
         }
     }
 }
@@ -145,8 +152,39 @@ impl Summary {
         } else {
             let _ = writeln!(out, " given up: {}", given_up.join("; "));
         }
+        for queue in &self.queues {
+            if let Some(line) = queue_line(queue) {
+                let _ = writeln!(out, " {line}");
+            }
+        }
         out
     }
+}
+
+/// What a sink delivered and lost, when it exports or lost anything.
+fn queue_line(queue: &QueueHealth) -> Option<String> {
+    let mut lost: Vec<String> = queue
+        .export
+        .iter()
+        .flat_map(|export| export.outcomes())
+        .filter(|&(outcome, _, count)| outcome != "exported" && count > 0)
+        .map(|(_, what, count)| format!("{count} {what}"))
+        .collect();
+    if queue.dropped > 0 {
+        lost.push(format!("{} dropped (queue full)", queue.dropped));
+    }
+    let mut line = match &queue.export {
+        Some(export) => format!("{}: {} spans exported", queue.name, export.exported),
+        None if lost.is_empty() => return None,
+        None => format!("{}:", queue.name),
+    };
+    if !lost.is_empty() {
+        let _ = write!(line, "; lost: {}", lost.join(", "));
+    }
+    if queue.export.is_some() && queue.depth > 0 {
+        let _ = write!(line, "; {} not exported yet", queue.depth);
+    }
+    Some(line)
 }
 
 /// The summary as a sink: it hears every call; whoever made it reads it at the end.
@@ -165,6 +203,10 @@ impl Sink for SummarySink {
             self.summary().record(span);
         }
         Ok(())
+    }
+
+    fn health(&mut self, _totals: &PipelineTotals, queues: &[QueueHealth]) {
+        self.summary().queues = queues.to_vec();
     }
 }
 

@@ -1,5 +1,6 @@
 //! The embedded store: spans in a SQLite file (WAL, so a reader never waits on the writer and
 //! a crash loses at most the uncommitted batch), traces kept beside them, old data pruned.
+mod export;
 mod retention;
 mod schema;
 
@@ -12,6 +13,7 @@ use anyhow::{Context, Result};
 use rusqlite::{Connection, OpenFlags, Row, params_from_iter, types::Value as SqlValue};
 use serde_json::Value;
 
+pub use export::{ExportCursor, StoredSpan};
 pub use retention::{Retention, RetentionReport};
 
 use crate::{

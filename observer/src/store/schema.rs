@@ -71,6 +71,22 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE spans ADD COLUMN kind TEXT;
     ALTER TABLE spans ADD COLUMN links TEXT;
     "#,
+    // 3: where each exporter stands in the spans (by rowid, which SQLite assigns in insertion
+    // order). Deleting spans keeps every cursor honest in the same transaction: spans deleted
+    // past a cursor are counted as pruned before export, and a cursor past the last rowid
+    // left is brought back to it, since SQLite hands the next insert that rowid plus one.
+    r#"
+    CREATE TABLE export_cursor (
+        name       TEXT PRIMARY KEY,
+        last_rowid INTEGER NOT NULL,
+        pruned     INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TRIGGER spans_delete_moves_export_cursors AFTER DELETE ON spans BEGIN
+        UPDATE export_cursor SET pruned = pruned + 1 WHERE OLD.rowid > last_rowid;
+        UPDATE export_cursor SET last_rowid = (SELECT coalesce(max(rowid), 0) FROM spans)
+         WHERE last_rowid > (SELECT coalesce(max(rowid), 0) FROM spans);
+    END;
+    "#,
 ];
 
 pub const CURRENT_VERSION: u32 = MIGRATIONS.len() as u32;

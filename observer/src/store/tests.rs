@@ -395,3 +395,126 @@ fn keeps_span_kind_and_links() {
         .unwrap();
     assert_eq!(stored, [root, call]);
 }
+
+#[test]
+fn an_export_cursor_starts_at_the_end_and_moves_only_from_where_it_is() {
+    let (_dir, path) = temp_db();
+    let mut store = open(&path);
+    store
+        .insert(&[
+            span("a", "1", None, 5, json!({})),
+            span("a", "2", None, 4, json!({})),
+        ])
+        .unwrap();
+    let cursor = store.export_cursor("otlp").unwrap();
+    assert_eq!(
+        cursor.last_rowid,
+        store.last_rowid().unwrap(),
+        "not the history"
+    );
+    assert_eq!(cursor.pruned, 0);
+    store
+        .insert(&[
+            span("a", "3", None, 3, json!({})),
+            span("a", "4", None, 2, json!({})),
+        ])
+        .unwrap();
+    let after = store.spans_after(cursor.last_rowid, 10).unwrap();
+    let found: Vec<String> = after
+        .iter()
+        .map(|(_, span)| {
+            span.as_ref()
+                .unwrap()
+                .span_id
+                .trim_start_matches('0')
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(found, ["3", "4"]);
+    let first = after[0].0;
+    assert_eq!(store.spans_after(cursor.last_rowid, 1).unwrap().len(), 1);
+    assert!(
+        store
+            .advance_export_cursor("otlp", cursor.last_rowid, first)
+            .unwrap()
+    );
+    assert!(
+        !store
+            .advance_export_cursor("otlp", cursor.last_rowid, first)
+            .unwrap(),
+        "no longer where the caller thought"
+    );
+    // Kept across reopening, as a restarted daemon finds it.
+    drop(store);
+    let mut store = open(&path);
+    assert_eq!(store.export_cursor("otlp").unwrap().last_rowid, first);
+    assert_eq!(store.spans_after(first, 10).unwrap().len(), 1);
+}
+
+#[test]
+fn retention_counts_spans_it_deletes_before_export_and_keeps_the_cursor_honest() {
+    let (_dir, path) = temp_db();
+    let mut store = open(&path);
+    store
+        .insert(&[span("a", "1", None, 50, json!({}))])
+        .unwrap();
+    let cursor = store.export_cursor("otlp").unwrap();
+    // Two old spans not exported yet, one recent.
+    store
+        .insert(&[
+            span("b", "2", None, 40, json!({})),
+            span("b", "3", None, 30, json!({})),
+            span("c", "4", None, 1, json!({})),
+        ])
+        .unwrap();
+    let retention = Retention {
+        max_age: Duration::from_secs(20),
+        max_bytes: None,
+    };
+    store
+        .enforce_retention(&retention, now_unix_nanos())
+        .unwrap();
+    let after = store.export_cursor("otlp").unwrap();
+    assert_eq!(after.pruned, 2, "the exported one is not counted");
+    assert_eq!(after.last_rowid, cursor.last_rowid);
+    assert_eq!(store.spans_after(after.last_rowid, 10).unwrap().len(), 1);
+
+    // Everything deleted: the cursor comes back to the end, so that the rowids SQLite hands
+    // out next (from the largest left, plus one) are still after it.
+    let everything = Retention {
+        max_age: Duration::ZERO,
+        max_bytes: None,
+    };
+    store
+        .enforce_retention(&everything, now_unix_nanos() + SECOND)
+        .unwrap();
+    let emptied = store.export_cursor("otlp").unwrap();
+    assert_eq!(emptied.pruned, 3);
+    assert_eq!(emptied.last_rowid, 0);
+    store.insert(&[span("d", "5", None, 0, json!({}))]).unwrap();
+    assert_eq!(store.spans_after(emptied.last_rowid, 10).unwrap().len(), 1);
+}
+
+#[test]
+fn an_unreadable_row_is_skipped_not_a_stuck_export() {
+    let (_dir, path) = temp_db();
+    let mut store = open(&path);
+    let cursor = store.export_cursor("otlp").unwrap();
+    store
+        .insert(&[
+            span("a", "1", None, 2, json!({})),
+            span("a", "2", None, 1, json!({})),
+        ])
+        .unwrap();
+    store
+        .connection
+        .execute(
+            "UPDATE spans SET attributes = 'not json' WHERE span_id = ?1",
+            [format!("{:0>16}", "1")],
+        )
+        .unwrap();
+    let after = store.spans_after(cursor.last_rowid, 10).unwrap();
+    assert_eq!(after.len(), 2);
+    assert!(after[0].1.is_none());
+    assert!(after[1].1.is_some());
+}

@@ -1,406 +1,498 @@
-//! Spans to an OpenTelemetry collector or backend: OTLP/HTTP with protobuf bodies, gzipped,
-//! batched on the sink's own thread, retried with exponential backoff when the receiver is
-//! busy or unreachable.
+//! Spans (and metrics, in [`metrics`]) to an OpenTelemetry collector or backend over OTLP:
+//! HTTP with protobuf bodies or gRPC, batched on the exporter's own thread, retried by the
+//! specification's rules when the receiver is busy or away.
+//!
+//! Where spans wait until the receiver has them:
+//! - With the store (the daemon's default), in the store ([`durable`]): the exporter reads the
+//!   spans stored after its cursor and moves the cursor only once the receiver accepted them.
+//!   An outage of any length within the store's retention loses nothing, and a restart resumes
+//!   where the last run stopped (after a crash, the last batch may be sent twice; span ids are
+//!   stable, so receivers can tell).
+//! - Without it, in a bounded queue in memory ([`queue`]), each batch retried for up to a
+//!   maximum elapsed time; what does not fit or runs out of time is dropped and counted.
+mod durable;
+mod encode;
+pub mod metrics;
+mod queue;
+mod retry;
+mod transport;
+
 use std::{
-    collections::{BTreeMap, HashMap},
-    io::Write,
-    time::Duration,
+    sync::{
+        Arc, Condvar, Mutex, MutexGuard, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
 };
 
-use flate2::{Compression, write::GzEncoder};
-use opentelemetry_proto::tonic::{
-    collector::trace::v1::ExportTraceServiceRequest,
-    common::v1::{AnyValue, ArrayValue, InstrumentationScope, KeyValue, any_value},
-    resource::v1::Resource,
-    trace::v1::{self as otlp, ResourceSpans, ScopeSpans, span::SpanKind, status::StatusCode},
+use anyhow::Context;
+
+use self::{
+    encode::{BaseResource, EncodedSpan},
+    queue::SpanQueue,
+    retry::{Backoff, BackoffPolicy, Outcome},
+    transport::{Request, Transport},
 };
-use prost::Message;
-use serde_json::Value;
+use super::Sink;
+use crate::{
+    config::{OtlpExport, Protocol, StoreConfig, Target},
+    health::{ExportHealth, QueueHealth},
+    span::Span,
+};
 
-use super::background::{BackgroundSink, BatchPolicy, BatchWriter};
-use crate::{config::OtlpConfig, llm::attr, span::Span};
-
-/// How the exporter batches, retries and waits: fixed in the observer, quicker in tests.
+/// How spans are batched and how long a flush may take: fixed in the observer, quicker in
+/// tests.
 #[derive(Clone, Copy, Debug)]
-pub struct Delivery {
-    pub batch: BatchPolicy,
-    pub retry: RetryPolicy,
-    pub timeout: Duration,
+pub struct Batching {
+    /// A request carries this many spans at most…
+    pub max_spans: usize,
+    /// …and goes when full, or when its first span has waited this long (without the store;
+    /// with it, the store is read this often).
+    pub max_delay: Duration,
+    pub backoff: BackoffPolicy,
+    /// A flush (at exit) stops retrying after this long.
+    pub flush_timeout: Duration,
 }
 
-#[derive(Clone, Copy, Debug)]
-pub struct RetryPolicy {
-    pub attempts: u32,
-    pub first_backoff: Duration,
-    pub max_backoff: Duration,
-}
-
-impl Default for Delivery {
+impl Default for Batching {
     fn default() -> Self {
-        Delivery {
-            batch: BatchPolicy {
-                queue: 10_000,
-                max_spans: 512,
-                max_delay: Duration::from_secs(2),
-            },
-            retry: RetryPolicy {
-                attempts: 5,
-                first_backoff: Duration::from_millis(500),
-                max_backoff: Duration::from_secs(30),
-            },
-            timeout: Duration::from_secs(10),
+        Batching {
+            max_spans: 512,
+            max_delay: Duration::from_secs(1),
+            backoff: BackoffPolicy::default(),
+            flush_timeout: Duration::from_secs(10),
         }
     }
 }
 
-/// The service.name of exported spans when the configuration names none.
-const DEFAULT_SERVICE_NAME: &str = "observer";
+/// A `Retry-After` or `RetryInfo` is honoured up to this long.
+const MAX_RECEIVER_WAIT: Duration = Duration::from_secs(300);
 
-impl OtlpConfig {
-    /// A sink exporting to the configured receiver.
-    pub fn build(&self) -> anyhow::Result<BackgroundSink> {
-        otlp_sink(self, Delivery::default())
+impl OtlpExport {
+    /// The sink exporting spans (None without a traces endpoint): from the store when there
+    /// is one, else through a queue in memory.
+    pub fn traces_sink(&self, store: Option<&StoreConfig>) -> anyhow::Result<Option<OtlpSink>> {
+        self.traces_sink_with(store, Batching::default())
     }
-}
 
-fn otlp_sink(config: &OtlpConfig, delivery: Delivery) -> anyhow::Result<BackgroundSink> {
-    let agent_config = ureq::Agent::config_builder()
-        .timeout_global(Some(delivery.timeout))
-        .http_status_as_error(false)
-        .build();
-    let exporter = Exporter {
-        agent: ureq::Agent::new_with_config(agent_config),
-        url: traces_url(&config.endpoint),
-        headers: config.headers.clone(),
-        service_name: config
-            .service_name
-            .clone()
-            .unwrap_or_else(|| DEFAULT_SERVICE_NAME.to_string()),
-        host_name: host_name(),
-        retry: delivery.retry,
-        containers: HashMap::new(),
-    };
-    BackgroundSink::start("otlp", exporter, delivery.batch)
-}
-
-fn traces_url(endpoint: &str) -> String {
-    let base = endpoint.trim_end_matches('/');
-    if base.ends_with("/v1/traces") {
-        base.to_string()
-    } else {
-        format!("{base}/v1/traces")
-    }
-}
-
-fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|name| name.trim().to_string())
-        .unwrap_or_default()
-}
-
-struct Exporter {
-    agent: ureq::Agent,
-    url: String,
-    /// Sent with every request, e.g. `authorization: Bearer …`.
-    headers: BTreeMap<String, String>,
-    service_name: String,
-    host_name: String,
-    retry: RetryPolicy,
-    /// Container ids by pid, looked up once per process.
-    containers: HashMap<i64, Option<String>>,
-}
-
-/// Processes whose container is remembered at most (forgotten all at once past this).
-const MAX_CONTAINERS: usize = 4096;
-
-/// How one POST went.
-enum Outcome {
-    Sent,
-    /// Worth another try (429, 5xx, no connection), after the receiver's Retry-After if given.
-    Retry(String, Option<Duration>),
-    /// The receiver refused the data itself (a 4xx): sending it again would not help.
-    Rejected(String),
-}
-
-impl BatchWriter for Exporter {
-    fn write_batch(&mut self, spans: Vec<Span>) {
-        let containers = self.containers_of(&spans);
-        let request = export_request(&spans, &self.service_name, &self.host_name, &containers);
-        let body = match gzip(&request.encode_to_vec()) {
-            Ok(body) => body,
-            Err(error) => {
-                log::error!("otlp: compressing {} spans failed: {error}", spans.len());
-                return;
+    fn traces_sink_with(
+        &self,
+        store: Option<&StoreConfig>,
+        batching: Batching,
+    ) -> anyhow::Result<Option<OtlpSink>> {
+        let Some(target) = &self.traces else {
+            return Ok(None);
+        };
+        let exporter = Exporter::new(target, BaseResource::new(&self.resource), batching)?;
+        let shared = Arc::new(Shared::new(SpanQueue::new(self.queue)));
+        let worker = shared.clone();
+        let (spawned, holds) = match store {
+            Some(store) => {
+                let backlog = durable::StoreBacklog::open(&store.path)?;
+                let spawned = std::thread::Builder::new()
+                    .name("otlp-export".into())
+                    .spawn(move || durable::run(&worker, exporter, backlog));
+                (spawned, Holds::Store)
+            }
+            None => {
+                let max_elapsed = self.retry_max_elapsed;
+                let spawned = std::thread::Builder::new()
+                    .name("otlp-export".into())
+                    .spawn(move || queue::run(&worker, exporter, max_elapsed));
+                (spawned, Holds::Memory(max_elapsed))
             }
         };
-        let retry = self.retry;
-        let mut backoff = retry.first_backoff;
-        for attempt in 1..=retry.attempts {
-            let problem = match self.post(&body) {
-                Outcome::Sent => return,
-                Outcome::Rejected(reason) => {
-                    log::error!("otlp: {} refused {} spans: {reason}", self.url, spans.len());
-                    return;
-                }
-                Outcome::Retry(reason, retry_after) => {
-                    if attempt < retry.attempts {
-                        std::thread::sleep(retry_after.unwrap_or(backoff).min(retry.max_backoff));
-                        backoff = (backoff * 2).min(retry.max_backoff);
-                    }
-                    reason
-                }
-            };
-            log::debug!("otlp: attempt {attempt} to {} failed: {problem}", self.url);
-        }
-        log::error!(
-            "otlp: {} spans lost: {} did not accept them after {} attempts; check the endpoint \
-             and that the collector is up",
-            spans.len(),
-            self.url,
-            retry.attempts
-        );
+        Ok(Some(OtlpSink {
+            shared,
+            worker: Some(spawned.context("starting the OTLP exporter's thread")?),
+            target: target.clone(),
+            holds,
+            flush_timeout: batching.flush_timeout,
+        }))
     }
+}
+
+/// Where the sink's spans wait for the receiver.
+enum Holds {
+    Store,
+    /// A queue, each batch retried this long.
+    Memory(Duration),
+}
+
+pub struct OtlpSink {
+    shared: Arc<Shared>,
+    worker: Option<JoinHandle<()>>,
+    target: Target,
+    holds: Holds,
+    flush_timeout: Duration,
+}
+
+impl OtlpSink {
+    /// Where spans go and how they wait, for the daemon's start-up lines.
+    pub fn describe(&self) -> String {
+        let protocol = match self.target.protocol {
+            Protocol::Grpc => "gRPC",
+            Protocol::HttpProtobuf => "HTTP/protobuf",
+        };
+        let waiting = match self.holds {
+            Holds::Store => "read from the store, kept there until the receiver has them".into(),
+            Holds::Memory(max) => format!(
+                "queued in memory, retried for up to {} s (keep a store for no loss)",
+                max.as_secs()
+            ),
+        };
+        format!(
+            "exporting spans to {} over {protocol}; {waiting}",
+            self.target.url
+        )
+    }
+
+    fn health(&self) -> ExportHealth {
+        self.shared.stats.health()
+    }
+}
+
+impl Sink for OtlpSink {
+    fn write(&mut self, span: &Span) -> anyhow::Result<()> {
+        if let Holds::Store = self.holds {
+            // The store sink writes it; the exporter reads it from the store.
+            return Ok(());
+        }
+        let span = EncodedSpan::new(span);
+        let mut state = self.shared.lock();
+        let stats = &self.shared.stats;
+        if state.queue.push(span) {
+            stats
+                .backlog
+                .store(state.queue.len() as u64, Ordering::Relaxed);
+            self.shared.changed.notify_all();
+        } else {
+            stats.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Sends what waits (from the store: everything stored so far), giving up after the flush
+    /// timeout when the receiver does not take it; then says what became of the spans.
+    fn flush(&mut self) -> anyhow::Result<()> {
+        let ticket = {
+            let mut state = self.shared.lock();
+            state.flush_asked += 1;
+            state.flush_deadline = Some(Instant::now() + self.flush_timeout);
+            self.shared.changed.notify_all();
+            state.flush_asked
+        };
+        // The worker answers within the flush timeout plus one request's.
+        let bound = Instant::now() + self.flush_timeout + self.target.timeout * 2;
+        let mut state = self.shared.lock();
+        while state.flush_done < ticket {
+            let now = Instant::now();
+            anyhow::ensure!(
+                now < bound,
+                "the OTLP exporter did not finish flushing within {:?}",
+                bound.saturating_duration_since(now)
+            );
+            state = self
+                .shared
+                .changed
+                .wait_timeout(state, bound - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        drop(state);
+        self.report();
+        Ok(())
+    }
+
+    fn queue(&self) -> Option<QueueHealth> {
+        Some(QueueHealth {
+            name: "otlp",
+            depth: self.shared.stats.backlog.load(Ordering::Relaxed),
+            dropped: self.shared.stats.dropped.load(Ordering::Relaxed),
+            export: Some(self.health()),
+        })
+    }
+}
+
+impl OtlpSink {
+    /// The losses, if any, and what still waits, in the log.
+    fn report(&self) {
+        let health = self.health();
+        let dropped = self.shared.stats.dropped.load(Ordering::Relaxed);
+        let backlog = self.shared.stats.backlog.load(Ordering::Relaxed);
+        if dropped > 0 {
+            log::warn!("otlp: {dropped} spans dropped because the export queue was full");
+        }
+        if health.expired > 0 {
+            log::warn!(
+                "otlp: {} spans given up: {} did not take them in time",
+                health.expired,
+                self.target.url
+            );
+        }
+        if backlog > 0 {
+            match self.holds {
+                Holds::Store => log::info!(
+                    "otlp: {backlog} spans not exported yet stay in the store; the next start \
+                     sends them"
+                ),
+                Holds::Memory(_) => log::warn!(
+                    "otlp: {backlog} spans not exported are lost at exit (keep a store for no \
+                     loss)"
+                ),
+            }
+        }
+    }
+}
+
+impl Drop for OtlpSink {
+    fn drop(&mut self) {
+        self.shared.lock().closing = true;
+        self.shared.changed.notify_all();
+        if let Some(worker) = self.worker.take() {
+            let _ = worker.join();
+        }
+    }
+}
+
+/// What the sink and its exporting thread share.
+struct Shared {
+    state: Mutex<State>,
+    /// Signalled on every change of `state`.
+    changed: Condvar,
+    stats: ExportStats,
+}
+
+struct State {
+    /// Spans waiting, without the store.
+    queue: SpanQueue,
+    /// Flushes asked for and answered; the worker answers once what waited is sent or the
+    /// deadline has passed.
+    flush_asked: u64,
+    flush_done: u64,
+    flush_deadline: Option<Instant>,
+    /// The sink is going away: stop at once.
+    closing: bool,
+}
+
+impl State {
+    fn flushing(&self) -> bool {
+        self.flush_asked > self.flush_done
+    }
+}
+
+impl Shared {
+    fn new(queue: SpanQueue) -> Shared {
+        Shared {
+            state: Mutex::new(State {
+                queue,
+                flush_asked: 0,
+                flush_done: 0,
+                flush_deadline: None,
+                closing: false,
+            }),
+            changed: Condvar::new(),
+            stats: ExportStats::default(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn wait_timeout<'a>(
+        &self,
+        state: MutexGuard<'a, State>,
+        timeout: Duration,
+    ) -> MutexGuard<'a, State> {
+        self.changed
+            .wait_timeout(state, timeout)
+            .unwrap_or_else(PoisonError::into_inner)
+            .0
+    }
+
+    /// Answers the flushes asked so far.
+    fn flushed(&self, state: &mut State) {
+        state.flush_done = state.flush_asked;
+        state.flush_deadline = None;
+        self.changed.notify_all();
+    }
+
+    /// Waits `wait` between two attempts, or less when a flush is asked for meanwhile (the
+    /// observer is stopping: one more attempt at once); false when the sink is closing or a
+    /// flush's deadline came first (then the caller stops retrying).
+    fn pause(&self, wait: Duration) -> bool {
+        let end = Instant::now() + wait;
+        let mut state = self.lock();
+        let asked = state.flush_asked;
+        loop {
+            let now = Instant::now();
+            let flush_over = state.flushing() && state.flush_deadline.is_some_and(|d| now >= d);
+            if state.closing || flush_over {
+                return false;
+            }
+            if now >= end || state.flush_asked != asked {
+                return true;
+            }
+            let until = match state.flush_deadline.filter(|_| state.flushing()) {
+                Some(deadline) => end.min(deadline),
+                None => end,
+            };
+            state = self.wait_timeout(state, until - now);
+        }
+    }
+}
+
+/// The exporter's counters, read by the sink for the metrics and the summary.
+#[derive(Default)]
+struct ExportStats {
+    exported: AtomicU64,
+    rejected: AtomicU64,
+    expired: AtomicU64,
+    pruned: AtomicU64,
+    /// Full queue (without the store).
+    dropped: AtomicU64,
+    /// Spans waiting to be exported.
+    backlog: AtomicU64,
+}
+
+impl ExportStats {
+    fn health(&self) -> ExportHealth {
+        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        ExportHealth {
+            exported: get(&self.exported),
+            rejected: get(&self.rejected),
+            expired: get(&self.expired),
+            pruned: get(&self.pruned),
+        }
+    }
+}
+
+/// How one batch's delivery ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Delivery {
+    /// The receiver has answered for every span: accepted or refused them.
+    Answered,
+    /// The retry time ran out.
+    Expired,
+    /// The sink is closing, or a flush's deadline has passed.
+    Stopped,
+}
+
+/// Sends batches and retries them, saying in the log when the receiver goes away and comes
+/// back, and each distinct refusal once.
+struct Exporter {
+    transport: Transport,
+    resource: BaseResource,
+    batching: Batching,
+    /// Since when the receiver has not been taking requests, and why.
+    outage: Option<(Instant, String)>,
+    last_refusal: Option<String>,
 }
 
 impl Exporter {
-    /// The containers of the spans' processes, where they run in one.
-    fn containers_of(&mut self, spans: &[Span]) -> HashMap<i64, String> {
-        if self.containers.len() >= MAX_CONTAINERS {
-            self.containers.clear();
-        }
-        let mut found = HashMap::new();
-        for span in spans {
-            let Some(pid) = span.attribute(attr::PROCESS_PID).and_then(Value::as_i64) else {
-                continue;
-            };
-            let executable = span
-                .attribute(attr::PROCESS_EXECUTABLE_NAME)
-                .and_then(Value::as_str);
-            let id = self
-                .containers
-                .entry(pid)
-                .or_insert_with(|| container_id(pid, executable));
-            if let Some(id) = id {
-                found.insert(pid, id.clone());
-            }
-        }
-        found
+    fn new(target: &Target, resource: BaseResource, batching: Batching) -> anyhow::Result<Self> {
+        Ok(Exporter {
+            transport: Transport::new(target)?,
+            resource,
+            batching,
+            outage: None,
+            last_refusal: None,
+        })
     }
 
-    fn post(&self, body: &[u8]) -> Outcome {
-        let mut request = self
-            .agent
-            .post(&self.url)
-            .header("content-type", "application/x-protobuf")
-            .header("content-encoding", "gzip");
-        for (name, value) in &self.headers {
-            request = request.header(name, value);
-        }
-        match request.send(body) {
-            Ok(response) => {
-                let status = response.status().as_u16();
-                let retry_after = response
-                    .headers()
-                    .get("retry-after")
-                    .and_then(|v| v.to_str().ok()?.trim().parse().ok())
-                    .map(Duration::from_secs);
-                match status {
-                    200..=299 => Outcome::Sent,
-                    429 | 500..=599 => Outcome::Retry(format!("HTTP {status}"), retry_after),
-                    _ => Outcome::Rejected(format!("HTTP {status}")),
+    /// Sends `spans` until the receiver answers, the retry time (`give_up_at`) runs out, or
+    /// the sink stops it.
+    fn deliver(
+        &mut self,
+        spans: &[EncodedSpan],
+        give_up_at: Option<Instant>,
+        shared: &Shared,
+    ) -> Delivery {
+        let count = spans.len() as u64;
+        let request = encode::export_request(spans, &self.resource);
+        let mut backoff = Backoff::new(self.batching.backoff);
+        let stats = &shared.stats;
+        loop {
+            match self.transport.send(Request::Traces(request.clone())) {
+                Outcome::Accepted { rejected, message } => {
+                    self.back();
+                    let rejected = rejected.min(count);
+                    stats
+                        .exported
+                        .fetch_add(count - rejected, Ordering::Relaxed);
+                    if rejected > 0 {
+                        stats.rejected.fetch_add(rejected, Ordering::Relaxed);
+                        self.refused(rejected, count, &message);
+                    }
+                    return Delivery::Answered;
+                }
+                Outcome::Refused { reason } => {
+                    self.back();
+                    stats.rejected.fetch_add(count, Ordering::Relaxed);
+                    self.refused(count, count, &reason);
+                    return Delivery::Answered;
+                }
+                Outcome::Retry { reason, after } => {
+                    self.away(reason);
+                    let wait = match after {
+                        Some(after) => after.min(MAX_RECEIVER_WAIT),
+                        None => backoff.next_wait(),
+                    };
+                    if give_up_at.is_some_and(|limit| Instant::now() + wait > limit) {
+                        return Delivery::Expired;
+                    }
+                    if !shared.pause(wait) {
+                        return Delivery::Stopped;
+                    }
                 }
             }
-            Err(error) => Outcome::Retry(error.to_string(), None),
         }
     }
-}
 
-fn gzip(bytes: &[u8]) -> std::io::Result<Vec<u8>> {
-    let mut encoder = GzEncoder::new(Vec::new(), Compression::default());
-    encoder.write_all(bytes)?;
-    encoder.finish()
-}
-
-/// Spans grouped into one ResourceSpans per process: the resource says which process made
-/// the calls (plus service.name and host.name), the spans keep their process.* attributes too.
-pub fn export_request(
-    spans: &[Span],
-    service_name: &str,
-    host_name: &str,
-    containers: &HashMap<i64, String>,
-) -> ExportTraceServiceRequest {
-    let mut by_process: BTreeMap<Option<i64>, Vec<&Span>> = BTreeMap::new();
-    for span in spans {
-        let pid = span.attribute(attr::PROCESS_PID).and_then(Value::as_i64);
-        by_process.entry(pid).or_default().push(span);
-    }
-    let scope = InstrumentationScope {
-        name: "observer".to_string(),
-        version: env!("CARGO_PKG_VERSION").to_string(),
-        ..Default::default()
-    };
-    let resource_spans = by_process
-        .into_iter()
-        .map(|(pid, spans)| ResourceSpans {
-            resource: Some(Resource {
-                attributes: resource_attributes(
-                    spans[0],
-                    service_name,
-                    host_name,
-                    pid.and_then(|pid| containers.get(&pid)),
-                ),
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                scope: Some(scope.clone()),
-                spans: spans.into_iter().map(otlp_span).collect(),
-                ..Default::default()
-            }],
-            ..Default::default()
-        })
-        .collect();
-    ExportTraceServiceRequest { resource_spans }
-}
-
-fn resource_attributes(
-    span: &Span,
-    service_name: &str,
-    host_name: &str,
-    container_id: Option<&String>,
-) -> Vec<KeyValue> {
-    let mut attributes = vec![
-        key_value("service.name", &Value::from(service_name)),
-        key_value("host.name", &Value::from(host_name)),
-        key_value("os.type", &Value::from("linux")),
-    ];
-    for key in [
-        attr::PROCESS_PID,
-        attr::PROCESS_EXECUTABLE_NAME,
-        attr::PROCESS_EXECUTABLE_PATH,
-    ] {
-        if let Some(value) = span.attribute(key) {
-            attributes.push(key_value(key, value));
+    fn away(&mut self, reason: String) {
+        match &self.outage {
+            None => {
+                log::warn!(
+                    "otlp: {} is not taking spans ({reason}); retrying with backoff",
+                    self.transport.url()
+                );
+                self.outage = Some((Instant::now(), reason));
+            }
+            Some((_, known)) if *known != reason => {
+                log::debug!(
+                    "otlp: {} still not taking spans: {reason}",
+                    self.transport.url()
+                );
+            }
+            Some(_) => {}
         }
     }
-    if let Some(id) = container_id {
-        attributes.push(key_value(attr::CONTAINER_ID, &Value::from(id.as_str())));
+
+    fn back(&mut self) {
+        if let Some((since, _)) = self.outage.take() {
+            log::info!(
+                "otlp: {} is taking spans again after {} s",
+                self.transport.url(),
+                since.elapsed().as_secs()
+            );
+        }
     }
-    attributes
-}
 
-/// The container process `pid` runs in, from its cgroup path. Only while the process is the
-/// one the span names (a replayed recording's pids are not this host's processes).
-fn container_id(pid: i64, executable: Option<&str>) -> Option<String> {
-    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
-    let name = exe.file_name()?.to_str()?;
-    // The kernel marks a replaced executable " (deleted)".
-    if executable? != name.trim_end_matches(" (deleted)") {
-        return None;
+    /// A refusal, logged the first time the receiver gives this reason.
+    fn refused(&mut self, refused: u64, sent: u64, reason: &str) {
+        if self.last_refusal.as_deref() == Some(reason) {
+            log::debug!("otlp: {refused} of {sent} spans refused again: {reason}");
+            return;
+        }
+        log::error!(
+            "otlp: {} refused {refused} of {sent} spans: {reason} (sending them again would not \
+             help; such refusals are counted in observer_export_spans_total{{outcome=\"rejected\"}})",
+            self.transport.url()
+        );
+        self.last_refusal = Some(reason.to_owned());
     }
-    container_id_in(&std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?)
-}
-
-/// The 64-hex container id in a `/proc/PID/cgroup` text: a path segment that is the id, or
-/// the id wrapped by a runtime (`docker-ID.scope`, `cri-containerd-ID.scope`, `crio-ID.scope`,
-/// `libpod-ID.scope`).
-fn container_id_in(cgroup: &str) -> Option<String> {
-    cgroup
-        .lines()
-        .filter_map(|line| line.splitn(3, ':').nth(2))
-        .flat_map(|path| path.split('/'))
-        .map(|segment| {
-            let segment = segment.trim_end_matches(".scope");
-            segment.rsplit('-').next().unwrap_or(segment)
-        })
-        .find(|id| id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()))
-        .map(str::to_ascii_lowercase)
-}
-
-fn otlp_span(span: &Span) -> otlp::Span {
-    let status = span.gen_ai.error_type.as_ref().map(|error| otlp::Status {
-        code: StatusCode::Error as i32,
-        message: error.clone(),
-    });
-    otlp::Span {
-        trace_id: hex_bytes(&span.trace_id),
-        span_id: hex_bytes(&span.span_id),
-        parent_span_id: span
-            .parent_span_id
-            .as_deref()
-            .map(hex_bytes)
-            .unwrap_or_default(),
-        name: span.name.clone(),
-        kind: match span.kind {
-            crate::span::SpanKind::Client => SpanKind::Client,
-            crate::span::SpanKind::Internal => SpanKind::Internal,
-        } as i32,
-        start_time_unix_nano: span.start_time_unix_nano,
-        end_time_unix_nano: span.end_time_unix_nano,
-        attributes: span
-            .flat_attributes()
-            .map(|(key, value)| key_value(key, &value))
-            .collect(),
-        links: span
-            .links
-            .iter()
-            .map(|link| otlp::span::Link {
-                trace_id: hex_bytes(&link.trace_id),
-                span_id: hex_bytes(&link.span_id),
-                attributes: link
-                    .attributes
-                    .iter()
-                    .map(|(key, value)| key_value(key, value))
-                    .collect(),
-                ..Default::default()
-            })
-            .collect(),
-        status,
-        ..Default::default()
-    }
-}
-
-fn key_value(key: &str, value: &Value) -> KeyValue {
-    KeyValue {
-        key: key.to_string(),
-        value: Some(any_value(value)),
-        ..Default::default()
-    }
-}
-
-/// JSON to OTLP: scalars as themselves, arrays of scalars as arrays (finish reasons, stop
-/// sequences), and structured values (messages, tool definitions) as JSON strings, as the
-/// GenAI conventions ask.
-fn any_value(value: &Value) -> AnyValue {
-    use any_value::Value as V;
-    let value = match value {
-        Value::String(s) => V::StringValue(s.clone()),
-        Value::Bool(b) => V::BoolValue(*b),
-        Value::Number(n) => match n.as_i64() {
-            Some(i) => V::IntValue(i),
-            None => V::DoubleValue(n.as_f64().unwrap_or(f64::NAN)),
-        },
-        Value::Array(items) if items.iter().all(is_scalar) => V::ArrayValue(ArrayValue {
-            values: items.iter().map(any_value).collect(),
-        }),
-        Value::Null | Value::Array(_) | Value::Object(_) => V::StringValue(value.to_string()),
-    };
-    AnyValue { value: Some(value) }
-}
-
-fn is_scalar(value: &Value) -> bool {
-    matches!(value, Value::String(_) | Value::Bool(_) | Value::Number(_))
-}
-
-/// Lowercase hex ids to bytes; an id that is not hex becomes empty (an invalid id in OTLP).
-fn hex_bytes(hex: &str) -> Vec<u8> {
-    if !hex.len().is_multiple_of(2) {
-        return Vec::new();
-    }
-    (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
-        .collect::<Option<Vec<u8>>>()
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use crate::{
     },
     health::{PipelineStats, Report, given_up},
     http::{ConnectionStage, Exchange, HttpLimits},
-    link::{CallSite, Linker},
+    link::{CallSite, LinkOptions, Linker},
     llm::{self, LlmStage, Recognised},
     metrics::PipelineTotals,
     reassemble::ReassemblyLimits,
@@ -40,6 +40,10 @@ pub struct Pipeline {
 
 impl Pipeline {
     pub fn new(llm: LlmStage, sinks: Vec<Box<dyn Sink>>) -> Pipeline {
+        let link_options = LinkOptions {
+            content: llm.content.mode,
+            ..LinkOptions::default()
+        };
         Pipeline {
             recorder: None,
             callers: Callers::default(),
@@ -49,7 +53,7 @@ impl Pipeline {
                 llm::is_llm_request,
             ),
             llm,
-            linker: Linker::default(),
+            linker: Linker::new(link_options),
             sinks: Sinks::new(sinks),
             feedback: FeedbackChannel::default(),
             exchanges: Vec::new(),
@@ -90,6 +94,14 @@ impl Pipeline {
                 self.feedback.judged(*pid, in_flight);
             }
             CaptureEvent::Losses { totals, .. } => self.capture_losses = *totals,
+            CaptureEvent::Command(command) => {
+                let spans = self.linker.command_started(command);
+                self.sinks.write_all(spans);
+            }
+            CaptureEvent::CommandExit { pid, ts, ending } => {
+                let spans = self.linker.command_ended(*pid, *ts, *ending);
+                self.sinks.write_all(spans);
+            }
             _ => {}
         }
         let ts = event.ts();
@@ -106,7 +118,7 @@ impl Pipeline {
         // Forgotten only once the spans that name them are out.
         match ended {
             Some(Ended::Process(pid)) => {
-                let roots = self.linker.process_exited(pid);
+                let roots = self.linker.process_exited(pid, ts);
                 self.sinks.write_all(roots);
                 self.callers.process_ended(pid);
                 self.feedback.process_ended(pid);
@@ -135,7 +147,7 @@ impl Pipeline {
         for exchange in exchanges.drain(..) {
             self.call(&exchange);
         }
-        let roots = self.linker.finish();
+        let roots = self.linker.finish(ts);
         self.sinks.write_all(roots);
         self.report_health();
         self.sinks.flush();

@@ -21,6 +21,7 @@ pub mod feedback;
 mod follow;
 mod gate;
 mod golang;
+mod kernel_btf;
 mod probe_sites;
 mod probes;
 pub mod record;
@@ -258,6 +259,9 @@ impl LiveCapture {
                 Err(error) => log::debug!("{error:#}"),
             },
             Feedback::LlmClient(pid) => {
+                if let Err(error) = lock(&maps).add_agent(pid) {
+                    log::debug!("{error:#}: the commands of process {pid} are not followed");
+                }
                 let _ = requests.send(Request::LlmClient(pid));
             }
             Feedback::Judged {
@@ -377,6 +381,12 @@ fn drain_ring(
                     known_pids.insert(*pid);
                     let _ = follower.send(Request::Exec(*pid));
                     after = container_event(*pid, *ts);
+                }
+                CaptureEvent::Command(command) => {
+                    // While it lives: a short command may be gone already.
+                    command.cwd = std::fs::read_link(format!("/proc/{}/cwd", command.pid))
+                        .ok()
+                        .map(|cwd| cwd.to_string_lossy().into_owned());
                 }
                 CaptureEvent::Exit { pid, .. } => {
                     known_pids.remove(pid);

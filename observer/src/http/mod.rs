@@ -505,7 +505,9 @@ impl ConnectionStage {
             CaptureEvent::Socket { .. }
             | CaptureEvent::Container { .. }
             | CaptureEvent::Costly { .. }
-            | CaptureEvent::Losses { .. } => {}
+            | CaptureEvent::Losses { .. }
+            | CaptureEvent::Command(_)
+            | CaptureEvent::CommandExit { .. } => {}
         }
     }
 

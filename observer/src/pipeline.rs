@@ -12,6 +12,7 @@ use crate::{
     http::{ConnectionStage, Exchange, HttpLimits},
     link::{CallSite, LinkOptions, Linker},
     llm::{self, LlmStage, Recognised},
+    mcp,
     metrics::PipelineTotals,
     reassemble::ReassemblyLimits,
     sink::{Sink, Sinks},
@@ -50,7 +51,7 @@ impl Pipeline {
             connections: ConnectionStage::with_response_filter(
                 ReassemblyLimits::default(),
                 HttpLimits::default(),
-                llm::is_llm_request,
+                |request| llm::is_llm_request(request) || mcp::is_mcp_request(request),
             ),
             llm,
             linker: Linker::new(link_options),
@@ -180,10 +181,10 @@ impl Pipeline {
         }
     }
 
-    /// One exchange through the llm, span and link stages, to the sinks.
+    /// One exchange through the llm (or mcp), span and link stages, to the sinks.
     fn call(&mut self, exchange: &Exchange) {
         let Some(Recognised { call, keys }) = self.llm.recognise(exchange) else {
-            self.stats.other_exchanges += 1;
+            self.mcp(exchange);
             return;
         };
         self.feedback.llm_client(exchange.conn.pid);
@@ -196,6 +197,23 @@ impl Pipeline {
         };
         let spans = self.linker.link(site, &keys, span);
         self.sinks.write_all(spans);
+    }
+
+    /// The MCP requests an exchange carries, if it carries any, through the link stage.
+    fn mcp(&mut self, exchange: &Exchange) {
+        let calls = mcp::recognise(exchange);
+        if calls.is_empty() {
+            self.stats.other_exchanges += 1;
+            return;
+        }
+        let caller = self.callers.of(&exchange.conn);
+        for call in calls {
+            let pid = exchange.conn.pid;
+            let span = call.span(caller.process, caller.endpoints, pid, self.llm.content.mode);
+            let tool = call.tool_name().zip(call.tool_arguments());
+            let spans = self.linker.mcp_request(pid, tool, span);
+            self.sinks.write_all(spans);
+        }
     }
 
     fn report_health(&mut self) {

@@ -20,9 +20,11 @@
 //!
 //! What an agent does between its calls joins its run too: the programs its processes run
 //! ([`commands`]), each under the `execute_tool` span of the tool call that asked for it when
-//! one did, which then spans what was seen rather than the inferred gap.
+//! one did, which then spans what was seen rather than the inferred gap; and the MCP requests
+//! it makes ([`mcp`]), a `tools/call` under the tool call it carries out.
 mod commands;
 mod conversation;
+mod mcp;
 mod run;
 mod thread;
 mod traceparent;
@@ -182,6 +184,21 @@ impl Linker {
     /// A command's process ended: the spans of the programs it ran.
     pub fn command_ended(&mut self, pid: u32, ts: u64, ending: Ending) -> Vec<Span> {
         self.commands.ended(pid, ts, ending, &mut self.runs)
+    }
+
+    /// An MCP request (`span`, see `crate::mcp`) made by process `pid`, a `tools/call` of
+    /// `tool` with its arguments: it joins the process's run (see [`mcp`]). Returns it with its
+    /// trace identity, after any spans this makes known.
+    pub fn mcp_request(
+        &mut self,
+        pid: u32,
+        tool: Option<(&str, &serde_json::Value)>,
+        mut span: Span,
+    ) -> Vec<Span> {
+        let mut out = self.close_idle(span.start_time_unix_nano);
+        mcp::place(&mut self.runs, pid, tool, &mut span);
+        out.push(span);
+        out
     }
 
     pub fn command_stats(&self) -> CommandStats {

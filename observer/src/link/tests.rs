@@ -718,3 +718,72 @@ fn tool_arguments_ask_for_a_command_line_only_when_they_hold_it() {
     );
     assert!(!asks_for(&json!({"command": "make test"}), "make build"));
 }
+
+fn mcp_span(start_ms: u64, end_ms: u64, name: &str) -> Span {
+    Span {
+        trace_id: String::new(),
+        span_id: String::new(),
+        parent_span_id: None,
+        name: name.into(),
+        kind: SpanKind::Client,
+        start_time_unix_nano: 1_000 * SECOND + start_ms * MS,
+        end_time_unix_nano: 1_000 * SECOND + end_ms * MS,
+        gen_ai: GenAi::default(),
+        attributes: serde_json::Map::new(),
+        links: Vec::new(),
+    }
+}
+
+#[test]
+fn an_mcp_tool_call_is_the_real_tool_span_and_other_requests_join_the_run() {
+    let mut linker = Linker::default();
+    // Listing tools before any call: a trace of its own.
+    let [listed] = &linker.mcp_request(100, None, mcp_span(0, 5, "tools/list"))[..] else {
+        panic!("one span")
+    };
+    assert_eq!(listed.parent_span_id, None);
+    assert!(!listed.trace_id.is_empty());
+    let ask = Call::new(
+        10,
+        vec![user("weather in Paris?")],
+        vec![asks_tool("call_9", "mcp__weather__get_weather")],
+    );
+    let first = link(&mut linker, &ask).pop().unwrap();
+    let arguments = json!({"city": "Paris"});
+    let tool = Some(("get_weather", &arguments));
+    let [request] =
+        &linker.mcp_request(100, tool, mcp_span(300, 340, "tools/call get_weather"))[..]
+    else {
+        panic!("one span")
+    };
+    let history = vec![
+        user("weather in Paris?"),
+        asks_tool("call_9", "mcp__weather__get_weather"),
+        tool_result("call_9"),
+    ];
+    let mut written = link(
+        &mut linker,
+        &Call::new(1_000, history, vec![assistant("18C")]),
+    );
+    let answer = written.pop().unwrap();
+    let [execute] = &written[..] else {
+        panic!("one execute_tool span: {written:?}")
+    };
+    assert_eq!(request.parent_span_id.as_ref(), Some(&execute.span_id));
+    assert_eq!(reason(request), Some("mcp_tool_call"));
+    assert_eq!(reason(execute), Some("mcp_tool_call"));
+    assert_eq!(
+        (execute.start_time_unix_nano, execute.end_time_unix_nano),
+        (request.start_time_unix_nano, request.end_time_unix_nano)
+    );
+    assert_eq!(execute.parent_span_id, answer.parent_span_id);
+    for span in [request, execute, &answer] {
+        assert_eq!(span.trace_id, first.trace_id);
+    }
+    // A request no tool call asked for, in the run: under its root.
+    let [ping] = &linker.mcp_request(100, None, mcp_span(1_200, 1_201, "ping"))[..] else {
+        panic!("one span")
+    };
+    assert_eq!(ping.parent_span_id, answer.parent_span_id);
+    assert_eq!(reason(ping), Some("agent_request"));
+}

@@ -63,11 +63,15 @@ pub mod tls_source {
     pub const RUSTLS: u8 = 5;
     /// Not TLS: plaintext HTTP read from socket syscalls.
     pub const PLAINTEXT: u8 = 6;
+    /// Not TLS: newline-delimited JSON-RPC on an agent's pipes (an MCP server on stdio).
+    pub const PIPE: u8 = 7;
 }
 
 /// Connection ids of plaintext connections have this bit set; TLS connections are named by a
 /// user-space pointer, which never does.
 pub const PLAINTEXT_CONN_BIT: u64 = 1 << 63;
+/// Plaintext connections that carry JSON-RPC on a pipe (with [`PLAINTEXT_CONN_BIT`]).
+pub const PIPE_CONN_BIT: u64 = 1 << 62;
 
 /// How the traced process got a socket.
 pub mod socket_role {

@@ -30,6 +30,26 @@ static AGENT_TREE: HashMap<u32, Lineage> = HashMap::with_max_entries(16384, 0);
 #[map]
 static COMMAND_SCRATCH: PerCpuArray<CommandEvent> = PerCpuArray::with_max_entries(1, 0);
 
+/// Whether `pid` is an agent (a process that makes LLM calls): its pipes may carry MCP.
+pub(crate) fn is_agent(pid: u32) -> bool {
+    AGENT_TREE
+        .copied(&pid)
+        .is_some_and(|lineage| lineage.depth == 0)
+}
+
+/// Makes `pid` an agent (it speaks JSON-RPC: an MCP client), at the top of its own tree.
+pub(crate) fn add_agent(pid: u32) {
+    let lineage = Lineage {
+        root: pid,
+        parent: 0,
+        depth: 0,
+        flags: 0,
+    };
+    if AGENT_TREE.insert(&pid, &lineage, 0).is_err() {
+        bump(counter::TREE_FULL, 1);
+    }
+}
+
 /// `parent` forked `child` (a process or a thread).
 pub(crate) fn forked(parent: u32, child: u32) {
     let Some(lineage) = AGENT_TREE.copied(&parent) else {

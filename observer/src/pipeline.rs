@@ -6,7 +6,8 @@
 use crate::{
     callers::Callers,
     capture::{
-        CaptureEvent, CaptureLosses, Feedback, feedback::FeedbackChannel, record::RecordWriter,
+        CaptureEvent, CaptureLosses, ConnKey, Feedback, TlsLibrary, feedback::FeedbackChannel,
+        record::RecordWriter,
     },
     health::{PipelineStats, Report, given_up},
     http::{ConnectionStage, Exchange, HttpLimits},
@@ -27,6 +28,8 @@ pub struct Pipeline {
     callers: Callers,
     connections: ConnectionStage,
     llm: LlmStage,
+    /// MCP on the pipes of agents and the servers they started.
+    stdio: mcp::StdioStage,
     linker: Linker,
     sinks: Sinks,
     feedback: FeedbackChannel,
@@ -54,6 +57,7 @@ impl Pipeline {
                 |request| llm::is_llm_request(request) || mcp::is_mcp_request(request),
             ),
             llm,
+            stdio: mcp::StdioStage::default(),
             linker: Linker::new(link_options),
             sinks: Sinks::new(sinks),
             feedback: FeedbackChannel::default(),
@@ -89,7 +93,22 @@ impl Pipeline {
         self.callers.learn(&event);
         match &event {
             CaptureEvent::Data(chunk) if !self.callers.wanted(chunk.conn.pid) => return,
+            CaptureEvent::Data(chunk) if chunk.library == TlsLibrary::Pipe => {
+                self.stats.bytes += chunk.data.len() as u64;
+                let mut calls = Vec::new();
+                self.stdio.chunk(chunk, &mut calls);
+                for unfollowed in self.stdio.take_unfollowed() {
+                    self.feedback.unfollowed(unfollowed);
+                }
+                self.mcp_calls(chunk.conn, calls);
+                self.tick(chunk.ts);
+                return;
+            }
             CaptureEvent::Data(chunk) => self.stats.bytes += chunk.data.len() as u64,
+            CaptureEvent::Pipe { conn, peer, fd, .. } => {
+                log::debug!("fd {fd} of process {} is a pipe to {peer:?}: MCP", conn.pid);
+                self.stdio.pipe(*conn, *peer);
+            }
             CaptureEvent::Costly { pid, .. } => {
                 let in_flight = self.connections.call_in_flight(*pid);
                 self.feedback.judged(*pid, in_flight);
@@ -119,12 +138,18 @@ impl Pipeline {
         // Forgotten only once the spans that name them are out.
         match ended {
             Some(Ended::Process(pid)) => {
+                let calls = self.stdio.process_ended(pid, ts);
+                self.mcp_calls(ConnKey { pid, conn: 0 }, calls);
                 let roots = self.linker.process_exited(pid, ts);
                 self.sinks.write_all(roots);
                 self.callers.process_ended(pid);
                 self.feedback.process_ended(pid);
             }
-            Some(Ended::Connection(conn)) => self.callers.connection_ended(&conn),
+            Some(Ended::Connection(conn)) => {
+                let calls = self.stdio.pipe_ended(&conn, ts);
+                self.mcp_calls(conn, calls);
+                self.callers.connection_ended(&conn);
+            }
             None => {}
         }
         self.tick(ts);
@@ -206,12 +231,21 @@ impl Pipeline {
             self.stats.other_exchanges += 1;
             return;
         }
-        let caller = self.callers.of(&exchange.conn);
+        self.mcp_calls(exchange.conn, calls);
+    }
+
+    /// MCP requests made on `conn` (HTTP, or a pipe) through the link stage, to the sinks.
+    fn mcp_calls(&mut self, conn: ConnKey, calls: Vec<mcp::McpCall>) {
         for call in calls {
-            let pid = exchange.conn.pid;
-            let span = call.span(caller.process, caller.endpoints, pid, self.llm.content.mode);
+            let caller = self.callers.of(&conn);
+            let span = call.span(
+                caller.process,
+                caller.endpoints,
+                conn.pid,
+                self.llm.content.mode,
+            );
             let tool = call.tool_name().zip(call.tool_arguments());
-            let spans = self.linker.mcp_request(pid, tool, span);
+            let spans = self.linker.mcp_request(conn.pid, tool, span);
             self.sinks.write_all(spans);
         }
     }
@@ -233,7 +267,7 @@ impl Pipeline {
 /// What an event ends, to be forgotten once its spans are out.
 enum Ended {
     Process(u32),
-    Connection(crate::capture::ConnKey),
+    Connection(ConnKey),
 }
 
 impl Ended {

@@ -397,6 +397,25 @@ fn drain_ring(
                     before.push(process_identity(pid, ts, decoded.comm));
                     before.extend(container_event(pid, ts));
                 }
+                CaptureEvent::Socket { conn, fd, ts, .. }
+                    if conn.conn & observer_common::PIPE_CONN_BIT != 0 =>
+                {
+                    match sockets::pipe_end(conn.pid, *fd) {
+                        sockets::PipeEnd::Pipe { peer } => {
+                            event = CaptureEvent::Pipe {
+                                conn: *conn,
+                                ts: *ts,
+                                fd: *fd,
+                                peer,
+                            };
+                        }
+                        sockets::PipeEnd::NotAPipe => {
+                            let _ = lock(&maps).skip(Unfollowed::Connection(*conn));
+                            continue;
+                        }
+                        sockets::PipeEnd::Unknown => continue,
+                    }
+                }
                 CaptureEvent::Socket {
                     conn,
                     fd,

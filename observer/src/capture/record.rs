@@ -65,7 +65,8 @@ impl RecordWriter {
             | CaptureEvent::Container { .. }
             | CaptureEvent::Losses { .. }
             | CaptureEvent::Command(_)
-            | CaptureEvent::CommandExit { .. } => postcard::to_stdvec(event)?,
+            | CaptureEvent::CommandExit { .. }
+            | CaptureEvent::Pipe { .. } => postcard::to_stdvec(event)?,
             // A question to the live pipeline about following a process: nothing to replay.
             CaptureEvent::Costly { .. } => return Ok(()),
         };

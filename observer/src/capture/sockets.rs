@@ -63,6 +63,46 @@ pub fn is_not_a_socket(pid: u32, fd: u32) -> bool {
         .is_ok_and(|link| !link.to_string_lossy().starts_with("socket:"))
 }
 
+/// What an fd taken for JSON-RPC on a pipe turned out to be.
+pub enum PipeEnd {
+    /// A pipe; its other end is held by this child of the process (the MCP server it
+    /// started), when one is found.
+    Pipe { peer: Option<u32> },
+    /// Not a pipe (a file starting with `{"`): not followed.
+    NotAPipe,
+    /// Gone before it could be looked at.
+    Unknown,
+}
+
+/// What `fd` of `pid` is (see [`PipeEnd`]).
+pub fn pipe_end(pid: u32, fd: u32) -> PipeEnd {
+    let Ok(link) = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")) else {
+        return PipeEnd::Unknown;
+    };
+    if !link.to_string_lossy().starts_with("pipe:") {
+        return PipeEnd::NotAPipe;
+    }
+    let children = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("children")).ok())
+        .flat_map(|list| {
+            list.split_whitespace()
+                .filter_map(|child| child.parse::<u32>().ok())
+                .collect::<Vec<_>>()
+        });
+    // The server's end may be any of its fds (a server that keeps its protocol stream off fd 1
+    // moves it to another one).
+    let peer = children.into_iter().find(|child| {
+        std::fs::read_dir(format!("/proc/{child}/fd"))
+            .into_iter()
+            .flatten()
+            .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+            .any(|end| end == link)
+    });
+    PipeEnd::Pipe { peer }
+}
+
 /// The line of a `/proc/net/tcp`-format table whose inode column is `inode`.
 fn find_inode(table: &str, inode: &str) -> Option<(SocketAddr, SocketAddr)> {
     table.lines().skip(1).find_map(|line| {

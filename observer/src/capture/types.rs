@@ -37,16 +37,19 @@ pub enum TlsLibrary {
     Go = observer_common::tls_source::GO,
     Rustls = observer_common::tls_source::RUSTLS,
     Plaintext = observer_common::tls_source::PLAINTEXT,
+    /// Not HTTP: newline-delimited JSON-RPC on an agent's pipe (an MCP server on stdio).
+    Pipe = observer_common::tls_source::PIPE,
 }
 
 impl TlsLibrary {
-    const ALL: [TlsLibrary; 6] = [
+    const ALL: [TlsLibrary; 7] = [
         TlsLibrary::OpenSsl,
         TlsLibrary::GnuTls,
         TlsLibrary::BoringSsl,
         TlsLibrary::Go,
         TlsLibrary::Rustls,
         TlsLibrary::Plaintext,
+        TlsLibrary::Pipe,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -57,6 +60,7 @@ impl TlsLibrary {
             TlsLibrary::Go => "go",
             TlsLibrary::Rustls => "rustls",
             TlsLibrary::Plaintext => "plaintext",
+            TlsLibrary::Pipe => "pipe",
         }
     }
 
@@ -173,6 +177,14 @@ pub enum CaptureEvent {
         ts: u64,
         ending: Ending,
     },
+    /// An agent's connection carries JSON-RPC on a pipe (its chunks' library is
+    /// [`TlsLibrary::Pipe`]): the process at the pipe's other end, when found (the MCP server).
+    Pipe {
+        conn: ConnKey,
+        ts: u64,
+        fd: u32,
+        peer: Option<u32>,
+    },
 }
 
 /// A program that a process in an agent's tree ran (its `execve`).
@@ -247,6 +259,7 @@ impl CaptureEvent {
             | CaptureEvent::Container { ts, .. }
             | CaptureEvent::Costly { ts, .. }
             | CaptureEvent::CommandExit { ts, .. }
+            | CaptureEvent::Pipe { ts, .. }
             | CaptureEvent::Losses { ts, .. } => *ts,
         }
     }

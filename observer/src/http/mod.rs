@@ -507,7 +507,8 @@ impl ConnectionStage {
             | CaptureEvent::Costly { .. }
             | CaptureEvent::Losses { .. }
             | CaptureEvent::Command(_)
-            | CaptureEvent::CommandExit { .. } => {}
+            | CaptureEvent::CommandExit { .. }
+            | CaptureEvent::Pipe { .. } => {}
         }
     }
 

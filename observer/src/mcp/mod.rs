@@ -3,10 +3,12 @@
 //! notification, which has no response, alone).
 //!
 //! Two transports: streamable HTTP ([`recognise`]: a `POST` whose body is JSON-RPC; the response
-//! a JSON body or an event stream of JSON-RPC messages), and stdio ([`Session`]: the
+//! a JSON body or an event stream of JSON-RPC messages), and stdio ([`StdioStage`]: the
 //! newline-delimited messages on the pipes between an agent and an MCP server it started).
 //! [`McpCall::span`] makes the span the conventions describe (`{mcp.method.name} {target}`,
 //! CLIENT); the link stage places it in the agent's run, under the tool call it carries out.
+mod stdio;
+
 use std::collections::{HashMap, VecDeque};
 
 use serde_json::{Map, Value, json};
@@ -14,12 +16,11 @@ use serde_json::{Map, Value, json};
 use crate::{
     config::ContentMode,
     http::{Exchange, Request},
-    llm::{
-        attr,
-        framing::{ndjson, sse},
-    },
+    llm::{attr, framing::sse},
     span::{Endpoints, GenAi, ProcessInfo, Span, SpanKind},
 };
+
+pub use self::stdio::{StdioStage, StdioStats};
 
 /// Methods of the Model Context Protocol a client sends (notifications aside).
 const METHODS: &[&str] = &[
@@ -269,22 +270,11 @@ pub struct Session {
     pub protocol_version: Option<String>,
     pending: HashMap<String, McpCall>,
     order: VecDeque<String>,
-    /// Requests dropped waiting (past `MAX_PENDING`), and messages that were not JSON-RPC.
+    /// Requests dropped waiting (past `MAX_PENDING`).
     pub dropped: u64,
-    pub unreadable: u64,
 }
 
 impl Session {
-    /// A stdio session's newline-delimited messages, as they arrived (`bytes` whole lines).
-    pub fn lines(&mut self, direction: Direction, ts: u64, bytes: &[u8], out: &mut Vec<McpCall>) {
-        for line in ndjson::lines(bytes) {
-            match serde_json::from_slice::<Value>(line.data) {
-                Ok(message) => self.message(direction, ts, &message, out),
-                Err(_) => self.unreadable += 1,
-            }
-        }
-    }
-
     /// One JSON-RPC message: a request or notification the client sent, or a response (to a
     /// request of the client's) it received. Requests the server sends the client (sampling,
     /// roots) are not followed.

@@ -2,6 +2,7 @@
 use serde_json::json;
 
 use super::*;
+use crate::capture::{Chunk, ConnKey, Direction as Flow, Unfollowed};
 use crate::llm::tests::support::{REQUEST_END, RESPONSE_DELAY, json_exchange, post, sse_exchange};
 
 fn tool_call(id: u64) -> Value {
@@ -146,37 +147,124 @@ fn json_rpc_that_is_not_mcp_and_other_posts_are_not_claimed() {
     ));
 }
 
+fn pipe_chunk(conn: u64, dir: Flow, offset: u64, ts: u64, data: &str) -> Chunk {
+    Chunk {
+        conn: ConnKey { pid: 42, conn },
+        tid: 42,
+        dir,
+        ts,
+        offset,
+        data: bytes::Bytes::copy_from_slice(data.as_bytes()),
+        truncated_after: false,
+        library: crate::capture::TlsLibrary::Pipe,
+    }
+}
+
 #[test]
-fn a_stdio_session_pairs_across_reads_and_reports_what_never_came_back() {
-    let mut session = Session::default();
+fn a_stdio_session_pairs_across_its_two_pipes_and_reports_what_never_came_back() {
+    let mut stage = StdioStage::default();
+    let (to_server, from_server) = (1, 2);
+    stage.pipe(
+        ConnKey {
+            pid: 42,
+            conn: to_server,
+        },
+        Some(77),
+    );
+    stage.pipe(
+        ConnKey {
+            pid: 42,
+            conn: from_server,
+        },
+        Some(77),
+    );
     let mut out = Vec::new();
     let initialize = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
         "params": {"protocolVersion": "2025-06-18"}});
     let sent = format!("{initialize}\n{}\n", tool_call(1));
-    session.lines(Direction::Sent, 10, sent.as_bytes(), &mut out);
+    // A write cut in two reads' worth of chunks.
+    let (a, b) = sent.split_at(30);
+    stage.chunk(&pipe_chunk(to_server, Flow::Egress, 0, 10, a), &mut out);
+    stage.chunk(&pipe_chunk(to_server, Flow::Egress, 30, 10, b), &mut out);
     assert!(out.is_empty());
     let answers = concat!(
         "{\"jsonrpc\":\"2.0\",\"id\":0,\"result\":{\"protocolVersion\":\"2025-03-26\"}}\n",
-        "not json at all\n",
         "{\"jsonrpc\":\"2.0\",\"id\":99,\"result\":{}}\n",
     );
-    session.lines(Direction::Received, 20, answers.as_bytes(), &mut out);
+    stage.chunk(
+        &pipe_chunk(from_server, Flow::Ingress, 0, 20, answers),
+        &mut out,
+    );
     let [initialized] = &out[..] else {
-        panic!("the initialize answered")
+        panic!("the initialize answered: {out:?}")
     };
     assert_eq!((initialized.start, initialized.end), (10, 20));
     assert_eq!(initialized.protocol_version.as_deref(), Some("2025-03-26"));
-    assert_eq!(session.unreadable, 1);
-    let left = session.finish(30);
-    assert_eq!(left.len(), 1);
-    assert!(left[0].unanswered);
-    assert_eq!(left[0].end, 30);
-    let span = left[0].span(&ProcessInfo::default(), None, 1, ContentMode::Full);
+    assert!(
+        stage
+            .pipe_ended(
+                &ConnKey {
+                    pid: 42,
+                    conn: to_server
+                },
+                25
+            )
+            .is_empty()
+    );
+    let left = stage.pipe_ended(
+        &ConnKey {
+            pid: 42,
+            conn: from_server,
+        },
+        30,
+    );
+    let [unanswered] = &left[..] else {
+        panic!("the tool call never answered: {left:?}")
+    };
+    assert!(unanswered.unanswered);
+    assert_eq!(unanswered.end, 30);
+    let span = unanswered.span(&ProcessInfo::default(), None, 1, ContentMode::Full);
     assert_eq!(
         span.attribute(attr::NETWORK_TRANSPORT),
         Some(&json!("pipe"))
     );
     assert_eq!(span.gen_ai.error_type.as_deref(), Some("unanswered"));
+    assert!(stage.take_unfollowed().is_empty());
+}
+
+#[test]
+fn pipes_that_are_not_json_rpc_and_hostile_lines_are_let_go() {
+    let mut stage = StdioStage::default();
+    let mut out = Vec::new();
+    // Node's IPC: JSON, not JSON-RPC.
+    stage.chunk(
+        &pipe_chunk(5, Flow::Egress, 0, 1, "{\"cmd\":\"NODE_HANDLE\"}\n"),
+        &mut out,
+    );
+    assert_eq!(
+        stage.take_unfollowed(),
+        [Unfollowed::Connection(ConnKey { pid: 42, conn: 5 })]
+    );
+    // A JSON-RPC pipe: garbage, deep nesting and a gap later cost a line each, never a panic.
+    stage.chunk(
+        &pipe_chunk(6, Flow::Egress, 0, 1, &format!("{}\n", tool_call(3))),
+        &mut out,
+    );
+    let deep = format!("{}\n\u{ff}\n", "[".repeat(100_000));
+    stage.chunk(&pipe_chunk(6, Flow::Egress, 1_000, 2, &deep), &mut out);
+    assert!(out.is_empty());
+    assert_eq!(stage.stats.gaps, 1);
+    assert!(
+        stage.take_unfollowed().is_empty(),
+        "it spoke JSON-RPC first"
+    );
+    // The server's side of a session (a followed server writes JSON-RPC too): let go.
+    let response = "{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}\n";
+    stage.chunk(&pipe_chunk(7, Flow::Egress, 0, 1, response), &mut out);
+    assert_eq!(
+        stage.take_unfollowed(),
+        [Unfollowed::Connection(ConnKey { pid: 42, conn: 7 })]
+    );
 }
 
 #[test]
@@ -188,9 +276,5 @@ fn a_flood_of_unanswered_requests_stays_bounded() {
     }
     assert_eq!(session.pending.len(), MAX_PENDING);
     assert_eq!(session.dropped, 100);
-    // Garbage and deep nesting: no panic, nothing claimed.
-    let deep = "[".repeat(100_000);
-    session.lines(Direction::Received, 1, deep.as_bytes(), &mut out);
-    session.lines(Direction::Received, 1, &[0xff, 0xfe, b'\n', b'{'], &mut out);
     assert!(out.is_empty());
 }

@@ -14,7 +14,10 @@ use std::collections::HashMap;
 
 use serde_json::{Map, Value, json};
 
-use super::{REASON, new_span_id, run::Run};
+use super::{
+    REASON, new_span_id,
+    run::{Run, Within},
+};
 use crate::{
     capture::{Command, Ending},
     config::ContentMode,
@@ -127,6 +130,17 @@ impl Commands {
             place_in_tool(&mut open, run);
         }
         self.open.entry(command.pid).or_default().push(open);
+    }
+
+    /// The span of the program process `pid` runs now, if it is a command: a sub-agent's run
+    /// started by that process runs inside it.
+    pub fn enclosing(&self, pid: u32) -> Option<Within> {
+        let command = self.open.get(&pid)?.last()?;
+        Some(Within {
+            trace_id: command.trace_id.clone(),
+            span_id: command.span_id.clone(),
+            reason: CHILD_PROCESS,
+        })
     }
 
     /// The process `pid` ended: the spans of the programs it ran.

@@ -10,7 +10,10 @@
 //!    and a span link to the call it follows; each tool call it answers becomes an inferred
 //!    `execute_tool {name}` span covering the gap.
 //! 3. Otherwise the call starts a run of its own, as the root of a new trace (a lone call is
-//!    not an agent: the `invoke_agent` root exists only once a second call joins). If it is
+//!    not an agent: the `invoke_agent` root exists only once a second call joins). A sub-agent's
+//!    run is the exception: a run started by a process that is a command of another run, or in
+//!    the same process while a tool call named for agents (`Task`) is under way, is a child
+//!    `invoke_agent` of that command's or tool's span, in its trace. If it is
 //!    not a fresh conversation and follows
 //!    another call on the same thread and connection within `thread_gap`, it carries a span
 //!    link to that call, reason `same_thread` ([`thread`]): a hint, not a parent.
@@ -155,7 +158,16 @@ impl Linker {
                         false => self.threads.predecessor(site, &span, gap),
                     }
                     .map(|(trace_id, span_id)| run::link(trace_id, span_id, "same_thread"));
-                    let run = Run::start(&mut span, site);
+                    let within = self.commands.enclosing(site.pid).or_else(|| {
+                        self.runs
+                            .values_mut()
+                            .filter(|run| run.site.pid == site.pid)
+                            .find_map(|run| run.sub_agent_tool(start))
+                    });
+                    let run = match within {
+                        Some(within) => Run::start_within(&mut span, site, within),
+                        None => Run::start(&mut span, site),
+                    };
                     span.links.extend(hint);
                     self.next_run += 1;
                     self.runs.entry(self.next_run).or_insert(run)

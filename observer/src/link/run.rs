@@ -24,6 +24,13 @@ use crate::{
 
 /// The reason on the agent root's link to its run's first call.
 const FIRST_CALL: &str = "first_call";
+/// The reason on a sub-agent's run started inside a tool call of its parent's (`Task`).
+pub const SUB_AGENT_TOOL: &str = "sub_agent_tool";
+
+/// Whether a tool's name says it runs an agent (Claude Code's `Task`, `Agent`; `run_agent`, …).
+fn names_an_agent(name: &str) -> bool {
+    name == "Task" || name.to_ascii_lowercase().contains("agent")
+}
 
 /// Response ids and unanswered tool calls remembered per run, the oldest forgotten past these.
 const MAX_RESPONSE_IDS: usize = 256;
@@ -96,6 +103,17 @@ pub(super) struct Run {
     /// Commands and MCP requests placed in the run: a run of one call that did something is
     /// an agent too.
     pub actions: u64,
+    /// For a sub-agent's run: the span it runs inside (another run's tool execution or
+    /// command), and why.
+    within: Option<Within>,
+}
+
+/// Where a sub-agent's run runs: a span of another run's, in that run's trace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Within {
+    pub trace_id: String,
+    pub span_id: String,
+    pub reason: &'static str,
 }
 
 /// Why a run's root is written now.
@@ -144,7 +162,20 @@ impl Run {
             open_tools: HashMap::new(),
             tool_order: VecDeque::new(),
             actions: 0,
+            within: None,
         }
+    }
+
+    /// A sub-agent's run that `span` starts inside `within`: in that trace, its `invoke_agent`
+    /// root a child of `within`'s span and parent of every call, the first one included.
+    pub fn start_within(span: &mut Span, site: CallSite, within: Within) -> Run {
+        let mut run = Run::start(span, site);
+        run.trace_id = within.trace_id.clone();
+        span.trace_id = within.trace_id.clone();
+        span.parent_span_id = Some(run.root_span_id.clone());
+        span.attributes.insert(REASON.into(), json!(within.reason));
+        run.within = Some(within);
+        run
     }
 
     /// Makes `span` a child of the run's root, continuing the call `predecessor` because of `signal`.
@@ -263,6 +294,19 @@ impl Run {
         &self.root_span_id
     }
 
+    /// The sub-agent tool call of this run that a new conversation starting at `start` in the
+    /// same process carries out: an open call of a tool named for agents (`Task`, `Agent`,
+    /// `…agent…`) asked before it began. Returns the span it runs inside.
+    pub fn sub_agent_tool(&mut self, start: u64) -> Option<Within> {
+        let id = self.find_tool(start, |name, _| names_an_agent(name))?;
+        let span_id = self.tool_started(&id, start, SUB_AGENT_TOOL)?;
+        Some(Within {
+            trace_id: self.trace_id.clone(),
+            span_id,
+            reason: SUB_AGENT_TOOL,
+        })
+    }
+
     /// Something of the run's went on until `end`: the run is alive.
     pub fn extend(&mut self, end: u64) {
         self.end = self.end.max(end);
@@ -334,7 +378,7 @@ impl Run {
     /// nothing else. The first call was written as a root before anyone knew a run would
     /// follow: the agent's root shares its trace and links to it.
     fn root(&self, reason: CloseReason) -> Option<Span> {
-        if self.calls < 2 && self.actions == 0 {
+        if self.calls < 2 && self.actions == 0 && self.within.is_none() {
             return None;
         }
         let mut attributes = self.inherited.clone();
@@ -347,10 +391,13 @@ impl Run {
             attr::OBSERVER_RUN_CLOSE_REASON.into(),
             json!(reason.as_str()),
         );
+        if let Some(within) = &self.within {
+            attributes.insert(REASON.into(), json!(within.reason));
+        }
         Some(Span {
             trace_id: self.trace_id.clone(),
             span_id: self.root_span_id.clone(),
-            parent_span_id: None,
+            parent_span_id: self.within.as_ref().map(|within| within.span_id.clone()),
             name: "invoke_agent".into(),
             kind: SpanKind::Internal,
             start_time_unix_nano: self.start,

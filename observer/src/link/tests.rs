@@ -787,3 +787,87 @@ fn an_mcp_tool_call_is_the_real_tool_span_and_other_requests_join_the_run() {
     assert_eq!(ping.parent_span_id, answer.parent_span_id);
     assert_eq!(reason(ping), Some("agent_request"));
 }
+
+#[test]
+fn a_run_started_inside_a_task_tool_is_a_sub_agent_under_that_tool() {
+    let mut linker = Linker::default();
+    let task = json!({"role": "assistant", "finish_reason": "tool_call", "parts": [
+        {"type": "tool_call", "id": "toolu_task", "name": "Task",
+         "arguments": {"description": "look around", "prompt": "list the files"}}]});
+    let ask = Call::new(0, vec![user("explore the repo")], vec![task.clone()]);
+    let first = link(&mut linker, &ask).pop().unwrap();
+    // The sub-agent's conversation, in the same process, while the Task call is open.
+    let sub_first = Call::new(
+        500,
+        vec![user("list the files")],
+        vec![asks_tool("t2", "ls")],
+    );
+    let sub_call = link(&mut linker, &sub_first).pop().unwrap();
+    let sub_history = vec![
+        user("list the files"),
+        asks_tool("t2", "ls"),
+        tool_result("t2"),
+    ];
+    let sub_second = link(
+        &mut linker,
+        &Call::new(800, sub_history, vec![assistant("a, b")]),
+    );
+    let history = vec![user("explore the repo"), task, tool_result("toolu_task")];
+    let mut written = link(
+        &mut linker,
+        &Call::new(2_000, history, vec![assistant("done")]),
+    );
+    let answer = written.pop().unwrap();
+    let task_span = written
+        .iter()
+        .find(|s| s.name == "execute_tool Task")
+        .expect("the Task tool's span");
+    assert_eq!(reason(task_span), Some("sub_agent_tool"));
+    let closed = linker.finish(1_000 * SECOND + 3_000 * MS);
+    let sub_root = closed
+        .iter()
+        .find(|s| s.parent_span_id.as_ref() == Some(&task_span.span_id))
+        .expect("the sub-agent's invoke_agent under the Task span");
+    assert_eq!(sub_root.name, "invoke_agent");
+    assert_eq!(sub_call.parent_span_id.as_ref(), Some(&sub_root.span_id));
+    assert_eq!(reason(&sub_call), Some("sub_agent_tool"));
+    assert_eq!(
+        sub_second.last().unwrap().parent_span_id.as_ref(),
+        Some(&sub_root.span_id)
+    );
+    for span in [&sub_call, sub_root, task_span, &answer] {
+        assert_eq!(span.trace_id, first.trace_id);
+    }
+}
+
+#[test]
+fn a_child_process_making_llm_calls_is_a_sub_agent_under_its_command() {
+    let mut linker = Linker::default();
+    let script = "python sub_agent.py";
+    link(
+        &mut linker,
+        &Call::new(0, vec![user("delegate")], vec![asks_bash("b1", script)]),
+    );
+    linker.command_started(&command(201, 100, 200, &["sh", "-c", script]));
+    linker.command_started(&command(202, 201, 210, &["python", "sub_agent.py"]));
+    let sub = link(
+        &mut linker,
+        &Call::new(300, vec![user("sub task")], vec![assistant("ok")]).on(202, 202, 9),
+    )
+    .pop()
+    .unwrap();
+    let python = linker.command_ended(202, 1_000 * SECOND + 600 * MS, Ending::Exited(0));
+    let closed = linker.process_exited(202, 1_000 * SECOND + 600 * MS);
+    let sub_root = closed
+        .iter()
+        .find(|s| s.name == "invoke_agent")
+        .expect("the sub-agent's root, closed with its process");
+    let python = python
+        .iter()
+        .find(|s| s.name == "exec python")
+        .expect("its command");
+    assert_eq!(sub_root.parent_span_id.as_ref(), Some(&python.span_id));
+    assert_eq!(sub.parent_span_id.as_ref(), Some(&sub_root.span_id));
+    assert_eq!(sub.trace_id, python.trace_id);
+    assert_eq!(reason(sub_root), Some("child_process"));
+}

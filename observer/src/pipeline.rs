@@ -9,7 +9,7 @@ use crate::{
         CaptureEvent, CaptureLosses, ConnKey, Feedback, TlsLibrary, feedback::FeedbackChannel,
         record::RecordWriter,
     },
-    health::{PipelineStats, Report, given_up},
+    health::{ActionLosses, PipelineStats, Report, given_up},
     http::{ConnectionStage, Exchange, HttpLimits},
     link::{CallSite, LinkOptions, Linker},
     llm::{self, LlmStage, Recognised},
@@ -194,6 +194,14 @@ impl Pipeline {
             http: self.connections.stats(),
             reassembly: self.connections.reassembly_stats(),
             capture: self.capture_losses,
+            actions: self.action_losses(),
+        }
+    }
+
+    fn action_losses(&self) -> ActionLosses {
+        ActionLosses {
+            commands: self.linker.command_stats(),
+            stdio: self.stdio.stats,
         }
     }
 
@@ -257,7 +265,7 @@ impl Pipeline {
             bytes: self.stats.bytes,
             parse_failures: http.parse_failures,
             spans: self.sinks.written,
-            given_up: given_up(&http, &self.capture_losses),
+            given_up: given_up(&http, &self.capture_losses, &self.action_losses()),
             http,
             reassembly: self.connections.reassembly_stats(),
         });

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use observer_e2e::{
-    ObserverRun, TestEnv, actions,
+    Span, TestEnv, actions,
     harness::{Proc, clients_dir, free_port, npm_program, python},
     mock::scenario,
 };
@@ -21,7 +21,56 @@ const CLAUDE_CODE: &str = "@anthropic-ai/claude-code-linux-x64/claude";
 #[test]
 fn claude_code_bash_tool_is_a_command_under_its_tool_span() {
     let env = TestEnv::new();
-    let run = run_claude_code(&env, &format!("Greet me {}", scenario::BASH), "Bash");
+    let claude = ClaudeCode::new(&env);
+    let run = env.capture_with(&[], &claude.env(), &claude.argv, true);
+    claude.check_result(&run.stdout, &run.stderr);
+    let served = messages_served(&env);
+    actions::check_bash_trace(&run.spans, &served);
+    actions::check_bash_trace(&run.replay(env.dir()), &served);
+    actions::save("claude_code_bash", &run, &served);
+}
+
+/// The same under the whole-host watch: the CLI is found as it starts, its tree followed from
+/// its first call.
+#[test]
+fn claude_code_bash_tool_under_the_whole_host_watch() {
+    let env = TestEnv::new();
+    let claude = ClaudeCode::new(&env);
+    let watcher = env.watch(&[]);
+    let mut command = std::process::Command::new(&claude.argv[0]);
+    command.args(&claude.argv[1..]).envs(claude.env());
+    let mut cli = Proc::spawn("claude", command);
+    let status = cli.wait(Duration::from_secs(120));
+    assert!(status.success(), "the CLI failed: {}", cli.describe());
+    claude.check_result(&cli.stdout.text(), &cli.stderr.text());
+    let served = messages_served(&env);
+    // The run's root is written once the CLI has exited.
+    watcher.wait_for_spans(Duration::from_secs(20), |spans| {
+        spans.iter().any(|s| s.str("name") == Some("invoke_agent"))
+            && spans
+                .iter()
+                .any(|s| s.str("name") == Some("execute_tool Bash"))
+    });
+    let run = watcher.stop(libc::SIGINT);
+    run.assert_success();
+    // Other processes on the host may be traced too: the CLI's trace alone.
+    let trace = run
+        .spans
+        .iter()
+        .find(|s| s.str("gen_ai.response.id") == served[0]["response_id"].as_str())
+        .and_then(|s| s.str("trace_id"))
+        .unwrap_or_else(|| panic!("no span for the CLI's first call: {:#?}", run.spans));
+    let spans: Vec<Span> = run
+        .spans
+        .iter()
+        .filter(|s| s.str("trace_id") == Some(trace))
+        .cloned()
+        .collect();
+    actions::check_bash_trace(&spans, &served);
+}
+
+/// The Messages requests the mock served.
+fn messages_served(env: &TestEnv) -> Vec<Value> {
     let served: Vec<Value> = env
         .server
         .requests()
@@ -33,53 +82,64 @@ fn claude_code_bash_tool_is_a_command_under_its_tool_span() {
         })
         .collect();
     assert_eq!(served.len(), 2, "ask, then answer: {served:?}");
-    actions::check_bash_trace(&run.spans, &served);
-    actions::check_bash_trace(&run.replay(env.dir()), &served);
-    actions::save("claude_code_bash", &run, &served);
+    served
 }
 
-fn run_claude_code(env: &TestEnv, prompt: &str, tools: &str) -> ObserverRun {
-    let home = env.dir().join("home");
-    std::fs::create_dir_all(&home).expect("home for the CLI");
-    let argv: Vec<String> = [
-        npm_program(CLAUDE_CODE).display().to_string(),
-        "-p".into(),
-        prompt.into(),
-        "--bare".into(),
-        "--tools".into(),
-        tools.into(),
-        "--allowedTools".into(),
-        tools.into(),
-        "--model".into(),
-        "claude-haiku-4-5".into(),
-        "--output-format".into(),
-        "json".into(),
-    ]
-    .into();
-    let base = env.server.base_url();
-    let ca = env.server.ca.display().to_string();
-    let home = home.display().to_string();
-    let run = env.capture_with(
-        &[],
-        &[
-            ("HOME", home.as_str()),
-            ("ANTHROPIC_BASE_URL", base.as_str()),
+/// `claude -p "Greet me [bash]"` with only its Bash tool, against the mock.
+struct ClaudeCode {
+    argv: Vec<String>,
+    home: String,
+    base: String,
+    ca: String,
+}
+
+impl ClaudeCode {
+    fn new(env: &TestEnv) -> ClaudeCode {
+        let home = env.dir().join("home");
+        std::fs::create_dir_all(&home).expect("home for the CLI");
+        let argv = [
+            npm_program(CLAUDE_CODE).display().to_string(),
+            "-p".into(),
+            format!("Greet me {}", scenario::BASH),
+            "--bare".into(),
+            "--tools".into(),
+            "Bash".into(),
+            "--allowedTools".into(),
+            "Bash".into(),
+            "--model".into(),
+            "claude-haiku-4-5".into(),
+            "--output-format".into(),
+            "json".into(),
+        ]
+        .into();
+        ClaudeCode {
+            argv,
+            home: home.display().to_string(),
+            base: env.server.base_url(),
+            ca: env.server.ca.display().to_string(),
+        }
+    }
+
+    fn env(&self) -> [(&str, &str); 6] {
+        [
+            ("HOME", &self.home),
+            ("ANTHROPIC_BASE_URL", &self.base),
             ("ANTHROPIC_API_KEY", observer_e2e::mock::CANARY_API_KEY),
-            ("NODE_EXTRA_CA_CERTS", ca.as_str()),
+            ("NODE_EXTRA_CA_CERTS", &self.ca),
             ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1"),
             ("DISABLE_AUTOUPDATER", "1"),
-        ],
-        &argv,
-        true,
-    );
-    let result: Value = run
-        .stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find(|v| v["type"] == "result")
-        .unwrap_or_else(|| panic!("the CLI printed no result:\n{}\n{}", run.stdout, run.stderr));
-    assert_eq!(result["is_error"], false, "{result}");
-    run
+        ]
+    }
+
+    /// The CLI finished its turn without an error.
+    fn check_result(&self, stdout: &str, stderr: &str) {
+        let result: Value = stdout
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|v| v["type"] == "result")
+            .unwrap_or_else(|| panic!("the CLI printed no result:\n{stdout}\n{stderr}"));
+        assert_eq!(result["is_error"], false, "{result}");
+    }
 }
 
 /// A Python agent (openai SDK against the mock, `mcp` package's client) calls the `lookup` tool
@@ -114,4 +174,35 @@ fn python_agent_mcp_tool_over_stdio() {
     actions::check_mcp_trace(&run.spans, &run.stdout, "pipe");
     actions::check_mcp_trace(&run.replay(env.dir()), &run.stdout, "pipe");
     actions::save("mcp_stdio", &run, &env.server.requests());
+}
+
+/// The stdio agent under the whole-host watch: Python is followed once it loads its TLS
+/// library, and its MCP session (started before its first LLM call) is read from the start.
+#[test]
+fn python_agent_mcp_tool_over_stdio_under_the_whole_host_watch() {
+    let env = TestEnv::new();
+    let watcher = env.watch(&[]);
+    let mut agent = env.spawn_client(&env.client("mcp_agent.py", &["stdio"]));
+    let status = agent.wait(Duration::from_secs(120));
+    assert!(status.success(), "the agent failed: {}", agent.describe());
+    let stdout = agent.stdout.text();
+    let first_id = observer_e2e::ClientCall::parse_all(&stdout)[0].0["id"].clone();
+    watcher.wait_for_spans(Duration::from_secs(20), |spans| {
+        spans.iter().any(|s| s.str("name") == Some("invoke_agent"))
+    });
+    let run = watcher.stop(libc::SIGINT);
+    run.assert_success();
+    let pid = run
+        .spans
+        .iter()
+        .find(|s| s.get("gen_ai.response.id") == Some(&first_id))
+        .and_then(|s| s.u64("process.pid"))
+        .unwrap_or_else(|| panic!("no span for the agent's first call: {:#?}", run.spans));
+    let spans: Vec<Span> = run
+        .spans
+        .iter()
+        .filter(|s| s.u64("process.pid") == Some(pid))
+        .cloned()
+        .collect();
+    actions::check_mcp_trace(&spans, &stdout, "pipe");
 }

@@ -11,7 +11,8 @@
 //!   known whose first bytes written or read begin a JSON object (`{"`) is taken for JSON-RPC on
 //!   a pipe (an MCP server on stdio) and copied the same way; user space checks that it is a
 //!   pipe and stops the copy otherwise. In other followed processes only a write beginning
-//!   `{"jsonrpc"` does that (and makes the process an agent); their reads cost nothing more.
+//!   `{"jsonrpc"` or `{"method":` does that (and makes the process an agent: an MCP client
+//!   starts its session before its first LLM call); their reads cost nothing more.
 //! - `close` ends the connection the fd carried.
 //! - For processes no longer followed, `connect` to a new peer is reported (re-admission), and
 //!   the dynamic loader's `_dl_debug_state` tells user space of libraries loaded late.
@@ -242,7 +243,9 @@ fn json_rpc_client(pid: u32, buf: u64) -> bool {
     if crate::agent_tree::is_agent(pid) {
         return true;
     }
-    if read_user::<[u8; 10]>(buf) != Ok(*b"{\"jsonrpc\"") {
+    // The key JSON-RPC clients write first: `jsonrpc` (Python's SDK), `method` (TypeScript's).
+    if !matches!(read_user::<[u8; 10]>(buf), Ok(start) if start == *b"{\"jsonrpc\"" || start == *b"{\"method\":")
+    {
         return false;
     }
     crate::agent_tree::add_agent(pid);

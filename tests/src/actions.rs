@@ -118,6 +118,47 @@ fn one(spans: &[Span], pick: impl Fn(&Span) -> bool) -> &Span {
     }
 }
 
+/// The Claude Code CLI's `[mcp]` run, with the MCP server of tests/clients/mcp_server.py on
+/// stdio (Bun gives it Unix socket pairs): call → execute_tool mcp__weather__lookup →
+/// tools/call lookup → call, the session's other requests (initialize, tools/list) spans too.
+pub fn check_claude_mcp_trace(spans: &[Span], served: &[Value]) {
+    let calls: Vec<&Span> = spans.iter().filter(|s| s.is_call()).collect();
+    let [ask, answer] = calls[..] else {
+        panic!("two calls expected: {spans:#?}")
+    };
+    assert_eq!(
+        ask.str("gen_ai.response.id"),
+        served[0]["response_id"].as_str()
+    );
+    let asked = &ask.output_tool_calls()[0];
+    let execute = one(spans, |s| {
+        s.str("name") == Some("execute_tool mcp__weather__lookup")
+    });
+    let request = one(spans, |s| s.str("name") == Some("tools/call lookup"));
+    assert_eq!(execute.str("gen_ai.tool.call.id"), asked.id.as_deref());
+    assert_eq!(execute.str("observer.link.reason"), Some("mcp_tool_call"));
+    assert_eq!(request.str("parent_span_id"), execute.str("span_id"));
+    assert_eq!(request.str("network.transport"), Some("pipe"));
+    assert_eq!(
+        request.json("gen_ai.tool.call.arguments"),
+        Some(asked.arguments.clone())
+    );
+    let result = request
+        .json("gen_ai.tool.call.result")
+        .expect("the tool's result");
+    let text = result["content"][0]["text"].as_str().unwrap_or_default();
+    assert!(text.starts_with("found "), "{result}");
+    for method in ["initialize", "tools/list"] {
+        let span = one(spans, |s| s.str("mcp.method.name") == Some(method));
+        assert!(span.str("mcp.protocol.version").is_some(), "{span:?}");
+        assert_eq!(span.get("error.type"), None, "{span:?}");
+    }
+    let start = |s: &Span| s.u64("start_time_unix_nano").unwrap_or_default();
+    let end = |s: &Span| s.u64("end_time_unix_nano").unwrap_or_default();
+    assert!(end(ask) <= start(request) && end(request) <= start(answer));
+    assert_eq!(answer.str("trace_id"), request.str("trace_id"));
+}
+
 /// The Python agent's MCP run (`mcp_agent.py`, whose output is `stdout`) over `transport`
 /// (`tcp` or `pipe`): call → execute_tool lookup → tools/call lookup → call.
 /// What the agent printed about its tool call: `tool {...}`.

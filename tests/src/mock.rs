@@ -33,6 +33,9 @@ pub mod scenario {
     pub const ONCE: &str = "[once]";
     /// As `ONCE`, the tool called being a shell: `Bash` with `{"command": BASH_COMMAND}`.
     pub const BASH: &str = "[bash]";
+    /// As `ONCE`, the tool called being the first MCP tool the request offers (named
+    /// `mcp__SERVER__TOOL`, as the Claude Code CLI names them).
+    pub const MCP: &str = "[mcp]";
     /// The command `BASH` asks for: prints, then fails with exit code 3.
     pub const BASH_COMMAND: &str = "echo hi from the mock; exit 3";
 
@@ -102,7 +105,9 @@ pub fn tool_arguments(prompt: &str) -> Value {
 /// last user message's text.
 pub fn tool_call(request: &Value, prompt: &str) -> Option<(String, Value)> {
     let first = first_user_text(request);
-    let agent_turn = first.contains(scenario::ONCE) || first.contains(scenario::BASH);
+    let agent_turn = [scenario::ONCE, scenario::BASH, scenario::MCP]
+        .iter()
+        .any(|word| first.contains(word));
     if agent_turn && carries_tool_result(request) {
         return None;
     }
@@ -110,6 +115,15 @@ pub fn tool_call(request: &Value, prompt: &str) -> Option<(String, Value)> {
         let arguments =
             json!({"command": scenario::BASH_COMMAND, "description": "Greet, then fail"});
         return Some(("Bash".to_owned(), arguments));
+    }
+    if first.contains(scenario::MCP) {
+        let tools = request.get("tools").and_then(Value::as_array);
+        let name = tools
+            .into_iter()
+            .flatten()
+            .filter_map(|tool| tool.get("name")?.as_str())
+            .find(|name| name.starts_with("mcp__"))?;
+        return Some((name.to_owned(), tool_arguments(prompt)));
     }
     first_tool_name(request)
         .or_else(|| prompt.contains(scenario::TOOL).then(|| "lookup".to_owned()))

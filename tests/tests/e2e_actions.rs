@@ -69,6 +69,44 @@ fn claude_code_bash_tool_under_the_whole_host_watch() {
     actions::check_bash_trace(&spans, &served);
 }
 
+/// `claude -p "… [mcp]"` with an MCP server on stdio (tests/clients/mcp_server.py): the mock
+/// asks for its tool, `mcp__weather__lookup`.
+#[test]
+fn claude_code_mcp_tool_over_stdio() {
+    let env = TestEnv::new();
+    let mut claude = ClaudeCode::new(&env);
+    let config = serde_json::json!({"mcpServers": {"weather": {
+        "command": python().display().to_string(),
+        "args": [clients_dir().join("mcp_server.py").display().to_string(), "stdio"],
+    }}});
+    let config_file = env.dir().join("mcp.json");
+    std::fs::write(&config_file, config.to_string()).expect("the MCP configuration");
+    claude.argv = [
+        claude.argv[0].clone(),
+        "-p".into(),
+        format!("What is the weather in Paris {}", scenario::MCP),
+        "--bare".into(),
+        "--mcp-config".into(),
+        config_file.display().to_string(),
+        "--strict-mcp-config".into(),
+        "--tools".into(),
+        "".into(),
+        "--allowedTools".into(),
+        "mcp__weather__lookup".into(),
+        "--model".into(),
+        "claude-haiku-4-5".into(),
+        "--output-format".into(),
+        "json".into(),
+    ]
+    .into();
+    let run = env.capture_with(&[], &claude.env(), &claude.argv, true);
+    claude.check_result(&run.stdout, &run.stderr);
+    let served = messages_served(&env);
+    actions::check_claude_mcp_trace(&run.spans, &served);
+    actions::check_claude_mcp_trace(&run.replay(env.dir()), &served);
+    actions::save("claude_code_mcp", &run, &served);
+}
+
 /// The Messages requests the mock served.
 fn messages_served(env: &TestEnv) -> Vec<Value> {
     let served: Vec<Value> = env

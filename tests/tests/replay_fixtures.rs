@@ -101,6 +101,9 @@ fn recorded_agent_runs_replay_to_their_traces() {
     let bash = actions::load("claude_code_bash");
     let spans = observer_e2e::harness::replay_recording(&bash.recording, scratch.path());
     actions::check_bash_trace(&spans, &bash.served);
+    let claude_mcp = actions::load("claude_code_mcp");
+    let spans = observer_e2e::harness::replay_recording(&claude_mcp.recording, scratch.path());
+    actions::check_claude_mcp_trace(&spans, &claude_mcp.served);
     for (name, transport) in [("mcp_http", "tcp"), ("mcp_stdio", "pipe")] {
         let mcp = actions::load(name);
         let spans = observer_e2e::harness::replay_recording(&mcp.recording, scratch.path());

@@ -27,16 +27,24 @@ pub struct StdioStats {
     pub pipes_over_bound: u64,
 }
 
-/// One pipe of an agent's: which session it belongs to, and the line being read.
+/// One pipe of an agent's (or a Unix socket, which carries both ways): which session it
+/// belongs to, and the line being read each way.
 struct Pipe {
     session: (u32, u32),
+    /// Written, read.
+    ways: [Lines; 2],
+    /// A client's JSON-RPC message was seen on it (a request sent, or a response received).
+    speaks_json_rpc: bool,
+}
+
+/// One direction of a pipe.
+#[derive(Default)]
+struct Lines {
     /// The stream offset the next chunk should start at.
     offset: u64,
     line: Vec<u8>,
     /// The current line is past the cap, or started in bytes that were lost: dropped to its end.
     skipping: bool,
-    /// A client's JSON-RPC message was seen on it (a request sent, or a response received).
-    speaks_json_rpc: bool,
 }
 
 #[derive(Default)]
@@ -60,9 +68,7 @@ impl StdioStage {
             conn,
             Pipe {
                 session: (conn.pid, peer.unwrap_or(0)),
-                offset: 0,
-                line: Vec::new(),
-                skipping: false,
+                ways: Default::default(),
                 speaks_json_rpc: false,
             },
         );
@@ -77,12 +83,17 @@ impl StdioStage {
         let Some(pipe) = self.pipes.get_mut(&chunk.conn) else {
             return;
         };
-        if chunk.offset != pipe.offset {
+        let (direction, way) = match chunk.dir {
+            Flow::Egress => (Direction::Sent, 0),
+            Flow::Ingress => (Direction::Received, 1),
+        };
+        let lines = &mut pipe.ways[way];
+        if chunk.offset != lines.offset {
             self.stats.gaps += 1;
-            pipe.line.clear();
-            pipe.skipping = true;
+            lines.line.clear();
+            lines.skipping = true;
         }
-        pipe.offset = chunk.offset + chunk.data.len() as u64;
+        lines.offset = chunk.offset + chunk.data.len() as u64;
         if self.sessions.len() >= MAX_PIPES && !self.sessions.contains_key(&pipe.session) {
             self.stats.pipes_over_bound += 1;
             return;
@@ -94,10 +105,6 @@ impl StdioStage {
                 transport: Transport::Pipe,
                 ..Session::default()
             });
-        let direction = match chunk.dir {
-            Flow::Egress => Direction::Sent,
-            Flow::Ingress => Direction::Received,
-        };
         let mut rest = &chunk.data[..];
         while !rest.is_empty() {
             let (piece, complete) = match memchr::memchr(b'\n', rest) {
@@ -105,20 +112,21 @@ impl StdioStage {
                 None => (rest, false),
             };
             rest = &rest[(piece.len() + usize::from(complete)).min(rest.len())..];
-            if !pipe.skipping {
-                if pipe.line.len() + piece.len() > MAX_LINE_BYTES {
-                    pipe.line.clear();
-                    pipe.skipping = true;
+            let lines = &mut pipe.ways[way];
+            if !lines.skipping {
+                if lines.line.len() + piece.len() > MAX_LINE_BYTES {
+                    lines.line.clear();
+                    lines.skipping = true;
                     self.stats.unreadable_lines += 1;
                 } else {
-                    pipe.line.extend_from_slice(piece);
+                    lines.line.extend_from_slice(piece);
                 }
             }
             if !complete {
                 break;
             }
-            let line = std::mem::take(&mut pipe.line);
-            if std::mem::take(&mut pipe.skipping) || line.trim_ascii().is_empty() {
+            let line = std::mem::take(&mut lines.line);
+            if std::mem::take(&mut lines.skipping) || line.trim_ascii().is_empty() {
                 continue;
             }
             match serde_json::from_slice::<Value>(&line) {

@@ -35,6 +35,10 @@ pub mod kind {
     /// A process no longer followed connected to a peer it had not connected to before
     /// ([`ConnectEvent`]).
     pub const CONNECT: u32 = 9;
+    /// A process in an agent's tree ran a program ([`CommandEvent`]).
+    pub const COMMAND: u32 = 10;
+    /// A process in an agent's tree that ran a program ended ([`CommandExitEvent`]).
+    pub const COMMAND_EXIT: u32 = 11;
 }
 
 pub mod flags {
@@ -59,11 +63,15 @@ pub mod tls_source {
     pub const RUSTLS: u8 = 5;
     /// Not TLS: plaintext HTTP read from socket syscalls.
     pub const PLAINTEXT: u8 = 6;
+    /// Not TLS: newline-delimited JSON-RPC on an agent's pipes (an MCP server on stdio).
+    pub const PIPE: u8 = 7;
 }
 
 /// Connection ids of plaintext connections have this bit set; TLS connections are named by a
 /// user-space pointer, which never does.
 pub const PLAINTEXT_CONN_BIT: u64 = 1 << 63;
+/// Plaintext connections that carry JSON-RPC on a pipe (with [`PLAINTEXT_CONN_BIT`]).
+pub const PIPE_CONN_BIT: u64 = 1 << 62;
 
 /// How the traced process got a socket.
 pub mod socket_role {
@@ -95,14 +103,25 @@ pub mod counter {
     pub const SKIPPED_RESPONSE: u32 = 7;
     /// Socket writes not copied: the socket carries no HTTP request and no TLS session we follow.
     pub const SKIPPED_NOT_HTTP: u32 = 8;
-    pub const COUNT: u32 = 9;
+    /// Processes (or threads) an agent's tree did not take: deeper than [`MAX_TREE_DEPTH`](super::MAX_TREE_DEPTH).
+    pub const TREE_DEPTH_CUT: u32 = 9;
+    /// Processes (or threads) an agent's tree did not take: the map was full.
+    pub const TREE_FULL: u32 = 10;
+    pub const COUNT: u32 = 11;
 }
 
 /// Indexes of the `CONFIG` array.
 pub mod config {
     /// 1: report every `execve` on the host; 0: only those of followed processes.
     pub const EXEC_EVENTS_ALL: u32 = 0;
-    pub const COUNT: u32 = 1;
+    /// Byte offsets of kernel struct fields, read by user space from the kernel's BTF (0:
+    /// unknown, the field is not read): `task_struct.mm`, `mm_struct.arg_start`,
+    /// `mm_struct.arg_end`, `task_struct.exit_code`.
+    pub const TASK_MM: u32 = 1;
+    pub const MM_ARG_START: u32 = 2;
+    pub const MM_ARG_END: u32 = 3;
+    pub const TASK_EXIT_CODE: u32 = 4;
+    pub const COUNT: u32 = 5;
 }
 
 /// The probes are attached per process. Each followed process has a budget of probe hits per
@@ -208,6 +227,78 @@ pub struct ConnectEvent {
     /// 4 bytes for IPv4, 16 for IPv6, network byte order.
     pub addr: [u8; 16],
     pub _pad: u32,
+}
+
+/// Bytes of a program's arguments (NUL-separated, as the kernel laid them out) a
+/// [`CommandEvent`] carries; longer argument lists are cut.
+pub const ARGS_CAPACITY: usize = 4096;
+
+/// How deep below an agent process its tree of processes is followed (the agent is depth 0).
+pub const MAX_TREE_DEPTH: u32 = 8;
+
+/// A process in the tree of an agent (a process that makes LLM calls): the `AGENT_TREE` map, by
+/// pid. User space adds agents (depth 0); forks add their children; exits remove them.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Lineage {
+    /// The agent at the top of the tree.
+    pub root: u32,
+    /// The nearest ancestor that is the agent or ran a program of its own: the process a
+    /// command's span hangs under (a shell's forked subshell is not a command).
+    pub parent: u32,
+    pub depth: u32,
+    /// [`lineage_flags`].
+    pub flags: u32,
+}
+
+#[cfg(feature = "user")]
+// SAFETY: plain integers, no padding.
+unsafe impl aya::Pod for Lineage {}
+
+pub mod lineage_flags {
+    /// The process ran a program (`execve`) since it joined the tree: it is a command.
+    pub const RAN: u32 = 1;
+}
+
+/// A process in an agent's tree ran a program: [`CommandHead`] then `head.args_len` bytes of
+/// `args`, the program's arguments as the kernel copied them to its stack at `execve`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct CommandEvent {
+    pub head: CommandHead,
+    pub args: [u8; ARGS_CAPACITY],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct CommandHead {
+    pub header: EventHeader,
+    pub root: u32,
+    pub parent: u32,
+    pub depth: u32,
+    /// Bytes of `args` that are valid.
+    pub args_len: u32,
+    /// The arguments were longer than [`ARGS_CAPACITY`].
+    pub args_cut: u32,
+    /// Bytes of `path` that are valid.
+    pub path_len: u32,
+    pub path: [u8; EXEC_PATH_CAPACITY],
+}
+
+/// Bytes of a [`CommandEvent`] before its arguments; a record is this plus `args_len` bytes.
+pub const COMMAND_EVENT_HEADER_LEN: usize = core::mem::offset_of!(CommandEvent, args);
+const _: () = assert!(COMMAND_EVENT_HEADER_LEN == size_of::<CommandHead>());
+
+/// A command (a process of an agent's tree that ran a program) ended.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct CommandExitEvent {
+    pub header: EventHeader,
+    /// The kernel's exit code: `status << 8` for an exit, the signal number (with 0x80 for a
+    /// core dump) for a kill.
+    pub exit_code: u32,
+    /// 1 when `exit_code` was read (the kernel's layout was known).
+    pub known: u32,
 }
 
 /// A TLS session was freed: its connection is over.

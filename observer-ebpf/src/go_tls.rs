@@ -218,7 +218,7 @@ pub fn go_fd_read_return(ctx: ProbeContext) -> u32 {
     let _ = GO_FD_READS.remove(&key);
     let n = regs.rax as i64;
     if n > 0
-        && let Some(conn) = decided(pid_tgid, read.conn, read.fd)
+        && let Some(conn) = decided(pid_tgid, read.conn, read.fd, || read.buf)
     {
         emit_data(
             pid_tgid,

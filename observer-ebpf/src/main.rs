@@ -2,6 +2,7 @@
 #![no_std]
 #![no_main]
 
+mod agent_tree;
 mod go_tls;
 mod rustls;
 mod socket_io;
@@ -39,7 +40,7 @@ mod probes {
     static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
 
     #[map]
-    static CONFIG: Array<u32> = Array::with_max_entries(config::COUNT, 0);
+    pub(crate) static CONFIG: Array<u32> = Array::with_max_entries(config::COUNT, 0);
 
     /// The processes user space follows (their probes are attached for them alone), with each
     /// one's probe hits in the current cost window.
@@ -406,12 +407,14 @@ mod probes {
     #[tracepoint]
     pub fn process_fork(ctx: TracePointContext) -> u32 {
         let pid_tgid = bpf_get_current_pid_tgid();
-        if !followed((pid_tgid >> 32) as u32) {
-            return 0;
-        }
+        let parent = (pid_tgid >> 32) as u32;
         let Ok(child) = tracepoint_field::<i32>(&ctx, 20) else {
             return 0;
         };
+        crate::agent_tree::forked(parent, child as u32);
+        if !followed(parent) {
+            return 0;
+        }
         let event = ForkEvent {
             header: header(kind::FORK, pid_tgid),
             child: child as u32,
@@ -425,6 +428,7 @@ mod probes {
     #[tracepoint]
     pub fn process_exec(ctx: TracePointContext) -> u32 {
         let pid_tgid = bpf_get_current_pid_tgid();
+        crate::agent_tree::executed(&ctx, pid_tgid);
         if CONFIG.get(config::EXEC_EVENTS_ALL) != Some(&1) && !followed((pid_tgid >> 32) as u32) {
             return 0;
         }
@@ -455,13 +459,15 @@ mod probes {
     pub fn process_exit(ctx: TracePointContext) -> u32 {
         let pid_tgid = bpf_get_current_pid_tgid();
         let pid = (pid_tgid >> 32) as u32;
+        let group_dead = matches!(tracepoint_field::<u8>(&ctx, 32), Ok(1));
+        crate::agent_tree::exited(pid_tgid, group_dead);
         if !followed(pid) {
             return 0;
         }
         // A thread that ends inside a call never returns from it.
         let _ = ACTIVE_CALLS.remove(&pid_tgid);
         crate::socket_io::thread_exited(pid_tgid);
-        if !matches!(tracepoint_field::<u8>(&ctx, 32), Ok(1)) {
+        if !group_dead {
             return 0;
         }
         let _ = FOLLOWED.remove(&pid);

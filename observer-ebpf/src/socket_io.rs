@@ -7,6 +7,12 @@
 //!   fd a plaintext HTTP connection: from then on its reads and writes are copied like TLS
 //!   plaintext. Other writes are not copied (files, pipes, other protocols); user space checks
 //!   that an fd taken for HTTP is a TCP socket and stops the copy otherwise.
+//! - In an agent (a process that makes LLM calls, or that wrote JSON-RPC), an fd with nothing
+//!   known whose first bytes written or read begin a JSON object (`{"`) is taken for JSON-RPC on
+//!   a pipe (an MCP server on stdio) and copied the same way; user space checks that it is a
+//!   pipe and stops the copy otherwise. In other followed processes only a write beginning
+//!   `{"jsonrpc"` or `{"method":` does that (and makes the process an agent: an MCP client
+//!   starts its session before its first LLM call); their reads cost nothing more.
 //! - `close` ends the connection the fd carried.
 //! - For processes no longer followed, `connect` to a new peer is reported (re-admission), and
 //!   the dynamic loader's `_dl_debug_state` tells user space of libraries loaded late.
@@ -21,8 +27,8 @@ use aya_ebpf::{
     programs::{ProbeContext, RetProbeContext},
 };
 use observer_common::{
-    ConnectEvent, EventHeader, PLAINTEXT_CONN_BIT, SocketEvent, counter, direction, kind,
-    socket_role, tls_source,
+    ConnectEvent, EventHeader, PIPE_CONN_BIT, PLAINTEXT_CONN_BIT, SocketEvent, counter, direction,
+    kind, socket_role, tls_source,
 };
 
 use crate::{
@@ -54,6 +60,13 @@ mod carries {
     pub const HTTP: u8 = 1;
     /// A TLS session, whose plaintext the TLS probes see: the socket's own bytes are not copied.
     pub const TLS: u8 = 2;
+    /// JSON-RPC (an agent's pipe to an MCP server): copied.
+    pub const JSON_RPC: u8 = 3;
+}
+
+/// Whether an fd carrying `carries` has its bytes copied.
+fn copied(carries: u8) -> bool {
+    carries == carries::HTTP || carries == carries::JSON_RPC
 }
 
 #[repr(C)]
@@ -174,7 +187,14 @@ pub fn socket_return(ctx: RetProbeContext) -> u32 {
     if ret <= 0 {
         return 0;
     }
-    let Some(conn) = decided(pid_tgid, pending.conn, pending.fd) else {
+    let first = || {
+        if pending.shape == shape::BUFFER {
+            pending.ptr
+        } else {
+            first_iovec(pending.shape, pending.ptr).map_or(0, |iov| iov.base)
+        }
+    };
+    let Some(conn) = decided(pid_tgid, pending.conn, pending.fd, first) else {
         return 0;
     };
     if pending.shape == shape::BUFFER {
@@ -190,8 +210,10 @@ pub fn socket_return(ctx: RetProbeContext) -> u32 {
 }
 
 /// The connection a read's bytes belong to, once they are in: `conn` as decided at entry, or,
-/// for [`DECIDE_AT_RETURN`], the plaintext HTTP connection `fd` carries now (if copied).
-pub(crate) fn decided(pid_tgid: u64, conn: u64, fd: u32) -> Option<u64> {
+/// for [`DECIDE_AT_RETURN`], the plaintext connection `fd` carries now (if copied). An agent's
+/// fd that carried nothing known and whose bytes read (at `first()`) begin a JSON object is
+/// taken for JSON-RPC now.
+pub(crate) fn decided(pid_tgid: u64, conn: u64, fd: u32, first: impl Fn() -> u64) -> Option<u64> {
     if conn != DECIDE_AT_RETURN {
         return Some(conn);
     }
@@ -199,9 +221,53 @@ pub(crate) fn decided(pid_tgid: u64, conn: u64, fd: u32) -> Option<u64> {
         pid: (pid_tgid >> 32) as u32,
         fd,
     };
-    let socket = SOCKETS.copied(&key)?;
-    (socket.carries == carries::HTTP && copy_wanted(pid_tgid, socket.conn, direction::INGRESS))
-        .then_some(socket.conn)
+    let conn = match SOCKETS.copied(&key) {
+        Some(socket) if copied(socket.carries) => socket.conn,
+        Some(_) => return None,
+        None => {
+            if !crate::agent_tree::is_agent(key.pid) || read_user::<[u8; 2]>(first()) != Ok(*b"{\"")
+            {
+                return None;
+            }
+            start_connection(pid_tgid, key, carries::JSON_RPC)
+        }
+    };
+    copy_wanted(pid_tgid, conn, direction::INGRESS).then_some(conn)
+}
+
+/// Whether a process writing a JSON object at `buf` on an fd with nothing known is an MCP client:
+/// an agent, or a process whose message is JSON-RPC (an MCP client starts its session before
+/// its first LLM call); the latter becomes an agent, so that the responses it reads are taken
+/// for JSON-RPC too.
+fn json_rpc_client(pid: u32, buf: u64) -> bool {
+    if crate::agent_tree::is_agent(pid) {
+        return true;
+    }
+    // The key JSON-RPC clients write first: `jsonrpc` (Python's SDK), `method` (TypeScript's).
+    if !matches!(read_user::<[u8; 10]>(buf), Ok(start) if start == *b"{\"jsonrpc\"" || start == *b"{\"method\":")
+    {
+        return false;
+    }
+    crate::agent_tree::add_agent(pid);
+    true
+}
+
+/// `fd` carries a plaintext connection from now on (HTTP, or JSON-RPC on a pipe): its id,
+/// announced to user space.
+fn start_connection(pid_tgid: u64, key: SocketKey, carries: u8) -> u64 {
+    let (bits, source) = match carries {
+        carries::JSON_RPC => (PLAINTEXT_CONN_BIT | PIPE_CONN_BIT, tls_source::PIPE),
+        _ => (PLAINTEXT_CONN_BIT, tls_source::PLAINTEXT),
+    };
+    let socket = Socket {
+        // Unique enough: the clock, with the kind of connection in the top bits.
+        conn: bits | (now_ns() & !(PLAINTEXT_CONN_BIT | PIPE_CONN_BIT)),
+        carries,
+        _pad: [0; 7],
+    };
+    let _ = SOCKETS.insert(&key, &socket, 0);
+    announce(pid_tgid, socket.conn, key.fd, source);
+    socket.conn
 }
 
 #[uprobe]
@@ -356,26 +422,23 @@ pub(crate) fn plaintext_connection(
         return None;
     }
     let conn = match SOCKETS.copied(&key) {
-        Some(socket) if socket.carries == carries::HTTP => socket.conn,
+        Some(socket) if copied(socket.carries) => socket.conn,
         Some(_) => return None,
         None => {
             if dir == direction::INGRESS {
                 return Some(DECIDE_AT_RETURN);
             }
-            let starts_http =
-                read_user::<[u8; 4]>(first()).is_ok_and(|bytes| is_http_request_start(&bytes));
-            if !starts_http {
+            let Ok(bytes) = read_user::<[u8; 4]>(first()) else {
+                return None;
+            };
+            if is_http_request_start(&bytes) {
+                start_connection(pid_tgid, key, carries::HTTP)
+            } else if bytes.starts_with(b"{\"") && json_rpc_client(key.pid, first()) {
+                start_connection(pid_tgid, key, carries::JSON_RPC)
+            } else {
                 bump(counter::SKIPPED_NOT_HTTP, 1);
                 return None;
             }
-            let socket = Socket {
-                conn: PLAINTEXT_CONN_BIT | now_ns(),
-                carries: carries::HTTP,
-                _pad: [0; 7],
-            };
-            let _ = SOCKETS.insert(&key, &socket, 0);
-            announce(pid_tgid, socket.conn, key.fd, tls_source::PLAINTEXT);
-            socket.conn
         }
     };
     copy_wanted(pid_tgid, conn, dir).then_some(conn)
@@ -494,7 +557,11 @@ pub(crate) fn plaintext_call(conn: u64, buf: u64, dir: u8) -> ActiveCall {
         buf,
         count_ptr: 0,
         dir,
-        source: tls_source::PLAINTEXT,
+        source: if conn & PIPE_CONN_BIT != 0 {
+            tls_source::PIPE
+        } else {
+            tls_source::PLAINTEXT
+        },
         _pad: [0; 6],
     }
 }

@@ -68,3 +68,15 @@ impl<K, V: Copy> Lookup<K, V> for LruHashMap<K, V> {
         unsafe { self.get(key) }.copied()
     }
 }
+
+/// Copies a `T` out of kernel memory at `address`.
+pub fn read_kernel<T>(address: u64) -> Result<T, i32> {
+    // SAFETY: the helper checks the address and returns an error on a fault; `T` is plain data.
+    unsafe { aya_ebpf::helpers::bpf_probe_read_kernel(address as *const T) }
+}
+
+/// The running task's `task_struct`, as an address to read fields from with [`read_kernel`].
+pub fn current_task() -> u64 {
+    // SAFETY: no arguments; the address is only ever read through the checked helper.
+    unsafe { aya_ebpf::helpers::bpf_get_current_task() }
+}

@@ -1,6 +1,9 @@
 //! The observer's own health: what it could not turn into spans, by reason, for the summary,
 //! the metrics and the recordings.
-use crate::{capture::CaptureLosses, http::HttpStats, reassemble::ReassemblyStats};
+use crate::{
+    capture::CaptureLosses, http::HttpStats, link::CommandStats, mcp::StdioStats,
+    reassemble::ReassemblyStats,
+};
 
 /// What is left once the source has ended: the counters.
 pub struct Report {
@@ -8,12 +11,20 @@ pub struct Report {
     pub http: HttpStats,
     pub reassembly: ReassemblyStats,
     pub capture: CaptureLosses,
+    pub actions: ActionLosses,
 }
 
 impl Report {
     pub fn given_up(&self) -> [GivenUp; GIVEN_UP_REASONS] {
-        given_up(&self.http, &self.capture)
+        given_up(&self.http, &self.capture, &self.actions)
     }
+}
+
+/// What the observer could not make of what agents did between their calls.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ActionLosses {
+    pub commands: CommandStats,
+    pub stdio: StdioStats,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -37,11 +48,15 @@ pub struct GivenUp {
     pub count: u64,
 }
 
-pub const GIVEN_UP_REASONS: usize = 15;
+pub const GIVEN_UP_REASONS: usize = 19;
 
 /// Everything the capture and HTTP stages gave up on, by reason: all zero means no byte the
 /// probes saw, and no call made while a process was followed, went unreported.
-pub fn given_up(http: &HttpStats, capture: &CaptureLosses) -> [GivenUp; GIVEN_UP_REASONS] {
+pub fn given_up(
+    http: &HttpStats,
+    capture: &CaptureLosses,
+    actions: &ActionLosses,
+) -> [GivenUp; GIVEN_UP_REASONS] {
     let entry = |reason, what, count| GivenUp {
         reason,
         what,
@@ -114,6 +129,26 @@ pub fn given_up(http: &HttpStats, capture: &CaptureLosses) -> [GivenUp; GIVEN_UP
             "read_after_not_http",
             "reads on connections judged not HTTP",
             http.reads_after_not_http,
+        ),
+        entry(
+            "commands_over_bound",
+            "commands past the bounds on a run's commands",
+            actions.commands.over_bound,
+        ),
+        entry(
+            "mcp_line_unreadable",
+            "MCP stdio lines that were not JSON-RPC or too long",
+            actions.stdio.unreadable_lines,
+        ),
+        entry(
+            "mcp_bytes_lost",
+            "gaps of lost bytes on MCP pipes",
+            actions.stdio.gaps,
+        ),
+        entry(
+            "mcp_request_dropped",
+            "MCP requests dropped unanswered at the cap, or pipes past it",
+            actions.stdio.requests_dropped + actions.stdio.pipes_over_bound,
         ),
     ]
 }

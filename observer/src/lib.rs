@@ -1,5 +1,5 @@
 //! The observer's pipeline, one module per stage:
-//! capture → reassemble → http → llm → link → sink.
+//! capture → reassemble → http → llm (and mcp) → link → sink.
 pub mod callers;
 pub mod capture;
 pub mod config;
@@ -7,6 +7,7 @@ pub mod health;
 pub mod http;
 pub mod link;
 pub mod llm;
+pub mod mcp;
 pub mod metrics;
 pub mod pipeline;
 pub mod private_file;

@@ -90,6 +90,7 @@ pub struct Metrics {
     spans_exported: Family<ExportLabels, Counter>,
     probe_hits: Counter,
     not_copied: Family<ReasonLabels, Counter>,
+    agent_processes_not_followed: Family<ReasonLabels, Counter>,
     probes: Family<ScopeLabels, Gauge>,
     followed_total: Counter,
     stopped_following: Family<ReasonLabels, Counter>,
@@ -132,6 +133,7 @@ impl Metrics {
             spans_exported: Family::default(),
             probe_hits: Counter::default(),
             not_copied: Family::default(),
+            agent_processes_not_followed: Family::default(),
             probes: Family::default(),
             followed_total: Counter::default(),
             stopped_following: Family::default(),
@@ -255,6 +257,11 @@ impl Metrics {
             "observer_calls_not_copied",
             "Probed calls whose bytes were judged in the kernel and not copied, by reason",
             metrics.not_copied.clone(),
+        );
+        registry.register(
+            "observer_agent_processes_not_followed",
+            "Processes (or threads) agents started that were not followed for commands, by reason (depth: past the depth bound, full: the kernel's map was full)",
+            metrics.agent_processes_not_followed.clone(),
         );
         registry.register(
             "observer_exec_holds",
@@ -395,6 +402,14 @@ impl Metrics {
         ] {
             set_total(
                 &self.not_copied.get_or_create(&ReasonLabels { reason }),
+                total,
+            );
+        }
+        for (reason, total) in [("depth", kernel.tree_depth_cut), ("full", kernel.tree_full)] {
+            set_total(
+                &self
+                    .agent_processes_not_followed
+                    .get_or_create(&ReasonLabels { reason }),
                 total,
             );
         }
@@ -620,7 +635,7 @@ mod tests {
             bytes: 4096,
             parse_failures: 1,
             spans: 3,
-            given_up: crate::health::given_up(&http, &Default::default()),
+            given_up: crate::health::given_up(&http, &Default::default(), &Default::default()),
             http,
             reassembly,
         };

@@ -6,12 +6,14 @@
 use crate::{
     callers::Callers,
     capture::{
-        CaptureEvent, CaptureLosses, Feedback, feedback::FeedbackChannel, record::RecordWriter,
+        CaptureEvent, CaptureLosses, ConnKey, Feedback, TlsLibrary, feedback::FeedbackChannel,
+        record::RecordWriter,
     },
-    health::{PipelineStats, PipelineTotals, Report, given_up},
+    health::{ActionLosses, PipelineStats, PipelineTotals, Report, given_up},
     http::{ConnectionStage, Exchange, HttpLimits},
-    link::{CallSite, Linker},
+    link::{CallSite, LinkOptions, Linker},
     llm::{self, LlmStage, Recognised},
+    mcp,
     reassemble::{ReassemblyLimits, StreamInput},
     sink::{Sink, Sinks},
     span,
@@ -25,6 +27,8 @@ pub struct Pipeline {
     callers: Callers,
     connections: ConnectionStage,
     llm: LlmStage,
+    /// MCP on the pipes of agents and the servers they started.
+    stdio: mcp::StdioStage,
     linker: Linker,
     sinks: Sinks,
     feedback: FeedbackChannel,
@@ -39,16 +43,21 @@ pub struct Pipeline {
 
 impl Pipeline {
     pub fn new(llm: LlmStage, sinks: Vec<Box<dyn Sink>>) -> Pipeline {
+        let link_options = LinkOptions {
+            content: llm.content.mode,
+            ..LinkOptions::default()
+        };
         Pipeline {
             recorder: None,
             callers: Callers::default(),
             connections: ConnectionStage::with_response_filter(
                 ReassemblyLimits::default(),
                 HttpLimits::default(),
-                llm::is_llm_request,
+                |request| llm::is_llm_request(request) || mcp::is_mcp_request(request),
             ),
             llm,
-            linker: Linker::default(),
+            stdio: mcp::StdioStage::default(),
+            linker: Linker::new(link_options),
             sinks: Sinks::new(sinks),
             feedback: FeedbackChannel::default(),
             exchanges: Vec::new(),
@@ -83,12 +92,35 @@ impl Pipeline {
         self.callers.learn(&event);
         match &event {
             CaptureEvent::Data(chunk) if !self.callers.wanted(chunk.conn.pid) => return,
+            CaptureEvent::Data(chunk) if chunk.library == TlsLibrary::Pipe => {
+                self.stats.bytes += chunk.data.len() as u64;
+                let mut calls = Vec::new();
+                self.stdio.chunk(chunk, &mut calls);
+                for unfollowed in self.stdio.take_unfollowed() {
+                    self.feedback.unfollowed(unfollowed);
+                }
+                self.mcp_calls(chunk.conn, calls);
+                self.tick(chunk.ts);
+                return;
+            }
             CaptureEvent::Data(chunk) => self.stats.bytes += chunk.data.len() as u64,
+            CaptureEvent::Pipe { conn, peer, fd, .. } => {
+                log::debug!("fd {fd} of process {} is a pipe to {peer:?}: MCP", conn.pid);
+                self.stdio.pipe(*conn, *peer);
+            }
             CaptureEvent::Costly { pid, .. } => {
                 let in_flight = self.connections.call_in_flight(*pid);
                 self.feedback.judged(*pid, in_flight);
             }
             CaptureEvent::Losses { totals, .. } => self.capture_losses = *totals,
+            CaptureEvent::Command(command) => {
+                let spans = self.linker.command_started(command);
+                self.sinks.write_all(spans);
+            }
+            CaptureEvent::CommandExit { pid, ts, ending } => {
+                let spans = self.linker.command_ended(*pid, *ts, *ending);
+                self.sinks.write_all(spans);
+            }
             _ => {}
         }
         let ts = event.ts();
@@ -107,12 +139,18 @@ impl Pipeline {
         // Forgotten only once the spans that name them are out.
         match ended {
             Some(Ended::Process(pid)) => {
-                let roots = self.linker.process_exited(pid);
+                let calls = self.stdio.process_ended(pid, ts);
+                self.mcp_calls(ConnKey { pid, conn: 0 }, calls);
+                let roots = self.linker.process_exited(pid, ts);
                 self.sinks.write_all(roots);
                 self.callers.process_ended(pid);
                 self.feedback.process_ended(pid);
             }
-            Some(Ended::Connection(conn)) => self.callers.connection_ended(&conn),
+            Some(Ended::Connection(conn)) => {
+                let calls = self.stdio.pipe_ended(&conn, ts);
+                self.mcp_calls(conn, calls);
+                self.callers.connection_ended(&conn);
+            }
             None => {}
         }
         self.tick(ts);
@@ -136,7 +174,7 @@ impl Pipeline {
         for exchange in exchanges.drain(..) {
             self.call(&exchange);
         }
-        let roots = self.linker.finish();
+        let roots = self.linker.finish(ts);
         self.sinks.write_all(roots);
         self.sinks.flush();
         // After the flush, so that the last health heard counts what the sinks delivered.
@@ -158,6 +196,14 @@ impl Pipeline {
             http: self.connections.stats(),
             reassembly: self.connections.reassembly_stats(),
             capture: self.capture_losses,
+            actions: self.action_losses(),
+        }
+    }
+
+    fn action_losses(&self) -> ActionLosses {
+        ActionLosses {
+            commands: self.linker.command_stats(),
+            stdio: self.stdio.stats,
         }
     }
 
@@ -170,10 +216,10 @@ impl Pipeline {
         }
     }
 
-    /// One exchange through the llm, span and link stages, to the sinks.
+    /// One exchange through the llm (or mcp), span and link stages, to the sinks.
     fn call(&mut self, exchange: &Exchange) {
         let Some(Recognised { call, keys }) = self.llm.recognise(exchange) else {
-            self.stats.other_exchanges += 1;
+            self.mcp(exchange);
             return;
         };
         self.feedback.llm_client(exchange.conn.pid);
@@ -188,6 +234,32 @@ impl Pipeline {
         self.sinks.write_all(spans);
     }
 
+    /// The MCP requests an exchange carries, if it carries any, through the link stage.
+    fn mcp(&mut self, exchange: &Exchange) {
+        let calls = mcp::recognise(exchange);
+        if calls.is_empty() {
+            self.stats.other_exchanges += 1;
+            return;
+        }
+        self.mcp_calls(exchange.conn, calls);
+    }
+
+    /// MCP requests made on `conn` (HTTP, or a pipe) through the link stage, to the sinks.
+    fn mcp_calls(&mut self, conn: ConnKey, calls: Vec<mcp::McpCall>) {
+        for call in calls {
+            let caller = self.callers.of(&conn);
+            let span = call.span(
+                caller.process,
+                caller.endpoints,
+                conn.pid,
+                self.llm.content.mode,
+            );
+            let tool = call.tool_name().zip(call.tool_arguments());
+            let spans = self.linker.mcp_request(conn.pid, tool, span);
+            self.sinks.write_all(spans);
+        }
+    }
+
     fn report_health(&mut self) {
         let http = self.connections.stats();
         self.sinks.health(&PipelineTotals {
@@ -195,7 +267,7 @@ impl Pipeline {
             bytes: self.stats.bytes,
             parse_failures: http.parse_failures,
             spans: self.sinks.written,
-            given_up: given_up(&http, &self.capture_losses),
+            given_up: given_up(&http, &self.capture_losses, &self.action_losses()),
             http,
             reassembly: self.connections.reassembly_stats(),
         });
@@ -205,7 +277,7 @@ impl Pipeline {
 /// What an event ends, to be forgotten once its spans are out.
 enum Ended {
     Process(u32),
-    Connection(crate::capture::ConnKey),
+    Connection(ConnKey),
 }
 
 impl Ended {

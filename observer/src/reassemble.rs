@@ -38,7 +38,10 @@ impl StreamInput {
             CaptureEvent::Socket { .. }
             | CaptureEvent::Container { .. }
             | CaptureEvent::Costly { .. }
-            | CaptureEvent::Losses { .. } => None,
+            | CaptureEvent::Losses { .. }
+            | CaptureEvent::Command(_)
+            | CaptureEvent::CommandExit { .. }
+            | CaptureEvent::Pipe { .. } => None,
         }
     }
 }

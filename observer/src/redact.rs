@@ -139,6 +139,124 @@ fn is_secret_param(param: &str) -> bool {
         && param.contains('=')
 }
 
+/// A program's arguments with secrets replaced, by the same rules as headers: the value after a
+/// flag or in a `NAME=value` / `Header: value` whose name is a secret (`--api-key X`,
+/// `OPENAI_API_KEY=…`, `-H 'Authorization: Bearer …'`, keeping the scheme), secret query
+/// parameters of URLs, and words shaped like API keys (`sk-…`). Words inside an argument count
+/// too: a shell's `-c` script is one argument.
+pub fn arguments(args: &[String]) -> Vec<String> {
+    let mut next = NextWord::Plain;
+    args.iter().map(|arg| argument(arg, &mut next)).collect()
+}
+
+/// What the word to come is, after the words before it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum NextWord {
+    Plain,
+    /// The value of a secret flag or header.
+    Secret,
+    /// An `Authorization` header's value: a scheme (kept), then the secret.
+    Authorization,
+}
+
+fn argument(text: &str, next: &mut NextWord) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while !rest.is_empty() {
+        let word_end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+        let (word, after) = rest.split_at(word_end);
+        let space_end = after
+            .find(|c: char| !c.is_whitespace())
+            .unwrap_or(after.len());
+        let (space, after) = after.split_at(space_end);
+        out.push_str(&redact_word(word, next));
+        out.push_str(space);
+        rest = after;
+    }
+    out
+}
+
+/// One word, with the quotes and punctuation around it kept.
+fn redact_word<'a>(word: &'a str, next: &mut NextWord) -> Cow<'a, str> {
+    let is_edge = |c: char| matches!(c, '\'' | '"' | ';' | ',' | '(' | ')' | '`');
+    let core = word.trim_matches(is_edge);
+    if core.is_empty() {
+        return Cow::Borrowed(word);
+    }
+    let start = word.find(core).unwrap_or(0);
+    let (before, after) = (&word[..start], &word[start + core.len()..]);
+    let replaced = |value: &str| Cow::Owned(format!("{before}{value}{after}"));
+    match std::mem::replace(next, NextWord::Plain) {
+        NextWord::Secret => return replaced(REDACTED),
+        NextWord::Authorization => {
+            let scheme = core.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+            if scheme && !looks_like_a_key(core) {
+                *next = NextWord::Secret;
+                return Cow::Borrowed(word);
+            }
+            return replaced(REDACTED);
+        }
+        NextWord::Plain => {}
+    }
+    if looks_like_a_key(core) {
+        return replaced(REDACTED);
+    }
+    if let Some((name, value)) = core.split_once('=')
+        && !name.contains(['/', '?', ':'])
+    {
+        if is_secret_name(name) && !value.is_empty() {
+            return replaced(&format!("{name}={REDACTED}"));
+        }
+        if value.is_empty() && is_secret_name(name) {
+            *next = NextWord::Secret;
+        }
+        return match target(core) {
+            Cow::Owned(redacted) => replaced(&redacted),
+            Cow::Borrowed(_) => Cow::Borrowed(word),
+        };
+    }
+    if let Some((name, value)) = core.split_once(':')
+        && !name.is_empty()
+        && !name.contains(['/', '.'])
+        && is_secret_header(name)
+    {
+        if !value.is_empty() {
+            return replaced(&format!("{name}:{REDACTED}"));
+        }
+        *next = if name.eq_ignore_ascii_case("authorization")
+            || name.eq_ignore_ascii_case("proxy-authorization")
+        {
+            NextWord::Authorization
+        } else {
+            NextWord::Secret
+        };
+        return Cow::Borrowed(word);
+    }
+    if core.starts_with('-') && is_secret_name(core) {
+        *next = NextWord::Secret;
+        return Cow::Borrowed(word);
+    }
+    match target(core) {
+        Cow::Owned(redacted) => replaced(&redacted),
+        Cow::Borrowed(_) => Cow::Borrowed(word),
+    }
+}
+
+/// A flag or variable name (`--api-key`, `OPENAI_API_KEY`, `token`) that names a secret.
+fn is_secret_name(name: &str) -> bool {
+    let name = name.trim_start_matches('-').replace('_', "-");
+    !name.is_empty()
+        && (is_secret_header(&name)
+            || SECRET_QUERY_PARAMS
+                .iter()
+                .any(|secret| name.eq_ignore_ascii_case(&secret.replace('_', "-"))))
+}
+
+/// OpenAI's and Anthropic's key shape (`sk-…`, `sk-ant-…`, `sk-proj-…`).
+fn looks_like_a_key(word: &str) -> bool {
+    word.len() > 8 && (word.starts_with("sk-") || word.starts_with("sk_"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,5 +343,67 @@ mod tests {
             target("/v1/models?limit=10&monkey=1"),
             Cow::Borrowed(_)
         ));
+    }
+
+    fn redacted_args(args: &[&str]) -> Vec<String> {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        arguments(&args)
+    }
+
+    #[test]
+    fn arguments_lose_secret_values_and_keep_the_rest() {
+        assert_eq!(
+            redacted_args(&["tool", "--api-key", "abc123", "--max-tokens", "100"]),
+            ["tool", "--api-key", REDACTED, "--max-tokens", "100"]
+        );
+        assert_eq!(
+            redacted_args(&["env", "OPENAI_API_KEY=abc", "GITHUB_TOKEN=t", "LANG=C"]),
+            [
+                "env",
+                "OPENAI_API_KEY=[REDACTED]",
+                "GITHUB_TOKEN=[REDACTED]",
+                "LANG=C"
+            ]
+        );
+        assert_eq!(
+            redacted_args(&[
+                "curl",
+                "-H",
+                "Authorization: Bearer xyz",
+                "-H",
+                "x-api-key: k"
+            ]),
+            [
+                "curl",
+                "-H",
+                "Authorization: Bearer [REDACTED]",
+                "-H",
+                "x-api-key: [REDACTED]"
+            ]
+        );
+        assert_eq!(
+            redacted_args(&["curl", "https://h/v1/m?key=abc&alt=sse", "--password=pw"]),
+            [
+                "curl",
+                "https://h/v1/m?key=[REDACTED]&alt=sse",
+                "--password=[REDACTED]"
+            ]
+        );
+    }
+
+    #[test]
+    fn arguments_redact_inside_a_shell_script() {
+        let script =
+            "curl -s -H 'Authorization: Bearer abc' -d '{}' x && echo sk-canary-4f1d9a7e; ls -la";
+        let [_, _, redacted] = &redacted_args(&["sh", "-c", script])[..] else {
+            panic!("three arguments")
+        };
+        assert_eq!(
+            redacted,
+            "curl -s -H 'Authorization: Bearer [REDACTED]' -d '{}' x && echo [REDACTED]; ls -la"
+        );
+        // Nothing secret: the script is as it was.
+        let plain = "echo hi; exit 3";
+        assert_eq!(redacted_args(&["bash", "-c", plain])[2], plain);
     }
 }

@@ -225,9 +225,10 @@ impl Span {
             .collect()
     }
 
-    /// A call the process made, as opposed to a span the link stage inferred.
+    /// An LLM call the process made, as opposed to a span the link stage inferred or a request
+    /// of another protocol (MCP) the process made.
     pub fn is_call(&self) -> bool {
-        self.kind == SpanKind::Client
+        self.kind == SpanKind::Client && self.gen_ai.provider.is_some()
     }
 
     pub fn duration_ns(&self) -> u64 {

@@ -3,6 +3,7 @@
 //! tests in `tests/` use to run them under the observer and compare its spans with what the
 //! clients saw.
 
+pub mod actions;
 pub mod calls;
 pub mod fixtures;
 pub mod go_client;

@@ -27,6 +27,17 @@ pub mod scenario {
     pub const CUT: &str = "[cut]";
     /// HTTP 500 with the provider's error body.
     pub const SERVER_ERROR: &str = "[500]";
+    /// In the conversation's first user message: an agent's turn. The reply calls the first tool
+    /// the request offers (with `tool_arguments`) until a tool result comes back, then answers
+    /// with text.
+    pub const ONCE: &str = "[once]";
+    /// As `ONCE`, the tool called being a shell: `Bash` with `{"command": BASH_COMMAND}`.
+    pub const BASH: &str = "[bash]";
+    /// As `ONCE`, the tool called being the first MCP tool the request offers (named
+    /// `mcp__SERVER__TOOL`, as the Claude Code CLI names them).
+    pub const MCP: &str = "[mcp]";
+    /// The command `BASH` asks for: prints, then fails with exit code 3.
+    pub const BASH_COMMAND: &str = "echo hi from the mock; exit 3";
 
     pub const SLOW_EVENT_INTERVAL_MS: u64 = 250;
     pub const SLOW_EVENT_COUNT: usize = 240;
@@ -88,6 +99,67 @@ pub fn output_tokens(reply: &str) -> u64 {
 /// Arguments of the tool call the server makes for `prompt` (a JSON object).
 pub fn tool_arguments(prompt: &str) -> Value {
     json!({ "query": first_words(prompt, 6), "limit": count_words(prompt), "units": "metric" })
+}
+
+/// The tool call the reply to `request` makes, if any: its name and arguments. `prompt` is the
+/// last user message's text.
+pub fn tool_call(request: &Value, prompt: &str) -> Option<(String, Value)> {
+    let first = first_user_text(request);
+    let agent_turn = [scenario::ONCE, scenario::BASH, scenario::MCP]
+        .iter()
+        .any(|word| first.contains(word));
+    if agent_turn && carries_tool_result(request) {
+        return None;
+    }
+    if first.contains(scenario::BASH) {
+        let arguments =
+            json!({"command": scenario::BASH_COMMAND, "description": "Greet, then fail"});
+        return Some(("Bash".to_owned(), arguments));
+    }
+    if first.contains(scenario::MCP) {
+        let tools = request.get("tools").and_then(Value::as_array);
+        let name = tools
+            .into_iter()
+            .flatten()
+            .filter_map(|tool| tool.get("name")?.as_str())
+            .find(|name| name.starts_with("mcp__"))?;
+        return Some((name.to_owned(), tool_arguments(prompt)));
+    }
+    first_tool_name(request)
+        .or_else(|| prompt.contains(scenario::TOOL).then(|| "lookup".to_owned()))
+        .map(|name| (name, tool_arguments(prompt)))
+}
+
+/// The text of the conversation's first user message.
+fn first_user_text(request: &Value) -> String {
+    request
+        .get("messages")
+        .and_then(Value::as_array)
+        .and_then(|messages| {
+            messages
+                .iter()
+                .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
+        })
+        .and_then(|m| m.get("content"))
+        .map(content_text)
+        .unwrap_or_default()
+}
+
+/// Whether the request sends a tool's result back: an OpenAI `tool` message or an Anthropic
+/// `tool_result` block.
+fn carries_tool_result(request: &Value) -> bool {
+    let messages = request.get("messages").and_then(Value::as_array);
+    messages.into_iter().flatten().any(|message| {
+        message.get("role").and_then(Value::as_str) == Some("tool")
+            || message
+                .get("content")
+                .and_then(Value::as_array)
+                .is_some_and(|parts| {
+                    parts
+                        .iter()
+                        .any(|part| part.get("type").and_then(Value::as_str) == Some("tool_result"))
+                })
+    })
 }
 
 /// The text the model says before a tool call (Anthropic replies carry one).
@@ -267,6 +339,28 @@ mod tests {
         assert_eq!(
             prompt_of(&json!({"input": [{"role": "user", "content": "x y z"}]})),
             "x y z"
+        );
+    }
+
+    #[test]
+    fn an_agent_turn_calls_its_tool_once_then_answers() {
+        let tools = json!([{"name": "Bash"}, {"name": "Read"}]);
+        let ask = json!({"tools": tools, "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "go [bash]"}]}]});
+        let (name, arguments) = tool_call(&ask, "go [bash]").expect("a tool call");
+        assert_eq!(name, "Bash");
+        assert_eq!(arguments["command"], scenario::BASH_COMMAND);
+        let answered = json!({"tools": tools, "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "go [bash]"}]},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "t", "name": "Bash", "input": {}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": "hi"}]}]});
+        assert_eq!(tool_call(&answered, ""), None);
+        // Without the scenario, tools offered are called every time, as before.
+        let plain =
+            json!({"tools": [{"name": "lookup"}], "messages": [{"role": "user", "content": "x"}]});
+        assert_eq!(
+            tool_call(&plain, "x").map(|t| t.0).as_deref(),
+            Some("lookup")
         );
     }
 

@@ -22,10 +22,11 @@ impl Span {
         self.0.get(key).filter(|v| !v.is_null())
     }
 
-    /// A call the client made, not a span the observer inferred around calls (an agent run's
-    /// `invoke_agent` root, an `execute_tool` gap): those are INTERNAL.
+    /// An LLM call the client made, not a span the observer inferred around calls (an agent
+    /// run's `invoke_agent` root, an `execute_tool` gap, a command: INTERNAL) nor a request of
+    /// another protocol (MCP: CLIENT, without a provider).
     pub fn is_call(&self) -> bool {
-        self.str("kind") != Some("INTERNAL")
+        self.str("kind") != Some("INTERNAL") && self.get("gen_ai.provider.name").is_some()
     }
 
     pub fn str(&self, key: &str) -> Option<&str> {

@@ -1,7 +1,9 @@
 //! OTLP export into a real backend: Arize Phoenix (from PyPI, tests/requirements-phoenix.txt)
 //! started on loopback by the test. The observer exports a conversation and a tool round trip
 //! from the real openai SDK; Phoenix's REST API must then show each call as an LLM span with
-//! its model and token counts, in its agent run's trace.
+//! its model and token counts, in its agent run's trace. Recorded agent runs (a Claude Code
+//! Bash tool, an MCP tool over stdio) replayed into it must show their tools as TOOL spans,
+//! with the command and the MCP request under them.
 use std::{
     path::Path,
     process::Command,
@@ -9,8 +11,8 @@ use std::{
 };
 
 use observer_e2e::{
-    TestEnv,
-    harness::{Proc, free_port, http_get, phoenix},
+    TestEnv, actions,
+    harness::{Proc, free_port, http_get, phoenix, replay_recording_with},
 };
 use serde_json::Value;
 
@@ -168,4 +170,48 @@ fn spans_arrive_in_phoenix_as_llm_spans_with_model_and_tokens() {
     let tool = spans.iter().find(|s| s["span_kind"] == "TOOL").unwrap();
     assert_eq!(context(tool, "trace_id"), tools[0]);
     assert_eq!(tool["name"], "execute_tool get_weather");
+
+    // Agent runs, replayed from their recordings into the same Phoenix.
+    for fixture in ["claude_code_bash", "mcp_stdio"] {
+        let recording = actions::load(fixture).recording;
+        replay_recording_with(&recording, env.dir(), &["--otlp-endpoint", &endpoint]);
+    }
+    let deadline = Instant::now() + ARRIVAL_TIMEOUT;
+    let named = |spans: &[Value], name: &str| -> Option<Value> {
+        spans.iter().find(|s| s["name"] == name).cloned()
+    };
+    let spans = loop {
+        let spans = phoenix.spans();
+        if named(&spans, "tools/call lookup").is_some()
+            && spans
+                .iter()
+                .any(|s| attribute(s, "process.exit.code").as_u64() == Some(3))
+        {
+            break spans;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the agent runs did not reach Phoenix within {ARRIVAL_TIMEOUT:?}: {spans:#?}"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    let bash = named(&spans, "execute_tool Bash").expect("the Bash tool's span");
+    assert_eq!(bash["span_kind"], "TOOL", "{bash:#}");
+    let shell = spans
+        .iter()
+        .find(|s| attribute(s, "process.exit.code").as_u64() == Some(3))
+        .unwrap();
+    assert_eq!(shell["parent_id"].as_str(), Some(context(&bash, "span_id")));
+    assert!(
+        attribute(shell, "process.command_args").is_array(),
+        "{shell:#}"
+    );
+    let lookup = named(&spans, "execute_tool lookup").expect("the MCP tool's span");
+    let request = named(&spans, "tools/call lookup").unwrap();
+    assert_eq!(lookup["span_kind"], "TOOL");
+    assert_eq!(request["span_kind"], "TOOL");
+    assert_eq!(
+        request["parent_id"].as_str(),
+        Some(context(&lookup, "span_id"))
+    );
 }

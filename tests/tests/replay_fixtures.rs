@@ -1,6 +1,6 @@
 //! Replay tests (no root): each recorded session in `tests/fixtures` must give, through
 //! `observer replay`, exactly the spans that agree with what its real client saw.
-use observer_e2e::{Span, assert_spans_match_calls, fixtures};
+use observer_e2e::{Span, actions, assert_spans_match_calls, fixtures};
 use serde_json::Value;
 
 #[test]
@@ -91,4 +91,50 @@ fn content_modes_keep_no_message_text() {
             }
         }
     }
+}
+
+/// Recorded agent runs (tests/fixtures/actions, from tests/tests/e2e_actions.rs): each replays
+/// to its whole trace, the commands and MCP requests in place.
+#[test]
+fn recorded_agent_runs_replay_to_their_traces() {
+    let scratch = tempfile::tempdir().expect("scratch directory");
+    let bash = actions::load("claude_code_bash");
+    let spans = observer_e2e::harness::replay_recording(&bash.recording, scratch.path());
+    actions::check_bash_trace(&spans, &bash.served);
+    let claude_mcp = actions::load("claude_code_mcp");
+    let spans = observer_e2e::harness::replay_recording(&claude_mcp.recording, scratch.path());
+    actions::check_claude_mcp_trace(&spans, &claude_mcp.served);
+    for (name, transport) in [("mcp_http", "tcp"), ("mcp_stdio", "pipe")] {
+        let mcp = actions::load(name);
+        let spans = observer_e2e::harness::replay_recording(&mcp.recording, scratch.path());
+        actions::check_mcp_trace(&spans, &mcp.stdout, transport);
+    }
+    // Without content: commands keep their executable, MCP requests their method and tool.
+    let spans = observer_e2e::harness::replay_recording_with(
+        &bash.recording,
+        scratch.path(),
+        &["--content", "none"],
+    );
+    assert!(
+        spans
+            .iter()
+            .any(|s| s.str("process.executable.name") == Some("bash"))
+    );
+    let written = all_text(&spans);
+    assert!(
+        !written.contains(observer_e2e::mock::scenario::BASH_COMMAND),
+        "{written}"
+    );
+    let mcp = actions::load("mcp_stdio");
+    let spans = observer_e2e::harness::replay_recording_with(
+        &mcp.recording,
+        scratch.path(),
+        &["--content", "none"],
+    );
+    let request = spans
+        .iter()
+        .find(|s| s.str("name") == Some("tools/call lookup"))
+        .expect("the MCP request");
+    assert_eq!(request.get("gen_ai.tool.call.arguments"), None);
+    assert_eq!(request.get("gen_ai.tool.call.result"), None);
 }

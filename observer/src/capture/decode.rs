@@ -3,11 +3,11 @@ use bytes::Bytes;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use observer_common::{
-    ConnEndEvent, DATA_EVENT_HEADER_LEN, DataHead, EventHeader, ExecEvent, ForkEvent, SocketEvent,
-    direction, flags, kind, socket_role,
+    COMMAND_EVENT_HEADER_LEN, CommandExitEvent, CommandHead, ConnEndEvent, DATA_EVENT_HEADER_LEN,
+    DataHead, EventHeader, ExecEvent, ForkEvent, SocketEvent, direction, flags, kind, socket_role,
 };
 
-use super::{CaptureEvent, Chunk, ConnKey, Direction, SocketRole, TlsLibrary};
+use super::{CaptureEvent, Chunk, Command, ConnKey, Direction, Ending, SocketRole, TlsLibrary};
 
 /// Converts the kernel's CLOCK_MONOTONIC timestamps to Unix time.
 #[derive(Clone, Copy, Debug)]
@@ -123,6 +123,42 @@ fn decode_event(record: &[u8], header: EventHeader, clock: Clock) -> Option<Deco
                 comm: Some(comm),
             })
         }
+        kind::COMMAND => {
+            let head: CommandHead = read_struct(record)?;
+            let args_len = head.args_len as usize;
+            let args = record.get(COMMAND_EVENT_HEADER_LEN..COMMAND_EVENT_HEADER_LEN + args_len)?;
+            let path_len = (head.path_len as usize).min(head.path.len());
+            let command = Command {
+                pid: header.pid,
+                ts,
+                agent: head.root,
+                parent: head.parent,
+                depth: head.depth,
+                path: c_string(&head.path[..path_len]),
+                args: crate::redact::arguments(&split_arguments(args)),
+                args_cut: head.args_cut != 0,
+                cwd: None,
+            };
+            Some(Decoded {
+                event: CaptureEvent::Command(command),
+                comm: None,
+            })
+        }
+        kind::COMMAND_EXIT => {
+            let event: CommandExitEvent = read_struct(record)?;
+            let ending = match event.known {
+                0 => Ending::Unknown,
+                _ => Ending::from_exit_code(event.exit_code),
+            };
+            Some(Decoded {
+                event: CaptureEvent::CommandExit {
+                    pid: header.pid,
+                    ts,
+                    ending,
+                },
+                comm: None,
+            })
+        }
         kind::COSTLY => Some(Decoded {
             event: CaptureEvent::Costly {
                 pid: header.pid,
@@ -191,6 +227,18 @@ fn peer_address(event: &SocketEvent) -> Option<SocketAddr> {
         _ => return None,
     };
     Some(SocketAddr::new(ip, event.port))
+}
+
+/// The NUL-separated arguments the kernel laid out for a program (a cut last one kept as is).
+fn split_arguments(bytes: &[u8]) -> Vec<String> {
+    let bytes = bytes.strip_suffix(b"\0").unwrap_or(bytes);
+    if bytes.is_empty() {
+        return Vec::new();
+    }
+    bytes
+        .split(|&b| b == 0)
+        .map(|arg| String::from_utf8_lossy(arg).into_owned())
+        .collect()
 }
 
 /// Copies a plain-old-data struct from the start of `bytes`.
@@ -268,6 +316,81 @@ mod tests {
                 }
             )
             .is_none()
+        );
+    }
+
+    #[test]
+    fn decodes_a_command_and_its_exit() {
+        let mut head = CommandHead {
+            header: EventHeader {
+                kind: kind::COMMAND,
+                pid: 42,
+                tid: 42,
+                _pad: 0,
+                ts_ns: 7,
+            },
+            root: 40,
+            parent: 41,
+            depth: 2,
+            args_len: 0,
+            args_cut: 0,
+            path_len: 7,
+            path: [0; observer_common::EXEC_PATH_CAPACITY],
+        };
+        head.path[..7].copy_from_slice(b"/bin/sh");
+        let args = b"sh\0-c\0curl -H 'x-api-key: sk-live-1' x\0";
+        head.args_len = args.len() as u32;
+        let mut record = vec![0u8; COMMAND_EVENT_HEADER_LEN];
+        // SAFETY: the buffer is the head's size.
+        unsafe { std::ptr::write_unaligned(record.as_mut_ptr().cast(), head) };
+        record.extend_from_slice(args);
+        let clock = Clock {
+            monotonic_to_unix_ns: 0,
+        };
+        let Some(Record::Event(decoded)) = decode(&record, clock) else {
+            panic!("not an event")
+        };
+        let CaptureEvent::Command(command) = decoded.event else {
+            panic!("not a command")
+        };
+        assert_eq!((command.pid, command.agent, command.parent), (42, 40, 41));
+        assert_eq!(command.path, "/bin/sh");
+        assert_eq!(command.args[..2], ["sh", "-c"]);
+        assert!(!command.args[2].contains("sk-live-1"), "{:?}", command.args);
+        // Claiming more arguments than the record has: refused.
+        assert!(decode(&record[..record.len() - 1], clock).is_none());
+
+        let exit = CommandExitEvent {
+            header: EventHeader {
+                kind: kind::COMMAND_EXIT,
+                pid: 42,
+                tid: 42,
+                _pad: 0,
+                ts_ns: 9,
+            },
+            exit_code: 3 << 8,
+            known: 1,
+        };
+        let mut record = vec![0u8; size_of::<CommandExitEvent>()];
+        // SAFETY: the buffer is the struct's size.
+        unsafe { std::ptr::write_unaligned(record.as_mut_ptr().cast(), exit) };
+        let Some(Record::Event(decoded)) = decode(&record, clock) else {
+            panic!("not an event")
+        };
+        assert_eq!(
+            decoded.event,
+            CaptureEvent::CommandExit {
+                pid: 42,
+                ts: 9,
+                ending: Ending::Exited(3)
+            }
+        );
+        assert_eq!(
+            Ending::from_exit_code(9),
+            Ending::Killed {
+                signal: 9,
+                core_dumped: false
+            }
         );
     }
 

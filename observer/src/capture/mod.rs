@@ -22,6 +22,7 @@ pub mod feedback;
 mod follow;
 mod gate;
 pub mod golang;
+mod kernel_btf;
 mod probe_sites;
 mod probes;
 pub mod record;
@@ -264,6 +265,9 @@ impl LiveCapture {
                 Err(error) => log::debug!("{error:#}"),
             },
             Feedback::LlmClient(pid) => {
+                if let Err(error) = lock(&maps).add_agent(pid) {
+                    log::debug!("{error:#}: the commands of process {pid} are not followed");
+                }
                 let _ = requests.send(Request::LlmClient(pid));
             }
             Feedback::Judged {
@@ -384,6 +388,12 @@ fn drain_ring(
                     let _ = follower.send(Request::Exec(*pid));
                     after = container_event(*pid, *ts);
                 }
+                CaptureEvent::Command(command) => {
+                    // While it lives: a short command may be gone already.
+                    command.cwd = std::fs::read_link(format!("/proc/{}/cwd", command.pid))
+                        .ok()
+                        .map(|cwd| cwd.to_string_lossy().into_owned());
+                }
                 CaptureEvent::Exit { pid, .. } => {
                     known_pids.remove(pid);
                     let _ = follower.send(Request::Exit(*pid));
@@ -392,6 +402,25 @@ fn drain_ring(
                     let (pid, ts) = (chunk.conn.pid, chunk.ts);
                     before.push(process_identity(pid, ts, decoded.comm));
                     before.extend(container_event(pid, ts));
+                }
+                CaptureEvent::Socket { conn, fd, ts, .. }
+                    if conn.conn & observer_common::PIPE_CONN_BIT != 0 =>
+                {
+                    match sockets::pipe_end(conn.pid, *fd) {
+                        sockets::PipeEnd::Pipe { peer } => {
+                            event = CaptureEvent::Pipe {
+                                conn: *conn,
+                                ts: *ts,
+                                fd: *fd,
+                                peer,
+                            };
+                        }
+                        sockets::PipeEnd::NotAPipe => {
+                            let _ = lock(&maps).skip(Unfollowed::Connection(*conn));
+                            continue;
+                        }
+                        sockets::PipeEnd::Unknown => continue,
+                    }
                 }
                 CaptureEvent::Socket {
                     conn,

@@ -14,10 +14,11 @@ use aya::{
     programs::TracePoint,
 };
 use aya_obj::{btf::BtfFeatures, generated::bpf_insn};
-use observer_common::{ConnId, CopyVerdict, Followed, config, copy_verdict, counter};
+use observer_common::{ConnId, CopyVerdict, Followed, Lineage, config, copy_verdict, counter};
 
 use super::{
     Unfollowed,
+    kernel_btf::KernelOffsets,
     uprobe_links::{ATTACH_UPROBE_MULTI, Link, LinkCloser, Site, bpf_new_fd},
 };
 
@@ -98,6 +99,8 @@ pub struct SharedMaps {
     counters: PerCpuArray<MapData, u64>,
     /// Connections whose bytes the probes no longer copy.
     copy_verdicts: HashMap<MapData, ConnId, CopyVerdict>,
+    /// Agents and the processes below them (see `observer-ebpf/src/agent_tree.rs`).
+    agent_tree: HashMap<MapData, u32, Lineage>,
 }
 
 /// Per-CPU kernel counters, summed.
@@ -112,6 +115,8 @@ pub struct KernelCounters {
     pub skipped_connection: u64,
     pub skipped_response: u64,
     pub skipped_not_http: u64,
+    pub tree_depth_cut: u64,
+    pub tree_full: u64,
 }
 
 impl Probes {
@@ -132,11 +137,28 @@ impl Probes {
         }
         let mut settings: Array<_, u32> = Array::try_from(map(&mut ebpf, "CONFIG")?)?;
         settings.set(config::EXEC_EVENTS_ALL, u32::from(every_exec), 0)?;
+        match KernelOffsets::of_running_kernel() {
+            Ok(offsets) => {
+                for (index, offset) in [
+                    (config::TASK_MM, offsets.task_mm),
+                    (config::MM_ARG_START, offsets.mm_arg_start),
+                    (config::MM_ARG_END, offsets.mm_arg_end),
+                    (config::TASK_EXIT_CODE, offsets.task_exit_code),
+                ] {
+                    settings.set(index, offset, 0)?;
+                }
+            }
+            Err(reason) => log::warn!(
+                "commands that agents run will be reported without their arguments and exit \
+                 codes: {reason}"
+            ),
+        }
         let events = RingBuf::try_from(take_map(&mut ebpf, "EVENTS")?)?;
         let maps = SharedMaps {
             followed: HashMap::try_from(take_map(&mut ebpf, "FOLLOWED")?)?,
             counters: PerCpuArray::try_from(take_map(&mut ebpf, "COUNTERS")?)?,
             copy_verdicts: HashMap::try_from(take_map(&mut ebpf, "COPY_VERDICTS")?)?,
+            agent_tree: HashMap::try_from(take_map(&mut ebpf, "AGENT_TREE")?)?,
         };
         let probes = Probes {
             uprobes,
@@ -197,6 +219,28 @@ impl SharedMaps {
             .context("updating a followed process's state")
     }
 
+    /// The kernel follows the processes `pid` starts from now on (it makes LLM calls): their
+    /// programs and exits are reported as commands. A process already in an agent's tree
+    /// becomes the top of a tree of its own (a sub-agent's commands are its own).
+    pub fn add_agent(&mut self, pid: u32) -> Result<()> {
+        if self
+            .agent_tree
+            .get(&pid, 0)
+            .is_ok_and(|lineage| lineage.depth == 0)
+        {
+            return Ok(());
+        }
+        let lineage = Lineage {
+            root: pid,
+            parent: 0,
+            depth: 0,
+            flags: 0,
+        };
+        self.agent_tree
+            .insert(pid, lineage, 0)
+            .context("adding an agent to the kernel's agent trees")
+    }
+
     /// Stops the probes copying what the pipeline no longer follows: a connection (until its
     /// session ends), or the response being read on one (until its next request).
     pub fn skip(&mut self, unfollowed: Unfollowed) -> Result<()> {
@@ -239,6 +283,8 @@ impl SharedMaps {
             skipped_connection: sum(counter::SKIPPED_CONNECTION),
             skipped_response: sum(counter::SKIPPED_RESPONSE),
             skipped_not_http: sum(counter::SKIPPED_NOT_HTTP),
+            tree_depth_cut: sum(counter::TREE_DEPTH_CUT),
+            tree_full: sum(counter::TREE_FULL),
         }
     }
 }

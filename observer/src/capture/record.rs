@@ -63,7 +63,10 @@ impl RecordWriter {
             CaptureEvent::Exec { .. }
             | CaptureEvent::Socket { .. }
             | CaptureEvent::Container { .. }
-            | CaptureEvent::Losses { .. } => postcard::to_stdvec(event)?,
+            | CaptureEvent::Losses { .. }
+            | CaptureEvent::Command(_)
+            | CaptureEvent::CommandExit { .. }
+            | CaptureEvent::Pipe { .. } => postcard::to_stdvec(event)?,
             // A question to the live pipeline about following a process: nothing to replay.
             CaptureEvent::Costly { .. } => return Ok(()),
         };

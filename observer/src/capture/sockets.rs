@@ -63,6 +63,112 @@ pub fn is_not_a_socket(pid: u32, fd: u32) -> bool {
         .is_ok_and(|link| !link.to_string_lossy().starts_with("socket:"))
 }
 
+/// What an fd taken for JSON-RPC on a pipe turned out to be.
+pub enum PipeEnd {
+    /// A pipe, or a Unix socket (Bun gives its children socket pairs for their standard input
+    /// and output); its other end is held by this child of the process (the MCP server it
+    /// started), when one is found.
+    Pipe { peer: Option<u32> },
+    /// Neither (a file starting with `{"`): not followed.
+    NotAPipe,
+    /// Gone before it could be looked at.
+    Unknown,
+}
+
+/// What `fd` of `pid` is (see [`PipeEnd`]).
+pub fn pipe_end(pid: u32, fd: u32) -> PipeEnd {
+    let Ok(link) = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")) else {
+        return PipeEnd::Unknown;
+    };
+    let link = link.to_string_lossy().into_owned();
+    // The name the other end has in its process's fd table: the same pipe, or the Unix
+    // socket's peer.
+    let other_end = if link.starts_with("pipe:") {
+        link
+    } else if let Some(peer) = link
+        .strip_prefix("socket:[")
+        .and_then(|inode| inode.strip_suffix(']')?.parse().ok())
+        .and_then(unix_peer)
+    {
+        format!("socket:[{peer}]")
+    } else {
+        return PipeEnd::NotAPipe;
+    };
+    let children = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("children")).ok())
+        .flat_map(|list| {
+            list.split_whitespace()
+                .filter_map(|child| child.parse::<u32>().ok())
+                .collect::<Vec<_>>()
+        });
+    // The server's end may be any of its fds (a server that keeps its protocol stream off fd 1
+    // moves it to another one).
+    let peer = children.into_iter().find(|child| {
+        std::fs::read_dir(format!("/proc/{child}/fd"))
+            .into_iter()
+            .flatten()
+            .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+            .any(|end| end.as_os_str() == other_end.as_str())
+    });
+    PipeEnd::Pipe { peer }
+}
+
+/// The inode of the other end of Unix socket `inode`, from the kernel's socket diagnostics
+/// (`NETLINK_SOCK_DIAG`, `UDIAG_SHOW_PEER`); none for a socket of another family.
+fn unix_peer(inode: u32) -> Option<u32> {
+    use nix::sys::socket::{
+        AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType, recv, send, socket,
+    };
+    use std::os::fd::AsRawFd;
+    const SOCK_DIAG_BY_FAMILY: u16 = 20;
+    const NLMSG_ERROR: u16 = 2;
+    const UDIAG_SHOW_PEER: u32 = 4;
+    const UNIX_DIAG_PEER: u16 = 2;
+    const HEADER: usize = 16; // nlmsghdr
+    const DIAG_MSG: usize = 16; // unix_diag_msg
+    let mut request = Vec::with_capacity(40);
+    request.extend(40u32.to_ne_bytes()); // nlmsg_len: the header and a unix_diag_req
+    request.extend(SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    request.extend((libc::NLM_F_REQUEST as u16).to_ne_bytes());
+    request.extend([0u8; 8]); // sequence, port
+    request.extend([libc::AF_UNIX as u8, 0, 0, 0]); // family, protocol, padding
+    request.extend(u32::MAX.to_ne_bytes()); // every state
+    request.extend(inode.to_ne_bytes());
+    request.extend(UDIAG_SHOW_PEER.to_ne_bytes());
+    request.extend([0xff; 8]); // no cookie
+    let netlink = socket(
+        AddressFamily::Netlink,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        SockProtocol::NetlinkSockDiag,
+    )
+    .ok()?;
+    send(netlink.as_raw_fd(), &request, MsgFlags::empty()).ok()?;
+    let mut reply = [0u8; 1024];
+    let len = recv(netlink.as_raw_fd(), &mut reply, MsgFlags::empty()).ok()?;
+    let reply = reply.get(..len)?;
+    let u16_at = |at: usize| Some(u16::from_ne_bytes(reply.get(at..at + 2)?.try_into().ok()?));
+    let u32_at = |at: usize| Some(u32::from_ne_bytes(reply.get(at..at + 4)?.try_into().ok()?));
+    if u16_at(4)? == NLMSG_ERROR {
+        return None;
+    }
+    let end = (u32_at(0)? as usize).min(reply.len());
+    let mut at = HEADER + DIAG_MSG;
+    while at + 4 <= end {
+        let (attr_len, attr_type) = (u16_at(at)? as usize, u16_at(at + 2)?);
+        if attr_len < 4 {
+            return None;
+        }
+        if attr_type == UNIX_DIAG_PEER {
+            return u32_at(at + 4);
+        }
+        at += attr_len.next_multiple_of(4);
+    }
+    None
+}
+
 /// The line of a `/proc/net/tcp`-format table whose inode column is `inode`.
 fn find_inode(table: &str, inode: &str) -> Option<(SocketAddr, SocketAddr)> {
     table.lines().skip(1).find_map(|line| {

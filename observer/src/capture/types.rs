@@ -37,16 +37,19 @@ pub enum TlsLibrary {
     Go = observer_common::tls_source::GO,
     Rustls = observer_common::tls_source::RUSTLS,
     Plaintext = observer_common::tls_source::PLAINTEXT,
+    /// Not HTTP: newline-delimited JSON-RPC on an agent's pipe (an MCP server on stdio).
+    Pipe = observer_common::tls_source::PIPE,
 }
 
 impl TlsLibrary {
-    const ALL: [TlsLibrary; 6] = [
+    const ALL: [TlsLibrary; 7] = [
         TlsLibrary::OpenSsl,
         TlsLibrary::GnuTls,
         TlsLibrary::BoringSsl,
         TlsLibrary::Go,
         TlsLibrary::Rustls,
         TlsLibrary::Plaintext,
+        TlsLibrary::Pipe,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -57,6 +60,7 @@ impl TlsLibrary {
             TlsLibrary::Go => "go",
             TlsLibrary::Rustls => "rustls",
             TlsLibrary::Plaintext => "plaintext",
+            TlsLibrary::Pipe => "pipe",
         }
     }
 
@@ -164,6 +168,68 @@ pub enum CaptureEvent {
         ts: u64,
         totals: CaptureLosses,
     },
+    // Recordings name variants by position: new ones go last.
+    /// A process below an agent (a process that makes LLM calls) ran a program: a command.
+    Command(Command),
+    /// A command ended.
+    CommandExit {
+        pid: u32,
+        ts: u64,
+        ending: Ending,
+    },
+    /// An agent's connection carries JSON-RPC on a pipe (its chunks' library is
+    /// [`TlsLibrary::Pipe`]): the process at the pipe's other end, when found (the MCP server).
+    Pipe {
+        conn: ConnKey,
+        ts: u64,
+        fd: u32,
+        peer: Option<u32>,
+    },
+}
+
+/// A program that a process in an agent's tree ran (its `execve`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Command {
+    pub pid: u32,
+    pub ts: u64,
+    /// The agent at the top of the tree.
+    pub agent: u32,
+    /// The nearest ancestor that is the agent or a command.
+    pub parent: u32,
+    /// How far below the agent (its children: 1).
+    pub depth: u32,
+    /// The program's path, as given to `execve`.
+    pub path: String,
+    /// Its arguments, secrets redacted (`crate::redact::arguments`).
+    pub args: Vec<String>,
+    /// The arguments were longer than the kernel copies: the last ones are missing.
+    pub args_cut: bool,
+    /// Its working directory, when the process was still there to ask.
+    pub cwd: Option<String>,
+}
+
+/// How a command ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Ending {
+    /// `exit(code)`.
+    Exited(u8),
+    /// Killed by a signal.
+    Killed { signal: u8, core_dumped: bool },
+    /// The kernel's layout was not known: how it ended is not.
+    Unknown,
+}
+
+impl Ending {
+    /// Reads the kernel's `task_struct.exit_code`.
+    pub fn from_exit_code(code: u32) -> Ending {
+        match code & 0x7f {
+            0 => Ending::Exited((code >> 8) as u8),
+            signal => Ending::Killed {
+                signal: signal as u8,
+                core_dumped: code & 0x80 != 0,
+            },
+        }
+    }
 }
 
 /// What the capture stage could not see, as totals since it started.
@@ -185,12 +251,15 @@ impl CaptureEvent {
     pub fn ts(&self) -> u64 {
         match self {
             CaptureEvent::Data(chunk) => chunk.ts,
+            CaptureEvent::Command(command) => command.ts,
             CaptureEvent::ConnEnd { ts, .. }
             | CaptureEvent::Exec { ts, .. }
             | CaptureEvent::Exit { ts, .. }
             | CaptureEvent::Socket { ts, .. }
             | CaptureEvent::Container { ts, .. }
             | CaptureEvent::Costly { ts, .. }
+            | CaptureEvent::CommandExit { ts, .. }
+            | CaptureEvent::Pipe { ts, .. }
             | CaptureEvent::Losses { ts, .. } => *ts,
         }
     }

@@ -216,7 +216,8 @@ fn capture_cost(stats: &CaptureStats) -> String {
         "capture cost: {} processes followed ({} stopped as costly without an LLM call, {} \
          followed again); {} probe links opened, each for one process ({} probes host-wide); {} \
          probed calls; not copied: {} on connections not followed, {} responses to non-LLM requests, \
-         {} socket writes that were not HTTP",
+         {} socket writes that were not HTTP; processes of agents not followed: {} past the \
+         depth bound, {} with the map full",
         follow.followed_total,
         follow.dropped_costly,
         follow.readmitted,
@@ -226,6 +227,8 @@ fn capture_cost(stats: &CaptureStats) -> String {
         kernel.skipped_connection,
         kernel.skipped_response,
         kernel.skipped_not_http,
+        kernel.tree_depth_cut,
+        kernel.tree_full,
     );
     let analyses = &follow.analyses;
     text.push_str(&format!(

@@ -10,14 +10,24 @@
 //!    and a span link to the call it follows; each tool call it answers becomes an inferred
 //!    `execute_tool {name}` span covering the gap.
 //! 3. Otherwise the call starts a run of its own, as the root of a new trace (a lone call is
-//!    not an agent: the `invoke_agent` root exists only once a second call joins). If it is
+//!    not an agent: the `invoke_agent` root exists only once a second call joins). A sub-agent's
+//!    run is the exception: a run started by a process that is a command of another run, or in
+//!    the same process while a tool call named for agents (`Task`) is under way, is a child
+//!    `invoke_agent` of that command's or tool's span, in its trace. If it is
 //!    not a fresh conversation and follows
 //!    another call on the same thread and connection within `thread_gap`, it carries a span
 //!    link to that call, reason `same_thread` ([`thread`]): a hint, not a parent.
 //!
 //! Concurrent calls stay apart: content only continues a call that had ended before the
 //! request began, and the same-thread hint needs calls that do not overlap.
+//!
+//! What an agent does between its calls joins its run too: the programs its processes run
+//! ([`commands`]), each under the `execute_tool` span of the tool call that asked for it when
+//! one did, which then spans what was seen rather than the inferred gap; and the MCP requests
+//! it makes ([`mcp`]), a `tools/call` under the tool call it carries out.
+mod commands;
 mod conversation;
+mod mcp;
 mod run;
 mod thread;
 mod traceparent;
@@ -30,12 +40,18 @@ use std::{collections::HashMap, time::Duration};
 use rand::Rng;
 use serde_json::json;
 
-pub use self::run::CallSite;
+pub use self::{commands::CommandStats, run::CallSite};
 use self::{
+    commands::Commands,
     run::{CloseReason, Run},
     thread::Threads,
 };
-use crate::{llm::LinkKeys, span::Span};
+use crate::{
+    capture::{Command, Ending},
+    config::ContentMode,
+    llm::LinkKeys,
+    span::Span,
+};
 
 /// The attribute (on spans and on span links) that says why a span is where it is.
 pub const REASON: &str = crate::llm::attr::OBSERVER_LINK_REASON;
@@ -48,6 +64,8 @@ pub struct LinkOptions {
     pub thread_gap: Duration,
     /// Runs open at most; past this the least recently active one closes.
     pub max_runs: usize,
+    /// What command spans keep of the command line (`--content`).
+    pub content: ContentMode,
 }
 
 impl Default for LinkOptions {
@@ -56,6 +74,7 @@ impl Default for LinkOptions {
             run_idle: Duration::from_secs(300),
             thread_gap: Duration::from_secs(30),
             max_runs: 10_000,
+            content: ContentMode::Full,
         }
     }
 }
@@ -87,6 +106,7 @@ pub struct Linker {
     runs: HashMap<u64, Run>,
     next_run: u64,
     threads: Threads,
+    commands: Commands,
     /// When idle runs were last looked for.
     last_sweep: u64,
 }
@@ -107,6 +127,7 @@ impl Linker {
             runs: HashMap::new(),
             next_run: 0,
             threads: Threads::default(),
+            commands: Commands::default(),
             last_sweep: 0,
         }
     }
@@ -137,7 +158,16 @@ impl Linker {
                         false => self.threads.predecessor(site, &span, gap),
                     }
                     .map(|(trace_id, span_id)| run::link(trace_id, span_id, "same_thread"));
-                    let run = Run::start(&mut span, site);
+                    let within = self.commands.enclosing(site.pid).or_else(|| {
+                        self.runs
+                            .values_mut()
+                            .filter(|run| run.site.pid == site.pid)
+                            .find_map(|run| run.sub_agent_tool(start))
+                    });
+                    let run = match within {
+                        Some(within) => Run::start_within(&mut span, site, within),
+                        None => Run::start(&mut span, site),
+                    };
                     span.links.extend(hint);
                     self.next_run += 1;
                     self.runs.entry(self.next_run).or_insert(run)
@@ -146,14 +176,48 @@ impl Linker {
             run.record(keys, &span);
         }
         self.threads.record(site, &span);
+        let end = span.end_time_unix_nano;
         out.push(span);
         if self.runs.len() > self.options.max_runs {
-            out.extend(self.close_least_recent());
+            out.extend(self.close_least_recent(end));
         }
         out
     }
 
-    /// Roots of the runs idle since before `now` (Unix nanoseconds: event time, or the clock
+    /// A process below an agent ran a program: it joins the agent's run (see [`commands`]).
+    /// Returns the spans this makes known (runs that went idle before it).
+    pub fn command_started(&mut self, command: &Command) -> Vec<Span> {
+        let out = self.close_idle(command.ts);
+        self.commands
+            .started(command, &mut self.runs, self.options.content);
+        out
+    }
+
+    /// A command's process ended: the spans of the programs it ran.
+    pub fn command_ended(&mut self, pid: u32, ts: u64, ending: Ending) -> Vec<Span> {
+        self.commands.ended(pid, ts, ending, &mut self.runs)
+    }
+
+    /// An MCP request (`span`, see `crate::mcp`) made by process `pid`, a `tools/call` of
+    /// `tool` with its arguments: it joins the process's run (see [`mcp`]). Returns it with its
+    /// trace identity, after any spans this makes known.
+    pub fn mcp_request(
+        &mut self,
+        pid: u32,
+        tool: Option<(&str, &serde_json::Value)>,
+        mut span: Span,
+    ) -> Vec<Span> {
+        let mut out = self.close_idle(span.start_time_unix_nano);
+        mcp::place(&mut self.runs, pid, tool, &mut span);
+        out.push(span);
+        out
+    }
+
+    pub fn command_stats(&self) -> CommandStats {
+        self.commands.stats
+    }
+
+    /// Spans of the runs idle since before `now` (Unix nanoseconds: event time, or the clock
     /// when no events come).
     pub fn close_idle(&mut self, now: u64) -> Vec<Span> {
         if now < self.last_sweep.saturating_add(SWEEP_INTERVAL_NS) {
@@ -161,41 +225,53 @@ impl Linker {
         }
         self.last_sweep = now;
         let idle = self.options.run_idle.as_nanos() as u64;
-        self.close(|run| run.end.saturating_add(idle) <= now, CloseReason::Idle)
+        self.close(
+            |_, run| run.end.saturating_add(idle) <= now,
+            CloseReason::Idle,
+            now,
+        )
     }
 
-    /// Roots of the runs of a process that has exited.
-    pub fn process_exited(&mut self, pid: u32) -> Vec<Span> {
+    /// Spans of the runs of a process that has exited at `now`.
+    pub fn process_exited(&mut self, pid: u32, now: u64) -> Vec<Span> {
         self.threads.forget_process(pid);
-        self.close(|run| run.site.pid == pid, CloseReason::ProcessExit)
+        self.close(|_, run| run.site.pid == pid, CloseReason::ProcessExit, now)
     }
 
-    /// Roots of every open run: the observer is stopping.
-    pub fn finish(&mut self) -> Vec<Span> {
-        self.close(|_| true, CloseReason::ObserverStopped)
+    /// Spans of every open run: the observer is stopping at `now`.
+    pub fn finish(&mut self, now: u64) -> Vec<Span> {
+        self.close(|_, _| true, CloseReason::ObserverStopped, now)
     }
 
-    fn close_least_recent(&mut self) -> Vec<Span> {
+    fn close_least_recent(&mut self, now: u64) -> Vec<Span> {
         let oldest = self.runs.iter().min_by_key(|(_, run)| run.end);
         let oldest = oldest.map(|(&id, _)| id);
-        oldest
-            .and_then(|id| self.runs.remove(&id))
-            .and_then(|run| run.root(CloseReason::TooManyRuns))
-            .into_iter()
-            .collect()
+        self.close(|id, _| Some(id) == oldest, CloseReason::TooManyRuns, now)
     }
 
-    fn close(&mut self, mut closing: impl FnMut(&Run) -> bool, reason: CloseReason) -> Vec<Span> {
-        let mut roots = Vec::new();
-        self.runs.retain(|_, run| {
-            let close = closing(run);
-            if close {
-                roots.extend(run.root(reason));
+    /// The spans of the runs `closing` picks, closed at `now` for `reason`: their roots, the
+    /// tools seen under way that nothing answered, and their commands still running.
+    fn close(
+        &mut self,
+        mut closing: impl FnMut(u64, &Run) -> bool,
+        reason: CloseReason,
+        now: u64,
+    ) -> Vec<Span> {
+        let ids: Vec<u64> = self
+            .runs
+            .iter()
+            .filter(|&(&id, run)| closing(id, run))
+            .map(|(&id, _)| id)
+            .collect();
+        let mut spans = Vec::new();
+        for id in ids {
+            spans.extend(self.commands.run_closed(id, now));
+            if let Some(run) = self.runs.remove(&id) {
+                spans.extend(run.close(reason, now));
             }
-            !close
-        });
-        roots.sort_by_key(|root| root.start_time_unix_nano);
-        roots
+        }
+        spans.sort_by_key(|span| span.start_time_unix_nano);
+        spans
     }
 }
 

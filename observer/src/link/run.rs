@@ -24,6 +24,13 @@ use crate::{
 
 /// The reason on the agent root's link to its run's first call.
 const FIRST_CALL: &str = "first_call";
+/// The reason on a sub-agent's run started inside a tool call of its parent's (`Task`).
+pub const SUB_AGENT_TOOL: &str = "sub_agent_tool";
+
+/// Whether a tool's name says it runs an agent (Claude Code's `Task`, `Agent`; `run_agent`, …).
+fn names_an_agent(name: &str) -> bool {
+    name == "Task" || name.to_ascii_lowercase().contains("agent")
+}
 
 /// Response ids and unanswered tool calls remembered per run, the oldest forgotten past these.
 const MAX_RESPONSE_IDS: usize = 256;
@@ -54,9 +61,24 @@ pub(super) struct Frontier {
 
 struct OpenTool {
     name: Option<String>,
+    arguments: Option<Value>,
     /// The end of the call that asked for it: the tool runs from then on.
     asked_at: u64,
+    /// The start of that call: what carries the tool out starts after this.
+    asked_after: u64,
     asked_by: String,
+    /// What was seen carrying it out (a command, an MCP request), when something was.
+    real: Option<RealTool>,
+}
+
+/// A tool execution seen happening: the span its processes or requests are children of.
+struct RealTool {
+    span_id: String,
+    start: u64,
+    end: u64,
+    /// Its processes or requests still under way.
+    running: u32,
+    reason: &'static str,
 }
 
 pub(super) struct Run {
@@ -78,6 +100,20 @@ pub(super) struct Run {
     response_order: VecDeque<String>,
     open_tools: HashMap<String, OpenTool>,
     tool_order: VecDeque<String>,
+    /// Commands and MCP requests placed in the run: a run of one call that did something is
+    /// an agent too.
+    pub actions: u64,
+    /// For a sub-agent's run: the span it runs inside (another run's tool execution or
+    /// command), and why.
+    within: Option<Within>,
+}
+
+/// Where a sub-agent's run runs: a span of another run's, in that run's trace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Within {
+    pub trace_id: String,
+    pub span_id: String,
+    pub reason: &'static str,
 }
 
 /// Why a run's root is written now.
@@ -125,7 +161,21 @@ impl Run {
             response_order: VecDeque::new(),
             open_tools: HashMap::new(),
             tool_order: VecDeque::new(),
+            actions: 0,
+            within: None,
         }
+    }
+
+    /// A sub-agent's run that `span` starts inside `within`: in that trace, its `invoke_agent`
+    /// root a child of `within`'s span and parent of every call, the first one included.
+    pub fn start_within(span: &mut Span, site: CallSite, within: Within) -> Run {
+        let mut run = Run::start(span, site);
+        run.trace_id = within.trace_id.clone();
+        span.trace_id = within.trace_id.clone();
+        span.parent_span_id = Some(run.root_span_id.clone());
+        span.attributes.insert(REASON.into(), json!(within.reason));
+        run.within = Some(within);
+        run
     }
 
     /// Makes `span` a child of the run's root, continuing the call `predecessor` because of `signal`.
@@ -140,46 +190,126 @@ impl Run {
     }
 
     /// The tool executions `span`'s request answers: one `execute_tool` span per tool call
-    /// asked for earlier in the run, covering the time from that answer to this request.
+    /// asked for earlier in the run. A tool seen carried out (a command, an MCP request) spans
+    /// what was seen; otherwise the span is inferred, covering the time from that answer to
+    /// this request.
     pub fn answer_tools(&mut self, keys: &LinkKeys, span: &Span) -> Vec<Span> {
         let mut tools = Vec::new();
         for id in &keys.tool_results {
             let Some(tool) = self.open_tools.remove(id) else {
                 continue; // answered before (the history is sent again), or never seen asked
             };
-            let start = tool.asked_at;
-            let end = span.start_time_unix_nano.max(start);
-            let mut attributes = self.inherited.clone();
-            attributes.insert(attr::OPENINFERENCE_SPAN_KIND.into(), json!("TOOL"));
-            attributes.insert(attr::TOOL_CALL_ID.into(), json!(id));
-            attributes.insert(attr::TOOL_TYPE.into(), json!("function"));
-            if let Some(name) = &tool.name {
-                attributes.insert(attr::TOOL_NAME.into(), json!(name));
-            }
-            attributes.insert(REASON.into(), json!(Signal::ToolCall.as_str()));
-            tools.push(Span {
-                trace_id: self.trace_id.clone(),
-                span_id: new_span_id(),
-                parent_span_id: Some(self.root_span_id.clone()),
-                name: match &tool.name {
-                    Some(name) => format!("execute_tool {name}"),
-                    None => "execute_tool".into(),
-                },
-                kind: SpanKind::Internal,
-                start_time_unix_nano: start,
-                end_time_unix_nano: end,
-                gen_ai: self.gen_ai("execute_tool"),
-                attributes,
-                links: vec![link(
-                    &self.trace_id,
-                    &tool.asked_by,
-                    Signal::ToolCall.as_str(),
-                )],
-            });
+            tools.push(self.tool_span(id, tool, span.start_time_unix_nano));
         }
         self.tool_order
             .retain(|id| self.open_tools.contains_key(id));
         tools
+    }
+
+    /// The `execute_tool` span of tool call `id`, answered (or the run closing) at `now`.
+    fn tool_span(&self, id: &str, tool: OpenTool, now: u64) -> Span {
+        let (span_id, start, end, reason) = match tool.real {
+            Some(real) => {
+                let end = if real.running > 0 { now } else { real.end };
+                (real.span_id, real.start, end.max(real.start), real.reason)
+            }
+            None => (
+                new_span_id(),
+                tool.asked_at,
+                now.max(tool.asked_at),
+                Signal::ToolCall.as_str(),
+            ),
+        };
+        let mut attributes = self.inherited.clone();
+        attributes.insert(attr::OPENINFERENCE_SPAN_KIND.into(), json!("TOOL"));
+        attributes.insert(attr::TOOL_CALL_ID.into(), json!(id));
+        attributes.insert(attr::TOOL_TYPE.into(), json!("function"));
+        if let Some(name) = &tool.name {
+            attributes.insert(attr::TOOL_NAME.into(), json!(name));
+        }
+        attributes.insert(REASON.into(), json!(reason));
+        Span {
+            trace_id: self.trace_id.clone(),
+            span_id,
+            parent_span_id: Some(self.root_span_id.clone()),
+            name: match &tool.name {
+                Some(name) => format!("execute_tool {name}"),
+                None => "execute_tool".into(),
+            },
+            kind: SpanKind::Internal,
+            start_time_unix_nano: start,
+            end_time_unix_nano: end,
+            gen_ai: self.gen_ai("execute_tool"),
+            attributes,
+            links: vec![link(
+                &self.trace_id,
+                &tool.asked_by,
+                Signal::ToolCall.as_str(),
+            )],
+        }
+    }
+
+    /// The open tool call that `matches` says was carried out by something that started at
+    /// `start`: the latest asked, among those asked before it started.
+    pub fn find_tool(&self, start: u64, matches: impl Fn(&str, &Value) -> bool) -> Option<String> {
+        self.tool_order
+            .iter()
+            .rev()
+            .filter_map(|id| Some((id, self.open_tools.get(id)?)))
+            .find(|(_, tool)| {
+                tool.asked_after <= start
+                    && tool.arguments.as_ref().is_some_and(|arguments| {
+                        matches(tool.name.as_deref().unwrap_or_default(), arguments)
+                    })
+            })
+            .map(|(id, _)| id.clone())
+    }
+
+    /// Something that started at `start` carries out tool call `id` (see [`Run::find_tool`]):
+    /// the span it is a child of.
+    pub fn tool_started(&mut self, id: &str, start: u64, reason: &'static str) -> Option<String> {
+        let tool = self.open_tools.get_mut(id)?;
+        let real = tool.real.get_or_insert_with(|| RealTool {
+            span_id: new_span_id(),
+            start,
+            end: start,
+            running: 0,
+            reason,
+        });
+        real.start = real.start.min(start);
+        real.running += 1;
+        Some(real.span_id.clone())
+    }
+
+    /// What carried out tool call `id` ended at `end`.
+    pub fn tool_ended(&mut self, id: &str, end: u64) {
+        if let Some(real) = self.open_tools.get_mut(id).and_then(|t| t.real.as_mut()) {
+            real.end = real.end.max(end);
+            real.running = real.running.saturating_sub(1);
+        }
+    }
+
+    /// The span id of the run's `invoke_agent` root (written when the run closes).
+    pub fn root_span_id(&self) -> &str {
+        &self.root_span_id
+    }
+
+    /// The sub-agent tool call of this run that a new conversation starting at `start` in the
+    /// same process carries out: an open call of a tool named for agents (`Task`, `Agent`,
+    /// `…agent…`) asked before it began. Returns the span it runs inside.
+    pub fn sub_agent_tool(&mut self, start: u64) -> Option<Within> {
+        let id = self.find_tool(start, |name, _| names_an_agent(name))?;
+        let span_id = self.tool_started(&id, start, SUB_AGENT_TOOL)?;
+        Some(Within {
+            trace_id: self.trace_id.clone(),
+            span_id,
+            reason: SUB_AGENT_TOOL,
+        })
+    }
+
+    /// Something of the run's went on until `end`: the run is alive.
+    pub fn extend(&mut self, end: u64) {
+        self.end = self.end.max(end);
     }
 
     /// Remembers what `span`'s call tells about the conversation, for the calls after it.
@@ -201,8 +331,11 @@ impl Run {
         for call in &keys.tool_calls {
             let tool = OpenTool {
                 name: call.name.clone(),
+                arguments: call.arguments.clone(),
                 asked_at: span.end_time_unix_nano,
+                asked_after: span.start_time_unix_nano,
                 asked_by: span.span_id.clone(),
+                real: None,
             };
             bounded_insert(
                 &mut self.open_tools,
@@ -225,11 +358,27 @@ impl Run {
         self.open_tools.get(id).map(|tool| tool.asked_at)
     }
 
-    /// The run's `invoke_agent` root span, as of now; none for a run of one call. The first call
-    /// was written as a root before anyone knew a run would follow: the agent's root shares its
-    /// trace and links to it.
-    pub fn root(&self, reason: CloseReason) -> Option<Span> {
-        if self.calls < 2 {
+    /// The spans a closing run writes: its `invoke_agent` root (none for a run of one call that
+    /// did nothing else) and the tool executions seen under way that no request answered.
+    pub fn close(mut self, reason: CloseReason, now: u64) -> Vec<Span> {
+        let mut spans: Vec<Span> = self.root(reason).into_iter().collect();
+        let unanswered: Vec<(String, OpenTool)> = self
+            .open_tools
+            .drain()
+            .filter(|(_, tool)| tool.real.is_some())
+            .collect();
+        for (id, tool) in unanswered {
+            let end = now.max(self.end);
+            spans.push(self.tool_span(&id, tool, end));
+        }
+        spans
+    }
+
+    /// The run's `invoke_agent` root span, as of now; none for a run of one call that did
+    /// nothing else. The first call was written as a root before anyone knew a run would
+    /// follow: the agent's root shares its trace and links to it.
+    fn root(&self, reason: CloseReason) -> Option<Span> {
+        if self.calls < 2 && self.actions == 0 && self.within.is_none() {
             return None;
         }
         let mut attributes = self.inherited.clone();
@@ -242,10 +391,13 @@ impl Run {
             attr::OBSERVER_RUN_CLOSE_REASON.into(),
             json!(reason.as_str()),
         );
+        if let Some(within) = &self.within {
+            attributes.insert(REASON.into(), json!(within.reason));
+        }
         Some(Span {
             trace_id: self.trace_id.clone(),
             span_id: self.root_span_id.clone(),
-            parent_span_id: None,
+            parent_span_id: self.within.as_ref().map(|within| within.span_id.clone()),
             name: "invoke_agent".into(),
             kind: SpanKind::Internal,
             start_time_unix_nano: self.start,

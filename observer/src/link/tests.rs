@@ -2,6 +2,8 @@
 use serde_json::{Value, json};
 
 use super::*;
+use crate::capture::{Command, Ending};
+use crate::llm::content::ContentMode;
 use crate::{
     http::Headers,
     llm::{LlmCall, attr, keys},
@@ -190,7 +192,7 @@ fn a_conversation_is_one_run_under_one_root() {
             "links the turn before"
         );
     }
-    let finished = linker.finish();
+    let finished = linker.finish(u64::MAX / 2);
     let [root] = roots(&finished)[..] else {
         panic!("one root expected: {finished:?}")
     };
@@ -271,7 +273,7 @@ fn an_explicit_session_id_links_and_another_one_does_not() {
     assert_eq!(spans[0].trace_id, spans[1].trace_id);
     assert_eq!(reason(&spans[1]), Some("conversation_id"));
     assert_ne!(spans[2].trace_id, spans[0].trace_id);
-    let roots = linker.finish();
+    let roots = linker.finish(u64::MAX / 2);
     assert_eq!(
         roots[0].attribute(attr::CONVERSATION_ID),
         Some(&json!("s-a"))
@@ -359,7 +361,10 @@ fn a_traceparent_joins_the_callers_trace_and_makes_no_run() {
     assert_eq!(span.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
     assert_eq!(span.parent_span_id.as_deref(), Some("00f067aa0ba902b7"));
     assert_eq!(reason(&span), Some("traceparent"));
-    assert!(linker.finish().is_empty(), "no invoke_agent root of ours");
+    assert!(
+        linker.finish(u64::MAX / 2).is_empty(),
+        "no invoke_agent root of ours"
+    );
 }
 
 #[test]
@@ -379,7 +384,7 @@ fn a_fresh_conversation_on_the_same_thread_starts_a_new_run() {
         "a fresh conversation is not linked"
     );
     assert_eq!(
-        roots(&linker.finish()).len(),
+        roots(&linker.finish(u64::MAX / 2)).len(),
         1,
         "the lone call adds no root"
     );
@@ -410,7 +415,7 @@ fn identical_conversations_on_eight_threads_stay_on_their_threads() {
             }
         }
     }
-    assert_eq!(roots(&linker.finish()).len(), 8);
+    assert_eq!(roots(&linker.finish(u64::MAX / 2)).len(), 8);
 }
 
 #[test]
@@ -514,12 +519,12 @@ fn a_run_closes_when_idle_or_when_its_process_exits() {
     link(&mut linker, &later(&calls[3]));
     // A lone call on another process: no root when its process exits.
     link(&mut linker, &calls[0].clone().on(8, 8, 8));
-    assert!(linker.process_exited(8).is_empty());
+    assert!(linker.process_exited(8, 2_000 * SECOND).is_empty());
 
-    let exited = linker.process_exited(100);
+    let exited = linker.process_exited(100, 2_000 * SECOND);
     assert_eq!(roots(&exited).len(), 1);
     assert_eq!(exited[0].trace_id, resumed.trace_id);
-    assert!(linker.finish().is_empty());
+    assert!(linker.finish(u64::MAX / 2).is_empty());
 }
 
 #[test]
@@ -551,5 +556,319 @@ fn too_many_open_runs_close_the_least_recent() {
             .iter()
             .all(|r| r.attribute("observer.run.close_reason") == Some(&json!("too_many_runs")))
     );
-    assert_eq!(linker.finish().len(), 3);
+    assert_eq!(linker.finish(u64::MAX / 2).len(), 3);
+}
+
+fn asks_bash(id: &str, script: &str) -> Value {
+    json!({"role": "assistant", "finish_reason": "tool_call", "parts": [
+        {"type": "tool_call", "id": id, "name": "Bash", "arguments": {"command": script}}]})
+}
+
+fn command(pid: u32, parent: u32, at_ms: u64, args: &[&str]) -> Command {
+    Command {
+        pid,
+        ts: 1_000 * SECOND + at_ms * MS,
+        agent: 100,
+        parent,
+        depth: if parent == 100 { 1 } else { 2 },
+        path: format!("/usr/bin/{}", args[0]),
+        args: args.iter().map(|a| a.to_string()).collect(),
+        args_cut: false,
+        cwd: Some("/work".into()),
+    }
+}
+
+#[test]
+fn a_command_the_model_asked_for_is_the_real_tool_span_with_its_process_under_it() {
+    let mut linker = Linker::default();
+    let script = "echo hi; ls /tmp; exit 3";
+    let ask = Call::new(0, vec![user("run it")], vec![asks_bash("toolu_1", script)]);
+    let first = link(&mut linker, &ask).pop().unwrap();
+    // The shell the agent ran for the tool (after the answer), and a program the shell ran.
+    assert!(
+        linker
+            .command_started(&command(201, 100, 200, &["bash", "-c", script]))
+            .is_empty()
+    );
+    linker.command_started(&command(202, 201, 210, &["ls", "/tmp"]));
+    // A program the agent ran that no tool call asked for.
+    linker.command_started(&command(203, 100, 220, &["git", "status"]));
+    let ls = linker.command_ended(202, 1_000 * SECOND + 250 * MS, Ending::Exited(0));
+    let shell = linker.command_ended(201, 1_000 * SECOND + 300 * MS, Ending::Exited(3));
+    let git = linker.command_ended(
+        203,
+        1_000 * SECOND + 400 * MS,
+        Ending::Killed {
+            signal: 9,
+            core_dumped: false,
+        },
+    );
+    let ([ls], [shell], [git]) = (&ls[..], &shell[..], &git[..]) else {
+        panic!("one span per process: {ls:?} {shell:?} {git:?}")
+    };
+    let history = vec![
+        user("run it"),
+        asks_bash("toolu_1", script),
+        tool_result("toolu_1"),
+    ];
+    let mut written = link(
+        &mut linker,
+        &Call::new(1_000, history, vec![assistant("done")]),
+    );
+    let second = written.pop().unwrap();
+    let [tool] = &written[..] else {
+        panic!("one execute_tool span: {written:?}")
+    };
+    assert_eq!(tool.name, "execute_tool Bash");
+    assert_eq!(tool.attribute(attr::TOOL_CALL_ID), Some(&json!("toolu_1")));
+    assert_eq!(reason(tool), Some("command_line"));
+    // The tool spans what ran, not the gap between the calls.
+    assert_eq!(
+        (tool.start_time_unix_nano, tool.end_time_unix_nano),
+        (shell.start_time_unix_nano, shell.end_time_unix_nano)
+    );
+    assert_eq!(shell.parent_span_id.as_ref(), Some(&tool.span_id));
+    assert_eq!(ls.parent_span_id.as_ref(), Some(&shell.span_id));
+    assert_eq!(
+        git.parent_span_id, second.parent_span_id,
+        "under the run's root"
+    );
+    for span in [ls, shell, git, tool] {
+        assert_eq!(span.trace_id, first.trace_id);
+    }
+    assert_eq!(shell.name, "exec bash");
+    assert_eq!(shell.attribute(attr::PROCESS_EXIT_CODE), Some(&json!(3)));
+    assert_eq!(shell.gen_ai.error_type.as_deref(), Some("3"));
+    assert_eq!(
+        shell.attribute(attr::PROCESS_COMMAND_ARGS),
+        Some(&json!(["bash", "-c", script]))
+    );
+    assert_eq!(
+        shell.attribute(attr::PROCESS_WORKING_DIRECTORY),
+        Some(&json!("/work"))
+    );
+    assert_eq!(ls.gen_ai.error_type, None);
+    assert_eq!(git.attribute(attr::PROCESS_EXIT_CODE), Some(&json!(137)));
+    assert_eq!(git.gen_ai.error_type.as_deref(), Some("SIGKILL"));
+    assert_eq!(reason(git), Some("agent_process"));
+    assert_eq!(linker.command_stats().spans, 3);
+}
+
+#[test]
+fn a_command_still_running_ends_with_its_run_and_content_none_keeps_only_the_name() {
+    let mut linker = Linker::new(LinkOptions {
+        content: ContentMode::None,
+        ..LinkOptions::default()
+    });
+    let ask = Call::new(0, vec![user("start the server")], vec![assistant("ok")]);
+    link(&mut linker, &ask);
+    linker.command_started(&command(
+        301,
+        100,
+        500,
+        &["npm", "run", "dev", "--token", "s3"],
+    ));
+    // Another agent's command, outside any run: counted, not written.
+    let mut stranger = command(401, 400, 500, &["ls"]);
+    stranger.agent = 400;
+    linker.command_started(&stranger);
+    let closed = linker.process_exited(100, 1_000 * SECOND + 900 * MS);
+    let server = closed
+        .iter()
+        .find(|s| s.name == "exec npm")
+        .expect("the server's span");
+    assert_eq!(server.end_time_unix_nano, 1_000 * SECOND + 900 * MS);
+    assert_eq!(
+        server.attribute(attr::OBSERVER_PROCESS_STILL_RUNNING),
+        Some(&json!(true))
+    );
+    assert_eq!(server.attribute(attr::PROCESS_COMMAND_ARGS), None);
+    assert_eq!(server.attribute(attr::PROCESS_WORKING_DIRECTORY), None);
+    assert_eq!(
+        server.attribute(attr::PROCESS_EXECUTABLE_NAME),
+        Some(&json!("npm"))
+    );
+    // A run of one call that ran something is an agent: its root is written, parent of the command.
+    let root = roots(&closed)[0];
+    assert_eq!(server.parent_span_id.as_ref(), Some(&root.span_id));
+    assert_eq!(linker.command_stats().outside_runs, 1);
+    // Its exit, later, writes nothing more.
+    assert!(
+        linker
+            .command_ended(301, 1_000 * SECOND + 950 * MS, Ending::Exited(0))
+            .is_empty()
+    );
+}
+
+#[test]
+fn tool_arguments_ask_for_a_command_line_only_when_they_hold_it() {
+    use super::commands::asks_for;
+    let line = "bash -c -l source snap.sh && eval 'echo '\\''a b'\\''' < /dev/null";
+    assert!(
+        asks_for(&json!({"command": "echo 'a b'"}), line),
+        "shell-quoted"
+    );
+    assert!(
+        asks_for(&json!("{\"cmd\": [\"ls\", \"-la\"]}"), "ls -la"),
+        "OpenAI's string"
+    );
+    assert!(asks_for(&json!({"argv": ["ls", "-la"]}), "ls -la"));
+    assert!(
+        !asks_for(&json!({"path": "/tmp"}), "ls /tmp"),
+        "a lone word is no command line"
+    );
+    assert!(!asks_for(&json!({"command": "make test"}), "make build"));
+}
+
+fn mcp_span(start_ms: u64, end_ms: u64, name: &str) -> Span {
+    Span {
+        trace_id: String::new(),
+        span_id: String::new(),
+        parent_span_id: None,
+        name: name.into(),
+        kind: SpanKind::Client,
+        start_time_unix_nano: 1_000 * SECOND + start_ms * MS,
+        end_time_unix_nano: 1_000 * SECOND + end_ms * MS,
+        gen_ai: GenAi::default(),
+        attributes: serde_json::Map::new(),
+        links: Vec::new(),
+    }
+}
+
+#[test]
+fn an_mcp_tool_call_is_the_real_tool_span_and_other_requests_join_the_run() {
+    let mut linker = Linker::default();
+    // Listing tools before any call: a trace of its own.
+    let [listed] = &linker.mcp_request(100, None, mcp_span(0, 5, "tools/list"))[..] else {
+        panic!("one span")
+    };
+    assert_eq!(listed.parent_span_id, None);
+    assert!(!listed.trace_id.is_empty());
+    let ask = Call::new(
+        10,
+        vec![user("weather in Paris?")],
+        vec![asks_tool("call_9", "mcp__weather__get_weather")],
+    );
+    let first = link(&mut linker, &ask).pop().unwrap();
+    let arguments = json!({"city": "Paris"});
+    let tool = Some(("get_weather", &arguments));
+    let [request] =
+        &linker.mcp_request(100, tool, mcp_span(300, 340, "tools/call get_weather"))[..]
+    else {
+        panic!("one span")
+    };
+    let history = vec![
+        user("weather in Paris?"),
+        asks_tool("call_9", "mcp__weather__get_weather"),
+        tool_result("call_9"),
+    ];
+    let mut written = link(
+        &mut linker,
+        &Call::new(1_000, history, vec![assistant("18C")]),
+    );
+    let answer = written.pop().unwrap();
+    let [execute] = &written[..] else {
+        panic!("one execute_tool span: {written:?}")
+    };
+    assert_eq!(request.parent_span_id.as_ref(), Some(&execute.span_id));
+    assert_eq!(reason(request), Some("mcp_tool_call"));
+    assert_eq!(reason(execute), Some("mcp_tool_call"));
+    assert_eq!(
+        (execute.start_time_unix_nano, execute.end_time_unix_nano),
+        (request.start_time_unix_nano, request.end_time_unix_nano)
+    );
+    assert_eq!(execute.parent_span_id, answer.parent_span_id);
+    for span in [request, execute, &answer] {
+        assert_eq!(span.trace_id, first.trace_id);
+    }
+    // A request no tool call asked for, in the run: under its root.
+    let [ping] = &linker.mcp_request(100, None, mcp_span(1_200, 1_201, "ping"))[..] else {
+        panic!("one span")
+    };
+    assert_eq!(ping.parent_span_id, answer.parent_span_id);
+    assert_eq!(reason(ping), Some("agent_request"));
+}
+
+#[test]
+fn a_run_started_inside_a_task_tool_is_a_sub_agent_under_that_tool() {
+    let mut linker = Linker::default();
+    let task = json!({"role": "assistant", "finish_reason": "tool_call", "parts": [
+        {"type": "tool_call", "id": "toolu_task", "name": "Task",
+         "arguments": {"description": "look around", "prompt": "list the files"}}]});
+    let ask = Call::new(0, vec![user("explore the repo")], vec![task.clone()]);
+    let first = link(&mut linker, &ask).pop().unwrap();
+    // The sub-agent's conversation, in the same process, while the Task call is open.
+    let sub_first = Call::new(
+        500,
+        vec![user("list the files")],
+        vec![asks_tool("t2", "ls")],
+    );
+    let sub_call = link(&mut linker, &sub_first).pop().unwrap();
+    let sub_history = vec![
+        user("list the files"),
+        asks_tool("t2", "ls"),
+        tool_result("t2"),
+    ];
+    let sub_second = link(
+        &mut linker,
+        &Call::new(800, sub_history, vec![assistant("a, b")]),
+    );
+    let history = vec![user("explore the repo"), task, tool_result("toolu_task")];
+    let mut written = link(
+        &mut linker,
+        &Call::new(2_000, history, vec![assistant("done")]),
+    );
+    let answer = written.pop().unwrap();
+    let task_span = written
+        .iter()
+        .find(|s| s.name == "execute_tool Task")
+        .expect("the Task tool's span");
+    assert_eq!(reason(task_span), Some("sub_agent_tool"));
+    let closed = linker.finish(1_000 * SECOND + 3_000 * MS);
+    let sub_root = closed
+        .iter()
+        .find(|s| s.parent_span_id.as_ref() == Some(&task_span.span_id))
+        .expect("the sub-agent's invoke_agent under the Task span");
+    assert_eq!(sub_root.name, "invoke_agent");
+    assert_eq!(sub_call.parent_span_id.as_ref(), Some(&sub_root.span_id));
+    assert_eq!(reason(&sub_call), Some("sub_agent_tool"));
+    assert_eq!(
+        sub_second.last().unwrap().parent_span_id.as_ref(),
+        Some(&sub_root.span_id)
+    );
+    for span in [&sub_call, sub_root, task_span, &answer] {
+        assert_eq!(span.trace_id, first.trace_id);
+    }
+}
+
+#[test]
+fn a_child_process_making_llm_calls_is_a_sub_agent_under_its_command() {
+    let mut linker = Linker::default();
+    let script = "python sub_agent.py";
+    link(
+        &mut linker,
+        &Call::new(0, vec![user("delegate")], vec![asks_bash("b1", script)]),
+    );
+    linker.command_started(&command(201, 100, 200, &["sh", "-c", script]));
+    linker.command_started(&command(202, 201, 210, &["python", "sub_agent.py"]));
+    let sub = link(
+        &mut linker,
+        &Call::new(300, vec![user("sub task")], vec![assistant("ok")]).on(202, 202, 9),
+    )
+    .pop()
+    .unwrap();
+    let python = linker.command_ended(202, 1_000 * SECOND + 600 * MS, Ending::Exited(0));
+    let closed = linker.process_exited(202, 1_000 * SECOND + 600 * MS);
+    let sub_root = closed
+        .iter()
+        .find(|s| s.name == "invoke_agent")
+        .expect("the sub-agent's root, closed with its process");
+    let python = python
+        .iter()
+        .find(|s| s.name == "exec python")
+        .expect("its command");
+    assert_eq!(sub_root.parent_span_id.as_ref(), Some(&python.span_id));
+    assert_eq!(sub.parent_span_id.as_ref(), Some(&sub_root.span_id));
+    assert_eq!(sub.trace_id, python.trace_id);
+    assert_eq!(reason(sub_root), Some("child_process"));
 }

@@ -111,3 +111,28 @@ pub const OBSERVER_COST_USD: &str = "observer.cost.usd";
 pub const OBSERVER_COST_UNKNOWN: &str = "observer.cost.unknown";
 /// How many strings in the span were cut at the size cap (present only when some were).
 pub const OBSERVER_CONTENT_TRUNCATED_STRINGS: &str = "observer.content.truncated_strings";
+
+// What agents did between their calls: commands (processes) and MCP requests.
+pub const TOOL_CALL_ARGUMENTS: &str = "gen_ai.tool.call.arguments";
+pub const TOOL_CALL_RESULT: &str = "gen_ai.tool.call.result";
+pub const PROCESS_PARENT_PID: &str = "process.parent_pid";
+pub const PROCESS_COMMAND_ARGS: &str = "process.command_args";
+pub const PROCESS_ARGS_COUNT: &str = "process.args_count";
+pub const PROCESS_WORKING_DIRECTORY: &str = "process.working_directory";
+pub const PROCESS_EXIT_CODE: &str = "process.exit.code";
+/// The signal that killed a command (its `process.exit.code` is then 128 + the signal).
+pub const OBSERVER_PROCESS_SIGNAL: &str = "observer.process.signal";
+/// The command's arguments were longer than the kernel copies: the last ones are missing.
+pub const OBSERVER_PROCESS_ARGS_TRUNCATED: &str = "observer.process.args_truncated";
+/// The command was still running when its agent's run closed: its end is the run's close.
+pub const OBSERVER_PROCESS_STILL_RUNNING: &str = "observer.process.still_running";
+/// How far below the agent process the command ran (its children: 1).
+pub const OBSERVER_PROCESS_DEPTH: &str = "observer.process.depth";
+pub const MCP_METHOD_NAME: &str = "mcp.method.name";
+pub const MCP_SESSION_ID: &str = "mcp.session.id";
+pub const MCP_PROTOCOL_VERSION: &str = "mcp.protocol.version";
+pub const MCP_RESOURCE_URI: &str = "mcp.resource.uri";
+pub const JSONRPC_REQUEST_ID: &str = "jsonrpc.request.id";
+pub const RPC_RESPONSE_STATUS_CODE: &str = "rpc.response.status_code";
+pub const NETWORK_TRANSPORT: &str = "network.transport";
+pub const NETWORK_PROTOCOL_NAME: &str = "network.protocol.name";

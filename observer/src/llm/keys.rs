@@ -45,6 +45,9 @@ pub struct LinkKeys {
 pub struct ToolCallKey {
     pub id: String,
     pub name: Option<String>,
+    /// What the model asked the tool to do: to tell which command or MCP request carried it
+    /// out. Kept whatever `--content` says (the link stage only compares it).
+    pub arguments: Option<Value>,
 }
 
 /// The call's keys: those its provider set, completed from its messages and the request's headers.
@@ -74,6 +77,7 @@ pub(crate) fn read(call: &mut LlmCall, headers: &Headers) -> LinkKeys {
             Some(ToolCallKey {
                 id: part.get("id")?.as_str()?.to_owned(),
                 name: part.get("name").and_then(Value::as_str).map(str::to_owned),
+                arguments: part.get("arguments").cloned(),
             })
         })
         .collect();

@@ -31,7 +31,7 @@ mod stream;
 mod usage;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use crate::http::{Exchange, Request};
 

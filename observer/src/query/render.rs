@@ -1,8 +1,10 @@
 //! Query results for a terminal: tables of traces and spans, and a trace drawn as a tree.
 use std::fmt::Write as _;
 
+use serde_json::Value;
+
 use super::tree::SpanNode;
-use crate::{query::TraceSummary, span::Span};
+use crate::{llm::attr, query::TraceSummary, span::Span};
 
 /// Dim, bold, red… only when writing to a terminal.
 #[derive(Clone, Copy)]
@@ -175,6 +177,9 @@ fn draw(
     }
 }
 
+/// How much of a command line a tree line shows.
+const COMMAND_CHARS: usize = 60;
+
 fn span_details(span: &Span, trace_start: u64, style: Style) -> String {
     let facts = SpanFacts::of(span);
     let offset = span.start_time_unix_nano.saturating_sub(trace_start);
@@ -197,6 +202,24 @@ fn span_details(span: &Span, trace_start: u64, style: Style) -> String {
     }
     if let Some(cost) = facts.cost_usd {
         let _ = write!(line, "  ${cost:.4}");
+    }
+    if let Some(Value::Array(args)) = span.attribute(attr::PROCESS_COMMAND_ARGS) {
+        let words: Vec<&str> = args.iter().filter_map(Value::as_str).collect();
+        let mut command: String = words
+            .join(" ")
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        if command.chars().count() > COMMAND_CHARS {
+            command = format!(
+                "{}…",
+                command.chars().take(COMMAND_CHARS).collect::<String>()
+            );
+        }
+        let _ = write!(line, "  {}", style.paint("2", &format!("$ {command}")));
+    }
+    if let Some(code) = span.attribute(attr::PROCESS_EXIT_CODE) {
+        let _ = write!(line, "  exit {code}");
     }
     if let Some(error) = facts.error {
         let _ = write!(line, "  {}", style.paint("31", &format!("✗ {error}")));

@@ -1,4 +1,5 @@
-//! The live view: one readable line per call.
+//! The live view: one readable line per call, and per thing an agent did between its calls
+//! (a tool's execution, a command, an MCP request), indented under it.
 use std::io::Write;
 
 use serde_json::Value;
@@ -29,11 +30,15 @@ const PREVIEW_CHARS: usize = 60;
 
 impl Sink for PrettySink {
     fn write(&mut self, span: &Span) -> anyhow::Result<()> {
-        // Calls only: runs and tool gaps are for trace views (`observer show`, OTLP backends).
-        if !span.is_call() {
+        // Calls and actions: runs' roots are for trace views (`observer show`, OTLP backends).
+        let paint = |code: &str, text: &str| self.paint(code, text);
+        let line = if span.is_call() {
+            render(span, paint)
+        } else if is_action(span) {
+            render_action(span, paint)
+        } else {
             return Ok(());
-        }
-        let line = render(span, |code, text| self.paint(code, text));
+        };
         writeln!(self.out, "{line}")?;
         self.out.flush()?;
         Ok(())
@@ -105,6 +110,68 @@ fn render(span: &Span, paint: impl Fn(&str, &str) -> String) -> String {
     line
 }
 
+/// A tool's execution, a command or an MCP request: what an agent did between its calls.
+fn is_action(span: &Span) -> bool {
+    span.gen_ai.operation.as_deref() == Some("execute_tool")
+        || span.attribute(attr::PROCESS_EXIT_CODE).is_some()
+        || span
+            .attribute(attr::OBSERVER_PROCESS_STILL_RUNNING)
+            .is_some()
+        || span.attribute(attr::MCP_METHOD_NAME).is_some()
+}
+
+/// `12:00:01.250   ↳ exec bash[4242] “bash -c echo hi; exit 3” 8ms ✗ 3`
+fn render_action(span: &Span, paint: impl Fn(&str, &str) -> String) -> String {
+    let pid = span.attribute(attr::PROCESS_PID).and_then(Value::as_u64);
+    let mut line = format!(
+        "{}   ↳ {}",
+        paint("2", &format_clock(span.start_time_unix_nano)),
+        paint("1", &span.name)
+    );
+    if let Some(pid) = pid {
+        line.push_str(&paint("36", &format!("[{pid}]")));
+    }
+    let detail = match span.attribute(attr::PROCESS_COMMAND_ARGS) {
+        Some(Value::Array(args)) => {
+            let words: Vec<&str> = args.iter().filter_map(Value::as_str).collect();
+            preview(&words.join(" "))
+        }
+        _ => span
+            .attribute(attr::TOOL_CALL_ID)
+            .or_else(|| span.attribute(attr::NETWORK_TRANSPORT))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned(),
+    };
+    if !detail.is_empty() {
+        line.push_str(&format!(" {}", paint("2", &format!("“{detail}”"))));
+    }
+    line.push_str(&format!(
+        " {}",
+        format_seconds(span.duration_ns() as f64 / 1e9)
+    ));
+    if span
+        .attribute(attr::OBSERVER_PROCESS_STILL_RUNNING)
+        .is_some()
+    {
+        line.push_str(" still running");
+    }
+    if let Some(error) = &span.gen_ai.error_type {
+        line.push_str(&format!(" {}", paint("31", &format!("✗ {error}"))));
+    }
+    line
+}
+
+/// `text` on one line, cut at `PREVIEW_CHARS`.
+fn preview(text: &str) -> String {
+    let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.chars().count() > PREVIEW_CHARS {
+        format!("{}…", flat.chars().take(PREVIEW_CHARS).collect::<String>())
+    } else {
+        flat
+    }
+}
+
 /// The start of the first output text, on one line.
 fn output_preview(span: &Span) -> String {
     let Some(messages) = span
@@ -133,12 +200,7 @@ fn output_preview(span: &Span) -> String {
             _ => None,
         })
         .unwrap_or_default();
-    let flat: String = first_text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if flat.chars().count() > PREVIEW_CHARS {
-        format!("{}…", flat.chars().take(PREVIEW_CHARS).collect::<String>())
-    } else {
-        flat
-    }
+    preview(&first_text)
 }
 
 pub(super) fn format_seconds(seconds: f64) -> String {
@@ -205,6 +267,40 @@ mod tests {
         assert_eq!(
             line,
             "01:02:03.004 python3[10/11] openai chat gpt-4o 200 1.50s tokens 12→3 “Hi there”"
+        );
+    }
+
+    #[test]
+    fn renders_a_command_under_its_run() {
+        let mut span = Span {
+            trace_id: "t".into(),
+            span_id: "s".into(),
+            parent_span_id: Some("p".into()),
+            name: "exec bash".into(),
+            kind: crate::span::SpanKind::Internal,
+            start_time_unix_nano: 3_723_004_000_000,
+            end_time_unix_nano: 3_723_012_000_000,
+            gen_ai: GenAi {
+                error_type: Some("3".into()),
+                ..GenAi::default()
+            },
+            attributes: Default::default(),
+            links: Vec::new(),
+        };
+        for (k, v) in [
+            ("process.pid", json!(4242)),
+            ("process.exit.code", json!(3)),
+            (
+                "process.command_args",
+                json!(["bash", "-c", "echo hi;\n exit 3"]),
+            ),
+        ] {
+            span.attributes.insert(k.into(), v);
+        }
+        let line = render_action(&span, |_, t| t.to_string());
+        assert_eq!(
+            line,
+            "01:02:03.004   ↳ exec bash[4242] “bash -c echo hi; exit 3” 8ms ✗ 3"
         );
     }
 }

@@ -253,6 +253,7 @@ mod tests {
             http: Default::default(),
             reassembly: Default::default(),
             capture: Default::default(),
+            actions: Default::default(),
         };
         let text = summary.render(&report);
         assert!(text.contains(" calls 10000 "), "{text}");

@@ -6,4 +6,4 @@ mod openai_chat;
 mod openai_other;
 mod openai_responses;
 mod robustness;
-mod support;
+pub(crate) mod support;

@@ -79,7 +79,7 @@ fn converse(c: &Call) -> Response {
         (
             format!("tooluse_mock{:06}", c.n),
             name.clone(),
-            mock::tool_arguments(&c.prompt),
+            c.tool_arguments.clone(),
         )
     });
     let (output_tokens, stop_reason) = match &tool {

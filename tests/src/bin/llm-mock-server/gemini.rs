@@ -26,7 +26,7 @@ fn generate(c: &Call) -> Response {
     let id = format!("gmock{:06}", c.n);
     let model_version = c.response_model();
     let reply = c.reply();
-    let tool_args = c.tool.as_ref().map(|_| mock::tool_arguments(&c.prompt));
+    let tool_args = c.tool.as_ref().map(|_| c.tool_arguments.clone());
     let output_tokens = match &tool_args {
         Some(args) => mock::output_tokens(&args.to_string()),
         None => mock::output_tokens(&reply),

@@ -593,6 +593,8 @@ struct Call<'a> {
     input_tokens: u64,
     /// The tool the reply calls, if any: the first tool of the request, or `lookup` for `[tool]`.
     tool: Option<String>,
+    /// The arguments of that call.
+    tool_arguments: Value,
 }
 
 impl Call<'_> {
@@ -923,8 +925,10 @@ fn route(request: &Request, request_id: String) -> Response {
         }
     };
     let prompt = mock::prompt_of(&body);
-    let tool = mock::first_tool_name(&body)
-        .or_else(|| prompt.contains(scenario::TOOL).then(|| "lookup".to_owned()));
+    let (tool, tool_arguments) = match mock::tool_call(&body, &prompt) {
+        Some((name, arguments)) => (Some(name), arguments),
+        None => (None, Value::Null),
+    };
     let model = route
         .model
         .clone()
@@ -948,6 +952,7 @@ fn route(request: &Request, request_id: String) -> Response {
         model,
         prompt,
         tool,
+        tool_arguments,
         body,
     };
     if call.model.starts_with(mock::MISSING_MODEL_PREFIX) {
@@ -979,7 +984,7 @@ fn openai_chat(c: &Call) -> Response {
     let model = c.response_model();
     let reply = c.reply();
     let tool = c.tool.as_ref().map(|name| {
-        let args = mock::tool_arguments(&c.prompt).to_string();
+        let args = c.tool_arguments.to_string();
         (format!("call_mock{:06}", c.n), name.clone(), args)
     });
     let (output_tokens, finish) = match &tool {
@@ -1209,7 +1214,7 @@ fn anthropic_messages(c: &Call) -> Response {
         (
             format!("toolu_mock{:06}", c.n),
             name.clone(),
-            mock::tool_arguments(&c.prompt),
+            c.tool_arguments.clone(),
         )
     });
     let text = match &tool {

@@ -84,7 +84,7 @@ fn output(key: &str, value: Value) -> Map<String, Value> {
 fn chat(c: &Call) -> Response {
     let reply = c.reply();
     if let Some(name) = &c.tool {
-        let args = mock::tool_arguments(&c.prompt);
+        let args = c.tool_arguments.clone();
         let tokens = mock::output_tokens(&args.to_string());
         let message = json!({"role": "assistant", "content": "",
             "tool_calls": [{"function": {"name": name, "arguments": args}}]});

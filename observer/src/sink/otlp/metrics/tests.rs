@@ -35,7 +35,11 @@ fn the_prometheus_metrics_become_otlp_metrics_named_by_the_conventions() {
         bytes: 4096,
         parse_failures: 0,
         spans: 2,
-        given_up: crate::health::given_up(&Default::default(), &Default::default()),
+        given_up: crate::health::given_up(
+            &Default::default(),
+            &Default::default(),
+            &Default::default(),
+        ),
         http: Default::default(),
         reassembly: Default::default(),
     };

@@ -101,6 +101,7 @@ pub(super) fn run(shared: &Shared, mut exporter: Exporter, max_elapsed: Duration
                     stats
                         .expired
                         .fetch_add(queue.len() as u64, Ordering::Relaxed);
+                    stats.backlog.store(0, Ordering::Relaxed);
                     return;
                 }
                 let due = queue.waiting.front().map(|w| w.since + max_delay);

@@ -137,7 +137,9 @@ async fn receive_http(
 }
 
 /// Runs `serve` on a thread of its own with a listener on a loopback port; returns the port.
-fn serve_on_loopback<F>(serve: impl FnOnce(tokio::net::TcpListener) -> F + Send + 'static) -> u16
+pub(super) fn serve_on_loopback<F>(
+    serve: impl FnOnce(tokio::net::TcpListener) -> F + Send + 'static,
+) -> u16
 where
     F: Future<Output = ()>,
 {

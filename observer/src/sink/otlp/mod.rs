@@ -405,12 +405,13 @@ impl Exporter {
     }
 
     /// Sends `spans` until the receiver answers, the retry time (`give_up_at`) runs out, or
-    /// the sink stops it.
+    /// the sink stops it; `waiting` runs before each wait between attempts.
     fn deliver(
         &mut self,
         spans: &[EncodedSpan],
         give_up_at: Option<Instant>,
         shared: &Shared,
+        waiting: &mut dyn FnMut(),
     ) -> Delivery {
         let count = spans.len() as u64;
         let request = encode::export_request(spans, &self.resource);
@@ -445,6 +446,7 @@ impl Exporter {
                     if give_up_at.is_some_and(|limit| Instant::now() + wait > limit) {
                         return Delivery::Expired;
                     }
+                    waiting();
                     if !shared.pause(wait) {
                         return Delivery::Stopped;
                     }

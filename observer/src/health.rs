@@ -197,7 +197,7 @@ impl ExportHealth {
         [
             ("exported", "exported", self.exported),
             ("rejected", "rejected by the receiver", self.rejected),
-            ("expired", "given up after retrying", self.expired),
+            ("expired", "given up unsent", self.expired),
             ("pruned", "pruned from the store before export", self.pruned),
         ]
     }

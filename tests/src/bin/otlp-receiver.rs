@@ -1,14 +1,16 @@
 //! A real OTLP trace receiver for the fleet test, on the published OpenTelemetry protobufs
-//! (opentelemetry-proto): OTLP/gRPC in plaintext and over TLS requiring a client certificate
-//! (tonic), and OTLP/HTTP with protobuf bodies (axum), gzip accepted on both. A request without
+//! (opentelemetry-proto): OTLP/gRPC (tonic) and OTLP/HTTP with protobuf bodies (axum), each in
+//! plaintext and over TLS requiring a client certificate, gzip accepted on both. A request without
 //! the header `x-fleet-token: TOKEN` is refused (gRPC UNAUTHENTICATED, HTTP 401: errors an
 //! exporter must not retry).
 //!
-//! Usage: `otlp-receiver --dir DIR --token TOKEN [--grpc-port N] [--grpcs-port N] [--http-port N]`.
+//! Usage: `otlp-receiver --dir DIR --token TOKEN [--grpc-port N] [--grpcs-port N]
+//! [--http-port N] [--https-port N]`.
 //! The TLS files are made once in DIR (`ca.pem`, `server.pem`/`.key`, `client.pem`/`.key`) and
 //! reused by a restarted receiver. The first line on stdout is
-//! `listening grpc=ADDR grpcs=ADDR http=ADDR`; then one JSON line per accepted request, written
-//! before the answer: `{"request": N, "protocol": "grpc"|"grpcs"|"http", "compressed": BOOL,
+//! `listening grpc=ADDR grpcs=ADDR http=ADDR https=ADDR`; then one JSON line per accepted
+//! request, written before the answer: `{"request": N, "protocol": "grpc"|"grpcs"|"http"|"https",
+//! "compressed": BOOL,
 //! "spans": [{"span_id", "trace_id", "name", "host", "service"}]}` (hex ids, the resource's
 //! `host.name` and `service.name`).
 use std::{
@@ -32,7 +34,8 @@ use opentelemetry_proto::tonic::{
 };
 use prost::Message;
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::{TlsAcceptor, rustls, server::TlsStream};
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{
     codec::CompressionEncoding,
@@ -201,6 +204,61 @@ fn tls_files(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// HTTPS requiring a client certificate signed by the CA: the handshake made at accept.
+struct TlsListener {
+    tcp: TcpListener,
+    acceptor: TlsAcceptor,
+}
+
+impl TlsListener {
+    fn new(tcp: TcpListener, dir: &Path) -> Result<TlsListener> {
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(CertificateDer::from_pem_file(dir.join("ca.pem"))?)?;
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider.clone(),
+        )
+        .build()?;
+        let chain = CertificateDer::pem_file_iter(dir.join("server.pem"))?
+            .collect::<Result<Vec<_>, _>>()?;
+        let key = PrivateKeyDer::from_pem_file(dir.join("server.key"))?;
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain, key)?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(TlsListener {
+            tcp,
+            acceptor: TlsAcceptor::from(Arc::new(config)),
+        })
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((tcp, addr)) = self.tcp.accept().await else {
+                continue;
+            };
+            let handshake = self.acceptor.accept(tcp);
+            match tokio::time::timeout(std::time::Duration::from_secs(10), handshake).await {
+                Ok(Ok(tls)) => return (tls, addr),
+                Ok(Err(error)) => eprintln!("TLS handshake from {addr}: {error}"),
+                Err(_) => eprintln!("TLS handshake from {addr}: timed out"),
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.tcp.local_addr()
+    }
+}
+
 async fn bind(port: u16) -> Result<TcpListener> {
     TcpListener::bind((Ipv4Addr::LOCALHOST, port))
         .await
@@ -209,9 +267,10 @@ async fn bind(port: u16) -> Result<TcpListener> {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
-    let usage = "usage: otlp-receiver --dir DIR --token TOKEN [--grpc-port N] [--grpcs-port N] [--http-port N]";
+    let usage = "usage: otlp-receiver --dir DIR --token TOKEN [--grpc-port N] [--grpcs-port N] \
+                 [--http-port N] [--https-port N]";
     let (mut dir, mut token) = (None, None);
-    let (mut grpc_port, mut grpcs_port, mut http_port) = (0u16, 0u16, 0u16);
+    let [mut grpc_port, mut grpcs_port, mut http_port, mut https_port] = [0u16; 4];
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || {
@@ -224,6 +283,7 @@ async fn main() -> Result<()> {
             "--grpc-port" => grpc_port = value()?.parse()?,
             "--grpcs-port" => grpcs_port = value()?.parse()?,
             "--http-port" => http_port = value()?.parse()?,
+            "--https-port" => https_port = value()?.parse()?,
             other => bail!("unknown argument {other:?}; {usage}"),
         }
     }
@@ -239,15 +299,13 @@ async fn main() -> Result<()> {
         requests: requests.clone(),
     };
 
-    let (grpc, grpcs, http) = (
-        bind(grpc_port).await?,
-        bind(grpcs_port).await?,
-        bind(http_port).await?,
-    );
-    let addresses: Vec<SocketAddr> = [&grpc, &grpcs, &http]
+    let (grpc, grpcs) = (bind(grpc_port).await?, bind(grpcs_port).await?);
+    let (http, https) = (bind(http_port).await?, bind(https_port).await?);
+    let addresses: Vec<SocketAddr> = [&grpc, &grpcs, &http, &https]
         .iter()
         .map(|listener| listener.local_addr())
         .collect::<std::io::Result<_>>()?;
+    let https = TlsListener::new(https, &dir)?;
 
     let service = |protocol| {
         TraceServiceServer::new(receiver(protocol)).accept_compressed(CompressionEncoding::Gzip)
@@ -263,20 +321,24 @@ async fn main() -> Result<()> {
         .tls_config(tls)?
         .add_service(service("grpcs"))
         .serve_with_incoming(TcpListenerStream::new(grpcs));
-    let app = Router::new()
-        .route("/v1/traces", post(export_http))
-        .with_state(receiver("http"));
-    let http = axum::serve(http, app);
+    let app = |protocol| {
+        Router::new()
+            .route("/v1/traces", post(export_http))
+            .with_state(receiver(protocol))
+    };
+    let http = axum::serve(http, app("http"));
+    let https = axum::serve(https, app("https"));
 
     println!(
-        "listening grpc={} grpcs={} http={}",
-        addresses[0], addresses[1], addresses[2]
+        "listening grpc={} grpcs={} http={} https={}",
+        addresses[0], addresses[1], addresses[2], addresses[3]
     );
     std::io::stdout().flush()?;
     tokio::select! {
         result = plain => result.context("the gRPC server stopped")?,
         result = secure => result.context("the gRPC TLS server stopped")?,
         result = http => result.context("the HTTP server stopped")?,
+        result = https => result.context("the HTTPS server stopped")?,
     }
     Ok(())
 }

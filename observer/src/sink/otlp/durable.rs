@@ -145,7 +145,13 @@ fn export_stored(
             return Ok(());
         };
         if !batch.spans.is_empty() {
-            match exporter.deliver(&batch.spans, None, shared) {
+            // While the receiver is away, the backlog and what retention prunes stay current.
+            let mut refresh = || {
+                if let Err(error) = backlog.refresh(shared) {
+                    log::debug!("otlp: reading the export cursor failed: {error:#}");
+                }
+            };
+            match exporter.deliver(&batch.spans, None, shared, &mut refresh) {
                 Delivery::Answered => {}
                 Delivery::Expired | Delivery::Stopped => return Ok(()),
             }

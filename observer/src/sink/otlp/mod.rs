@@ -173,8 +173,9 @@ impl Sink for OtlpSink {
         Ok(())
     }
 
-    /// Sends what waits (from the store: everything stored so far), giving up after the flush
-    /// timeout when the receiver does not take it; then says what became of the spans.
+    /// At the end: sends what waits (from the store: everything stored so far), giving up
+    /// after the flush timeout when the receiver does not take it, stops the exporter and
+    /// says what became of the spans.
     fn flush(&mut self) -> anyhow::Result<()> {
         let ticket = {
             let mut state = self.shared.lock();
@@ -201,6 +202,7 @@ impl Sink for OtlpSink {
                 .0;
         }
         drop(state);
+        self.stop();
         self.report();
         Ok(())
     }
@@ -216,6 +218,15 @@ impl Sink for OtlpSink {
 }
 
 impl OtlpSink {
+    /// Stops the exporting thread (without the store, what it still holds is given up).
+    fn stop(&mut self) {
+        self.shared.lock().closing = true;
+        self.shared.changed.notify_all();
+        if let Some(worker) = self.worker.take() {
+            let _ = worker.join();
+        }
+    }
+
     /// The losses, if any, and what still waits, in the log.
     fn report(&self) {
         let health = self.health();
@@ -226,33 +237,24 @@ impl OtlpSink {
         }
         if health.expired > 0 {
             log::warn!(
-                "otlp: {} spans given up: {} did not take them in time",
+                "otlp: {} spans given up: {} did not take them in time (keep a store for no \
+                 loss)",
                 health.expired,
                 self.target.url
             );
         }
         if backlog > 0 {
-            match self.holds {
-                Holds::Store => log::info!(
-                    "otlp: {backlog} spans not exported yet stay in the store; the next start \
-                     sends them"
-                ),
-                Holds::Memory(_) => log::warn!(
-                    "otlp: {backlog} spans not exported are lost at exit (keep a store for no \
-                     loss)"
-                ),
-            }
+            log::info!(
+                "otlp: {backlog} spans not exported yet stay in the store; the next start sends \
+                 them"
+            );
         }
     }
 }
 
 impl Drop for OtlpSink {
     fn drop(&mut self) {
-        self.shared.lock().closing = true;
-        self.shared.changed.notify_all();
-        if let Some(worker) = self.worker.take() {
-            let _ = worker.join();
-        }
+        self.stop();
     }
 }
 
@@ -403,12 +405,13 @@ impl Exporter {
     }
 
     /// Sends `spans` until the receiver answers, the retry time (`give_up_at`) runs out, or
-    /// the sink stops it.
+    /// the sink stops it; `waiting` runs before each wait between attempts.
     fn deliver(
         &mut self,
         spans: &[EncodedSpan],
         give_up_at: Option<Instant>,
         shared: &Shared,
+        waiting: &mut dyn FnMut(),
     ) -> Delivery {
         let count = spans.len() as u64;
         let request = encode::export_request(spans, &self.resource);
@@ -443,6 +446,7 @@ impl Exporter {
                     if give_up_at.is_some_and(|limit| Instant::now() + wait > limit) {
                         return Delivery::Expired;
                     }
+                    waiting();
                     if !shared.pause(wait) {
                         return Delivery::Stopped;
                     }

@@ -101,6 +101,7 @@ pub(super) fn run(shared: &Shared, mut exporter: Exporter, max_elapsed: Duration
                     stats
                         .expired
                         .fetch_add(queue.len() as u64, Ordering::Relaxed);
+                    stats.backlog.store(0, Ordering::Relaxed);
                     return;
                 }
                 let due = queue.waiting.front().map(|w| w.since + max_delay);
@@ -118,7 +119,8 @@ pub(super) fn run(shared: &Shared, mut exporter: Exporter, max_elapsed: Duration
                 state = shared.wait_timeout(state, wait);
             }
         };
-        let delivery = exporter.deliver(&batch, Some(Instant::now() + max_elapsed), shared);
+        let give_up_at = Instant::now() + max_elapsed;
+        let delivery = exporter.deliver(&batch, Some(give_up_at), shared, &mut || {});
         let mut state = shared.lock();
         match delivery {
             Delivery::Answered => state.queue.settle(),

@@ -137,7 +137,9 @@ async fn receive_http(
 }
 
 /// Runs `serve` on a thread of its own with a listener on a loopback port; returns the port.
-fn serve_on_loopback<F>(serve: impl FnOnce(tokio::net::TcpListener) -> F + Send + 'static) -> u16
+pub(super) fn serve_on_loopback<F>(
+    serve: impl FnOnce(tokio::net::TcpListener) -> F + Send + 'static,
+) -> u16
 where
     F: Future<Output = ()>,
 {
@@ -535,7 +537,9 @@ fn spans_that_find_the_queue_full_are_dropped_and_counted() {
     assert_eq!((queue.dropped, queue.depth), (45, 5));
     // Still retrying when the flush gives up; what is left is lost at exit, and counted.
     sink.flush().unwrap();
-    drop(sink);
+    let queue = sink.queue().unwrap();
+    assert_eq!((queue.dropped, queue.depth), (45, 0));
+    assert_eq!(queue.export.unwrap().expired, 5);
     assert!(seen.accepted.lock().unwrap().is_empty());
 }
 

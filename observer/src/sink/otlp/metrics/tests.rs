@@ -1,8 +1,13 @@
+use std::sync::Mutex;
+
+use axum::{Router, body::Bytes, extract::State, routing::post};
 use opentelemetry_proto::tonic::{common::v1::any_value::Value as V, metrics::v1::Metric};
+use prost::Message;
 use serde_json::json;
 
 use super::*;
 use crate::{
+    config::{Env, OtlpConfig},
     health::{ExportHealth, PipelineTotals, QueueHealth},
     store::tests::span,
 };
@@ -150,4 +155,39 @@ fn reads_escaped_label_values() {
     assert_eq!(sample.value, 3.0);
     assert_eq!(parse_sample("y +Inf").unwrap().value, f64::INFINITY);
     assert!(parse_sample(r#"z{a="unterminated} 1"#).is_none());
+}
+
+#[test]
+fn metrics_are_exported_once_more_when_the_exporter_stops() {
+    type Received = Arc<Mutex<Vec<ExportMetricsServiceRequest>>>;
+    async fn receive(State(received): State<Received>, body: Bytes) {
+        let mut protobuf = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&body[..]), &mut protobuf)
+            .unwrap();
+        let request = ExportMetricsServiceRequest::decode(&protobuf[..]).unwrap();
+        received.lock().unwrap().push(request);
+    }
+    let received = Received::default();
+    let app = Router::new()
+        .route("/v1/metrics", post(receive))
+        .with_state(received.clone());
+    let port = super::super::tests::serve_on_loopback(|listener| async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    let configured = OtlpConfig {
+        endpoint: Some(format!("http://127.0.0.1:{port}")),
+        metrics: Some(true),
+        metrics_interval_secs: Some(3600),
+        ..OtlpConfig::default()
+    };
+    let export = OtlpConfig::resolve(Some(&configured), &Env(&|_| None))
+        .unwrap()
+        .unwrap();
+    let metrics = Metrics::new();
+    let exporter = export.start_metrics(metrics.clone()).unwrap().unwrap();
+    metrics.record_span(&span("a", "1", None, 1, json!({})));
+    drop(exporter);
+    let received = received.lock().unwrap();
+    assert_eq!(received.len(), 1, "the last export, at once");
+    metric(&received[0], "gen_ai.client.token.usage");
 }

@@ -5,7 +5,7 @@ pub mod seeds;
 mod bounded_heap;
 
 use std::{
-    collections::HashMap,
+    collections::BTreeMap,
     io,
     net::SocketAddr,
     sync::{Arc, Mutex},
@@ -18,7 +18,6 @@ use observer::{
     sink::{JsonlSink, PrettySink, Sink, otlp},
     span::Span,
 };
-use prost::Message;
 
 /// The client preface that opens every HTTP/2 connection.
 pub const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -226,8 +225,7 @@ impl Sink for OtlpEncoding {
     }
 
     fn flush(&mut self) -> anyhow::Result<()> {
-        let request = otlp::export_request(&self.spans, "fuzz", "fuzz-host", &HashMap::new());
-        let _ = request.encode_to_vec();
+        let _ = otlp::encode_request(&self.spans, &BTreeMap::new());
         Ok(())
     }
 }

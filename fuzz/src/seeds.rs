@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use observer::{
     capture::{CaptureEvent, Chunk, Direction, record::RecordReader},
     http::{ConnectionStage, Exchange},
-    reassemble::StreamInput,
     llm::framing::eventstream::encode,
+    reassemble::StreamInput,
 };
 use serde_json::json;
 

@@ -225,6 +225,29 @@ impl Span {
             .collect()
     }
 
+    /// One attribute, typed facts included, as [`Span::flat_attributes`] has it.
+    pub fn flat_attribute(&self, key: &str) -> Option<Cow<'_, Value>> {
+        match self.attributes.get(key) {
+            Some(value) => Some(Cow::Borrowed(value)),
+            None => self
+                .gen_ai
+                .attributes()
+                .find(|(typed, _)| *typed == key)
+                .map(|(_, value)| Cow::Owned(value)),
+        }
+    }
+
+    /// [`Span::flat_attributes`] written as one JSON object, without copying them first.
+    pub fn flat_attributes_json(&self) -> serde_json::Result<String> {
+        struct Flat<'a>(&'a Span);
+        impl Serialize for Flat<'_> {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.collect_map(self.0.flat_attributes())
+            }
+        }
+        serde_json::to_string(&Flat(self))
+    }
+
     /// An LLM call the process made, as opposed to a span the link stage inferred or a request
     /// of another protocol (MCP) the process made.
     pub fn is_call(&self) -> bool {

@@ -174,7 +174,7 @@ fn span_row(span: &Span) -> Result<Vec<SqlValue>> {
         SqlValue::Text(span.name.clone()),
         SqlValue::Integer(nanos_to_sql(span.start_time_unix_nano)),
         SqlValue::Integer(nanos_to_sql(span.end_time_unix_nano)),
-        SqlValue::Text(Value::Object(span.flat_attribute_map()).to_string()),
+        SqlValue::Text(span.flat_attributes_json()?),
         SqlValue::Text(span.kind.as_str().to_owned()),
         match span.links.as_slice() {
             [] => SqlValue::Null,
@@ -183,12 +183,10 @@ fn span_row(span: &Span) -> Result<Vec<SqlValue>> {
             ),
         },
     ];
-    let flat = span.flat_attribute_map();
-    row.extend(
-        ATTRIBUTE_COLUMNS
-            .iter()
-            .map(|(key, _)| flat.get(*key).map_or(SqlValue::Null, json_to_sql)),
-    );
+    row.extend(ATTRIBUTE_COLUMNS.iter().map(|(key, _)| {
+        span.flat_attribute(key)
+            .map_or(SqlValue::Null, |value| json_to_sql(&value))
+    }));
     Ok(row)
 }
 

@@ -66,6 +66,17 @@ impl Default for Batching {
     }
 }
 
+/// The protobuf body of one export request for `spans`, as the exporter would send it, with
+/// `resource` over the host's own attributes (for tools and fuzzing; the sink batches itself).
+pub fn encode_request(
+    spans: &[Span],
+    resource: &std::collections::BTreeMap<String, String>,
+) -> Vec<u8> {
+    use prost::Message;
+    let encoded: Vec<EncodedSpan> = spans.iter().map(EncodedSpan::new).collect();
+    encode::export_request(&encoded, &BaseResource::new(resource)).encode_to_vec()
+}
+
 /// A `Retry-After` or `RetryInfo` is honoured up to this long.
 const MAX_RECEIVER_WAIT: Duration = Duration::from_secs(300);
 

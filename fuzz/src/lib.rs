@@ -1,5 +1,7 @@
 //! Fuzz input driven through the observer's real pipeline (capture events in, spans out to the
-//! sinks), and the seeds each target starts from, derived from the recorded fixtures.
+//! sinks), and the seeds each target starts from, derived from the recorded fixtures; and
+//! executables for the analysis of the files discovery reads (`executables`).
+pub mod executables;
 pub mod seeds;
 
 mod bounded_heap;

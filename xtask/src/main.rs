@@ -99,7 +99,16 @@ fn main() -> Result<()> {
 }
 
 /// The cargo-fuzz targets in `fuzz/` (see fuzz/src/lib.rs for what each drives).
-const FUZZ_TARGETS: &[&str] = &["http1", "http2", "providers", "framings"];
+const FUZZ_TARGETS: &[&str] = &[
+    "http1",
+    "http2",
+    "providers",
+    "framings",
+    "elf",
+    "go",
+    "boringssl",
+    "symbols",
+];
 /// How long each target runs by default in `cargo xtask test`; OBSERVER_FUZZ_SECONDS
 /// overrides it; 0 still builds the targets (so they keep up with the code) but runs none.
 const FUZZ_SECONDS: u64 = 25;

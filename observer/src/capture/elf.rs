@@ -154,6 +154,8 @@ pub fn file_offset<'a, R: object::ReadRef<'a>>(
         let into = address
             .checked_sub(segment.address())
             .filter(|&into| into < size)?;
+        // Its header may claim more than the file holds.
+        segment.data().ok()?;
         offset.checked_add(into)
     })
 }

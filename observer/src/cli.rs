@@ -32,7 +32,7 @@ pub enum Command {
     Traces(TracesArgs),
     /// Draw one stored trace as a tree of its spans.
     Show(ShowArgs),
-    /// Serve the store as a JSON API over HTTP.
+    /// Serve the store as web pages (traces, calls, usage) and a JSON API over HTTP.
     Serve(ServeArgs),
 }
 
@@ -202,12 +202,19 @@ pub struct ShowArgs {
 pub struct ServeArgs {
     #[command(flatten)]
     pub db: DbArgs,
-    /// Address to listen on; anything but loopback needs --token.
+    /// Address to listen on; anything but loopback needs --auth-token.
     #[arg(long, default_value = "127.0.0.1:4319")]
     pub listen: SocketAddr,
-    /// Require `Authorization: Bearer TOKEN` on every request.
-    #[arg(long)]
-    pub token: Option<String>,
+    /// The token every request must carry (`Authorization: Bearer TOKEN`, or once in the
+    /// address for a browser) [default: a random one, printed with the address]. Other users
+    /// can read a command line: prefer the default, or OBSERVER_AUTH_TOKEN.
+    #[arg(long, alias = "token", value_name = "TOKEN", env = "OBSERVER_AUTH_TOKEN", hide_env_values = true)]
+    pub auth_token: Option<String>,
+    /// Answer every request without a token. Anyone who can reach the port (every user of
+    /// this host, on loopback) then reads every stored prompt and answer: for a single-user
+    /// machine only. Refused off loopback.
+    #[arg(long, conflicts_with = "auth_token")]
+    pub no_auth: bool,
 }
 
 #[derive(clap::Args)]

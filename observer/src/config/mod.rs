@@ -33,6 +33,7 @@ pub struct Config {
     pub content: ContentConfig,
     pub cost: CostConfig,
     pub metrics: MetricsConfig,
+    pub serve: ServeConfig,
     /// `capture` and `replay` show every span themselves; the daemon has no output of its own.
     #[serde(skip)]
     pub output: Option<OutputConfig>,
@@ -103,6 +104,29 @@ impl Default for MetricsConfig {
         MetricsConfig {
             enabled: true,
             listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+        }
+    }
+}
+
+/// The web view and JSON API over the store (`observer serve`), served by the daemon too;
+/// off by default. Every request needs the token unless `no_auth` (loopback only).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServeConfig {
+    pub enabled: bool,
+    pub listen: SocketAddr,
+    /// None: a random token, printed with the address at start.
+    pub auth_token: Option<String>,
+    pub no_auth: bool,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            enabled: false,
+            listen: SocketAddr::from(([127, 0, 0, 1], 4319)),
+            auth_token: None,
+            no_auth: false,
         }
     }
 }

@@ -9,6 +9,7 @@ fn the_shipped_example_parses() {
         Duration::from_secs(7 * 86_400)
     );
     assert!(config.otlp.is_some());
+    assert_eq!(config.serve, ServeConfig::default());
 }
 
 #[test]

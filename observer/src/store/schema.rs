@@ -71,6 +71,47 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE spans ADD COLUMN kind TEXT;
     ALTER TABLE spans ADD COLUMN links TEXT;
     "#,
+    // 3: what the web view lists and sums: each span's cost, container and writing host as
+    // columns; each trace's LLM calls, cost and process; traces paged newest first by
+    // (start, id).
+    r#"
+    ALTER TABLE spans ADD COLUMN cost_usd REAL;
+    ALTER TABLE spans ADD COLUMN container_id TEXT;
+    ALTER TABLE spans ADD COLUMN host TEXT;
+    UPDATE spans SET cost_usd = json_extract(attributes, '$."observer.cost.usd"'),
+                     container_id = json_extract(attributes, '$."container.id"');
+    CREATE INDEX spans_by_container ON spans(container_id, start_ns);
+    CREATE INDEX spans_by_host ON spans(host, start_ns);
+
+    ALTER TABLE traces ADD COLUMN call_count INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE traces ADD COLUMN cost_usd REAL NOT NULL DEFAULT 0;
+    ALTER TABLE traces ADD COLUMN process TEXT;
+    DROP INDEX traces_by_start;
+    CREATE INDEX traces_by_start_id ON traces(start_ns, trace_id);
+
+    DROP TRIGGER spans_insert_refreshes_trace;
+    DROP TRIGGER spans_delete_refreshes_trace;
+    DROP VIEW trace_rollup;
+    CREATE VIEW trace_rollup AS
+    SELECT s.trace_id,
+           (SELECT name FROM spans r WHERE r.trace_id = s.trace_id
+             ORDER BY r.parent_span_id IS NOT NULL, r.start_ns LIMIT 1),
+           min(s.start_ns), max(s.end_ns), count(*),
+           coalesce(sum(s.input_tokens), 0), coalesce(sum(s.output_tokens), 0),
+           count(s.error_type),
+           sum(s.provider IS NOT NULL AND coalesce(s.kind, 'CLIENT') = 'CLIENT'),
+           total(s.cost_usd),
+           max(s.exe_name)
+    FROM spans s GROUP BY s.trace_id;
+    CREATE TRIGGER spans_insert_refreshes_trace AFTER INSERT ON spans BEGIN
+        INSERT OR REPLACE INTO traces SELECT * FROM trace_rollup WHERE trace_id = NEW.trace_id;
+    END;
+    CREATE TRIGGER spans_delete_refreshes_trace AFTER DELETE ON spans BEGIN
+        DELETE FROM traces WHERE trace_id = OLD.trace_id;
+        INSERT INTO traces SELECT * FROM trace_rollup WHERE trace_id = OLD.trace_id;
+    END;
+    INSERT OR REPLACE INTO traces SELECT * FROM trace_rollup;
+    "#,
 ];
 
 pub const CURRENT_VERSION: u32 = MIGRATIONS.len() as u32;

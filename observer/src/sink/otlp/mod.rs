@@ -76,7 +76,7 @@ fn otlp_sink(config: &OtlpConfig, delivery: Delivery) -> anyhow::Result<Backgrou
             .service_name
             .clone()
             .unwrap_or_else(|| DEFAULT_SERVICE_NAME.to_string()),
-        host_name: host_name(),
+        host_name: crate::callers::host_name(),
         retry: delivery.retry,
         containers: HashMap::new(),
     };
@@ -90,12 +90,6 @@ fn traces_url(endpoint: &str) -> String {
     } else {
         format!("{base}/v1/traces")
     }
-}
-
-fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|name| name.trim().to_string())
-        .unwrap_or_default()
 }
 
 struct Exporter {

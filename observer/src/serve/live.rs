@@ -1,0 +1,62 @@
+//! Spans as they are written, as server-sent events: each client polls the store by rowid (a
+//! store written by another process, `observer capture --store` or the daemon, says nothing
+//! when it grows).
+use std::{convert::Infallible, time::Duration};
+
+use axum::{
+    extract::{Query as UrlQuery, State},
+    response::sse::{Event, KeepAlive, Sse},
+};
+use futures_util::stream::{self, Stream, StreamExt};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{
+    Shared,
+    api::{ApiError, spans_json, with_store},
+};
+
+/// How often the store is looked at for new rows.
+const POLL: Duration = Duration::from_secs(1);
+/// Spans sent in one event at most; more follow in the next.
+const BATCH: u32 = 500;
+
+#[derive(Deserialize)]
+pub struct LiveParams {
+    /// The last row the client has; new rows only when absent.
+    after: Option<i64>,
+}
+
+/// `ready` with the row to start after, then `spans` with each batch of new spans (without
+/// message text) and the last rowid sent.
+pub async fn events(
+    State(api): State<Shared>,
+    UrlQuery(params): UrlQuery<LiveParams>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let after = match params.after {
+        Some(after) => after,
+        None => with_store(api.clone(), |store| store.last_rowid()).await?,
+    };
+    let ready = Event::default()
+        .event("ready")
+        .data(json!({ "after": after }).to_string());
+    let batches = stream::unfold((api, after), |(api, after)| async move {
+        loop {
+            tokio::time::sleep(POLL).await;
+            let read = with_store(api.clone(), move |store| store.spans_after(after, BATCH)).await;
+            let Ok(rows) = read else {
+                // The store went away: end the stream; the page says it is no longer live.
+                return None;
+            };
+            let Some(&(last, _)) = rows.last() else {
+                continue;
+            };
+            let spans: Vec<_> = rows.into_iter().map(|(_, span)| span).collect();
+            let data = json!({ "last_rowid": last, "spans": spans_json(&spans, false) });
+            let event = Event::default().event("spans").data(data.to_string());
+            return Some((Ok(event), (api, last)));
+        }
+    });
+    let events = stream::once(async { Ok(ready) }).chain(batches);
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+}

@@ -5,6 +5,7 @@ use std::{convert::Infallible, time::Duration};
 
 use axum::{
     extract::{Query as UrlQuery, State},
+    http::HeaderMap,
     response::sse::{Event, KeepAlive, Sse},
 };
 use futures_util::stream::{self, Stream, StreamExt};
@@ -28,12 +29,17 @@ pub struct LiveParams {
 }
 
 /// `ready` with the row to start after, then `spans` with each batch of new spans (without
-/// message text) and the last rowid sent.
+/// message text), its id the last rowid sent: a browser reconnecting sends it back as
+/// `Last-Event-ID`, and misses nothing.
 pub async fn events(
     State(api): State<Shared>,
+    headers: HeaderMap,
     UrlQuery(params): UrlQuery<LiveParams>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let after = match params.after {
+    let resumed = headers
+        .get("last-event-id")
+        .and_then(|id| id.to_str().ok()?.parse().ok());
+    let after = match resumed.or(params.after) {
         Some(after) => after,
         None => with_store(api.clone(), |store| store.last_rowid()).await?,
     };
@@ -53,7 +59,10 @@ pub async fn events(
             };
             let spans: Vec<_> = rows.into_iter().map(|(_, span)| span).collect();
             let data = json!({ "last_rowid": last, "spans": spans_json(&spans, false) });
-            let event = Event::default().event("spans").data(data.to_string());
+            let event = Event::default()
+                .event("spans")
+                .id(last.to_string())
+                .data(data.to_string());
             return Some((Ok(event), (api, last)));
         }
     });

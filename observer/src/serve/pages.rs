@@ -16,6 +16,7 @@ use super::Shared;
 /// Each file as served: its name, type and content.
 const FILES: &[(&str, &str, &str)] = &[
     ("app.js", JS, include_str!("web/app.js")),
+    ("api.js", JS, include_str!("web/api.js")),
     ("format.js", JS, include_str!("web/format.js")),
     ("traces.js", JS, include_str!("web/traces.js")),
     ("trace.js", JS, include_str!("web/trace.js")),

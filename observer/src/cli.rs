@@ -132,7 +132,7 @@ pub struct RunArgs {
     /// Keep no store (export only).
     #[arg(long, conflicts_with = "store")]
     no_store: bool,
-    /// Delete spans older than this many days [default: 7].
+    /// Delete spans older than this many days, 0 for no limit [default: 7].
     #[arg(long, value_name = "DAYS")]
     retention_days: Option<u64>,
     /// Delete the oldest spans past this store size, 0 for no limit [default: 1024].
@@ -257,6 +257,8 @@ impl ReplayArgs {
     pub fn config(&self) -> Result<Config> {
         let flags = Flags {
             content: self.output.content.flags(),
+            // A recording's spans are as old as it is: a replay into a store keeps them.
+            retention_days: Some(0),
             ..self.export.flags()
         };
         Config::with_output(self.output.config()).overridden_by(flags)

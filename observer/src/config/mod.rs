@@ -62,7 +62,7 @@ impl Default for StoreConfig {
         StoreConfig {
             enabled: true,
             path: PathBuf::from(store::DEFAULT_PATH),
-            retention_days: retention.max_age.as_secs() / 86_400,
+            retention_days: retention.max_age.map_or(0, |age| age.as_secs() / 86_400),
             max_size_mb: retention.max_bytes.unwrap_or(0) >> 20,
         }
     }
@@ -71,7 +71,9 @@ impl Default for StoreConfig {
 impl StoreConfig {
     pub fn retention(&self) -> Retention {
         Retention {
-            max_age: Duration::from_secs(self.retention_days * 86_400),
+            // 0: no age limit
+            max_age: Some(Duration::from_secs(self.retention_days.saturating_mul(86_400)))
+                .filter(|age| !age.is_zero()),
             // 0: no size limit
             max_bytes: Some(self.max_size_mb << 20).filter(|&bytes| bytes > 0),
         }

@@ -6,7 +6,7 @@ fn the_shipped_example_parses() {
     let config = Config::load(&example).unwrap();
     assert_eq!(
         config.store.retention().max_age,
-        Duration::from_secs(7 * 86_400)
+        Some(Duration::from_secs(7 * 86_400))
     );
     assert!(config.otlp.is_some());
     assert_eq!(config.serve, ServeConfig::default());

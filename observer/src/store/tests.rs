@@ -224,7 +224,7 @@ fn prunes_by_age_and_keeps_traces_consistent() {
     let (_dir, path) = temp_db();
     let mut store = sample_store(&path);
     let retention = Retention {
-        max_age: Duration::from_secs(35),
+        max_age: Some(Duration::from_secs(35)),
         max_bytes: None,
     };
     let report = store
@@ -256,7 +256,7 @@ fn prunes_oldest_first_to_fit_the_size_limit() {
     store.insert(&spans).unwrap();
     let max_bytes = 1 << 20;
     let retention = Retention {
-        max_age: Duration::from_secs(86_400),
+        max_age: Some(Duration::from_secs(86_400)),
         max_bytes: Some(max_bytes),
     };
     let report = store

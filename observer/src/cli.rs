@@ -208,7 +208,13 @@ pub struct ServeArgs {
     /// The token every request must carry (`Authorization: Bearer TOKEN`, or once in the
     /// address for a browser) [default: a random one, printed with the address]. Other users
     /// can read a command line: prefer the default, or OBSERVER_AUTH_TOKEN.
-    #[arg(long, alias = "token", value_name = "TOKEN", env = "OBSERVER_AUTH_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        alias = "token",
+        value_name = "TOKEN",
+        env = "OBSERVER_AUTH_TOKEN",
+        hide_env_values = true
+    )]
     pub auth_token: Option<String>,
     /// Answer every request without a token. Anyone who can reach the port (every user of
     /// this host, on loopback) then reads every stored prompt and answer: for a single-user

@@ -191,7 +191,14 @@ try {
   const [program, ...args] = JSON.parse(process.env.LIVE_COMMAND);
   execFileSync(program, args, { stdio: 'inherit', timeout: 240000 });
   await page.waitForFunction((known) => [...document.querySelectorAll('table.traces tbody tr')]
-    .some((tr) => !known.includes(tr.dataset.traceId)), before, { timeout: 60000 });
+    .some((tr) => !known.includes(tr.dataset.traceId)), before, { timeout: 60000 })
+    .catch(async (error) => {
+      const badge = await page.textContent('#live');
+      const first = await page.$$eval('table.traces tbody tr', (trs) => trs.slice(0, 3).map((tr) => tr.dataset.traceId));
+      const server = (await api('/api/traces?limit=3')).traces.map((t) => t.trace_id);
+      console.log(`the server lists ${server}`);
+      throw new Error(`no new trace appeared (live badge: ${badge}; first rows ${first}; before ${before.slice(0, 3)}): ${error.message}`);
+    });
   check(await page.evaluate(() => window.__sameDocument === true), 'the page was not reloaded');
   const fresh = await page.$$eval('table.traces tbody tr.fresh', (trs) => trs.map((tr) => tr.dataset.traceId));
   check(fresh.some((id) => !before.includes(id)), 'the new traces are marked');

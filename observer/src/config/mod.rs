@@ -72,8 +72,10 @@ impl StoreConfig {
     pub fn retention(&self) -> Retention {
         Retention {
             // 0: no age limit
-            max_age: Some(Duration::from_secs(self.retention_days.saturating_mul(86_400)))
-                .filter(|age| !age.is_zero()),
+            max_age: Some(Duration::from_secs(
+                self.retention_days.saturating_mul(86_400),
+            ))
+            .filter(|age| !age.is_zero()),
             // 0: no size limit
             max_bytes: Some(self.max_size_mb << 20).filter(|&bytes| bytes > 0),
         }

@@ -367,6 +367,9 @@ fn condition(expression: &str, typing: Typing, filter: &Filter, sql: &mut Sql) -
                  ELSE {expression} {operator} {number} END)"
             )
         }
+        // A column converts a number to its own type; an expression over columns (`duration`,
+        // `tokens`) has no type of its own, and would compare a number with text.
+        (Typing::Column, Some(number)) => format!("{expression} {operator} {}", sql.bind(number)),
         _ => format!("{expression} {operator} {}", sql.bind(text)),
     }
 }

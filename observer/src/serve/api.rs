@@ -32,7 +32,7 @@ pub fn routes() -> Router<Shared> {
 }
 
 /// An error as the API answers it: a status and `{"error": "..."}`.
-pub struct ApiError(StatusCode, String);
+pub struct ApiError(pub StatusCode, pub String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {

@@ -38,7 +38,9 @@ impl Access {
             ),
             (None, true) => Ok(Access::Open),
             (Some(token), false) if token.trim().is_empty() => {
-                bail!("the auth token is empty: give a long random one, or leave it out to have one made")
+                bail!(
+                    "the auth token is empty: give a long random one, or leave it out to have one made"
+                )
             }
             (Some(token), false) => Ok(Access::Token(token)),
             (None, false) if !loopback => bail!(
@@ -111,7 +113,8 @@ pub async fn authorize(
     }
     if request.method() == Method::GET {
         let (in_address, rest) = split_token(request.uri().query().unwrap_or_default());
-        let in_address = in_address.map(|v| percent_encoding::percent_decode_str(v).decode_utf8_lossy());
+        let in_address =
+            in_address.map(|v| percent_encoding::percent_decode_str(v).decode_utf8_lossy());
         if in_address.is_some_and(|shown| same_secret(&shown, token)) {
             return take_token_into_cookie(&gate.cookie, token, request.uri().path(), &rest);
         }
@@ -224,10 +227,19 @@ mod tests {
             headers.insert(header::HOST, HeaderValue::from_str(value).unwrap());
             names_loopback(&headers)
         };
-        for good in ["127.0.0.1:4319", "localhost:4319", "[::1]:4319", "127.0.0.2"] {
+        for good in [
+            "127.0.0.1:4319",
+            "localhost:4319",
+            "[::1]:4319",
+            "127.0.0.2",
+        ] {
             assert!(host(good), "{good}");
         }
-        for bad in ["evil.example:4319", "10.0.0.1:4319", "localhost.evil.example"] {
+        for bad in [
+            "evil.example:4319",
+            "10.0.0.1:4319",
+            "localhost.evil.example",
+        ] {
             assert!(!host(bad), "{bad}");
         }
     }
@@ -244,10 +256,7 @@ mod tests {
             Access::choose(&loopback, None, false).unwrap(),
             Access::Token(made)
         );
-        assert_eq!(
-            Access::choose(&loopback, None, true).unwrap(),
-            Access::Open
-        );
+        assert_eq!(Access::choose(&loopback, None, true).unwrap(), Access::Open);
         let error = Access::choose(&public, None, false).unwrap_err();
         assert!(error.to_string().contains("--auth-token"), "{error}");
         assert!(Access::choose(&public, None, true).is_err());

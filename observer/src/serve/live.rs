@@ -1,6 +1,6 @@
-//! Spans as they are written, as server-sent events: each client polls the store by rowid (a
-//! store written by another process, `observer capture --store` or the daemon, says nothing
-//! when it grows).
+//! Spans as they are written, as server-sent events: each client polls the store by the
+//! spans' sequence numbers (a store written by another process, `observer capture --store` or
+//! the daemon, says nothing when it grows).
 use std::{convert::Infallible, time::Duration};
 
 use axum::{
@@ -24,13 +24,13 @@ const BATCH: u32 = 500;
 
 #[derive(Deserialize)]
 pub struct LiveParams {
-    /// The last row the client has; new rows only when absent.
+    /// The last sequence number the client has; only spans written from now on when absent.
     after: Option<i64>,
 }
 
 /// `ready` with the row to start after, then `spans` with each batch of new spans (without
-/// message text), its id the last rowid sent: a browser reconnecting sends it back as
-/// `Last-Event-ID`, and misses nothing.
+/// message text). Each event's id is the last sequence number the client has: a browser reconnecting
+/// sends it back as `Last-Event-ID`, and misses nothing.
 pub async fn events(
     State(api): State<Shared>,
     headers: HeaderMap,
@@ -41,24 +41,29 @@ pub async fn events(
         .and_then(|id| id.to_str().ok()?.parse().ok());
     let after = match resumed.or(params.after) {
         Some(after) => after,
-        None => with_store(api.clone(), |store| store.last_rowid()).await?,
+        None => with_store(api.clone(), |store| store.last_seq()).await?,
     };
     let ready = Event::default()
         .event("ready")
+        .id(after.to_string())
         .data(json!({ "after": after }).to_string());
     let batches = stream::unfold((api, after), |(api, after)| async move {
         loop {
             tokio::time::sleep(POLL).await;
             let read = with_store(api.clone(), move |store| store.spans_after(after, BATCH)).await;
-            let Ok(rows) = read else {
-                // The store went away: end the stream; the page says it is no longer live.
-                return None;
+            let rows = match read {
+                Ok(rows) => rows,
+                // Busy or briefly unreadable (a writer checkpointing): look again next time.
+                Err(ApiError(_, error)) => {
+                    log::warn!("live view: reading new spans: {error}");
+                    continue;
+                }
             };
             let Some(&(last, _)) = rows.last() else {
                 continue;
             };
             let spans: Vec<_> = rows.into_iter().map(|(_, span)| span).collect();
-            let data = json!({ "last_rowid": last, "spans": spans_json(&spans, false) });
+            let data = json!({ "last_seq": last, "spans": spans_json(&spans, false) });
             let event = Event::default()
                 .event("spans")
                 .id(last.to_string())

@@ -22,7 +22,11 @@ const FILES: &[(&str, &str, &str)] = &[
     ("trace.js", JS, include_str!("web/trace.js")),
     ("call.js", JS, include_str!("web/call.js")),
     ("usage.js", JS, include_str!("web/usage.js")),
-    ("style.css", "text/css; charset=utf-8", include_str!("web/style.css")),
+    (
+        "style.css",
+        "text/css; charset=utf-8",
+        include_str!("web/style.css"),
+    ),
     ("icon.svg", "image/svg+xml", include_str!("web/icon.svg")),
 ];
 const JS: &str = "text/javascript; charset=utf-8";

@@ -1,6 +1,6 @@
 //! What the web view asks of the store besides lists of traces and spans: the values worth
 //! filtering on, usage over time, the spans that link to a span, and the spans written since
-//! it last looked (by rowid, which only grows: retention deletes the oldest rows).
+//! it last looked (by `seq`, which only grows: it is never reused, pruned rows' included).
 use anyhow::{Result, bail};
 use rusqlite::{params, types::Value as SqlValue};
 use serde::Serialize;
@@ -184,20 +184,19 @@ impl Store {
             .collect())
     }
 
-    /// The newest row so far (0 for an empty store).
-    pub fn last_rowid(&self) -> Result<i64> {
+    /// The sequence number of the newest span so far (0 for an empty store).
+    pub fn last_seq(&self) -> Result<i64> {
         Ok(self
             .connection
-            .query_row("SELECT ifnull(max(rowid), 0) FROM spans", [], |row| {
+            .query_row("SELECT ifnull(max(seq), 0) FROM spans", [], |row| {
                 row.get(0)
             })?)
     }
 
-    /// Spans written after row `after`, oldest first, at most `limit`, with their rowids.
+    /// Spans written after sequence number `after`, oldest first, at most `limit`, with theirs.
     pub fn spans_after(&self, after: i64, limit: u32) -> Result<Vec<(i64, Span)>> {
-        let sql = format!(
-            "SELECT {SPAN_COLUMNS}, rowid FROM spans WHERE rowid > ?1 ORDER BY rowid LIMIT ?2"
-        );
+        let sql =
+            format!("SELECT {SPAN_COLUMNS}, seq FROM spans WHERE seq > ?1 ORDER BY seq LIMIT ?2");
         let mut statement = self.connection.prepare_cached(&sql)?;
         let rows = statement.query_map(params![after, limit], |row| {
             Ok((row.get(9)?, span_from_row(row)?))

@@ -100,9 +100,10 @@ try {
   await shot('traces');
   passed(`trace list: ${rows.length} rows match the API (tokens, calls, spans, errors, cost, duration)`);
 
-  // Into the agent run with the most spans: the waterfall matches the trace's spans.
-  const agent = [...listed].filter((t) => t.root_name === 'invoke_agent' || t.span_count > 1)
-    .sort((a, b) => b.span_count - a.span_count)[0];
+  // Into an agent run, one with a tool when the store has one: the waterfall matches its spans.
+  const tool = (await api('/api/spans?where=name:contains:execute_tool&limit=1')).spans[0];
+  const agent = tool ? listed.find((t) => t.trace_id === tool.trace_id)
+    : [...listed].filter((t) => t.span_count > 1).sort((a, b) => b.span_count - a.span_count)[0];
   check(agent, 'an agent run (a trace of several spans) is listed');
   await page.click(`tr[data-trace-id="${agent.trace_id}"] a[data-field="name"]`);
   await page.waitForSelector('.waterfall .wf-row[data-span-id]', WAIT);
@@ -135,8 +136,18 @@ try {
   check(shownInt(facts.spans) === spans.length, 'trace spans');
   const kinds = new Set(bars.map((b) => b.kind));
   check(kinds.has('agent') && kinds.has('llm'), `the run shows its agent root and LLM calls (${[...kinds]})`);
+  check(!tool || kinds.has('tool'), 'the run shows its tool');
   await shot('trace');
   passed(`waterfall: ${bars.length} spans (${[...kinds].join(', ')}) match the API; totals match`);
+
+  // A streamed call marks its first chunk on the waterfall.
+  const streamed = (await api('/api/spans?where=gen_ai.response.time_to_first_chunk:gt:0&limit=1')).spans[0];
+  check(streamed, 'the store holds a streamed call');
+  await page.evaluate((href) => { location.hash = href; }, `#/trace/${streamed.trace_id}`);
+  await page.waitForSelector(`.wf-row[data-span-id="${streamed.span_id}"] .ttfc`, WAIT);
+  await page.goBack();
+  await page.waitForSelector('.waterfall .wf-row[data-span-id]', WAIT);
+  passed('a streamed call shows its time to first chunk');
 
   // Into the last LLM call of the run: the conversation and the numbers of the span.
   const lastCall = bars.filter((b) => b.kind === 'llm').at(-1);

@@ -457,8 +457,11 @@ pub fn traces_sql(query: &Query, now_ns: u64) -> Result<Sql> {
             None => {
                 let (expression, typing) = span_expression(&filter.field, &mut sql);
                 let matches = condition(&expression, typing, filter, &mut sql);
+                // Each trace's spans through their trace index: left to itself SQLite may walk
+                // the filtered column's index instead, for every trace (seconds at 100k spans).
                 format!(
-                    "EXISTS (SELECT 1 FROM spans WHERE spans.trace_id = t.trace_id AND {matches})"
+                    "EXISTS (SELECT 1 FROM spans INDEXED BY spans_by_trace \
+                     WHERE spans.trace_id = t.trace_id AND {matches})"
                 )
             }
         });

@@ -70,7 +70,7 @@ async function load(view) {
 
 // Stacked bars: one per bucket, a segment per key, `value` of each point.
 function chart(title, usage, keys, color, value, format) {
-  const W = 900; const H = 200; const left = 70; const bottom = 24;
+  const W = 900; const H = 200; const left = 70; const bottom = 24; const top = 12;
   const buckets = Math.ceil((usage.to_ns - usage.from_ns) / usage.bucket_ns);
   const stacks = new Map();
   for (const p of usage.points) {
@@ -80,7 +80,7 @@ function chart(title, usage, keys, color, value, format) {
   const max = Math.max(...[...stacks.values()].map((ps) => ps.reduce((s, p) => s + value(p), 0)), 0);
   const plot = svg('svg', { viewBox: `0 0 ${W} ${H}`, class: 'chart', role: 'img', 'aria-label': title });
   const width = (W - left) / buckets;
-  const y = (v) => (max > 0 ? (H - bottom) * (1 - v / max) : H - bottom);
+  const y = (v) => (max > 0 ? top + (H - bottom - top) * (1 - v / max) : H - bottom);
   for (let i = 0; i <= 4; i += 1) {
     const v = max * i / 4;
     plot.append(svg('line', { x1: left, x2: W, y1: y(v), y2: y(v), class: 'grid' }),
@@ -92,11 +92,11 @@ function chart(title, usage, keys, color, value, format) {
     for (const key of keys) {
       const p = points.find((q) => q.key === key);
       if (!p || value(p) <= 0) continue;
-      const top = base + value(p);
-      plot.append(svg('rect', { x: left + bucket * width + 1, width: Math.max(width - 2, 1), y: y(top),
-        height: Math.max(y(base) - y(top), 0.5), fill: color.get(key) },
+      const upper = base + value(p);
+      plot.append(svg('rect', { x: left + bucket * width + 1, width: Math.max(width - 2, 1), y: y(upper),
+        height: Math.max(y(base) - y(upper), 0.5), fill: color.get(key) },
       svg('title', {}, `${fmtTime(at)} · ${key || '(unknown)'}: ${format(value(p))}`)));
-      base = top;
+      base = upper;
     }
   }
   plot.append(svg('text', { x: left, y: H - 6, class: 'tick' }, fmtTime(usage.from_ns)),

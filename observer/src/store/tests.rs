@@ -7,7 +7,7 @@ use std::{
 use serde_json::{Map, Value, json};
 
 use super::*;
-use crate::query::{Filter, OrderBy, Query};
+use crate::query::{Cursor, Filter, OrderBy, Query};
 use crate::span::GenAi;
 
 const SECOND: u64 = 1_000_000_000;
@@ -450,7 +450,7 @@ fn pages_traces_newest_first_by_cursor() {
         let Some(last) = page.last().filter(|_| page.len() == 3) else {
             break;
         };
-        query.before = Some(crate::query::Cursor {
+        query.before = Some(Cursor {
             start_ns: last.start_time_unix_nano,
             trace_id: last.trace_id.clone(),
         });
@@ -534,7 +534,7 @@ fn finds_the_spans_linking_to_a_span() {
     let mut store = open(&path);
     let first = span("a", "1", None, 20, json!({}));
     let mut second = span("a", "2", None, 10, json!({}));
-    second.links.push(crate::span::SpanLink {
+    second.links.push(SpanLink {
         trace_id: first.trace_id.clone(),
         span_id: first.span_id.clone(),
         attributes: json!({"observer.link.reason": "same_thread"})

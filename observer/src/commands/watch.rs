@@ -91,6 +91,7 @@ async fn serve_metrics(addr: SocketAddr, metrics: &Arc<Metrics>) -> Result<()> {
     Ok(())
 }
 
+/// Binds the web view, prints its address (with the token) and serves it in the background.
 async fn serve_web_view(web: WebView) -> Result<()> {
     let server = serve::bind(web.store, web.access, web.listen).await?;
     eprintln!("web view: {}", server.url);

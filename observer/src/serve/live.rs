@@ -50,7 +50,10 @@ pub async fn events(
     let batches = stream::unfold((api, after), |(api, after)| async move {
         loop {
             tokio::time::sleep(POLL).await;
-            let read = with_store(api.clone(), move |store| store.spans_after(after, BATCH)).await;
+            let read = with_store(api.clone(), move |store| {
+                store.spans_written_after(after, BATCH)
+            })
+            .await;
             let rows = match read {
                 Ok(rows) => rows,
                 // Busy or briefly unreadable (a writer checkpointing): look again next time.

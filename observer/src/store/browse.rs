@@ -194,7 +194,7 @@ impl Store {
     }
 
     /// Spans written after sequence number `after`, oldest first, at most `limit`, with theirs.
-    pub fn spans_after(&self, after: i64, limit: u32) -> Result<Vec<(i64, Span)>> {
+    pub fn spans_written_after(&self, after: i64, limit: u32) -> Result<Vec<(i64, Span)>> {
         let sql =
             format!("SELECT {SPAN_COLUMNS}, seq FROM spans WHERE seq > ?1 ORDER BY seq LIMIT ?2");
         let mut statement = self.connection.prepare_cached(&sql)?;

@@ -522,7 +522,7 @@ fn sequence_numbers_are_never_reused() {
         .unwrap();
     let after = store.last_seq().unwrap();
     store.insert(&[span("z", "9", None, 1, json!({}))]).unwrap();
-    let new = store.spans_after(after, 10).unwrap();
+    let new = store.spans_written_after(after, 10).unwrap();
     assert_eq!(new.len(), 1);
     assert_eq!(new[0].1.span_id, format!("{:0>16}", "9"));
     assert!(new[0].0 > last);

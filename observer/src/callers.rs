@@ -7,6 +7,13 @@ use crate::{
     span::{Endpoints, ProcessInfo},
 };
 
+/// This machine's name (`host.name`), empty when the kernel does not say.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_string())
+        .unwrap_or_default()
+}
+
 /// Processes remembered for naming spans; past this they are forgotten.
 const MAX_PROCESSES: usize = 65_536;
 /// Connections whose socket addresses are remembered; past this they are forgotten.

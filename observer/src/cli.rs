@@ -34,7 +34,7 @@ pub enum Command {
     Traces(TracesArgs),
     /// Draw one stored trace as a tree of its spans.
     Show(ShowArgs),
-    /// Serve the store as a JSON API over HTTP.
+    /// Serve the store as web pages (traces, calls, usage) and a JSON API over HTTP.
     Serve(ServeArgs),
 }
 
@@ -143,7 +143,7 @@ pub struct RunArgs {
     /// Keep no store (export only).
     #[arg(long, conflicts_with = "store")]
     no_store: bool,
-    /// Delete spans older than this many days [default: 7].
+    /// Delete spans older than this many days, 0 for no limit [default: 7].
     #[arg(long, value_name = "DAYS")]
     retention_days: Option<u64>,
     /// Delete the oldest spans past this store size, 0 for no limit [default: 1024].
@@ -213,12 +213,25 @@ pub struct ShowArgs {
 pub struct ServeArgs {
     #[command(flatten)]
     pub db: DbArgs,
-    /// Address to listen on; anything but loopback needs --token.
+    /// Address to listen on; anything but loopback needs --auth-token.
     #[arg(long, default_value = "127.0.0.1:4319")]
     pub listen: SocketAddr,
-    /// Require `Authorization: Bearer TOKEN` on every request.
-    #[arg(long)]
-    pub token: Option<String>,
+    /// The token every request must carry (`Authorization: Bearer TOKEN`, or once in the
+    /// address for a browser) [default: a random one, printed with the address]. Other users
+    /// can read a command line: prefer the default, or OBSERVER_AUTH_TOKEN.
+    #[arg(
+        long,
+        alias = "token",
+        value_name = "TOKEN",
+        env = "OBSERVER_AUTH_TOKEN",
+        hide_env_values = true
+    )]
+    pub auth_token: Option<String>,
+    /// Answer every request without a token. Anyone who can reach the port (every user of
+    /// this host, on loopback) then reads every stored prompt and answer: for a single-user
+    /// machine only. Refused off loopback.
+    #[arg(long, conflicts_with = "auth_token")]
+    pub no_auth: bool,
 }
 
 #[derive(clap::Args)]
@@ -261,6 +274,8 @@ impl ReplayArgs {
     pub fn config(&self) -> Result<Config> {
         let flags = Flags {
             content: self.output.content.flags(),
+            // A recording's spans are as old as it is: a replay into a store keeps them.
+            retention_days: Some(0),
             ..self.export.flags()
         };
         Config::with_output(self.output.config()).overridden_by(flags)

@@ -1,7 +1,7 @@
 """Calls with Python's standard library only (http.client, one kept-alive connection; HTTPS or,
 when MOCK_BASE is http://, plaintext).
 
-Usage: stdlib_calls.py SCENARIO...   (chat_json, messages_json, chat_after_download,
+Usage: stdlib_calls.py SCENARIO...   (chat_json, chat_markup, messages_json, chat_after_download,
 big_stream_paused)
 """
 
@@ -37,6 +37,28 @@ def chat_json(name):
     )
     choice = body["choices"][0]
     emit(name, path="/v1/chat/completions", model="gpt-4o", prompt=prompt, stream=False, temperature=0.5,
+         status=status, response_id=body["id"], response_model=body["model"],
+         text=choice["message"]["content"], tool_calls=[], finish_reason=choice["finish_reason"],
+         input_tokens=body["usage"]["prompt_tokens"], output_tokens=body["usage"]["completion_tokens"])
+
+
+# Markup and script in a prompt (and so in the mock's answer, which repeats its first words):
+# whatever shows it (the web view) must show it as text.
+MARKUP = ('<img src=x onerror="window.__injected=1;alert(1)"> <script>window.__injected=2</script> '
+          '<b>bold?</b> <a href="javascript:alert(3)">link</a>')
+
+
+def chat_markup(name):
+    prompt = "%s %s what is the capital of France?" % (MARKUP, name)
+    status, body = post(
+        "/v1/chat/completions",
+        {"model": "gpt-4o", "messages": [
+            {"role": "system", "content": '</pre><svg onload="window.__injected=4">'},
+            {"role": "user", "content": prompt}]},
+        {"authorization": "Bearer " + API_KEY},
+    )
+    choice = body["choices"][0]
+    emit(name, path="/v1/chat/completions", model="gpt-4o", prompt=prompt, stream=False,
          status=status, response_id=body["id"], response_model=body["model"],
          text=choice["message"]["content"], tool_calls=[], finish_reason=choice["finish_reason"],
          input_tokens=body["usage"]["prompt_tokens"], output_tokens=body["usage"]["completion_tokens"])
@@ -83,7 +105,7 @@ def big_stream_paused(name):
     response.read()
 
 
-run_scenarios({"chat_json": chat_json, "messages_json": messages_json,
+run_scenarios({"chat_json": chat_json, "chat_markup": chat_markup, "messages_json": messages_json,
                "chat_after_download": chat_after_download,
                "big_stream_paused": big_stream_paused}, sys.argv[1:])
 conn.close()

@@ -12,13 +12,15 @@ use clap::{Parser, Subcommand};
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// Programs from npm the end-to-end tests run: Bun and the Claude Code CLI (a Bun-compiled
-/// executable), both with BoringSSL and no symbols, and the official OpenAI and Anthropic Node
-/// SDKs (run by Debian's node). Installed under target/npm.
+/// executable), both with BoringSSL and no symbols, the official OpenAI and Anthropic Node
+/// SDKs (run by Debian's node), and playwright-core, which drives Debian's chromium for the web
+/// view's test (it downloads no browser of its own). Installed under target/npm.
 const NPM_TEST_PROGRAMS: &[&str] = &[
     "bun@1.4.5",
     "@anthropic-ai/claude-code@2.1.197",
     "openai@7.60.0",
     "@anthropic-ai/sdk@1.17.0",
+    "playwright-core@1.65.2",
 ];
 
 #[derive(Parser)]
@@ -67,6 +69,7 @@ fn main() -> Result<()> {
             setup()?;
             python_env(&root)?;
             go_toolchain()?;
+            chromium()?;
             npm_programs(&root)?;
             build(&root)?;
             // A filtered run is someone chasing one test, not the whole suite.
@@ -367,6 +370,18 @@ fn go_toolchain() -> Result<()> {
     run(Command::new("apt-get").args(["update", "-qq"]))?;
     run(Command::new("apt-get")
         .args(["install", "-y", "-qq", "golang-go"])
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+/// Debian's chromium, the browser the web view's end-to-end test drives (headless).
+fn chromium() -> Result<()> {
+    if Path::new("/usr/bin/chromium").is_file() {
+        return Ok(());
+    }
+    step("installing chromium (Debian's) for the web view's browser test");
+    run(Command::new("apt-get").args(["update", "-qq"]))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-qq", "chromium"])
         .env("DEBIAN_FRONTEND", "noninteractive"))
 }
 

@@ -9,7 +9,9 @@ use observer::{
     capture::record::{RecordReader, RecordWriter},
     config::Config,
     pipeline::Pipeline,
+    serve::Access,
     sink::SummarySink,
+    store::Store,
 };
 
 pub use stored::{serve, show, traces};
@@ -38,6 +40,7 @@ fn watch_live(config: Config, record: Option<PathBuf>, command: Vec<String>) -> 
     let otlp_metrics = config
         .otlp_export()?
         .filter(|export| export.metrics.is_some());
+    let web = web_view(&config)?;
     let watch = watch::Watch {
         pids: config.filters.pids,
         comms: config.filters.comms,
@@ -45,8 +48,25 @@ fn watch_live(config: Config, record: Option<PathBuf>, command: Vec<String>) -> 
         recorder,
         metrics_addr: config.metrics.enabled.then_some(config.metrics.listen),
         otlp_metrics,
+        web,
     };
     watch::watch_and_report(watch, llm, sinks)
+}
+
+/// The web view over the store being written, when `[serve]` asks for it.
+fn web_view(config: &Config) -> Result<Option<watch::WebView>> {
+    let serve = &config.serve;
+    if !serve.enabled {
+        return Ok(None);
+    }
+    if !config.store.enabled {
+        anyhow::bail!("[serve] shows the store, which is off: enable [store] or disable [serve]");
+    }
+    Ok(Some(watch::WebView {
+        access: Access::choose(&serve.listen, serve.auth_token.clone(), serve.no_auth)?,
+        store: Store::open_existing(&config.store.path)?,
+        listen: serve.listen,
+    }))
 }
 
 pub fn replay(args: ReplayArgs) -> Result<ExitCode> {

@@ -1,14 +1,14 @@
 //! The commands that read the store: `traces`, `show` and `serve`.
 use std::{io::IsTerminal, process::ExitCode};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use observer::{
     query::{
         Filter, Query,
         render::{self, Style},
         tree::{self, AttributeSelection},
     },
-    serve as api,
+    serve::{self as web, Access},
     store::Store,
 };
 
@@ -26,6 +26,7 @@ pub fn traces(args: TracesArgs) -> Result<ExitCode> {
         limit: args.limit,
         offset: args.offset,
         order_by: args.order_by,
+        before: None,
     };
     let output = match (args.spans, args.format) {
         (false, ListFormat::Table) => render::traces_table(&store.traces(&query)?),
@@ -71,22 +72,20 @@ pub fn show(args: ShowArgs) -> Result<ExitCode> {
 }
 
 pub fn serve(args: ServeArgs) -> Result<ExitCode> {
-    api::check_exposure(&args.listen, args.token.as_deref())?;
+    let access = Access::choose(&args.listen, args.auth_token, args.no_auth)?;
     let store = Store::open_existing(&args.db.db)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind(args.listen)
-            .await
-            .with_context(|| format!("listening on {}", args.listen))?;
+        let server = web::bind(store, access, args.listen).await?;
         eprintln!(
-            "serving {} on http://{}/api/traces (stop with Ctrl-C)",
+            "serving {} at {} (stop with Ctrl-C)",
             args.db.db.display(),
-            listener.local_addr()?
+            server.url
         );
-        api::serve(listener, api::router(store, args.token)).await
+        server.run().await
     })?;
     Ok(ExitCode::SUCCESS)
 }

@@ -34,6 +34,15 @@ pub struct Watch {
     pub metrics_addr: Option<SocketAddr>,
     /// The metrics' export over OTLP, if configured.
     pub otlp_metrics: Option<OtlpExport>,
+    /// The web view over the store, if asked for.
+    pub web: Option<WebView>,
+}
+
+/// `[serve]`: the store as pages and a JSON API, while it is written.
+pub struct WebView {
+    pub store: store::Store,
+    pub access: serve::Access,
+    pub listen: SocketAddr,
 }
 
 /// Captures until stopped, feeding `sinks`, then prints the summary.
@@ -70,7 +79,7 @@ pub fn watch_and_report(
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let code = runtime.block_on(watch_until_done(&watch, &capture, metrics.as_ref()))?;
+    let code = runtime.block_on(watch_until_done(&mut watch, &capture, metrics.as_ref()))?;
 
     let stats = capture.stop();
     let report = pipeline
@@ -91,10 +100,22 @@ async fn serve_metrics(addr: SocketAddr, metrics: &Arc<Metrics>) -> Result<()> {
     Ok(())
 }
 
+/// Binds the web view, prints its address (with the token) and serves it in the background.
+async fn serve_web_view(web: WebView) -> Result<()> {
+    let server = serve::bind(web.store, web.access, web.listen).await?;
+    eprintln!("web view: {}", server.url);
+    tokio::spawn(async move {
+        if let Err(error) = server.run().await {
+            log::error!("the web view stopped: {error:#}");
+        }
+    });
+    Ok(())
+}
+
 /// Serves the metrics, starts the command, if any, says it is ready, and waits for the command
 /// to exit or for Ctrl-C or SIGTERM; the exit code is the command's.
 async fn watch_until_done(
-    watch: &Watch,
+    watch: &mut Watch,
     capture: &LiveCapture,
     metrics: Option<&Arc<Metrics>>,
 ) -> Result<ExitCode> {
@@ -102,6 +123,9 @@ async fn watch_until_done(
     let mut sigterm = signal(SignalKind::terminate())?;
     if let (Some(addr), Some(metrics)) = (watch.metrics_addr, metrics) {
         serve_metrics(addr, metrics).await?;
+    }
+    if let Some(web) = watch.web.take() {
+        serve_web_view(web).await?;
     }
     let kernel_health = read_kernel_health(capture, metrics);
     tokio::pin!(kernel_health);

@@ -37,6 +37,7 @@ pub struct Config {
     pub content: ContentConfig,
     pub cost: CostConfig,
     pub metrics: MetricsConfig,
+    pub serve: ServeConfig,
     /// `capture` and `replay` show every span themselves; the daemon has no output of its own.
     #[serde(skip)]
     pub output: Option<OutputConfig>,
@@ -65,7 +66,7 @@ impl Default for StoreConfig {
         StoreConfig {
             enabled: true,
             path: PathBuf::from(store::DEFAULT_PATH),
-            retention_days: retention.max_age.as_secs() / 86_400,
+            retention_days: retention.max_age.map_or(0, |age| age.as_secs() / 86_400),
             max_size_mb: retention.max_bytes.unwrap_or(0) >> 20,
         }
     }
@@ -74,7 +75,11 @@ impl Default for StoreConfig {
 impl StoreConfig {
     pub fn retention(&self) -> Retention {
         Retention {
-            max_age: Duration::from_secs(self.retention_days * 86_400),
+            // 0: no age limit
+            max_age: Some(Duration::from_secs(
+                self.retention_days.saturating_mul(86_400),
+            ))
+            .filter(|age| !age.is_zero()),
             // 0: no size limit
             max_bytes: Some(self.max_size_mb << 20).filter(|&bytes| bytes > 0),
         }
@@ -94,6 +99,29 @@ impl Default for MetricsConfig {
         MetricsConfig {
             enabled: true,
             listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+        }
+    }
+}
+
+/// The web view and JSON API over the store (`observer serve`), served by the daemon too;
+/// off by default. Every request needs the token unless `no_auth` (loopback only).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServeConfig {
+    pub enabled: bool,
+    pub listen: SocketAddr,
+    /// None: a random token, printed with the address at start.
+    pub auth_token: Option<String>,
+    pub no_auth: bool,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            enabled: false,
+            listen: SocketAddr::from(([127, 0, 0, 1], 4319)),
+            auth_token: None,
+            no_auth: false,
         }
     }
 }

@@ -6,7 +6,7 @@ fn the_shipped_example_parses() {
     let config = Config::load(&example).unwrap();
     assert_eq!(
         config.store.retention().max_age,
-        Duration::from_secs(7 * 86_400)
+        Some(Duration::from_secs(7 * 86_400))
     );
     assert_eq!(
         config.otlp, None,
@@ -26,6 +26,7 @@ fn the_shipped_example_parses() {
     let otlp: OtlpConfig = toml::from_str(&section).unwrap();
     assert_eq!(otlp.endpoint.as_deref(), Some("http://127.0.0.1:4318"));
     assert_eq!(otlp.metrics, Some(false));
+    assert_eq!(config.serve, ServeConfig::default());
 }
 
 #[test]

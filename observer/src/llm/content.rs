@@ -41,7 +41,7 @@ impl Default for ContentOptions {
 }
 
 /// Attributes that carry what users and models wrote.
-const MESSAGE_ATTRIBUTES: &[&str] = &[
+pub const MESSAGE_ATTRIBUTES: &[&str] = &[
     attr::INPUT_MESSAGES,
     attr::OUTPUT_MESSAGES,
     attr::SYSTEM_INSTRUCTIONS,

@@ -3,7 +3,7 @@ use std::collections::{HashMap, HashSet};
 
 use serde_json::{Value, json};
 
-use crate::span::Span;
+use crate::span::{Span, SpanLink};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct SpanNode {
@@ -69,9 +69,11 @@ pub fn span_json(span: &Span, selection: &AttributeSelection) -> Value {
         "span_id": span.span_id,
         "parent_span_id": span.parent_span_id,
         "name": span.name,
+        "kind": span.kind.as_str(),
         "start_time_unix_nano": span.start_time_unix_nano,
         "end_time_unix_nano": span.end_time_unix_nano,
         "attributes": attributes,
+        "links": span.links.iter().map(SpanLink::to_json).collect::<Vec<_>>(),
     })
 }
 

@@ -1,6 +1,7 @@
-//! The store as an exporter's queue: each exporter has a cursor (the rowid of the last span
-//! its receiver accepted), moved only after the receiver answered, so spans stored after it
-//! wait in the store across outages and restarts.
+//! The store as a queue for its readers. Spans are numbered in the order they were stored, by a
+//! rowid never reused (the `seq` column), so a reader following new rows misses none. Each
+//! exporter has a cursor (the number of the last span its receiver accepted), moved only after
+//! the receiver answered, so spans stored after it wait in the store across outages and restarts.
 use anyhow::Result;
 use rusqlite::params;
 

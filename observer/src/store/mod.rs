@@ -1,5 +1,6 @@
 //! The embedded store: spans in a SQLite file (WAL, so a reader never waits on the writer and
 //! a crash loses at most the uncommitted batch), traces kept beside them, old data pruned.
+mod browse;
 mod export;
 mod retention;
 mod schema;
@@ -13,6 +14,7 @@ use anyhow::{Context, Result};
 use rusqlite::{Connection, OpenFlags, Row, params_from_iter, types::Value as SqlValue};
 use serde_json::Value;
 
+pub use browse::{Facets, MAX_BUCKETS, Usage, UsageKey, UsagePoint, UsageQuery};
 pub use export::{ExportCursor, StoredSpan};
 pub use retention::{Retention, RetentionReport};
 
@@ -28,6 +30,8 @@ pub const DEFAULT_PATH: &str = "/var/lib/observer/observer.db";
 pub struct Store {
     connection: Connection,
     path: PathBuf,
+    /// This machine's name, stored with each span written (`host.name` in queries).
+    host: String,
 }
 
 impl Store {
@@ -80,6 +84,7 @@ impl Store {
         Ok(Store {
             connection,
             path: path.to_path_buf(),
+            host: crate::callers::host_name(),
         })
     }
 
@@ -93,7 +98,7 @@ impl Store {
         {
             let mut statement = transaction.prepare_cached(&insert_sql())?;
             for span in spans {
-                statement.execute(params_from_iter(span_row(span)?))?;
+                statement.execute(params_from_iter(span_row(span, &self.host)?))?;
             }
         }
         transaction.commit()?;
@@ -121,6 +126,9 @@ impl Store {
                 input_tokens: row.get(5)?,
                 output_tokens: row.get(6)?,
                 error_count: row.get(7)?,
+                call_count: row.get(8)?,
+                cost_usd: row.get(9)?,
+                process: row.get(10)?,
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -155,16 +163,17 @@ fn insert_sql() -> String {
         .iter()
         .map(|(_, column)| *column)
         .collect();
-    let placeholders = vec!["?"; 9 + columns.len()].join(", ");
+    let placeholders = vec!["?"; 10 + columns.len()].join(", ");
     format!(
         "INSERT INTO spans (span_id, trace_id, parent_span_id, name, start_ns, end_ns, \
-         attributes, kind, links, {}) VALUES ({placeholders}) ON CONFLICT(span_id) DO NOTHING",
+         attributes, kind, links, host, {}) VALUES ({placeholders}) \
+         ON CONFLICT(span_id) DO NOTHING",
         columns.join(", ")
     )
 }
 
 /// The values for [`insert_sql`]'s placeholders.
-fn span_row(span: &Span) -> Result<Vec<SqlValue>> {
+fn span_row(span: &Span, host: &str) -> Result<Vec<SqlValue>> {
     let mut row = vec![
         SqlValue::Text(span.span_id.clone()),
         SqlValue::Text(span.trace_id.clone()),
@@ -182,6 +191,7 @@ fn span_row(span: &Span) -> Result<Vec<SqlValue>> {
                 Value::Array(links.iter().map(SpanLink::to_json).collect()).to_string(),
             ),
         },
+        SqlValue::Text(host.to_owned()),
     ];
     row.extend(ATTRIBUTE_COLUMNS.iter().map(|(key, _)| {
         span.flat_attribute(key)

@@ -8,7 +8,8 @@ use rusqlite::{Connection, params};
 /// How long spans are kept, and how large the store may grow.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Retention {
-    pub max_age: Duration,
+    /// None: kept whatever their age (a replay keeps its recording's spans).
+    pub max_age: Option<Duration>,
     /// Bytes of pages in use (the file can be briefly larger while the WAL is checkpointed).
     pub max_bytes: Option<u64>,
 }
@@ -16,7 +17,7 @@ pub struct Retention {
 impl Default for Retention {
     fn default() -> Self {
         Retention {
-            max_age: Duration::from_secs(7 * 24 * 3600),
+            max_age: Some(Duration::from_secs(7 * 24 * 3600)),
             max_bytes: Some(1 << 30),
         }
     }
@@ -33,11 +34,16 @@ pub fn enforce(
     retention: &Retention,
     now_ns: u64,
 ) -> Result<RetentionReport> {
-    let cutoff = now_ns.saturating_sub(retention.max_age.as_nanos() as u64);
-    let expired = connection.execute(
-        "DELETE FROM spans WHERE start_ns < ?1",
-        params![i64::try_from(cutoff).unwrap_or(i64::MAX)],
-    )? as u64;
+    let expired = match retention.max_age {
+        Some(max_age) => {
+            let cutoff = now_ns.saturating_sub(max_age.as_nanos() as u64);
+            connection.execute(
+                "DELETE FROM spans WHERE start_ns < ?1",
+                params![i64::try_from(cutoff).unwrap_or(i64::MAX)],
+            )? as u64
+        }
+        None => 0,
+    };
     let evicted_for_size = match retention.max_bytes {
         Some(max_bytes) => shrink_to(connection, max_bytes)?,
         None => 0,

@@ -7,7 +7,7 @@ use std::{
 use serde_json::{Map, Value, json};
 
 use super::*;
-use crate::query::{Filter, OrderBy, Query};
+use crate::query::{Cursor, Filter, OrderBy, Query};
 use crate::span::GenAi;
 
 const SECOND: u64 = 1_000_000_000;
@@ -224,7 +224,7 @@ fn prunes_by_age_and_keeps_traces_consistent() {
     let (_dir, path) = temp_db();
     let mut store = sample_store(&path);
     let retention = Retention {
-        max_age: Duration::from_secs(35),
+        max_age: Some(Duration::from_secs(35)),
         max_bytes: None,
     };
     let report = store
@@ -256,7 +256,7 @@ fn prunes_oldest_first_to_fit_the_size_limit() {
     store.insert(&spans).unwrap();
     let max_bytes = 1 << 20;
     let retention = Retention {
-        max_age: Duration::from_secs(86_400),
+        max_age: Some(Duration::from_secs(86_400)),
         max_bytes: Some(max_bytes),
     };
     let report = store
@@ -468,7 +468,7 @@ fn retention_counts_spans_it_deletes_before_export_and_keeps_the_cursor_honest()
         ])
         .unwrap();
     let retention = Retention {
-        max_age: Duration::from_secs(20),
+        max_age: Some(Duration::from_secs(20)),
         max_bytes: None,
     };
     store
@@ -482,7 +482,7 @@ fn retention_counts_spans_it_deletes_before_export_and_keeps_the_cursor_honest()
     // Everything deleted: the cursor comes back to the end, so that the rowids SQLite hands
     // out next (from the largest left, plus one) are still after it.
     let everything = Retention {
-        max_age: Duration::ZERO,
+        max_age: Some(Duration::ZERO),
         max_bytes: None,
     };
     store
@@ -517,4 +517,158 @@ fn an_unreadable_row_is_skipped_not_a_stuck_export() {
     assert_eq!(after.len(), 2);
     assert!(after[0].1.is_none());
     assert!(after[1].1.is_some());
+}
+
+/// A store written by an observer of schema version 2 keeps its spans at version 3, and gains
+/// what the web view reads (cost, container, calls per trace).
+#[test]
+fn migrates_a_version_2_store_with_its_spans() {
+    let (_dir, path) = temp_db();
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    {
+        let connection = Connection::open(&path).unwrap();
+        for sql in &schema::MIGRATIONS[..2] {
+            connection.execute_batch(sql).unwrap();
+        }
+        connection.pragma_update(None, "user_version", 2).unwrap();
+        connection
+            .execute(
+                "INSERT INTO spans (span_id, trace_id, name, start_ns, end_ns, provider, \
+                 input_tokens, attributes, kind) VALUES ('00000000000000a1', \
+                 '000000000000000000000000000000a1', 'chat gpt-4o', 10, 20, 'openai', 5, \
+                 '{\"observer.cost.usd\": 0.25, \"container.id\": \"c0ffee\"}', 'CLIENT')",
+                [],
+            )
+            .unwrap();
+    }
+    let store = Store::open_existing(&path).unwrap();
+    let trace = &store.traces(&Query::default()).unwrap()[0];
+    assert_eq!(
+        (trace.call_count, trace.cost_usd, trace.input_tokens),
+        (1, 0.25, 5)
+    );
+    assert_eq!(store.facets().unwrap().containers, ["c0ffee"]);
+    assert_eq!(store.last_rowid().unwrap(), 1);
+}
+
+#[test]
+fn pages_traces_newest_first_by_cursor() {
+    let (_dir, path) = temp_db();
+    let mut store = open(&path);
+    let spans: Vec<Span> = (0..7)
+        .map(|i| span(&format!("{i}"), &format!("{i}"), None, 100 - i, json!({})))
+        .collect();
+    store.insert(&spans).unwrap();
+    let mut seen = Vec::new();
+    let mut query = Query {
+        limit: 3,
+        ..Query::default()
+    };
+    loop {
+        let page = store.traces(&query).unwrap();
+        seen.extend(
+            page.iter()
+                .map(|t| t.trace_id.trim_start_matches('0').to_string()),
+        );
+        let Some(last) = page.last().filter(|_| page.len() == 3) else {
+            break;
+        };
+        query.before = Some(Cursor {
+            start_ns: last.start_time_unix_nano,
+            trace_id: last.trace_id.clone(),
+        });
+    }
+    assert_eq!(seen, ["6", "5", "4", "3", "2", "1", ""]);
+}
+
+#[test]
+fn filters_traces_by_the_web_views_fields() {
+    let (_dir, path) = temp_db();
+    let mut store = sample_store(&path);
+    store
+        .insert(&[span(
+            "c",
+            "5",
+            None,
+            5,
+            json!({"observer.cost.usd": 0.5, "gen_ai.response.model": "gpt-4o-2024",
+                   "gen_ai.input.messages": [{"role": "user", "parts": [{"type": "text", "content": "find the needle"}]}]}),
+        )])
+        .unwrap();
+    let found = |filters: &[(&str, &str, &str)]| -> Vec<String> {
+        store
+            .traces(&query(filters))
+            .unwrap()
+            .iter()
+            .map(|t| t.trace_id.trim_start_matches('0').to_string())
+            .collect()
+    };
+    assert_eq!(found(&[("messages", "contains", "needle")]), ["c"]);
+    assert_eq!(found(&[("cost_usd", "ge", "0.5")]), ["c"]);
+    assert_eq!(found(&[("model", "eq", "gpt-4o-2024")]), ["c"]);
+    assert_eq!(found(&[("error_count", "gt", "0")]), ["a"]);
+    assert_eq!(found(&[("tokens", "ge", "130")]), ["a"]);
+    let host = crate::callers::host_name();
+    assert_eq!(found(&[("host.name", "eq", &host)]).len(), 3);
+}
+
+#[test]
+fn sums_usage_per_bucket_and_key() {
+    let (_dir, path) = temp_db();
+    let store = sample_store(&path);
+    let now = now_unix_nanos();
+    let usage = store
+        .usage(&UsageQuery::new(now - 60 * SECOND, now, 2, UsageKey::Model).unwrap())
+        .unwrap();
+    let calls: u64 = usage.points.iter().map(|p| p.calls).sum();
+    assert_eq!(calls, 4);
+    let claude = usage
+        .points
+        .iter()
+        .find(|p| p.key == "claude-sonnet-4")
+        .unwrap();
+    assert_eq!((claude.bucket, claude.input_tokens), (1, 100));
+    assert!(UsageQuery::new(now, now, 2, UsageKey::Host).is_err());
+    assert!(UsageQuery::new(0, now, 0, UsageKey::Host).is_err());
+}
+
+/// Spans followed by sequence number are never missed, even when the newest rows were pruned
+/// before new ones came (a replayed old recording, then a live capture).
+#[test]
+fn sequence_numbers_are_never_reused() {
+    let (_dir, path) = temp_db();
+    let mut store = sample_store(&path);
+    let last = store.last_rowid().unwrap();
+    store
+        .connection
+        .execute("DELETE FROM spans WHERE seq = ?1", [last])
+        .unwrap();
+    let after = store.last_rowid().unwrap();
+    store.insert(&[span("z", "9", None, 1, json!({}))]).unwrap();
+    let new = store.spans_after(after, 10).unwrap();
+    assert_eq!(new.len(), 1);
+    assert_eq!(new[0].1.as_ref().unwrap().span_id, format!("{:0>16}", "9"));
+    assert!(new[0].0 > last);
+}
+
+#[test]
+fn finds_the_spans_linking_to_a_span() {
+    let (_dir, path) = temp_db();
+    let mut store = open(&path);
+    let first = span("a", "1", None, 20, json!({}));
+    let mut second = span("a", "2", None, 10, json!({}));
+    second.links.push(SpanLink {
+        trace_id: first.trace_id.clone(),
+        span_id: first.span_id.clone(),
+        attributes: json!({"observer.link.reason": "same_thread"})
+            .as_object()
+            .cloned()
+            .unwrap(),
+    });
+    store.insert(&[first.clone(), second]).unwrap();
+    let later = store
+        .linked_from(&first.span_id, first.start_time_unix_nano)
+        .unwrap();
+    assert_eq!(ids(&later), ["2"]);
+    assert!(store.linked_from(&later[0].span_id, 0).unwrap().is_empty());
 }

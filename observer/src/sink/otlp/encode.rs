@@ -65,7 +65,7 @@ impl BaseResource {
     /// `configured` (with `service.name`) over `host.name` (this host's name) and `os.type`.
     pub fn new(configured: &BTreeMap<String, String>) -> BaseResource {
         let mut attributes = BTreeMap::from([
-            ("host.name".to_owned(), host_name()),
+            ("host.name".to_owned(), crate::callers::host_name()),
             ("os.type".to_owned(), "linux".to_owned()),
         ]);
         attributes.extend(configured.clone());
@@ -80,12 +80,6 @@ impl BaseResource {
     pub fn attributes(&self) -> &[KeyValue] {
         &self.0
     }
-}
-
-fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|name| name.trim().to_string())
-        .unwrap_or_default()
 }
 
 /// The instrumentation scope of everything the observer exports.

@@ -132,6 +132,9 @@ impl Pipeline {
         for unfollowed in self.connections.take_unfollowed() {
             self.feedback.unfollowed(unfollowed);
         }
+        for conn in self.connections.take_calls_sent() {
+            self.feedback.llm_client(conn.pid);
+        }
         for exchange in exchanges.drain(..) {
             self.call(&exchange);
         }

@@ -34,7 +34,7 @@ impl FeedbackChannel {
         self.tell(Feedback::Unfollowed(unfollowed));
     }
 
-    /// `pid` made an LLM call.
+    /// `pid` makes LLM calls (or MCP calls over HTTP): it sent one, or one was recognised.
     pub fn llm_client(&mut self, pid: u32) {
         if self.llm_clients.len() < MAX_LLM_CLIENTS && self.llm_clients.insert(pid) {
             self.tell(Feedback::LlmClient(pid));

@@ -15,6 +15,9 @@ pub(super) struct Cx<'a> {
     pub follows_response: super::ResponseFilter,
     /// Where a connection reports bytes it no longer needs.
     pub unfollowed: &'a mut Vec<Unfollowed>,
+    /// Where a connection reports a whole request whose response it follows: a call is under
+    /// way, told before its response comes.
+    pub calls_sent: &'a mut Vec<ConnKey>,
 }
 
 /// Header fields kept per message, in both protocols: past this an HTTP/1 head is malformed

@@ -228,6 +228,8 @@ pub struct HttpTracker {
     stats: HttpStats,
     /// What stopped being followed since the last [`Self::take_unfollowed`].
     unfollowed: Vec<Unfollowed>,
+    /// See [`Self::take_calls_sent`].
+    calls_sent: Vec<ConnKey>,
 }
 
 impl HttpTracker {
@@ -238,6 +240,7 @@ impl HttpTracker {
             conns: HashMap::default(),
             stats: HttpStats::default(),
             unfollowed: Vec::new(),
+            calls_sent: Vec::new(),
         }
     }
 
@@ -246,6 +249,13 @@ impl HttpTracker {
     /// copying those bytes.
     pub fn take_unfollowed(&mut self) -> Vec<Unfollowed> {
         std::mem::take(&mut self.unfollowed)
+    }
+
+    /// The connections that sent a whole request the response filter follows since the last
+    /// call, once per request: the process makes calls, known before the response is read
+    /// (an agent may start a command as soon as it has its answer).
+    pub fn take_calls_sent(&mut self) -> Vec<ConnKey> {
+        std::mem::take(&mut self.calls_sent)
     }
 
     pub fn stats(&self) -> HttpStats {
@@ -284,6 +294,7 @@ impl HttpTracker {
             library: conn.library,
             follows_response: self.follows_response,
             unfollowed: &mut self.unfollowed,
+            calls_sent: &mut self.calls_sent,
         };
         match &mut conn.protocol {
             Protocol::Sniffing(held) => {
@@ -357,6 +368,7 @@ impl HttpTracker {
             library: conn.library,
             follows_response: self.follows_response,
             unfollowed: &mut self.unfollowed,
+            calls_sent: &mut self.calls_sent,
         };
         log::trace!("{key:?}: closing at {ts}: {}", reason.problem);
         if let Protocol::Following(mut followed) = conn.protocol {
@@ -526,6 +538,11 @@ impl ConnectionStage {
     /// See [`HttpTracker::take_unfollowed`].
     pub fn take_unfollowed(&mut self) -> Vec<Unfollowed> {
         self.http.take_unfollowed()
+    }
+
+    /// See [`HttpTracker::take_calls_sent`].
+    pub fn take_calls_sent(&mut self) -> Vec<ConnKey> {
+        self.http.take_calls_sent()
     }
 
     pub fn reassembly_stats(&self) -> ReassemblyStats {

@@ -117,7 +117,8 @@ impl StdioStage {
                 if lines.line.len() + piece.len() > MAX_LINE_BYTES {
                     lines.line.clear();
                     lines.skipping = true;
-                    self.stats.unreadable_lines += 1;
+                    // A loss only on a pipe known to carry MCP.
+                    self.stats.unreadable_lines += u64::from(pipe.speaks_json_rpc);
                 } else {
                     lines.line.extend_from_slice(piece);
                 }
@@ -141,14 +142,13 @@ impl StdioStage {
                     pipe.speaks_json_rpc = true;
                     session.message(direction, chunk.ts, &message, out);
                 }
+                _ if pipe.speaks_json_rpc => self.stats.unreadable_lines += 1,
                 _ => {
-                    self.stats.unreadable_lines += 1;
-                    if !pipe.speaks_json_rpc {
-                        // Its first line is not JSON-RPC: something else, no longer copied.
-                        self.unfollowed.push(Unfollowed::Connection(chunk.conn));
-                        self.pipes.remove(&chunk.conn);
-                        break;
-                    }
+                    // Its first line is not JSON-RPC: something else (not a loss), no longer
+                    // copied.
+                    self.unfollowed.push(Unfollowed::Connection(chunk.conn));
+                    self.pipes.remove(&chunk.conn);
+                    break;
                 }
             }
         }

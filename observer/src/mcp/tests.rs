@@ -245,6 +245,10 @@ fn pipes_that_are_not_json_rpc_and_hostile_lines_are_let_go() {
         stage.take_unfollowed(),
         [Unfollowed::Connection(ConnKey { pid: 42, conn: 5 })]
     );
+    assert_eq!(
+        stage.stats.unreadable_lines, 0,
+        "a pipe that is not MCP loses nothing"
+    );
     // A JSON-RPC pipe: garbage, deep nesting and a gap later cost a line each, never a panic.
     stage.chunk(
         &pipe_chunk(6, Flow::Egress, 0, 1, &format!("{}\n", tool_call(3))),

@@ -148,6 +148,9 @@ impl Http1Conn {
         cx: &mut Cx,
         out: &mut Vec<Exchange>,
     ) {
+        if sent.ending == Ending::Complete && (cx.follows_response)(&sent.request) {
+            cx.calls_sent.push(cx.conn);
+        }
         match self.early.pop_front() {
             Some(response) => self.emit(sent, Some(response), cut_short, cx, out),
             None => {

@@ -69,6 +69,12 @@ impl Part {
         };
     }
 
+    /// A whole POST request whose response the filter follows.
+    pub(super) fn is_followed_call(&self, cx: &Cx) -> bool {
+        matches!(self, Part::Done { msg, .. }
+            if msg.start.method() == Some("POST") && (cx.follows_response)(&msg.request_view()))
+    }
+
     pub(super) fn into_message(self) -> Option<(Message, bool)> {
         match self {
             Part::Done { msg, head_unknown } => Some((msg, head_unknown)),

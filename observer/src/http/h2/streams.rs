@@ -295,6 +295,9 @@ impl Streams {
         let part = stream.part(dir);
         part.touch(at.ts);
         part.finish(None, cx);
+        if dir == Direction::Egress && stream.request.is_followed_call(cx) {
+            cx.calls_sent.push(cx.conn);
+        }
         if dir == Direction::Ingress
             && let Some(stream) = self.open.remove(&id)
         {

@@ -747,3 +747,17 @@ fn a_joined_connection_that_never_shows_a_message_start_is_given_up() {
         vec![Unfollowed::Connection(CONN)]
     );
 }
+
+#[test]
+fn a_followed_request_is_told_before_its_response() {
+    let mut wire = Wire::following(only_model_calls);
+    wire.write(DOWNLOAD);
+    assert!(wire.stage.take_calls_sent().is_empty(), "not a call");
+    wire.read(b"HTTP/1.1 204 No Content\r\n\r\n");
+    wire.write(CHAT);
+    assert_eq!(wire.stage.take_calls_sent(), [CONN]);
+    assert!(wire.out.is_empty(), "its response has not come yet");
+    wire.read(&ok_response("answer"));
+    assert_eq!(wire.out.len(), 1);
+    assert!(wire.stage.take_calls_sent().is_empty(), "told once");
+}

@@ -719,3 +719,21 @@ fn garbage_after_the_preface_never_panics() {
         wire.write(&[PREFACE, &noise].concat()).read(&noise).end();
     }
 }
+
+#[test]
+fn a_whole_post_is_told_before_its_response() {
+    let mut conn = Conn::open();
+    let head = conn
+        .client
+        .headers(1, &fields(&post("/v1/responses")), false);
+    conn.wire.write(&head);
+    assert!(
+        conn.wire.stage.take_calls_sent().is_empty(),
+        "not whole yet"
+    );
+    conn.wire.write(&data(1, b"{}", true));
+    assert_eq!(conn.wire.stage.take_calls_sent(), [CONN]);
+    conn.respond(1, &[(":status", "200")], b"ok");
+    assert_eq!(conn.wire.out.len(), 1);
+    assert!(conn.wire.stage.take_calls_sent().is_empty(), "told once");
+}

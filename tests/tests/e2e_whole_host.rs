@@ -68,6 +68,18 @@ fn first_calls_captured(env: &TestEnv, client: &[String], extra_env: &[(&str, &s
     assert_spans_match_calls(&run.spans, &calls, env.server.port);
 }
 
+/// A batch client opening 800 TLS connections at once, every handshake before any request: its
+/// first costly windows carry no call, and it must not be dropped for them (every call captured).
+#[test]
+fn a_batch_client_opening_hundreds_of_connections_at_once_is_followed() {
+    let env = TestEnv::new();
+    let client = [
+        python().display().to_string(),
+        clients_dir().join("batch_calls.py").display().to_string(),
+    ];
+    first_calls_captured(&env, &client, &[]);
+}
+
 /// A Go client never seen before (stripped: functions from `.gopclntab`), HTTP/2, its first
 /// calls made the moment it starts.
 #[test]

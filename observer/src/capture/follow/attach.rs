@@ -101,6 +101,19 @@ impl Follower {
     }
 
     /// Stops following a costly process that makes no LLM call: only its `connect` stays probed.
+    /// Whether `pid`, costly with no call in flight, is given another window (see
+    /// [`GRACE_WINDOWS`]): only while it was never dropped before.
+    pub(super) fn grace(&mut self, pid: u32) -> bool {
+        let Some(Tracked::Followed(following)) = self.processes.get_mut(&pid) else {
+            return false;
+        };
+        if following.drops > 0 || following.graced >= GRACE_WINDOWS {
+            return false;
+        }
+        following.graced += 1;
+        true
+    }
+
     pub(super) fn drop_costly(&mut self, pid: u32) {
         let Some(Tracked::Followed(following)) = self.processes.remove(&pid) else {
             return;

@@ -156,7 +156,15 @@ struct Following {
     llm_client: bool,
     /// Times it was dropped before (the back-off before it is followed again grows with them).
     drops: u32,
+    /// Costly windows passed over (see [`GRACE_WINDOWS`]).
+    graced: u8,
 }
+
+/// A process found costly with no call in flight is judged again at its next costly windows,
+/// this many times, the first time it is followed: its first windows may be spent opening
+/// connections (a batch client's hundreds of TLS handshakes at once) before any request goes
+/// out. About 100 ms more of probes for a process that is then dropped.
+const GRACE_WINDOWS: u8 = 3;
 
 struct Dropped {
     sentinel: HashMap<ProbeKey, Link>,
@@ -461,7 +469,7 @@ impl Follower {
                 pid,
                 calls_in_flight,
             } => {
-                if calls_in_flight || self.scoped {
+                if calls_in_flight || self.scoped || self.grace(pid) {
                     // Report it again if it is still costly in a later window.
                     self.set_flags(pid, 0, followed_flags::REPORTED);
                 } else {

@@ -114,6 +114,15 @@ mod probes {
         }
     }
 
+    /// A followed process wrote another protocol (see [`followed_flags::OTHER_PROTOCOL`]).
+    pub(crate) fn mark_other_protocol(pid: u32) {
+        if let Some(state) = FOLLOWED.get_ptr_mut(&pid) {
+            // SAFETY: as in `hit`; a racing update of the flags by another thread can lose this
+            // bit once, which only gives the process more time.
+            unsafe { (*state).flags |= followed_flags::OTHER_PROTOCOL };
+        }
+    }
+
     pub(crate) fn followed(pid: u32) -> bool {
         FOLLOWED.copied(&pid).is_some()
     }

@@ -34,7 +34,7 @@ use observer_common::{
 use crate::{
     probes::{
         ACTIVE_CALLS, ActiveCall, bump, copy_wanted, emit_data, end_connection, followed, header,
-        hit, ring_flags, send, skip_bytes,
+        hit, mark_other_protocol, ring_flags, send, skip_bytes,
     },
     sound::{Lookup, now_ns, read_user, registers},
 };
@@ -437,11 +437,20 @@ pub(crate) fn plaintext_connection(
                 start_connection(pid_tgid, key, carries::JSON_RPC)
             } else {
                 bump(counter::SKIPPED_NOT_HTTP, 1);
+                if !is_tls_record_start(&bytes) {
+                    mark_other_protocol(key.pid);
+                }
                 return None;
             }
         }
     };
     copy_wanted(pid_tgid, conn, dir).then_some(conn)
+}
+
+/// A TLS record's header: content type (change cipher spec, alert, handshake, application
+/// data), then major version 3 (a TLS library writing through a memory BIO, as asyncio does).
+fn is_tls_record_start(bytes: &[u8; 4]) -> bool {
+    (0x14..=0x17).contains(&bytes[0]) && bytes[1] == 0x03
 }
 
 /// A read or write inside a TLS call: the session travels over this fd.

@@ -110,7 +110,8 @@ impl Pipeline {
             }
             CaptureEvent::Costly { pid, .. } => {
                 let in_flight = self.connections.call_in_flight(*pid);
-                self.feedback.judged(*pid, in_flight);
+                let seen = self.connections.knows_process(*pid);
+                self.feedback.judged(*pid, in_flight, seen);
             }
             CaptureEvent::Losses { totals, .. } => self.capture_losses = *totals,
             CaptureEvent::Command(command) => {

@@ -2,7 +2,7 @@
 //! LLM calls (followed whatever they cost), and answers about costly processes.
 use std::collections::HashSet;
 
-use super::{Feedback, Unfollowed};
+use super::{Feedback, Judgement, Unfollowed};
 
 /// Processes remembered as LLM clients; past this, new ones are not told, and a costly one is
 /// judged by its calls in flight alone.
@@ -41,13 +41,17 @@ impl FeedbackChannel {
         }
     }
 
-    /// Answers the capture's question about a costly process.
-    pub fn judged(&mut self, pid: u32, call_in_flight: bool) {
-        let calls_in_flight = call_in_flight || self.llm_clients.contains(&pid);
-        self.tell(Feedback::Judged {
-            pid,
-            calls_in_flight,
-        });
+    /// Answers the capture's question about a costly process: whether one of its calls is
+    /// under way, and whether any of its traffic was seen at all.
+    pub fn judged(&mut self, pid: u32, call_in_flight: bool, traffic_seen: bool) {
+        let judgement = if call_in_flight || self.llm_clients.contains(&pid) {
+            Judgement::Calls
+        } else if traffic_seen {
+            Judgement::NoCalls
+        } else {
+            Judgement::NothingSeen
+        };
+        self.tell(Feedback::Judged { pid, judgement });
     }
 
     pub fn process_ended(&mut self, pid: u32) {

@@ -270,14 +270,8 @@ impl LiveCapture {
                 }
                 let _ = requests.send(Request::LlmClient(pid));
             }
-            Feedback::Judged {
-                pid,
-                calls_in_flight,
-            } => {
-                let _ = requests.send(Request::Judged {
-                    pid,
-                    calls_in_flight,
-                });
+            Feedback::Judged { pid, judgement } => {
+                let _ = requests.send(Request::Judged { pid, judgement });
             }
         }
     }

@@ -208,6 +208,11 @@ impl SharedMaps {
             .context("removing a pid from the kernel's followed processes")
     }
 
+    /// A followed process's flags (`followed_flags`), None when it is not followed.
+    pub fn flags(&self, pid: u32) -> Option<u32> {
+        self.followed.get(&pid, 0).ok().map(|state| state.flags)
+    }
+
     pub fn update_flags(&mut self, pid: u32, set: u32, clear: u32) -> Result<()> {
         let mut state = self
             .followed

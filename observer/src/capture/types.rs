@@ -117,7 +117,19 @@ pub enum Feedback {
     /// whatever it costs, and the commands it starts from now on.
     LlmClient(u32),
     /// The answer to [`CaptureEvent::Costly`]: whether the process has LLM calls under way.
-    Judged { pid: u32, calls_in_flight: bool },
+    Judged { pid: u32, judgement: Judgement },
+}
+
+/// What the pipeline knows of a process the kernel found costly.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Judgement {
+    /// It has LLM calls under way, or made some: it is worth what it costs.
+    Calls,
+    /// None of its traffic has reached the pipeline yet: its connections may still be opening
+    /// (TLS handshakes before any request).
+    NothingSeen,
+    /// Its traffic was seen, and none of it is an LLM call.
+    NoCalls,
 }
 
 /// Everything the capture stage reports.

@@ -274,6 +274,11 @@ impl HttpTracker {
         })
     }
 
+    /// Whether any connection of the process reached this stage (whatever it carried).
+    pub fn knows_process(&self, pid: u32) -> bool {
+        self.conns.keys().any(|key| key.pid == pid)
+    }
+
     pub fn on_segment(&mut self, seg: Segment, out: &mut Vec<Exchange>) {
         if seg.gap_before > 0 {
             self.stats.gaps += 1;
@@ -533,6 +538,11 @@ impl ConnectionStage {
     /// See [`HttpTracker::call_in_flight`].
     pub fn call_in_flight(&self, pid: u32) -> bool {
         self.http.call_in_flight(pid)
+    }
+
+    /// See [`HttpTracker::knows_process`].
+    pub fn knows_process(&self, pid: u32) -> bool {
+        self.http.knows_process(pid)
     }
 
     /// See [`HttpTracker::take_unfollowed`].

@@ -101,13 +101,16 @@ impl Follower {
     }
 
     /// Stops following a costly process that makes no LLM call: only its `connect` stays probed.
-    /// Whether `pid`, costly with no call in flight, is given another window (see
-    /// [`GRACE_WINDOWS`]): only while it was never dropped before.
+    /// Whether `pid`, costly before any of its traffic was seen, is given another window (see
+    /// [`GRACE_WINDOWS`]): only while it was never dropped before and wrote no other protocol.
     pub(super) fn grace(&mut self, pid: u32) -> bool {
+        let other_protocol = lock(&self.maps)
+            .flags(pid)
+            .is_some_and(|flags| flags & followed_flags::OTHER_PROTOCOL != 0);
         let Some(Tracked::Followed(following)) = self.processes.get_mut(&pid) else {
             return false;
         };
-        if following.drops > 0 || following.graced >= GRACE_WINDOWS {
+        if other_protocol || following.drops > 0 || following.graced >= GRACE_WINDOWS {
             return false;
         }
         following.graced += 1;

@@ -31,6 +31,7 @@ use std::{
 use observer_common::{Followed, followed_flags};
 
 use super::{
+    Judgement,
     analysis::{AnalysisCache, AnalysisCounts, FileAnalysis, Probe},
     analyst::{Analyst, Job},
     discover::{self, FileId, MappedFile},
@@ -69,7 +70,7 @@ pub(super) enum Request {
     LlmClient(u32),
     Judged {
         pid: u32,
-        calls_in_flight: bool,
+        judgement: Judgement,
     },
     /// Follow this process and its descendants (scoped capture), for the program it is about
     /// to run (its own executable if none); answered once its probes are on.
@@ -160,10 +161,11 @@ struct Following {
     graced: u8,
 }
 
-/// A process found costly with no call in flight is judged again at its next costly windows,
-/// this many times, the first time it is followed: its first windows may be spent opening
-/// connections (a batch client's hundreds of TLS handshakes at once) before any request goes
-/// out. About 100 ms more of probes for a process that is then dropped.
+/// A process found costly before any of its traffic reached the pipeline is judged again at its
+/// next costly windows, this many times, the first time it is followed: its first windows may
+/// be spent opening connections (a batch client's hundreds of TLS handshakes at once) before any
+/// request goes out. Not for a process the kernel saw writing another protocol (a database
+/// client), nor one whose traffic was seen (judged at once, as before).
 const GRACE_WINDOWS: u8 = 3;
 
 struct Dropped {
@@ -465,11 +467,13 @@ impl Follower {
                     self.set_flags(pid, followed_flags::KEEP, followed_flags::REPORTED);
                 }
             }
-            Request::Judged {
-                pid,
-                calls_in_flight,
-            } => {
-                if calls_in_flight || self.scoped || self.grace(pid) {
+            Request::Judged { pid, judgement } => {
+                let keep = match judgement {
+                    Judgement::Calls => true,
+                    Judgement::NothingSeen => self.grace(pid),
+                    Judgement::NoCalls => false,
+                };
+                if keep || self.scoped {
                     // Report it again if it is still costly in a later window.
                     self.set_flags(pid, 0, followed_flags::REPORTED);
                 } else {

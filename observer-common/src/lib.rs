@@ -150,9 +150,9 @@ pub mod followed_flags {
     pub const KEEP: u32 = 1;
     /// Reported as costly; user space clears it to hear of the process again.
     pub const REPORTED: u32 = 2;
-    /// It wrote, outside TLS, bytes that are neither HTTP, JSON-RPC nor a TLS record (a
-    /// database client, another protocol): judged costly, it is not given more time.
-    pub const OTHER_PROTOCOL: u32 = 4;
+    /// It wrote TLS records outside a probed TLS read or write: handshakes, its TLS connections
+    /// opening. Judged costly before any of its traffic was seen, it is given more time.
+    pub const TLS_OPENING: u32 = 4;
 }
 
 #[repr(C)]

@@ -114,12 +114,13 @@ mod probes {
         }
     }
 
-    /// A followed process wrote another protocol (see [`followed_flags::OTHER_PROTOCOL`]).
-    pub(crate) fn mark_other_protocol(pid: u32) {
+    /// A followed process wrote a TLS record outside a TLS call (see
+    /// [`followed_flags::TLS_OPENING`]).
+    pub(crate) fn mark_tls_opening(pid: u32) {
         if let Some(state) = FOLLOWED.get_ptr_mut(&pid) {
             // SAFETY: as in `hit`; a racing update of the flags by another thread can lose this
-            // bit once, which only gives the process more time.
-            unsafe { (*state).flags |= followed_flags::OTHER_PROTOCOL };
+            // bit, which only judges the process sooner.
+            unsafe { (*state).flags |= followed_flags::TLS_OPENING };
         }
     }
 

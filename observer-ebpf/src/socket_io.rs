@@ -34,7 +34,7 @@ use observer_common::{
 use crate::{
     probes::{
         ACTIVE_CALLS, ActiveCall, bump, copy_wanted, emit_data, end_connection, followed, header,
-        hit, mark_other_protocol, ring_flags, send, skip_bytes,
+        hit, mark_tls_opening, ring_flags, send, skip_bytes,
     },
     sound::{Lookup, now_ns, read_user, registers},
 };
@@ -437,8 +437,8 @@ pub(crate) fn plaintext_connection(
                 start_connection(pid_tgid, key, carries::JSON_RPC)
             } else {
                 bump(counter::SKIPPED_NOT_HTTP, 1);
-                if !is_tls_record_start(&bytes) {
-                    mark_other_protocol(key.pid);
+                if is_tls_record_start(&bytes) {
+                    mark_tls_opening(key.pid);
                 }
                 return None;
             }

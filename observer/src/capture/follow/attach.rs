@@ -102,18 +102,20 @@ impl Follower {
 
     /// Stops following a costly process that makes no LLM call: only its `connect` stays probed.
     /// Whether `pid`, costly before any of its traffic was seen, is given another window (see
-    /// [`GRACE_WINDOWS`]): only while it was never dropped before and wrote no other protocol.
+    /// [`GRACE_WINDOWS`]): only while its TLS connections are opening, and it was never dropped.
     pub(super) fn grace(&mut self, pid: u32) -> bool {
-        let other_protocol = lock(&self.maps)
+        let tls_opening = lock(&self.maps)
             .flags(pid)
-            .is_some_and(|flags| flags & followed_flags::OTHER_PROTOCOL != 0);
+            .is_some_and(|flags| flags & followed_flags::TLS_OPENING != 0);
         let Some(Tracked::Followed(following)) = self.processes.get_mut(&pid) else {
             return false;
         };
-        if other_protocol || following.drops > 0 || following.graced >= GRACE_WINDOWS {
+        if !tls_opening || following.drops > 0 || following.graced >= GRACE_WINDOWS {
             return false;
         }
         following.graced += 1;
+        // The next window must show connections still opening to earn another.
+        let _ = lock(&self.maps).update_flags(pid, 0, followed_flags::TLS_OPENING);
         true
     }
 

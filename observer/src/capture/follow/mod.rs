@@ -161,12 +161,13 @@ struct Following {
     graced: u8,
 }
 
-/// A process found costly before any of its traffic reached the pipeline is judged again at its
-/// next costly windows, this many times, the first time it is followed: its first windows may
-/// be spent opening connections (a batch client's hundreds of TLS handshakes at once) before any
-/// request goes out. Not for a process the kernel saw writing another protocol (a database
-/// client), nor one whose traffic was seen (judged at once, as before).
-const GRACE_WINDOWS: u8 = 3;
+/// A process found costly before any of its traffic reached the pipeline, while the kernel sees
+/// it opening TLS connections in that window, is judged again at its next costly window, up to
+/// this many times (about 2 s at the budget's rate), the first time it is followed: a batch
+/// client may spend its first second on a thousand TLS handshakes before any request goes out.
+/// A process whose traffic was seen, or that opens no TLS connection (a database client), is
+/// judged at once.
+const GRACE_WINDOWS: u8 = 20;
 
 struct Dropped {
     sentinel: HashMap<ProbeKey, Link>,
@@ -468,6 +469,7 @@ impl Follower {
                 }
             }
             Request::Judged { pid, judgement } => {
+                log::debug!("pid {pid} used its probe budget; the pipeline says {judgement:?}");
                 let keep = match judgement {
                     Judgement::Calls => true,
                     Judgement::NothingSeen => self.grace(pid),

@@ -16,6 +16,7 @@ pub mod boringssl;
 mod c_library;
 mod container;
 mod decode;
+mod eh_frame;
 mod discover;
 mod elf;
 pub mod feedback;

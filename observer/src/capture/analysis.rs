@@ -31,12 +31,13 @@ use super::{
     c_library::{self, Site},
     elf::{self, TLS_FUNCTIONS},
     golang::{self, GoBinary},
+    rustls,
     untrusted::{self, ANALYSIS_TIME_BOUND, Deadline, Elf, Image, Unreadable},
 };
 
 /// Bumped whenever what an analysis holds, or how it is found, changes: older entries are
 /// then ignored.
-const FORMAT: u32 = 3;
+const FORMAT: u32 = 4;
 
 /// Symbols whose import tells that a program opens network connections itself.
 const NETWORK_IMPORTS: &[&str] = &["connect", "send", "sendto", "sendmsg"];
@@ -48,10 +49,53 @@ const LOADER_IMPORTS: &[&str] = &["dlopen", "dlmopen"];
 pub struct Probe {
     pub program: String,
     pub offset: u64,
-    /// Passed to the program as its attach cookie.
+    /// Passed to the program as its attach cookie (its low byte).
     pub library: TlsLibrary,
     /// The function probed, for messages.
     pub function: String,
+    /// What the program needs to know about this build, in the cookie's upper bytes
+    /// (`observer_common::cookie`); 0 for most.
+    #[serde(default)]
+    pub detail: u64,
+}
+
+impl Probe {
+    fn new(program: &str, offset: u64, library: TlsLibrary, function: &str) -> Probe {
+        Probe {
+            program: program.to_owned(),
+            offset,
+            library,
+            function: function.to_owned(),
+            detail: 0,
+        }
+    }
+
+    /// The probes of rustls found without symbols.
+    fn rustls(located: &rustls::Located) -> Vec<Probe> {
+        use observer_common::cookie::{DECRYPTER_SHIFT, LEARNS_DECRYPTER, OK_TAG_SHIFT};
+        let send = "rustls::common_state::CommonState::send_appdata_encrypt";
+        let decrypt = "<_ as rustls::crypto::cipher::MessageDecrypter>::decrypt";
+        let mut probes = vec![
+            Probe {
+                detail: LEARNS_DECRYPTER | located.decrypter_field << DECRYPTER_SHIFT,
+                ..Probe::new("rustls_send", located.send, TlsLibrary::Rustls, send)
+            },
+            Probe::new("rustls_send_return", located.send, TlsLibrary::Rustls, send),
+        ];
+        for &offset in &located.decrypters {
+            probes.push(Probe {
+                detail: u64::from(located.ok_tag) << OK_TAG_SHIFT,
+                ..Probe::new("rustls_decrypt", offset, TlsLibrary::Rustls, decrypt)
+            });
+            probes.push(Probe::new(
+                "rustls_decrypt_return",
+                offset,
+                TlsLibrary::Rustls,
+                decrypt,
+            ));
+        }
+        probes
+    }
 }
 
 /// What a file offers the probes and says about the programs that use it.
@@ -82,6 +126,8 @@ pub struct FileAnalysis {
 pub enum Refusal {
     /// BoringSSL whose functions could not be told apart with certainty.
     BoringSsl { why: String },
+    /// rustls without symbols whose send and decrypt sites could not be told with certainty.
+    Rustls { why: String },
     /// A Go program the probes cannot read (too old, another architecture, no tables).
     Go {
         version: Option<String>,
@@ -99,6 +145,11 @@ impl Refusal {
                 "{path} embeds BoringSSL, but its SSL_read/SSL_write could not be identified \
                  with certainty ({why}); not attaching, so its TLS traffic will not be seen. \
                  Please report this build (its version and `file` output)."
+            ),
+            Refusal::Rustls { why } => format!(
+                "{path} embeds rustls without symbols, but where its plaintext passes could not \
+                 be identified with certainty ({why}); not attaching, so its TLS traffic will \
+                 not be seen. Please report this build (its version and `file` output)."
             ),
             Refusal::Go { version, reason } => format!(
                 "not capturing TLS of the Go program {path} ({}): {reason}. Its calls will not \
@@ -160,12 +211,7 @@ pub fn analyse_bytes(bytes: &[u8], shown: &Path) -> FileAnalysis {
     let probes = |sites: Vec<Site>| -> Vec<Probe> {
         sites
             .into_iter()
-            .map(|site| Probe {
-                program: site.program.to_owned(),
-                offset: site.offset,
-                library: site.library,
-                function: site.function.to_owned(),
-            })
+            .map(|site| Probe::new(site.program, site.offset, site.library, site.function))
             .collect()
     };
     analysis.capture.extend(probes(sites.capture));
@@ -222,36 +268,45 @@ fn tls_probes(
         }
     }
     let mut found = Vec::new();
-    let mut add = |point: elf::AttachPoint| {
-        analysis.capture.push(Probe {
-            program: point.program.to_owned(),
-            offset: point.offset,
-            library: point.library,
-            function: point.function.to_owned(),
-        })
+    let probe = |point: elf::AttachPoint| {
+        Probe::new(point.program, point.offset, point.library, point.function)
     };
     if functions.iter().any(|(f, _)| f.moves_data) {
-        functions
-            .iter()
-            .flat_map(|(f, offset)| f.attach_points(*offset))
-            .for_each(&mut add);
+        analysis.capture.extend(
+            functions
+                .iter()
+                .flat_map(|(f, offset)| f.attach_points(*offset))
+                .map(probe),
+        );
         found.push(format!(
             "{} probes ({}), found {method}",
             functions[0].0.library.as_str(),
             elf::describe_offsets(&functions)
         ));
+    } else {
+        match rustls::locate(elf, deadline) {
+            rustls::Verdict::Absent => {}
+            rustls::Verdict::Located(located) => {
+                analysis.capture.extend(Probe::rustls(&located));
+                found.push(format!(
+                    "rustls probes (send_appdata_encrypt at file offset {:#x}, {} decrypters), \
+                     found without symbols, by code shape: {}",
+                    located.send,
+                    located.decrypters.len(),
+                    located.evidence
+                ));
+            }
+            rustls::Verdict::Refused(why) => analysis.refused = Some(Refusal::Rustls { why }),
+        }
     }
     match golang::inspect(elf, bytes, deadline) {
         GoBinary::Go(go) => {
-            go.attach_points().into_iter().for_each(&mut add);
+            analysis
+                .capture
+                .extend(go.attach_points().into_iter().map(probe));
             analysis
                 .sentinel
-                .extend(go.sentinel_points().into_iter().map(|point| Probe {
-                    program: point.program.to_owned(),
-                    offset: point.offset,
-                    library: point.library,
-                    function: point.function.to_owned(),
-                }));
+                .extend(go.sentinel_points().into_iter().map(probe));
             // A Go program opens connections itself (no imports to tell).
             analysis.imports_network |= go.net.is_some();
             if let Some(tls) = &go.tls {

@@ -16,8 +16,8 @@ pub mod boringssl;
 mod c_library;
 mod container;
 mod decode;
-mod eh_frame;
 mod discover;
+mod eh_frame;
 mod elf;
 pub mod feedback;
 mod follow;
@@ -27,7 +27,9 @@ mod kernel_btf;
 mod probe_sites;
 mod probes;
 pub mod record;
+pub mod rustls;
 mod sockets;
+pub mod synthetic;
 mod tls_functions;
 mod types;
 mod untrusted;
@@ -489,6 +491,7 @@ impl LossReport {
             bytes_lost: kernel.bytes_lost,
             calls_truncated: kernel.calls_truncated,
             read_faults: kernel.read_faults,
+            rustls_records_dropped: kernel.rustls_records_dropped,
             attached_late: follow_stats
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())

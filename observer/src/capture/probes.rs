@@ -66,6 +66,8 @@ const UPROBE_PROGRAMS: &[ProgramRef] = &[
     entry("rustls_send"),
     exit("rustls_send_return"),
     entry("rustls_receive"),
+    entry("rustls_decrypt"),
+    exit("rustls_decrypt_return"),
     entry("socket_send"),
     entry("socket_sendv"),
     entry("socket_sendmsg"),
@@ -117,6 +119,7 @@ pub struct KernelCounters {
     pub skipped_not_http: u64,
     pub tree_depth_cut: u64,
     pub tree_full: u64,
+    pub rustls_records_dropped: u64,
 }
 
 impl Probes {
@@ -285,6 +288,7 @@ impl SharedMaps {
             skipped_not_http: sum(counter::SKIPPED_NOT_HTTP),
             tree_depth_cut: sum(counter::TREE_DEPTH_CUT),
             tree_full: sum(counter::TREE_FULL),
+            rustls_records_dropped: sum(counter::RUSTLS_RECORDS_DROPPED),
         }
     }
 }

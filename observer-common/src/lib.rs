@@ -108,9 +108,9 @@ pub mod counter {
     /// Processes (or threads) an agent's tree did not take: the map was full.
     pub const TREE_FULL: u32 = 10;
     /// Application data rustls decrypted (located without symbols) and the probes did not
-    /// copy: its session was not known yet (no write on it since its keys were set), or the
-    /// decrypted record did not lie where the record layer had it.
-    pub const RUSTLS_RECORDS_DROPPED: u32 = 11;
+    /// copy: no send on its session had named its decrypter yet (a server reads a request
+    /// before it writes; a client always writes first).
+    pub const RUSTLS_SESSION_UNKNOWN: u32 = 11;
     pub const COUNT: u32 = 12;
 }
 

@@ -21,8 +21,8 @@
 //!   Result<InboundPlainMessage, Error>`: result in rdi, `self` in rsi, `msg` by reference in
 //!   rdx) are probed at entry and return: application data is in the result, decrypted in
 //!   place inside `msg`'s payload. `self` gives the session, as noted by the sends; data from a
-//!   decrypter no send has named yet, or outside the record it was decrypted from, is counted
-//!   and not copied.
+//!   decrypter no send has named yet (a server's first reads) is counted and not copied, as is
+//!   a result whose plaintext would lie outside the record it was decrypted from.
 use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid,
     macros::{map, uprobe, uretprobe},
@@ -254,8 +254,13 @@ pub fn rustls_decrypt_return(_ctx: RetProbeContext) -> u32 {
     let within_record = ptr >= pending.record
         && len <= pending.record_len
         && ptr - pending.record <= pending.record_len - len;
-    if pending.conn == 0 || !within_record {
-        bump(counter::RUSTLS_RECORDS_DROPPED, 1);
+    if !within_record {
+        // Not the layout the locator checked: nothing is read from such a result.
+        bump(counter::READ_FAULTS, 1);
+        return 0;
+    }
+    if pending.conn == 0 {
+        bump(counter::RUSTLS_SESSION_UNKNOWN, 1);
         return 0;
     }
     let call = ActiveCall {

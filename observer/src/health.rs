@@ -48,7 +48,7 @@ pub struct GivenUp {
     pub count: u64,
 }
 
-pub const GIVEN_UP_REASONS: usize = 20;
+pub const GIVEN_UP_REASONS: usize = 19;
 
 /// Everything the capture and HTTP stages gave up on, by reason: all zero means no byte the
 /// probes saw, and no call made while a process was followed, went unreported.
@@ -77,11 +77,6 @@ pub fn given_up(
             "read_fault",
             "buffers the probes could not read",
             capture.read_faults,
-        ),
-        entry(
-            "rustls_record_unmatched",
-            "rustls records decrypted for a session not known yet",
-            capture.rustls_records_dropped,
         ),
         entry(
             "attached_late",

@@ -491,7 +491,6 @@ impl LossReport {
             bytes_lost: kernel.bytes_lost,
             calls_truncated: kernel.calls_truncated,
             read_faults: kernel.read_faults,
-            rustls_records_dropped: kernel.rustls_records_dropped,
             attached_late: follow_stats
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())

@@ -119,7 +119,8 @@ pub struct KernelCounters {
     pub skipped_not_http: u64,
     pub tree_depth_cut: u64,
     pub tree_full: u64,
-    pub rustls_records_dropped: u64,
+    /// Decrypted rustls records not copied: their session had not written yet.
+    pub rustls_session_unknown: u64,
 }
 
 impl Probes {
@@ -288,7 +289,7 @@ impl SharedMaps {
             skipped_not_http: sum(counter::SKIPPED_NOT_HTTP),
             tree_depth_cut: sum(counter::TREE_DEPTH_CUT),
             tree_full: sum(counter::TREE_FULL),
-            rustls_records_dropped: sum(counter::RUSTLS_RECORDS_DROPPED),
+            rustls_session_unknown: sum(counter::RUSTLS_SESSION_UNKNOWN),
         }
     }
 }

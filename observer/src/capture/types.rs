@@ -245,9 +245,6 @@ pub struct CaptureLosses {
     /// Processes whose probes came on while they had TCP connections open: what those
     /// connections carried before was not seen.
     pub attached_late: u64,
-    /// Application data decrypted by rustls (located without symbols) for a session the
-    /// probes had not seen send yet, or not where its record was: not copied.
-    pub rustls_records_dropped: u64,
 }
 
 impl CaptureEvent {

@@ -87,6 +87,19 @@ pub fn npm_program(relative: &str) -> PathBuf {
     path
 }
 
+/// A binary of this workspace built with cargo profile `profile` (target/PROFILE/NAME): the
+/// test programs built unlike a release (`cargo xtask test` builds them).
+pub fn profile_program(profile: &str, name: &str) -> PathBuf {
+    let path = repo_root().join("target").join(profile).join(name);
+    assert!(
+        path.is_file(),
+        "{} not found: build it with `cargo build --profile {profile} -p {name}` (cargo xtask \
+         test does)",
+        path.display()
+    );
+    path
+}
+
 /// `GET path` on 127.0.0.1:port over HTTP/1.0: the status and body, None when nothing answers.
 pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     use std::io::Write as _;

@@ -107,11 +107,13 @@ pub mod counter {
     pub const TREE_DEPTH_CUT: u32 = 9;
     /// Processes (or threads) an agent's tree did not take: the map was full.
     pub const TREE_FULL: u32 = 10;
-    /// Application data rustls decrypted (located without symbols) and the probes did not
-    /// copy: no send on its session had named its decrypter yet (a server reads a request
-    /// before it writes; a client always writes first).
+    /// Application data rustls decrypted (located without symbols) and the probes lost: no
+    /// send on its session had named its decrypter (a client whose server updated the keys,
+    /// before it writes again).
     pub const RUSTLS_SESSION_UNKNOWN: u32 = 11;
-    pub const COUNT: u32 = 12;
+    /// rustls calls (located without symbols) not copied: the server side of a connection.
+    pub const RUSTLS_SERVER_SIDE: u32 = 12;
+    pub const COUNT: u32 = 13;
 }
 
 /// A uprobe's attach cookie: the probed library's [`tls_source`] in the low byte; the programs

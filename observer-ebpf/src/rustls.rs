@@ -20,9 +20,12 @@
 //! - The decrypters (`MessageDecrypter::decrypt(&mut self, msg: InboundOpaqueMessage, seq) ->
 //!   Result<InboundPlainMessage, Error>`: result in rdi, `self` in rsi, `msg` by reference in
 //!   rdx) are probed at entry and return: application data is in the result, decrypted in
-//!   place inside `msg`'s payload. `self` gives the session, as noted by the sends; data from a
-//!   decrypter no send has named yet (a server's first reads) is counted and not copied, as is
-//!   a result whose plaintext would lie outside the record it was decrypted from.
+//!   place inside `msg`'s payload. `self` gives the session, as noted by the sends. A session
+//!   whose first application data arrives before it sent any, and begins an HTTP request, is a
+//!   server's: neither way is copied from then on (the pipeline reports clients). Other data
+//!   from a decrypter no send has named (a client's after its server updated the keys) is
+//!   counted as lost; a result whose plaintext would lie outside the record it was decrypted
+//!   from is not read (a read fault).
 use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid,
     macros::{map, uprobe, uretprobe},
@@ -37,6 +40,7 @@ use observer_common::{
 
 use crate::{
     probes::{ActiveCall, bump, copy_wanted, emit_data, hit},
+    socket_io::is_http_request_start,
     sound::{Lookup, attach_cookie, read_user},
 };
 
@@ -69,12 +73,19 @@ fn session_and_payload(ctx: &ProbeContext, dir: u8) -> Option<(u64, u64, u64)> {
 #[map]
 static RUSTLS_DECRYPTERS: LruHashMap<[u64; 2], u64> = LruHashMap::with_max_entries(16384, 0);
 
+/// Decrypters (`[data pointer, pid]`) of server sessions: a session whose first application
+/// data, read before it wrote any, began an HTTP request. Neither way is copied (the pipeline
+/// reports clients; a server's reads before it writes cannot be given to a session anyway).
+#[map]
+static RUSTLS_SERVER_SIDE: LruHashMap<[u64; 2], u8> = LruHashMap::with_max_entries(16384, 0);
+
 /// A decryption in progress, by thread: what its entry knew.
 #[repr(C)]
 #[derive(Clone, Copy)]
 struct PendingDecrypt {
     /// The session, 0 if no send named the decrypter yet.
     conn: u64,
+    decrypter: u64,
     /// Where the result goes.
     result: u64,
     /// The record being decrypted: its payload.
@@ -97,8 +108,9 @@ pub fn rustls_send(ctx: ProbeContext) -> u32 {
     let cookie = attach_cookie(&ctx);
     if cookie & LEARNS_DECRYPTER != 0
         && let Some(conn) = ctx.arg::<u64>(0)
+        && !note_decrypter(conn, conn + (cookie >> DECRYPTER_SHIFT))
     {
-        note_decrypter(conn, conn + (cookie >> DECRYPTER_SHIFT));
+        return 0;
     }
     let Some((pid_tgid, conn, payload)) = session_and_payload(&ctx, direction::EGRESS) else {
         return 0;
@@ -182,18 +194,24 @@ pub fn rustls_receive(ctx: ProbeContext) -> u32 {
     0
 }
 
-/// The session `conn`'s record layer holds its decrypter's data pointer at `field`.
-fn note_decrypter(conn: u64, field: u64) {
+/// The session `conn`'s record layer holds its decrypter's data pointer at `field`: notes
+/// it, unless the session is a server's (whose sends are not copied either): whether to copy.
+fn note_decrypter(conn: u64, field: u64) -> bool {
     let Ok(decrypter) = read_user::<u64>(field) else {
         bump(counter::READ_FAULTS, 1);
-        return;
+        return true;
     };
     let key = [decrypter, bpf_get_current_pid_tgid() >> 32];
+    if RUSTLS_SERVER_SIDE.copied(&key).is_some() {
+        bump(counter::RUSTLS_SERVER_SIDE, 1);
+        return false;
+    }
     // Keys change rarely (at the handshake's end, on a key update): a lookup costs less than
     // an LRU update.
     if RUSTLS_DECRYPTERS.copied(&key) != Some(conn) {
         let _ = RUSTLS_DECRYPTERS.insert(&key, &conn, 0);
     }
+    true
 }
 
 #[uprobe]
@@ -205,9 +223,12 @@ pub fn rustls_decrypt(ctx: ProbeContext) -> u32 {
     else {
         return 0;
     };
-    let conn = RUSTLS_DECRYPTERS
-        .copied(&[decrypter, pid_tgid >> 32])
-        .unwrap_or(0);
+    let key = [decrypter, pid_tgid >> 32];
+    let conn = RUSTLS_DECRYPTERS.copied(&key).unwrap_or(0);
+    if conn == 0 && RUSTLS_SERVER_SIDE.copied(&key).is_some() {
+        bump(counter::RUSTLS_SERVER_SIDE, 1);
+        return 0;
+    }
     if conn != 0 && !copy_wanted(pid_tgid, conn, direction::INGRESS) {
         return 0;
     }
@@ -218,6 +239,7 @@ pub fn rustls_decrypt(ctx: ProbeContext) -> u32 {
     let cookie = attach_cookie(&ctx);
     let pending = PendingDecrypt {
         conn,
+        decrypter,
         result,
         record,
         record_len,
@@ -260,7 +282,15 @@ pub fn rustls_decrypt_return(_ctx: RetProbeContext) -> u32 {
         return 0;
     }
     if pending.conn == 0 {
-        bump(counter::RUSTLS_SESSION_UNKNOWN, 1);
+        let key = [pending.decrypter, pid_tgid >> 32];
+        if read_user::<[u8; 4]>(ptr).is_ok_and(|start| is_http_request_start(&start)) {
+            let _ = RUSTLS_SERVER_SIDE.insert(&key, &1, 0);
+            bump(counter::RUSTLS_SERVER_SIDE, 1);
+        } else {
+            // A client's, whose keys changed since it last wrote (a key update), or another
+            // protocol's: lost.
+            bump(counter::RUSTLS_SESSION_UNKNOWN, 1);
+        }
         return 0;
     }
     let call = ActiveCall {

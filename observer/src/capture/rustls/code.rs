@@ -186,6 +186,13 @@ impl Function {
             .map(Instruction::ip_rel_memory_address)
     }
 
+    /// Whether its first instruction is `push r64`.
+    pub fn starts_with_push(&self) -> bool {
+        self.instructions
+            .first()
+            .is_some_and(|i| i.code() == Opcode::Push_r64)
+    }
+
     /// Its calls through a boxed trait object's first method.
     pub fn box_calls(&self) -> Vec<BoxCall> {
         let mut info = InstructionInfoFactory::new();

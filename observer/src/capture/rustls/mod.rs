@@ -339,6 +339,21 @@ fn identify(
         ));
     }
     let receive_functions: BTreeSet<u64> = receives.iter().map(|(f, ..)| *f).collect();
+    // What a probe at each entry costs: the kernel emulates a push; anything else it
+    // single-steps (about ten times the cost in a VM).
+    let single_stepped = std::iter::once(send)
+        .chain(decrypters.iter().copied())
+        .filter(|&entry| {
+            !bounds
+                .containing(entry)
+                .and_then(|f| code.function(f))
+                .is_some_and(|f| f.starts_with_push())
+        })
+        .count();
+    let entries = match single_stepped {
+        0 => "every probed entry starts with a push (emulated by the kernel)".to_owned(),
+        n => format!("{n} probed entries start with an instruction the kernel single-steps"),
+    };
     Ok(Found {
         send,
         decrypters: decrypters.clone(),
@@ -350,7 +365,7 @@ fn identify(
              (cipher at +{decrypter_field:#x}, next to the encrypter); {} MessageDecrypter \
              implementation(s) ({}) of {} cipher vtables; cross-checked: Ok is {ok_tag:#x} at \
              the send and the decryptions, DecryptError ({decrypt_error:#x}) at the \
-             decryptions and in every decrypter",
+             decryptions and in every decrypter; {entries}",
             receives.len(),
             hex_list(&receive_functions),
             decrypters.len(),

@@ -682,7 +682,7 @@ mod tests {
     #[test]
     fn files_without_a_build_id_are_known_by_their_contents() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let program = super::super::rustls::example::executable_of(&Default::default());
+        let program = rustls::example::executable_of(&Default::default());
         let (first, copy) = (dir.path().join("first"), dir.path().join("copy"));
         fs::write(&first, &program).expect("written");
         fs::write(&copy, &program).expect("written");
@@ -719,7 +719,7 @@ mod tests {
             .modified()
             .expect("mtime");
         fs::write(&copy, &other).expect("rewritten");
-        fs::File::options()
+        File::options()
             .write(true)
             .open(&copy)
             .and_then(|f| f.set_modified(modified))

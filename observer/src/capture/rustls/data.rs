@@ -73,7 +73,7 @@ impl<'a> Pointers<'a> {
                 .collect();
         }
         let mut found = Vec::new();
-        for section in self.elf.sections().filter(|s| holds_pointers(s)) {
+        for section in self.elf.sections().filter(holds_pointers) {
             let Ok(bytes) = section.data() else { continue };
             // Pointers are aligned: the section's first aligned word, then every eighth byte.
             let first = section.address().next_multiple_of(8);

@@ -20,6 +20,8 @@ const BEFORE_CALL: usize = 32;
 const AFTER_CALL: usize = 8;
 /// `[vtable + 0x18]`: a trait object's first method (after drop glue, size and alignment).
 pub const FIRST_METHOD: u64 = 0x18;
+/// Calls through boxed trait objects looked at per function (rustls's callers hold a few).
+const MAX_BOX_CALLS: usize = 64;
 
 /// The executable code of a file.
 pub struct Code<'a> {
@@ -193,11 +195,12 @@ impl Function {
             .is_some_and(|i| i.code() == Opcode::Push_r64)
     }
 
-    /// Its calls through a boxed trait object's first method.
+    /// Its calls through a boxed trait object's first method (the first [`MAX_BOX_CALLS`]).
     pub fn box_calls(&self) -> Vec<BoxCall> {
         let mut info = InstructionInfoFactory::new();
         (0..self.instructions.len())
             .filter_map(|index| self.box_call(index, &mut info))
+            .take(MAX_BOX_CALLS)
             .collect()
     }
 

@@ -15,7 +15,7 @@ use super::super::{
 /// Longest source path a `Location` is believed to name.
 const MAX_PATH_BYTES: u64 = 4096;
 /// Relocations kept, at most (a large Rust program has a few hundred thousand).
-const MAX_RELOCATIONS: usize = 1 << 22;
+const MAX_RELOCATIONS: usize = 1 << 21;
 
 /// Pointers stored in the file's data, as loaded: a position-independent executable relocated
 /// with RELA keeps its pointers in the relocations (the data holds zeros); one relocated with
@@ -187,35 +187,18 @@ pub fn locations(
         .collect()
 }
 
-/// A trait object's vtable: drop glue (or none), size, alignment, then the methods.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Vtable {
-    pub address: u64,
-    pub size: u64,
-    /// The first method, and the word after it (the second method, if the trait has one).
-    pub first_method: u64,
-    pub second_word: u64,
-}
-
-impl Vtable {
-    /// The vtable at `address`, if it has that shape: a function or nothing to drop, a size, a
-    /// power-of-two alignment, and a function first. Zero-sized types (`Debug` for a unit
-    /// error, invalid ciphers) are no key holders, so not taken.
-    pub fn at(pointers: &Pointers, bounds: &FunctionBounds, address: u64) -> Option<Vtable> {
-        let word = |i: u64| pointers.read(address + 8 * i);
-        let (drop, size, align, first_method) = (word(0)?, word(1)?, word(2)?, word(3)?);
-        let shaped = (drop == 0 || bounds.starts_at(drop))
-            && size > 0
-            && size < 1 << 20
-            && align.is_power_of_two()
-            && align <= 4096
-            && size % align == 0
-            && bounds.starts_at(first_method);
-        shaped.then(|| Vtable {
-            address,
-            size,
-            first_method,
-            second_word: word(4).unwrap_or(0),
-        })
-    }
+/// The first method of the trait-object vtable at `address`, if it has that shape: a function
+/// or nothing to drop, a size, a power-of-two alignment, and a function first. Zero-sized
+/// types (`Debug` for a unit error, invalid ciphers) are no key holders, so not taken.
+pub fn vtable_method(pointers: &Pointers, bounds: &FunctionBounds, address: u64) -> Option<u64> {
+    let word = |i: u64| pointers.read(address + 8 * i);
+    let (drop, size, align, method) = (word(0)?, word(1)?, word(2)?, word(3)?);
+    let shaped = (drop == 0 || bounds.starts_at(drop))
+        && size > 0
+        && size < 1 << 20
+        && align.is_power_of_two()
+        && align <= 4096
+        && size % align == 0
+        && bounds.starts_at(method);
+    shaped.then_some(method)
 }

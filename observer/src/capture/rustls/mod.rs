@@ -40,7 +40,7 @@ use observer_common::rustls_layout::{APPLICATION_DATA, OUTBOUND_TYP};
 
 use self::{
     code::{BoxCall, Code, Function},
-    data::{Pointers, Vtable},
+    data::Pointers,
 };
 use super::{
     eh_frame::FunctionBounds,
@@ -60,9 +60,10 @@ const PROVIDERS: &[&str] = &[
 ];
 /// `SEQ_SOFT_LIMIT`: `decrypt_incoming` compares the read sequence number with it.
 const SEQ_SOFT_LIMIT: u64 = 0xffff_ffff_ffff_0000;
-/// Functions decoded at most per kind (real builds: a handful each; a hostile file may name
-/// the paths from everywhere).
+/// Functions decoded at most per kind, and vtables looked at (real builds: a handful each, 15
+/// vtables in Codex; a hostile file may name the paths from everywhere).
 const MAX_FUNCTIONS: usize = 64;
+const MAX_VTABLES: usize = 256;
 
 /// The result for one file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -164,7 +165,7 @@ pub fn locate(elf: &Elf, deadline: &Deadline) -> Verdict {
         decryption: decode(decryption),
         constructors: decode(constructors),
     };
-    match identify(&functions, &code, &bounds, &pointers) {
+    match identify(&functions, &code, &bounds, &pointers, deadline) {
         Ok(found) => {
             let offset = |address| file_offset(elf, address);
             let (Some(send), Some(decrypters)) = (
@@ -211,6 +212,7 @@ fn identify(
     code: &Code,
     bounds: &FunctionBounds,
     pointers: &Pointers,
+    deadline: &Deadline,
 ) -> Result<Found, String> {
     // Send: encrypts an ApplicationData message through a cipher held by its first argument.
     let mut senders: Vec<(&Function, BoxCall, Vec<u8>)> = Vec::new();
@@ -316,12 +318,13 @@ fn identify(
         .constructors
         .iter()
         .flat_map(Function::addresses_loaded)
-        .filter_map(|address| Vtable::at(pointers, bounds, address))
-        .map(|vtable| vtable.first_method)
+        .filter_map(|address| data::vtable_method(pointers, bounds, address))
+        .take(MAX_VTABLES)
         .collect();
     let decrypters: Vec<u64> = vtables
         .iter()
         .copied()
+        .take_while(|_| deadline.left())
         .filter(|&method| {
             bounds
                 .containing(method)

@@ -731,6 +731,23 @@ impl TestEnv {
         Watcher { proc, output }
     }
 
+    /// Copies `source` to a new file (a new inode), executable: a program never seen.
+    pub fn fresh_copy(&self, source: &Path) -> PathBuf {
+        let dir = self.dir().join("fresh");
+        std::fs::create_dir_all(&dir).expect("fresh dir");
+        let target = dir.join(source.file_name().expect("a file name"));
+        std::fs::copy(source, &target)
+            .unwrap_or_else(|e| panic!("copying {}: {e}", source.display()));
+        target
+    }
+
+    /// Watches the host with an analysis cache of its own, empty.
+    pub fn watch_unseen(&self) -> Watcher {
+        let cache = self.dir().join("analysis-cache");
+        let cache = cache.display().to_string();
+        self.watch_with_env(&[], &[("OBSERVER_CACHE_DIR", cache.as_str())])
+    }
+
     /// Starts a client directly (not under the observer).
     pub fn spawn_client(&self, client: &[String]) -> Proc {
         let mut command = Command::new(&client[0]);

@@ -8,6 +8,8 @@ use observer_e2e::{
     harness::{npm_program, profile_program},
     mock::{self, CANARY_API_KEY},
 };
+use std::path::Path;
+
 use serde_json::{Value, json};
 
 /// The executable of the Codex CLI's platform package (the `@openai/codex` package's launcher
@@ -17,8 +19,9 @@ const MODEL: &str = "gpt-5-mini";
 const PROMPT: &str = "say hello";
 
 /// `codex exec --json PROMPT` against the mock server, in a home and a `CODEX_HOME` of its own
-/// (a config naming the mock as its provider), as an argument vector run through `env`.
-fn codex_exec(env: &TestEnv) -> Vec<String> {
+/// (a config naming the mock as its provider), as an argument vector run through `env`; the
+/// executable at `codex`.
+fn codex_exec(env: &TestEnv, codex: &Path) -> Vec<String> {
     let home = env.dir().join("home");
     let codex_home = env.dir().join("codex-home");
     for dir in [&home, &codex_home] {
@@ -37,7 +40,7 @@ fn codex_exec(env: &TestEnv) -> Vec<String> {
         format!("CODEX_HOME={}", codex_home.display()),
         format!("CODEX_CA_CERTIFICATE={}", env.server.ca.display()),
         format!("OPENAI_API_KEY={CANARY_API_KEY}"),
-        npm_program(CODEX).display().to_string(),
+        codex.display().to_string(),
         "exec".into(),
         "--json".into(),
         "--skip-git-repo-check".into(),
@@ -137,12 +140,14 @@ fn assert_no_unknown_session(stderr: &str) {
     );
 }
 
-/// `codex exec` started while the observer watches the whole host (not its child).
+/// `codex exec` started while the observer watches the whole host (not its child), a copy
+/// never seen (its analysis, hashing included, made while its exec is held).
 #[test]
 fn codex_cli_under_the_whole_host_watch() {
     let env = TestEnv::new();
-    let watcher = env.watch(&[]);
-    let mut codex = env.spawn_client(&codex_exec(&env));
+    let codex = env.fresh_copy(&npm_program(CODEX));
+    let watcher = env.watch_unseen();
+    let mut codex = env.spawn_client(&codex_exec(&env, &codex));
     let status = codex.wait(std::time::Duration::from_secs(120));
     assert!(status.success(), "Codex failed: {}", codex.describe());
     let saw = codex_saw(&codex.stdout.text());
@@ -161,7 +166,7 @@ fn codex_cli_under_the_whole_host_watch() {
 #[test]
 fn codex_cli_as_a_command() {
     let env = TestEnv::new();
-    let run = env.capture(&codex_exec(&env), false);
+    let run = env.capture(&codex_exec(&env, &npm_program(CODEX)), false);
     let saw = codex_saw(&run.stdout);
     assert_codex_call(&env, &run, &saw);
     assert_no_unknown_session(&run.stderr);
@@ -177,12 +182,8 @@ const SCENARIOS: [&str; 4] = [
     "messages_stream",
 ];
 
-fn stripped_client() -> Vec<String> {
-    let mut argv = vec![
-        profile_program("stripped-lto", "rustls-client")
-            .display()
-            .to_string(),
-    ];
+fn stripped_client(client: &Path) -> Vec<String> {
+    let mut argv = vec![client.display().to_string()];
     argv.extend(SCENARIOS.iter().map(|s| s.to_string()));
     argv
 }
@@ -190,7 +191,8 @@ fn stripped_client() -> Vec<String> {
 #[test]
 fn stripped_lto_rustls_client_as_a_command() {
     let env = TestEnv::new();
-    let run = env.check_command(&stripped_client(), expected_calls(&SCENARIOS), false);
+    let client = profile_program("stripped-lto", "rustls-client");
+    let run = env.check_command(&stripped_client(&client), expected_calls(&SCENARIOS), false);
     for span in run.spans.iter().filter(|s| s.is_call()) {
         assert_eq!(span.str("observer.tls.library"), Some("rustls"), "{span}");
     }
@@ -203,10 +205,14 @@ fn stripped_lto_rustls_client_as_a_command() {
     assert_no_unknown_session(&run.stderr);
 }
 
+/// A copy never seen, its analysis cache empty; the mock server (rustls without symbols too)
+/// is followed as well: its side of the connections is recognised and not copied.
 #[test]
 fn stripped_lto_rustls_client_under_the_whole_host_watch() {
     let env = TestEnv::new();
-    let (run, calls): (ObserverRun, Vec<ClientCall>) = env.watch_host_while(&stripped_client());
+    let client = env.fresh_copy(&profile_program("stripped-lto", "rustls-client"));
+    let (run, calls): (ObserverRun, Vec<ClientCall>) =
+        env.watch_host_while_unseen(&stripped_client(&client));
     assert_eq!(calls.len(), expected_calls(&SCENARIOS));
     let pid = calls[0].pid() as u32;
     let spans = run.spans_of(pid);

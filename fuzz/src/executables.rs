@@ -10,6 +10,7 @@ use observer::capture::{
     analysis::{self, FileAnalysis},
     boringssl::example as boringssl,
     golang::{self, example as go},
+    rustls::example as rustls,
 };
 
 /// Analyses `bytes` as the observer does any file it meets, and checks what must hold whatever
@@ -206,6 +207,29 @@ pub fn boringssl_seeds() -> Vec<Vec<u8>> {
         .to_vec()
 }
 
+/// `rustls` input: the code of `.text`, at the address the hand-written example assumes, with
+/// its data (rustls's source paths, panic locations, cipher vtables) and unwind tables.
+pub fn rustls_executable(code: &[u8]) -> Vec<u8> {
+    rustls::with_code(&rustls::Shape::default(), code)
+}
+
+/// Seeds for `rustls`: the example's code as rustls is built, and with the cross-checks
+/// disagreeing (Ok tags, where the ciphers are).
+pub fn rustls_seeds() -> Vec<Vec<u8>> {
+    let shapes = [
+        rustls::Shape::default(),
+        rustls::Shape {
+            receive_ok: 0xff,
+            ..rustls::Shape::default()
+        },
+        rustls::Shape {
+            decrypter_field: 0x38,
+            ..rustls::Shape::default()
+        },
+    ];
+    shapes.iter().map(rustls::code).collect()
+}
+
 /// Seeds for `symbols`: the names of every TLS library the probes read (OpenSSL, GnuTLS,
 /// rustls mangled as rustc does), the C library's wrappers and loader hook, and Go's names,
 /// over code that forwards as OpenSSL 3's exports do.
@@ -277,6 +301,7 @@ pub fn symbols_seeds() -> Vec<Vec<u8>> {
 pub fn elf_seeds() -> Vec<Vec<u8>> {
     let mut seeds: Vec<Vec<u8>> = go_seeds().iter().map(|s| go_executable(s)).collect();
     seeds.extend(boringssl_seeds().iter().map(|s| boringssl_executable(s)));
+    seeds.extend(rustls_seeds().iter().map(|s| rustls_executable(s)));
     seeds.extend(symbols_seeds().iter().map(|s| symbols_executable(s)));
     for dir in ["/usr/bin", "/usr/lib/x86_64-linux-gnu"] {
         let Ok(entries) = std::fs::read_dir(dir) else {
@@ -332,6 +357,11 @@ mod tests {
                 .refused
                 .is_some()
         );
+        let rustls = rustls_seeds();
+        assert!(tls(&rustls_executable(&rustls[0])).contains("without symbols, by code shape"));
+        for refused in &rustls[1..] {
+            assert!(analyse(&rustls_executable(refused)).refused.is_some());
+        }
         let symbols = symbols_seeds();
         assert!(tls(&symbols_executable(&symbols[0])).contains("openssl probes"));
         assert!(tls(&symbols_executable(&symbols[0])).contains("ssl_read_internal"));

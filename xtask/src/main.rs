@@ -113,6 +113,7 @@ const FUZZ_TARGETS: &[&str] = &[
     "elf",
     "go",
     "boringssl",
+    "rustls",
     "symbols",
 ];
 /// How long each target runs by default in `cargo xtask test`; OBSERVER_FUZZ_SECONDS

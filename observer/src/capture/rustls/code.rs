@@ -378,6 +378,31 @@ impl Function {
         copied
     }
 
+    /// Whether it reads the first word its second argument (`rsi`) points at before writing
+    /// `rsi`: an argument passed by reference (rustls's `OutboundChunks`, whose first word tells
+    /// its variants apart), not a slice.
+    pub fn reads_through_second_argument(&self) -> bool {
+        let mut info = InstructionInfoFactory::new();
+        for instruction in &self.instructions {
+            if instruction.code() == Opcode::Mov_r64_rm64
+                && plain_memory(instruction) == Some((Register::RSI, 0))
+            {
+                return true;
+            }
+            let writes_rsi = info.info(instruction).used_registers().iter().any(|u| {
+                u.register().full_register() == Register::RSI
+                    && !matches!(
+                        u.access(),
+                        OpAccess::Read | OpAccess::CondRead | OpAccess::None
+                    )
+            });
+            if writes_rsi {
+                return false;
+            }
+        }
+        false
+    }
+
     /// Whether `instruction` is a `pop` of an epilogue: only pops follow it up to a `ret`.
     fn restores_before_return(&self, instruction: &Instruction) -> bool {
         instruction.code() == Opcode::Pop_r64

@@ -43,6 +43,8 @@ pub struct Shape {
     pub content_type: u8,
     /// Whether the send keeps its first argument (else it overwrites it before encrypting).
     pub keeps_first_argument: bool,
+    /// Whether the send reads its payload by reference (else as a slice in registers).
+    pub payload_by_reference: bool,
     pub second_send: bool,
 }
 
@@ -58,6 +60,7 @@ impl Default for Shape {
             decrypter_field: 0x20,
             content_type: 3,
             keeps_first_argument: true,
+            payload_by_reference: true,
             second_send: false,
         }
     }
@@ -136,8 +139,11 @@ pub fn code(shape: &Shape) -> Vec<u8> {
 fn send(asm: &mut Asm, shape: &Shape) {
     let field = shape.encrypter_field;
     asm.bytes(&[0x41, 0x56]) // push r14
-        .bytes(&[0x49, 0x89, 0xfe]) // mov r14, rdi
-        .rip(&[0x4c, 0x8d, 0x05], RECORD_LAYER_LOCATION) // lea r8, [location]
+        .bytes(&[0x49, 0x89, 0xfe]); // mov r14, rdi
+    if shape.payload_by_reference {
+        asm.bytes(&[0x4c, 0x8b, 0x1e]); // mov r11, [rsi]: the payload's variant
+    }
+    asm.rip(&[0x4c, 0x8d, 0x05], RECORD_LAYER_LOCATION) // lea r8, [location]
         .bytes(&[0xc6, 0x84, 0x24, 0x98, 0, 0, 0, shape.content_type]); // mov byte [rsp+0x98], typ
     if !shape.keeps_first_argument {
         asm.bytes(&[0x4d, 0x31, 0xf6]); // xor r14, r14

@@ -9,8 +9,8 @@
 //!
 //! - **Send**: `CommonState::send_appdata_encrypt(&mut self, OutboundChunks, …) -> usize`, the
 //!   one function that names `record_layer.rs` in a panic location, encrypts through a boxed
-//!   cipher held in the struct passed as its first argument, and builds the message it
-//!   encrypts as `ContentType::ApplicationData`. Every byte of application data passes it
+//!   cipher held in the struct passed as its first argument, builds the message it encrypts as
+//!   `ContentType::ApplicationData`, and reads its second argument by reference. Every byte of application data passes it
 //!   once; it takes the connection (`CommonState`) and the bytes like `buffer_plaintext`, so
 //!   the same probes serve it.
 //! - **Receive**: the record layer's decryption (`RecordLayer::decrypt_incoming`, a function
@@ -222,6 +222,7 @@ fn identify(
                 continue;
             };
             if function.holds_first_argument(call.object, call.straight_from)
+                && function.reads_through_second_argument()
                 && function
                     .stack_bytes_stored(message + OUTBOUND_TYP)
                     .contains(&APPLICATION_DATA)

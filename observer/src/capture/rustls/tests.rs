@@ -113,6 +113,17 @@ fn refuses_a_send_whose_session_is_not_its_first_argument() {
 }
 
 #[test]
+fn refuses_a_send_taking_a_slice() {
+    refused(
+        Shape {
+            payload_by_reference: false,
+            ..Shape::default()
+        },
+        "encrypts application data",
+    );
+}
+
+#[test]
 fn refuses_two_candidates() {
     refused(
         Shape {

@@ -128,7 +128,8 @@ pub struct FileAnalysis {
 pub enum Refusal {
     /// BoringSSL whose functions could not be told apart with certainty.
     BoringSsl { why: String },
-    /// rustls without symbols whose send and decrypt sites could not be told with certainty.
+    /// rustls whose plaintext functions no symbol names (stripped, or inlined), and whose send
+    /// and decrypt sites its code could not tell with certainty.
     Rustls { why: String },
     /// A Go program the probes cannot read (too old, another architecture, no tables).
     Go {
@@ -149,9 +150,10 @@ impl Refusal {
                  Please report this build (its version and `file` output)."
             ),
             Refusal::Rustls { why } => format!(
-                "{path} embeds rustls without symbols, but where its plaintext passes could not \
-                 be identified with certainty ({why}); not attaching, so its TLS traffic will \
-                 not be seen. Please report this build (its version and `file` output)."
+                "{path} embeds rustls with no symbol naming where its plaintext passes, and the \
+                 code could not tell it with certainty ({why}); not attaching, so its TLS \
+                 traffic will not be seen. Please report this build (its version and `file` \
+                 output)."
             ),
             Refusal::Go { version, reason } => format!(
                 "not capturing TLS of the Go program {path} ({}): {reason}. Its calls will not \

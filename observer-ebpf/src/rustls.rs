@@ -22,7 +22,9 @@
 //!   rdx) are probed at entry and return: application data is in the result, decrypted in
 //!   place inside `msg`'s payload. `self` gives the session, as noted by the sends. A session
 //!   whose first application data arrives before it sent any, and begins an HTTP request, is a
-//!   server's: neither way is copied from then on (the pipeline reports clients). Other data
+//!   server's: neither way is copied from then on (the pipeline reports clients), once its
+//!   first send (within 30 s) names it; a mark no send claimed in time is taken for a session
+//!   gone, whose decrypter's address another session may hold. Other data
 //!   from a decrypter no send has named (a client's after its server updated the keys) is
 //!   counted as lost; a result whose plaintext would lie outside the record it was decrypted
 //!   from is not read (a read fault).
@@ -41,7 +43,7 @@ use observer_common::{
 use crate::{
     probes::{ActiveCall, bump, copy_wanted, emit_data, hit},
     socket_io::is_http_request_start,
-    sound::{Lookup, attach_cookie, read_user},
+    sound::{Lookup, attach_cookie, now_ns, read_user},
 };
 
 /// Vectored writes: chunks looked at per call (hyper writes headers and body as two or three).
@@ -77,7 +79,21 @@ static RUSTLS_DECRYPTERS: LruHashMap<[u64; 2], u64> = LruHashMap::with_max_entri
 /// data, read before it wrote any, began an HTTP request. Neither way is copied (the pipeline
 /// reports clients; a server's reads before it writes cannot be given to a session anyway).
 #[map]
-static RUSTLS_SERVER_SIDE: LruHashMap<[u64; 2], u8> = LruHashMap::with_max_entries(16384, 0);
+static RUSTLS_SERVER_SIDE: LruHashMap<[u64; 2], ServerSide> =
+    LruHashMap::with_max_entries(16384, 0);
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct ServerSide {
+    /// The session, once it sent (0 before).
+    conn: u64,
+    /// When its first request was read.
+    marked_ns: u64,
+}
+
+/// A session marked as a server's that has not sent within this long is taken for gone: its
+/// decrypter's address may now be another session's (no probe sees sessions end).
+const SERVER_FIRST_SEND_NS: u64 = 30_000_000_000;
 
 /// A decryption in progress, by thread: what its entry knew.
 #[repr(C)]
@@ -202,9 +218,19 @@ fn note_decrypter(conn: u64, field: u64) -> bool {
         return true;
     };
     let key = [decrypter, bpf_get_current_pid_tgid() >> 32];
-    if RUSTLS_SERVER_SIDE.copied(&key).is_some() {
-        bump(counter::RUSTLS_SERVER_SIDE, 1);
-        return false;
+    if let Some(server) = RUSTLS_SERVER_SIDE.copied(&key) {
+        let first_send =
+            server.conn == 0 && now_ns().wrapping_sub(server.marked_ns) < SERVER_FIRST_SEND_NS;
+        if server.conn == conn || first_send {
+            if first_send {
+                let server = ServerSide { conn, ..server };
+                let _ = RUSTLS_SERVER_SIDE.insert(&key, &server, 0);
+            }
+            bump(counter::RUSTLS_SERVER_SIDE, 1);
+            return false;
+        }
+        // Another session now holds that address.
+        let _ = RUSTLS_SERVER_SIDE.remove(&key);
     }
     // Keys change rarely (at the handshake's end, on a key update): a lookup costs less than
     // an LRU update.
@@ -284,7 +310,11 @@ pub fn rustls_decrypt_return(_ctx: RetProbeContext) -> u32 {
     if pending.conn == 0 {
         let key = [pending.decrypter, pid_tgid >> 32];
         if read_user::<[u8; 4]>(ptr).is_ok_and(|start| is_http_request_start(&start)) {
-            let _ = RUSTLS_SERVER_SIDE.insert(&key, &1, 0);
+            let server = ServerSide {
+                conn: 0,
+                marked_ns: now_ns(),
+            };
+            let _ = RUSTLS_SERVER_SIDE.insert(&key, &server, 0);
             bump(counter::RUSTLS_SERVER_SIDE, 1);
         } else {
             // A client's, whose keys changed since it last wrote (a key update), or another

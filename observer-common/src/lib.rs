@@ -122,9 +122,10 @@ pub mod counter {
 pub mod cookie {
     pub const SOURCE_MASK: u64 = 0xff;
     /// `rustls_send` at `CommonState::send_appdata_encrypt`: note which session the record
-    /// layer's decrypter belongs to; its data pointer is at `CommonState + (cookie >>
-    /// DECRYPTER_SHIFT)`.
+    /// layer's decrypter belongs to.
     pub const LEARNS_DECRYPTER: u64 = 1 << 8;
+    /// `rustls_send` and `rustls_decrypt`: the decrypter's data pointer is at `CommonState +
+    /// (cookie >> DECRYPTER_SHIFT)`.
     pub const DECRYPTER_SHIFT: u32 = 16;
     /// `rustls_decrypt`: the tag byte of `Ok` in `Result<_, rustls::Error>`, at
     /// `(cookie >> OK_TAG_SHIFT) & 0xff`.

@@ -20,7 +20,8 @@
 //! - The decrypters (`MessageDecrypter::decrypt(&mut self, msg: InboundOpaqueMessage, seq) ->
 //!   Result<InboundPlainMessage, Error>`: result in rdi, `self` in rsi, `msg` by reference in
 //!   rdx) are probed at entry and return: application data is in the result, decrypted in
-//!   place inside `msg`'s payload. `self` gives the session, as noted by the sends. A session
+//!   place inside `msg`'s payload. `self` gives the session, as noted by the sends (and still
+//!   holding that decrypter: the cookie says where, as for the sends). A session
 //!   whose first application data arrives before it sent any, and begins an HTTP request, is a
 //!   server's: neither way is copied from then on (the pipeline reports clients), once its
 //!   first send (within 30 s) names it; a mark no send claimed in time is taken for a session
@@ -250,7 +251,13 @@ pub fn rustls_decrypt(ctx: ProbeContext) -> u32 {
         return 0;
     };
     let key = [decrypter, pid_tgid >> 32];
-    let conn = RUSTLS_DECRYPTERS.copied(&key).unwrap_or(0);
+    let cookie = attach_cookie(&ctx);
+    // The session noted, if its record layer still holds this decrypter (else the address is
+    // another's now).
+    let conn = RUSTLS_DECRYPTERS
+        .copied(&key)
+        .filter(|&conn| read_user::<u64>(conn + (cookie >> DECRYPTER_SHIFT)) == Ok(decrypter))
+        .unwrap_or(0);
     if conn == 0 && RUSTLS_SERVER_SIDE.copied(&key).is_some() {
         bump(counter::RUSTLS_SERVER_SIDE, 1);
         return 0;
@@ -262,7 +269,6 @@ pub fn rustls_decrypt(ctx: ProbeContext) -> u32 {
         bump(counter::READ_FAULTS, 1);
         return 0;
     };
-    let cookie = attach_cookie(&ctx);
     let pending = PendingDecrypt {
         conn,
         decrypter,

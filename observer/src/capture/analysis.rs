@@ -39,7 +39,7 @@ use super::{
 
 /// Bumped whenever what an analysis holds, or how it is found, changes: older entries are
 /// then ignored.
-const FORMAT: u32 = 4;
+const FORMAT: u32 = 5;
 
 /// Symbols whose import tells that a program opens network connections itself.
 const NETWORK_IMPORTS: &[&str] = &["connect", "send", "sendto", "sendmsg"];
@@ -86,7 +86,8 @@ impl Probe {
         ];
         for &offset in &located.decrypters {
             probes.push(Probe {
-                detail: u64::from(located.ok_tag) << OK_TAG_SHIFT,
+                detail: u64::from(located.ok_tag) << OK_TAG_SHIFT
+                    | located.decrypter_field << DECRYPTER_SHIFT,
                 ..Probe::new("rustls_decrypt", offset, TlsLibrary::Rustls, decrypt)
             });
             probes.push(Probe::new(

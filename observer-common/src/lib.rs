@@ -107,7 +107,47 @@ pub mod counter {
     pub const TREE_DEPTH_CUT: u32 = 9;
     /// Processes (or threads) an agent's tree did not take: the map was full.
     pub const TREE_FULL: u32 = 10;
-    pub const COUNT: u32 = 11;
+    /// Application data rustls decrypted (located without symbols) and the probes lost: no
+    /// send on its session had named its decrypter (a client whose server updated the keys,
+    /// before it writes again).
+    pub const RUSTLS_SESSION_UNKNOWN: u32 = 11;
+    /// rustls calls (located without symbols) not copied: the server side of a connection.
+    pub const RUSTLS_SERVER_SIDE: u32 = 12;
+    pub const COUNT: u32 = 13;
+}
+
+/// A uprobe's attach cookie: the probed library's [`tls_source`] in the low byte; the programs
+/// for rustls without symbols read, above it, what the locator found in that build
+/// (`observer::capture::rustls`).
+pub mod cookie {
+    pub const SOURCE_MASK: u64 = 0xff;
+    /// `rustls_send` at `CommonState::send_appdata_encrypt`: note which session the record
+    /// layer's decrypter belongs to.
+    pub const LEARNS_DECRYPTER: u64 = 1 << 8;
+    /// `rustls_send` and `rustls_decrypt`: the decrypter's data pointer is at `CommonState +
+    /// (cookie >> DECRYPTER_SHIFT)`.
+    pub const DECRYPTER_SHIFT: u32 = 16;
+    /// `rustls_decrypt`: the tag byte of `Ok` in `Result<_, rustls::Error>`, at
+    /// `(cookie >> OK_TAG_SHIFT) & 0xff`.
+    pub const OK_TAG_SHIFT: u32 = 8;
+}
+
+/// rustls 0.23's values as its record layer hands them to the ciphers, where the compiler
+/// chose their layout (checked against each build's code by `observer::capture::rustls`, and
+/// end to end by the tests).
+pub mod rustls_layout {
+    /// `ContentType::ApplicationData`'s tag (its declaration index; the enum also has
+    /// `Unknown(u8)`, so the tag is a byte of its own).
+    pub const APPLICATION_DATA: u8 = 3;
+    /// `OutboundPlainMessage` (what `encrypt` takes): `payload` (`OutboundChunks`, four
+    /// words) first, then `typ`.
+    pub const OUTBOUND_TYP: i64 = 0x20;
+    /// `InboundOpaqueMessage` (what `decrypt` takes): its payload slice (pointer, length) first.
+    pub const INBOUND_PAYLOAD: u64 = 0;
+    /// `Result<InboundPlainMessage, Error>` (what `decrypt` returns): the tag byte first, then
+    /// the message's payload slice (pointer, length) and its `typ`.
+    pub const DECRYPTED_PAYLOAD: u64 = 8;
+    pub const DECRYPTED_TYP: u64 = 0x18;
 }
 
 /// Indexes of the `CONFIG` array.

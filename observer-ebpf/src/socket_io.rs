@@ -503,7 +503,7 @@ fn announce(pid_tgid: u64, conn: u64, fd: u32, source: u8) {
 }
 
 /// `GET `, `POST`, `PUT `, `HEAD`, `DELE`(TE), `PATC`(H), `OPTI`(ONS), and `PRI ` (HTTP/2 prior knowledge).
-fn is_http_request_start(bytes: &[u8; 4]) -> bool {
+pub(crate) fn is_http_request_start(bytes: &[u8; 4]) -> bool {
     matches!(
         bytes,
         b"GET " | b"POST" | b"PUT " | b"HEAD" | b"DELE" | b"PATC" | b"OPTI" | b"PRI "

@@ -399,6 +399,8 @@ impl Metrics {
             ("connection_not_followed", kernel.skipped_connection),
             ("response_not_llm", kernel.skipped_response),
             ("not_http", kernel.skipped_not_http),
+            ("rustls_server_side", kernel.rustls_server_side),
+            ("rustls_session_unknown", kernel.rustls_session_unknown),
         ] {
             set_total(
                 &self.not_copied.get_or_create(&ReasonLabels { reason }),

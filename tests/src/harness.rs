@@ -87,6 +87,19 @@ pub fn npm_program(relative: &str) -> PathBuf {
     path
 }
 
+/// A binary of this workspace built with cargo profile `profile` (target/PROFILE/NAME): the
+/// test programs built unlike a release (`cargo xtask test` builds them).
+pub fn profile_program(profile: &str, name: &str) -> PathBuf {
+    let path = repo_root().join("target").join(profile).join(name);
+    assert!(
+        path.is_file(),
+        "{} not found: build it with `cargo build --profile {profile} -p {name}` (cargo xtask \
+         test does)",
+        path.display()
+    );
+    path
+}
+
 /// `GET path` on 127.0.0.1:port over HTTP/1.0: the status and body, None when nothing answers.
 pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     use std::io::Write as _;
@@ -716,6 +729,23 @@ impl TestEnv {
             );
         }
         Watcher { proc, output }
+    }
+
+    /// Copies `source` to a new file (a new inode), executable: a program never seen.
+    pub fn fresh_copy(&self, source: &Path) -> PathBuf {
+        let dir = self.dir().join("fresh");
+        std::fs::create_dir_all(&dir).expect("fresh dir");
+        let target = dir.join(source.file_name().expect("a file name"));
+        std::fs::copy(source, &target)
+            .unwrap_or_else(|e| panic!("copying {}: {e}", source.display()));
+        target
+    }
+
+    /// Watches the host with an analysis cache of its own, empty.
+    pub fn watch_unseen(&self) -> Watcher {
+        let cache = self.dir().join("analysis-cache");
+        let cache = cache.display().to_string();
+        self.watch_with_env(&[], &[("OBSERVER_CACHE_DIR", cache.as_str())])
     }
 
     /// Starts a client directly (not under the observer).

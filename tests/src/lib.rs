@@ -125,7 +125,20 @@ impl TestEnv {
     /// a bounded moment for a span per reported call from the calling processes, then stops
     /// the observer with SIGINT. Returns the run and the calls the client reported.
     pub fn watch_host_while(&self, client: &[String]) -> (ObserverRun, Vec<ClientCall>) {
-        let watcher = self.watch(&[]);
+        self.calls_while(self.watch(&[]), client)
+    }
+
+    /// As [`Self::watch_host_while`], the observer starting with an empty analysis cache:
+    /// `client` (a fresh copy, see [`TestEnv::fresh_copy`]) is analysed at its `execve`.
+    pub fn watch_host_while_unseen(&self, client: &[String]) -> (ObserverRun, Vec<ClientCall>) {
+        self.calls_while(self.watch_unseen(), client)
+    }
+
+    fn calls_while(
+        &self,
+        watcher: harness::Watcher,
+        client: &[String],
+    ) -> (ObserverRun, Vec<ClientCall>) {
         let mut proc = self.spawn_client(client);
         let status = proc.wait(std::time::Duration::from_secs(60));
         assert!(status.success(), "client failed: {}", proc.describe());

@@ -5,7 +5,7 @@
 //! a busy process without LLM calls stops being followed, a process that makes them does not).
 
 use std::{
-    path::{Path, PathBuf},
+    path::Path,
     process::Command,
     time::{Duration, Instant},
 };
@@ -13,30 +13,14 @@ use std::{
 use observer_e2e::{
     ClientCall, TestEnv, assert_spans_match_calls,
     go_client::{Build, build_client},
-    harness::{Watcher, clients_dir, npm_program, python},
+    harness::{clients_dir, npm_program, python},
 };
 
 const BUN: &str = "@oven/bun-linux-x64/bin/bun";
 
-/// Copies `source` to a new file (a new inode), executable.
-fn fresh_copy(env: &TestEnv, source: &Path) -> PathBuf {
-    let dir = env.dir().join("fresh");
-    std::fs::create_dir_all(&dir).expect("fresh dir");
-    let target = dir.join(source.file_name().expect("a file name"));
-    std::fs::copy(source, &target).unwrap_or_else(|e| panic!("copying {}: {e}", source.display()));
-    target
-}
-
-/// Watches the host with an analysis cache of its own, empty.
-fn watch_unseen(env: &TestEnv) -> Watcher {
-    let cache = env.dir().join("analysis-cache");
-    let cache = cache.display().to_string();
-    env.watch_with_env(&[], &[("OBSERVER_CACHE_DIR", cache.as_str())])
-}
-
 /// Runs `client` while the host is watched; every call it reports must have its span.
 fn first_calls_captured(env: &TestEnv, client: &[String], extra_env: &[(&str, &str)]) {
-    let watcher = watch_unseen(env);
+    let watcher = env.watch_unseen();
     let mut command = Command::new(&client[0]);
     command
         .args(&client[1..])
@@ -85,7 +69,7 @@ fn a_batch_client_opening_hundreds_of_connections_at_once_is_followed() {
 #[test]
 fn a_fresh_go_binary_is_followed_from_its_first_call() {
     let env = TestEnv::new();
-    let client = fresh_copy(&env, &build_client(Build::Stripped));
+    let client = env.fresh_copy(&build_client(Build::Stripped));
     let argv = [
         client.display().to_string(),
         "http2".into(),
@@ -99,7 +83,7 @@ fn a_fresh_go_binary_is_followed_from_its_first_call() {
 #[test]
 fn a_fresh_bun_is_followed_from_its_first_call() {
     let env = TestEnv::new();
-    let bun = fresh_copy(&env, &npm_program(BUN));
+    let bun = env.fresh_copy(&npm_program(BUN));
     let argv = [
         bun.display().to_string(),
         clients_dir().join("bun_calls.js").display().to_string(),
@@ -124,7 +108,7 @@ fn a_fresh_static_node_is_followed_from_its_first_call() {
         .map(|python| python.path().join("site-packages/nodejs/bin/node"))
         .find(|node| node.is_file())
         .expect("nodejs-bin's node in the test venv (tests/requirements.txt)");
-    let node = fresh_copy(&env, &node);
+    let node = env.fresh_copy(&node);
     let argv = [
         node.display().to_string(),
         clients_dir().join("bun_calls.js").display().to_string(),
@@ -185,7 +169,7 @@ fn a_fresh_tls_library_loaded_late_is_followed_from_its_first_call() {
     let system = Path::new("/usr/lib/x86_64-linux-gnu");
     let mut private = None;
     for name in ["libssl.so.3", "libcrypto.so.3"] {
-        private = Some(fresh_copy(&env, &system.join(name)));
+        private = Some(env.fresh_copy(&system.join(name)));
     }
     let private_dir = private
         .and_then(|p| p.parent().map(Path::to_path_buf))
@@ -214,7 +198,7 @@ fn exec_time() -> Duration {
 #[test]
 fn a_stopped_observer_does_not_hold_execs_past_the_bound() {
     let env = TestEnv::new();
-    let watcher = watch_unseen(&env);
+    let watcher = env.watch_unseen();
     assert!(
         exec_time() < Duration::from_millis(500),
         "an exec with the observer running"
@@ -258,7 +242,7 @@ fn a_costly_process_is_dropped_and_followed_again_for_a_new_peer() {
     let second_dir = env.dir().join("second-server");
     std::fs::create_dir_all(&second_dir).expect("second server's directory");
     let second = observer_e2e::harness::MockServer::start(&second_dir, false, None);
-    let watcher = watch_unseen(&env);
+    let watcher = env.watch_unseen();
     let script = r#"
 import http.client, json, os, ssl, sys, time
 sys.path.insert(0, os.environ["CLIENTS"])
@@ -344,7 +328,7 @@ fn a_connection_joined_mid_stream_is_counted_and_its_next_calls_captured() {
     proc.stdout
         .wait_for(Duration::from_secs(30), |l| l == "paused")
         .unwrap_or_else(|| panic!("the client never paused: {}", proc.describe()));
-    let watcher = watch_unseen(&env);
+    let watcher = env.watch_unseen();
     std::fs::write(&resume, b"").expect("resume file");
     let status = proc.wait(Duration::from_secs(60));
     assert!(status.success(), "client failed: {}", proc.describe());

@@ -12,12 +12,14 @@ use clap::{Parser, Subcommand};
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// Programs from npm the end-to-end tests run: Bun and the Claude Code CLI (a Bun-compiled
-/// executable), both with BoringSSL and no symbols, the official OpenAI and Anthropic Node
-/// SDKs (run by Debian's node), and playwright-core, which drives Debian's chromium for the web
-/// view's test (it downloads no browser of its own). Installed under target/npm.
+/// executable), both with BoringSSL and no symbols, the Codex CLI (a static musl executable
+/// with rustls and no symbols, in its platform package), the official OpenAI and Anthropic
+/// Node SDKs (run by Debian's node), and playwright-core, which drives Debian's chromium for
+/// the web view's test (it downloads no browser of its own). Installed under target/npm.
 const NPM_TEST_PROGRAMS: &[&str] = &[
     "bun@1.4.5",
     "@anthropic-ai/claude-code@2.1.197",
+    "@openai/codex@0.171.0",
     "openai@7.60.0",
     "@anthropic-ai/sdk@1.17.0",
     "playwright-core@1.65.2",
@@ -72,6 +74,7 @@ fn main() -> Result<()> {
             chromium()?;
             npm_programs(&root)?;
             build(&root)?;
+            stripped_client(&root)?;
             // A filtered run is someone chasing one test, not the whole suite.
             if args.is_empty() {
                 lint(&root)?;
@@ -110,6 +113,7 @@ const FUZZ_TARGETS: &[&str] = &[
     "elf",
     "go",
     "boringssl",
+    "rustls",
     "symbols",
 ];
 /// How long each target runs by default in `cargo xtask test`; OBSERVER_FUZZ_SECONDS
@@ -300,6 +304,19 @@ fn build(root: &Path) -> Result<()> {
         .current_dir(root)
         .args(["build", "--release"])
         .args(HOST_CRATES))
+}
+
+/// The reqwest test client built as release builds of Rust programs ship (fat LTO, no symbols;
+/// the Cargo profile `stripped-lto`), for the test of rustls found without symbols.
+fn stripped_client(root: &Path) -> Result<()> {
+    step("building the stripped LTO rustls test client (profile stripped-lto)");
+    run(Command::new("cargo").current_dir(root).args([
+        "build",
+        "--profile",
+        "stripped-lto",
+        "-p",
+        "rustls-client",
+    ]))
 }
 
 /// The code as the house keeps it: formatted, and clean under clippy.

@@ -1,10 +1,12 @@
 //! What one executable file offers the probes, worked out once per build and kept on disk.
 //!
-//! Reading a large binary (symbol tables, BoringSSL's code signature, Go's function table)
-//! takes up to a few hundred milliseconds; a process waiting at `execve` for that must not wait
-//! twice for the same build, even across restarts of the observer. Analyses are kept by ELF
-//! build id (copies of one build in containers and reinstalls share it), else by the file's
-//! identity and modification time.
+//! Reading a large binary (symbol tables, BoringSSL's code signature, Go's function table,
+//! rustls's code shape) takes up to a few hundred milliseconds; a process waiting at `execve`
+//! for that must not wait twice for the same build, even across restarts of the observer.
+//! Analyses are kept by ELF build id (copies of one build in containers and reinstalls share
+//! it), else by a hash of the file's contents (the Codex CLI has no build id; npm gives every
+//! file it installs the same modification time, so a reinstall could otherwise meet the
+//! previous build's analysis), found again quickly through the file's identity and times.
 use std::{
     collections::HashMap,
     fs::{self, File},
@@ -31,12 +33,13 @@ use super::{
     c_library::{self, Site},
     elf::{self, TLS_FUNCTIONS},
     golang::{self, GoBinary},
+    rustls,
     untrusted::{self, ANALYSIS_TIME_BOUND, Deadline, Elf, Image, Unreadable},
 };
 
 /// Bumped whenever what an analysis holds, or how it is found, changes: older entries are
 /// then ignored.
-const FORMAT: u32 = 3;
+const FORMAT: u32 = 5;
 
 /// Symbols whose import tells that a program opens network connections itself.
 const NETWORK_IMPORTS: &[&str] = &["connect", "send", "sendto", "sendmsg"];
@@ -48,10 +51,54 @@ const LOADER_IMPORTS: &[&str] = &["dlopen", "dlmopen"];
 pub struct Probe {
     pub program: String,
     pub offset: u64,
-    /// Passed to the program as its attach cookie.
+    /// Passed to the program as its attach cookie (its low byte).
     pub library: TlsLibrary,
     /// The function probed, for messages.
     pub function: String,
+    /// What the program needs to know about this build, in the cookie's upper bytes
+    /// (`observer_common::cookie`); 0 for most.
+    #[serde(default)]
+    pub detail: u64,
+}
+
+impl Probe {
+    fn new(program: &str, offset: u64, library: TlsLibrary, function: &str) -> Probe {
+        Probe {
+            program: program.to_owned(),
+            offset,
+            library,
+            function: function.to_owned(),
+            detail: 0,
+        }
+    }
+
+    /// The probes of rustls found without symbols.
+    fn rustls(located: &rustls::Located) -> Vec<Probe> {
+        use observer_common::cookie::{DECRYPTER_SHIFT, LEARNS_DECRYPTER, OK_TAG_SHIFT};
+        let send = "rustls::common_state::CommonState::send_appdata_encrypt";
+        let decrypt = "<_ as rustls::crypto::cipher::MessageDecrypter>::decrypt";
+        let mut probes = vec![
+            Probe {
+                detail: LEARNS_DECRYPTER | located.decrypter_field << DECRYPTER_SHIFT,
+                ..Probe::new("rustls_send", located.send, TlsLibrary::Rustls, send)
+            },
+            Probe::new("rustls_send_return", located.send, TlsLibrary::Rustls, send),
+        ];
+        for &offset in &located.decrypters {
+            probes.push(Probe {
+                detail: u64::from(located.ok_tag) << OK_TAG_SHIFT
+                    | located.decrypter_field << DECRYPTER_SHIFT,
+                ..Probe::new("rustls_decrypt", offset, TlsLibrary::Rustls, decrypt)
+            });
+            probes.push(Probe::new(
+                "rustls_decrypt_return",
+                offset,
+                TlsLibrary::Rustls,
+                decrypt,
+            ));
+        }
+        probes
+    }
 }
 
 /// What a file offers the probes and says about the programs that use it.
@@ -82,6 +129,9 @@ pub struct FileAnalysis {
 pub enum Refusal {
     /// BoringSSL whose functions could not be told apart with certainty.
     BoringSsl { why: String },
+    /// rustls whose plaintext functions no symbol names (stripped, or inlined), and whose send
+    /// and decrypt sites its code could not tell with certainty.
+    Rustls { why: String },
     /// A Go program the probes cannot read (too old, another architecture, no tables).
     Go {
         version: Option<String>,
@@ -99,6 +149,12 @@ impl Refusal {
                 "{path} embeds BoringSSL, but its SSL_read/SSL_write could not be identified \
                  with certainty ({why}); not attaching, so its TLS traffic will not be seen. \
                  Please report this build (its version and `file` output)."
+            ),
+            Refusal::Rustls { why } => format!(
+                "{path} embeds rustls with no symbol naming where its plaintext passes, and the \
+                 code could not tell it with certainty ({why}); not attaching, so its TLS \
+                 traffic will not be seen. Please report this build (its version and `file` \
+                 output)."
             ),
             Refusal::Go { version, reason } => format!(
                 "not capturing TLS of the Go program {path} ({}): {reason}. Its calls will not \
@@ -160,12 +216,7 @@ pub fn analyse_bytes(bytes: &[u8], shown: &Path) -> FileAnalysis {
     let probes = |sites: Vec<Site>| -> Vec<Probe> {
         sites
             .into_iter()
-            .map(|site| Probe {
-                program: site.program.to_owned(),
-                offset: site.offset,
-                library: site.library,
-                function: site.function.to_owned(),
-            })
+            .map(|site| Probe::new(site.program, site.offset, site.library, site.function))
             .collect()
     };
     analysis.capture.extend(probes(sites.capture));
@@ -222,36 +273,45 @@ fn tls_probes(
         }
     }
     let mut found = Vec::new();
-    let mut add = |point: elf::AttachPoint| {
-        analysis.capture.push(Probe {
-            program: point.program.to_owned(),
-            offset: point.offset,
-            library: point.library,
-            function: point.function.to_owned(),
-        })
+    let probe = |point: elf::AttachPoint| {
+        Probe::new(point.program, point.offset, point.library, point.function)
     };
     if functions.iter().any(|(f, _)| f.moves_data) {
-        functions
-            .iter()
-            .flat_map(|(f, offset)| f.attach_points(*offset))
-            .for_each(&mut add);
+        analysis.capture.extend(
+            functions
+                .iter()
+                .flat_map(|(f, offset)| f.attach_points(*offset))
+                .map(probe),
+        );
         found.push(format!(
             "{} probes ({}), found {method}",
             functions[0].0.library.as_str(),
             elf::describe_offsets(&functions)
         ));
+    } else {
+        match rustls::locate(elf, deadline) {
+            rustls::Verdict::Absent => {}
+            rustls::Verdict::Located(located) => {
+                analysis.capture.extend(Probe::rustls(&located));
+                found.push(format!(
+                    "rustls probes (send_appdata_encrypt at file offset {:#x}, {} decrypters), \
+                     found without symbols, by code shape: {}",
+                    located.send,
+                    located.decrypters.len(),
+                    located.evidence
+                ));
+            }
+            rustls::Verdict::Refused(why) => analysis.refused = Some(Refusal::Rustls { why }),
+        }
     }
     match golang::inspect(elf, bytes, deadline) {
         GoBinary::Go(go) => {
-            go.attach_points().into_iter().for_each(&mut add);
+            analysis
+                .capture
+                .extend(go.attach_points().into_iter().map(probe));
             analysis
                 .sentinel
-                .extend(go.sentinel_points().into_iter().map(|point| Probe {
-                    program: point.program.to_owned(),
-                    offset: point.offset,
-                    library: point.library,
-                    function: point.function.to_owned(),
-                }));
+                .extend(go.sentinel_points().into_iter().map(probe));
             // A Go program opens connections itself (no imports to tell).
             analysis.imports_network |= go.net.is_some();
             if let Some(tls) = &go.tls {
@@ -334,23 +394,26 @@ fn dynamic_section<'a>(
     analysis.search_path = if runpath.is_empty() { rpath } else { runpath };
 }
 
-/// A file as the cache knows it in memory: identity and version on disk.
+/// A file as the cache knows it in memory: identity and version on disk. The change time
+/// (which no one can set back, unlike the modification time) tells a file rewritten in place.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct FileVersion {
     dev: u64,
     inode: u64,
     size: u64,
     modified_ns: i128,
+    changed_ns: i128,
 }
 
 impl FileVersion {
     fn of(metadata: &fs::Metadata) -> FileVersion {
+        let ns = |secs: i64, nsecs: i64| i128::from(secs) * 1_000_000_000 + i128::from(nsecs);
         FileVersion {
             dev: metadata.dev(),
             inode: metadata.ino(),
             size: metadata.size(),
-            modified_ns: i128::from(metadata.mtime()) * 1_000_000_000
-                + i128::from(metadata.mtime_nsec()),
+            modified_ns: ns(metadata.mtime(), metadata.mtime_nsec()),
+            changed_ns: ns(metadata.ctime(), metadata.ctime_nsec()),
         }
     }
 }
@@ -383,7 +446,16 @@ const MEMORY_ENTRIES: usize = 4096;
 struct Missing {
     version: FileVersion,
     map: memmap2::Mmap,
-    disk_name: Option<PathBuf>,
+    disk_name: Option<DiskName>,
+}
+
+/// Where a file's analysis is kept on disk.
+enum DiskName {
+    /// By build id.
+    Build(PathBuf),
+    /// By the file's identity and times (looked up without reading the file), and by a hash
+    /// of its contents (worked out when that first lookup fails).
+    Contents { identity: PathBuf },
 }
 
 impl AnalysisCache {
@@ -424,12 +496,33 @@ impl AnalysisCache {
             Ok(known) => return Ok(known),
             Err(missing) => missing,
         };
+        let by_contents = match &missing.disk_name {
+            Some(DiskName::Contents { identity }) => {
+                let name = identity.with_file_name(contents_name(&missing.map));
+                if let Some(known) = load(&name) {
+                    store(identity, &known);
+                    self.cached.fetch_add(1, Ordering::Relaxed);
+                    return Ok(self.remember(missing.version, known));
+                }
+                Some(name)
+            }
+            _ => None,
+        };
         self.read.fetch_add(1, Ordering::Relaxed);
         let analysis = analyse_bytes(&missing.map, path);
         if analysis.over_bound_refusal() {
             self.over_bound.fetch_add(1, Ordering::Relaxed);
-        } else if let Some(name) = &missing.disk_name {
-            store(name, &analysis);
+        } else {
+            let names = match &missing.disk_name {
+                Some(DiskName::Build(name)) => vec![name],
+                Some(DiskName::Contents { identity }) => {
+                    by_contents.iter().chain([identity]).collect()
+                }
+                None => Vec::new(),
+            };
+            for name in names {
+                store(name, &analysis);
+            }
         }
         Ok(self.remember(missing.version, analysis))
     }
@@ -461,11 +554,10 @@ impl AnalysisCache {
         let disk_name = self
             .directory
             .as_ref()
-            .map(|dir| dir.join(disk_name(&map, &version)));
-        let from_disk = disk_name
-            .as_ref()
-            .and_then(|name| fs::read(name).ok())
-            .and_then(|bytes| serde_json::from_slice::<FileAnalysis>(&bytes).ok());
+            .map(|dir| disk_name(dir, &map, &version));
+        let from_disk = disk_name.as_ref().and_then(|name| match name {
+            DiskName::Build(name) | DiskName::Contents { identity: name } => load(name),
+        });
         Ok(match from_disk {
             Some(analysis) => {
                 self.cached.fetch_add(1, Ordering::Relaxed);
@@ -490,19 +582,30 @@ impl AnalysisCache {
     }
 }
 
-/// The build id when the file has one (copies of a build share it), else the file's identity
-/// and version.
-fn disk_name(bytes: &[u8], version: &FileVersion) -> String {
+/// By build id when the file has one (copies of a build share it), else by contents.
+fn disk_name(directory: &Path, bytes: &[u8], version: &FileVersion) -> DiskName {
     let build_id = untrusted::parse(bytes)
         .ok()
         .and_then(|elf| elf.build_id().ok().flatten().map(hex));
     match build_id {
-        Some(id) => format!("{id}-{}.json", version.size),
-        None => format!(
-            "file-{:x}-{:x}-{:x}-{:x}.json",
-            version.dev, version.inode, version.size, version.modified_ns
-        ),
+        Some(id) => DiskName::Build(directory.join(format!("{id}-{}.json", version.size))),
+        None => DiskName::Contents {
+            identity: directory.join(format!(
+                "file-{:x}-{:x}-{:x}-{:x}-{:x}.json",
+                version.dev, version.inode, version.size, version.modified_ns, version.changed_ns
+            )),
+        },
     }
+}
+
+/// The name of the analysis of a file with these contents.
+fn contents_name(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    format!("sha256-{}.json", hex(&Sha256::digest(bytes)))
+}
+
+fn load(name: &Path) -> Option<FileAnalysis> {
+    serde_json::from_slice(&fs::read(name).ok()?).ok()
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -577,5 +680,55 @@ mod tests {
         for entry in fs::read_dir(&stored).expect("listed") {
             assert_eq!(mode(&entry.expect("entry").path()), 0o600);
         }
+    }
+
+    #[test]
+    fn files_without_a_build_id_are_known_by_their_contents() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let program = rustls::example::executable_of(&Default::default());
+        let (first, copy) = (dir.path().join("first"), dir.path().join("copy"));
+        fs::write(&first, &program).expect("written");
+        fs::write(&copy, &program).expect("written");
+        let cache_dir = dir.path().join("cache");
+        let analysed = AnalysisCache::new(Some(cache_dir.clone()))
+            .get(&first)
+            .expect("analysed");
+        assert!(
+            analysed
+                .tls
+                .as_deref()
+                .is_some_and(|t| t.contains("rustls")),
+            "{analysed:?}"
+        );
+
+        // Another copy, another observer: its identity is new, its contents known.
+        let again = AnalysisCache::new(Some(cache_dir.clone()));
+        assert_eq!(again.cached(&copy).expect("readable"), None);
+        assert_eq!(again.get(&copy).expect("found"), analysed);
+        let counts = again.counts();
+        assert_eq!((counts.cached, counts.read), (1, 0));
+        // And now by its identity too, without reading it.
+        let third = AnalysisCache::new(Some(cache_dir));
+        assert_eq!(
+            third.cached(&copy).expect("readable"),
+            Some(analysed.clone())
+        );
+
+        // Rewritten in place, same size, modification time set back: read again.
+        let mut other = program.clone();
+        other[0x40] ^= 1;
+        let modified = fs::metadata(&copy)
+            .expect("exists")
+            .modified()
+            .expect("mtime");
+        fs::write(&copy, &other).expect("rewritten");
+        File::options()
+            .write(true)
+            .open(&copy)
+            .and_then(|f| f.set_modified(modified))
+            .expect("mtime set back");
+        let fourth = AnalysisCache::new(Some(dir.path().join("cache")));
+        fourth.get(&copy).expect("analysed");
+        assert_eq!(fourth.counts().read, 1);
     }
 }

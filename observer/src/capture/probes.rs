@@ -66,6 +66,8 @@ const UPROBE_PROGRAMS: &[ProgramRef] = &[
     entry("rustls_send"),
     exit("rustls_send_return"),
     entry("rustls_receive"),
+    entry("rustls_decrypt"),
+    exit("rustls_decrypt_return"),
     entry("socket_send"),
     entry("socket_sendv"),
     entry("socket_sendmsg"),
@@ -117,6 +119,10 @@ pub struct KernelCounters {
     pub skipped_not_http: u64,
     pub tree_depth_cut: u64,
     pub tree_full: u64,
+    /// Decrypted rustls records lost: their session had not written since its keys changed.
+    pub rustls_session_unknown: u64,
+    /// rustls calls on the server side of a connection, not copied.
+    pub rustls_server_side: u64,
 }
 
 impl Probes {
@@ -290,6 +296,8 @@ impl SharedMaps {
             skipped_not_http: sum(counter::SKIPPED_NOT_HTTP),
             tree_depth_cut: sum(counter::TREE_DEPTH_CUT),
             tree_full: sum(counter::TREE_FULL),
+            rustls_session_unknown: sum(counter::RUSTLS_SESSION_UNKNOWN),
+            rustls_server_side: sum(counter::RUSTLS_SERVER_SIDE),
         }
     }
 }

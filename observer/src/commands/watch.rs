@@ -240,8 +240,9 @@ fn capture_cost(stats: &CaptureStats) -> String {
         "capture cost: {} processes followed ({} stopped as costly without an LLM call, {} \
          followed again); {} probe links opened, each for one process ({} probes host-wide); {} \
          probed calls; not copied: {} on connections not followed, {} responses to non-LLM requests, \
-         {} socket writes that were not HTTP; processes of agents not followed: {} past the \
-         depth bound, {} with the map full",
+         {} socket writes that were not HTTP, {} rustls calls on server sides, {} rustls records \
+         lost (their session had not written since its keys changed); processes of agents not \
+         followed: {} past the depth bound, {} with the map full",
         follow.followed_total,
         follow.dropped_costly,
         follow.readmitted,
@@ -251,6 +252,8 @@ fn capture_cost(stats: &CaptureStats) -> String {
         kernel.skipped_connection,
         kernel.skipped_response,
         kernel.skipped_not_http,
+        kernel.rustls_server_side,
+        kernel.rustls_session_unknown,
         kernel.tree_depth_cut,
         kernel.tree_full,
     );

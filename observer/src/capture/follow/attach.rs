@@ -177,7 +177,7 @@ impl Follower {
             }
             let site = Site {
                 offset: probe.offset,
-                cookie: probe.library as u64,
+                cookie: probe.library as u64 | probe.detail,
             };
             match by_program.iter_mut().find(|(p, _)| p.name == program.name) {
                 Some((_, sites)) => {

@@ -159,3 +159,22 @@ pub fn file_offset<'a, R: object::ReadRef<'a>>(
         offset.checked_add(into)
     })
 }
+
+/// Every `lea r64, [rip + disp32]` in `code` (loaded at `base`), in order: the instruction's
+/// address and the address it loads. How both locators of stripped code find what refers to a
+/// string or a panic location.
+pub fn rip_relative_leas(code: &[u8], base: u64) -> impl Iterator<Item = (u64, u64)> + '_ {
+    memchr::memchr_iter(0x8d, code).filter_map(move |at| {
+        let rex = *code.get(at.checked_sub(1)?)?;
+        let modrm = *code.get(at + 1)?;
+        let disp: [u8; 4] = code.get(at + 2..at + 6)?.try_into().ok()?;
+        if rex & 0xfb != 0x48 || modrm & 0xc7 != 0x05 {
+            return None;
+        }
+        let next = base.wrapping_add(at as u64 + 6);
+        Some((
+            base.wrapping_add(at as u64 - 1),
+            next.wrapping_add_signed(i32::from_le_bytes(disp).into()),
+        ))
+    })
+}

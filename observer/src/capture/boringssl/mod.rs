@@ -27,7 +27,7 @@ use iced_x86::{
 use object::{Object, ObjectSection, SectionKind};
 
 use super::{
-    elf::file_offset,
+    elf::{self, file_offset},
     untrusted::{Deadline, Elf},
 };
 
@@ -167,20 +167,8 @@ impl Code_<'_> {
                 }
             }
         }
-        for at in memchr::memchr_iter(0x8d, self.bytes) {
-            let (Some(&rex), Some(&modrm), Some(disp)) = (
-                at.checked_sub(1).and_then(|p| self.bytes.get(p)),
-                self.bytes.get(at + 1),
-                self.bytes.get(at + 2..at + 6),
-            ) else {
-                continue;
-            };
-            if rex & 0xfb != 0x48 || modrm & 0xc7 != 0x05 {
-                continue;
-            }
-            let disp = i32::from_le_bytes([disp[0], disp[1], disp[2], disp[3]]);
-            let next = self.address(at + 6);
-            if next.wrapping_add_signed(disp.into()) == target && !add(self.address(at - 1)) {
+        for (site, loaded) in elf::rip_relative_leas(self.bytes, self.base) {
+            if loaded == target && !add(site) {
                 return None;
             }
         }

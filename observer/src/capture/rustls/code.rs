@@ -10,7 +10,10 @@ use iced_x86::{
 };
 use object::{Object, ObjectSection};
 
-use super::super::untrusted::{Deadline, Elf};
+use super::super::{
+    elf,
+    untrusted::{Deadline, Elf},
+};
 
 /// Functions longer than this are not decoded (rustls's record-layer callers are a few KiB;
 /// a connection's message loop, with everything inlined, tens of KiB).
@@ -49,24 +52,12 @@ impl<'a> Code<'a> {
             return Vec::new();
         };
         let mut found = Vec::new();
-        for (n, at) in memchr::memchr_iter(0x8d, self.bytes).enumerate() {
-            if n % 65536 == 0 && deadline.passed() {
+        for (n, (site, target)) in elf::rip_relative_leas(self.bytes, self.base).enumerate() {
+            if n % 4096 == 0 && deadline.passed() {
                 break;
             }
-            let (Some(&rex), Some(&modrm), Some(disp)) = (
-                at.checked_sub(1).and_then(|p| self.bytes.get(p)),
-                self.bytes.get(at + 1),
-                self.bytes.get(at + 2..at + 6),
-            ) else {
-                continue;
-            };
-            if rex & 0xfb != 0x48 || modrm & 0xc7 != 0x05 {
-                continue;
-            }
-            let disp = i32::from_le_bytes([disp[0], disp[1], disp[2], disp[3]]);
-            let target = (self.base + at as u64 + 6).wrapping_add_signed(disp.into());
             if (low..=high).contains(&target) && targets.binary_search(&target).is_ok() {
-                found.push((self.base + at as u64 - 1, target));
+                found.push((site, target));
             }
         }
         found

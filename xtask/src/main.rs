@@ -89,12 +89,14 @@ fn main() -> Result<()> {
                 .env("OBSERVER_BIN", root.join("target/release/observer"))
                 .env("OBSERVER_E2E_PYTHON", root.join(".venv/bin/python"))
                 .env("OBSERVER_PHOENIX", root.join(".venv-phoenix/bin/phoenix"));
-            let status = run_counting_tests(&mut cargo)?;
+            let tests = run_counting_tests(&mut cargo)?;
             let fuzzed = if args.is_empty() { fuzz(&root) } else { Ok(()) };
+            // Repeated last, so the end of a long log (all CI keeps) says what failed.
+            tests.report_failures();
             if let Err(error) = &fuzzed {
                 eprintln!("\x1b[1;31mfuzzing failed:\x1b[0m {error:#}");
             }
-            let code = status.code().unwrap_or(1);
+            let code = tests.status.code().unwrap_or(1);
             std::process::exit(if code == 0 && fuzzed.is_err() {
                 1
             } else {
@@ -168,17 +170,42 @@ fn fuzz(root: &Path) -> Result<()> {
     if seconds == 0 {
         return Ok(());
     }
+    // libFuzzer prints a line per new input: each target's output goes to its own log, and
+    // the test log keeps one line per target (and the log's end when it failed).
+    let logs = fuzz_dir.join("target/logs");
+    std::fs::create_dir_all(&logs)?;
     let mut failed = Vec::new();
     for target in FUZZ_TARGETS {
         step(&format!("fuzzing {target} for {seconds} s"));
+        let log_path = logs.join(format!("{target}.log"));
+        let log = std::fs::File::create(&log_path)
+            .with_context(|| format!("creating {}", log_path.display()))?;
         let status = cargo_fuzz(&["run"])
             .args(FUZZ_BUILD)
             .args([target, "--"])
             .args(LIBFUZZER_LIMITS)
             .arg(format!("-max_total_time={seconds}"))
+            .stdout(log.try_clone()?)
+            .stderr(log)
             .status()
             .with_context(|| format!("running cargo fuzz run {target}"))?;
-        if !status.success() {
+        let output = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if status.success() {
+            let done = output.lines().rev().find(|l| l.starts_with("Done "));
+            println!(
+                "{target}: clean ({})",
+                done.unwrap_or("no libFuzzer summary")
+            );
+        } else {
+            let lines: Vec<&str> = output.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(40)..];
+            println!(
+                "{target}: FAILED ({status}); end of {}:",
+                log_path.display()
+            );
+            for line in tail {
+                println!("    {line}");
+            }
             failed.push(*target);
         }
     }
@@ -431,15 +458,47 @@ fn npm_programs(root: &Path) -> Result<()> {
     Ok(())
 }
 
+/// What `cargo test` ended with: its status and, for each failed test, the start of its output.
+struct TestRun {
+    status: std::process::ExitStatus,
+    failures: Vec<Vec<String>>,
+}
+
+/// Lines shown of one failed test's captured output in the final report: its name, then its
+/// end, where the panic message is.
+const FAILURE_TAIL_LINES: usize = 50;
+
+impl TestRun {
+    fn report_failures(&self) {
+        if self.failures.is_empty() {
+            return;
+        }
+        eprintln!("\x1b[1;31m{} tests failed:\x1b[0m", self.failures.len());
+        for failure in &self.failures {
+            eprintln!("    {}", failure[0]);
+            let tail = failure.len().saturating_sub(FAILURE_TAIL_LINES).max(1);
+            if tail > 1 {
+                eprintln!("    [{} lines left out]", tail - 1);
+            }
+            for line in &failure[tail..] {
+                eprintln!("    {line}");
+            }
+        }
+    }
+}
+
 /// Runs `cargo test`, echoing its output, and ends with one line adding up every test binary's
 /// result (cargo's own last line speaks only of the last binary, often doc-tests with none).
-fn run_counting_tests(command: &mut Command) -> Result<std::process::ExitStatus> {
+fn run_counting_tests(command: &mut Command) -> Result<TestRun> {
     use std::io::{BufRead, BufReader};
     let mut child = command
         .stdout(std::process::Stdio::piped())
         .spawn()
         .context("running cargo test")?;
     let (mut passed, mut failed) = (0u64, 0u64);
+    let mut failures: Vec<Vec<String>> = Vec::new();
+    // Inside a "---- name stdout ----" block of cargo's failure report.
+    let mut in_failure = false;
     if let Some(stdout) = child.stdout.take() {
         for line in BufReader::new(stdout).lines() {
             let line = line?;
@@ -448,11 +507,19 @@ fn run_counting_tests(command: &mut Command) -> Result<std::process::ExitStatus>
                 passed += count_before(result, " passed");
                 failed += count_before(result, " failed");
             }
+            if line.starts_with("---- ") && line.ends_with(" ----") {
+                failures.push(vec![line]);
+                in_failure = true;
+            } else if line == "failures:" || line.starts_with("test result: ") {
+                in_failure = false;
+            } else if in_failure && let Some(failure) = failures.last_mut() {
+                failure.push(line);
+            }
         }
     }
     let status = child.wait()?;
     println!("all tests: {passed} passed, {failed} failed");
-    Ok(status)
+    Ok(TestRun { status, failures })
 }
 
 /// The number just before `label` in "ok. 12 passed; 0 failed; ...".

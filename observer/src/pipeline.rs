@@ -134,7 +134,7 @@ impl Pipeline {
             self.feedback.unfollowed(unfollowed);
         }
         for conn in self.connections.take_calls_sent() {
-            self.feedback.llm_client(conn.pid);
+            self.feedback.llm_client(conn.pid, ts);
         }
         for exchange in exchanges.drain(..) {
             self.call(&exchange);
@@ -226,7 +226,8 @@ impl Pipeline {
             self.mcp(exchange);
             return;
         };
-        self.feedback.llm_client(exchange.conn.pid);
+        self.feedback
+            .llm_client(exchange.conn.pid, exchange.request.ts_start);
         let caller = self.callers.of(&exchange.conn);
         let span = span::build(exchange, call, caller.process, caller.endpoints);
         let site = CallSite {

@@ -36,6 +36,9 @@ pub mod scenario {
     /// As `ONCE`, the tool called being the first MCP tool the request offers (named
     /// `mcp__SERVER__TOOL`, as the Claude Code CLI names them).
     pub const MCP: &str = "[mcp]";
+    /// As `BASH`, the command being the rest of the first user message after this word (a
+    /// program that is itself an agent: a sub-agent).
+    pub const SUB_AGENT: &str = "[subagent]";
     /// The command `BASH` asks for: prints, then fails with exit code 3.
     pub const BASH_COMMAND: &str = "echo hi from the mock; exit 3";
 
@@ -105,15 +108,24 @@ pub fn tool_arguments(prompt: &str) -> Value {
 /// last user message's text.
 pub fn tool_call(request: &Value, prompt: &str) -> Option<(String, Value)> {
     let first = first_user_text(request);
-    let agent_turn = [scenario::ONCE, scenario::BASH, scenario::MCP]
-        .iter()
-        .any(|word| first.contains(word));
+    let agent_turn = [
+        scenario::ONCE,
+        scenario::BASH,
+        scenario::MCP,
+        scenario::SUB_AGENT,
+    ]
+    .iter()
+    .any(|word| first.contains(word));
     if agent_turn && carries_tool_result(request) {
         return None;
     }
     if first.contains(scenario::BASH) {
         let arguments =
             json!({"command": scenario::BASH_COMMAND, "description": "Greet, then fail"});
+        return Some(("Bash".to_owned(), arguments));
+    }
+    if let Some((_, command)) = first.split_once(scenario::SUB_AGENT) {
+        let arguments = json!({"command": command.trim(), "description": "Delegate"});
         return Some(("Bash".to_owned(), arguments));
     }
     if first.contains(scenario::MCP) {

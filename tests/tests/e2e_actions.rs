@@ -1,6 +1,7 @@
 //! What agents do between their LLM calls, as spans: the commands they run (the Claude Code
 //! CLI's Bash tool), the MCP tools they call (the official Python `mcp` package, over stdio and
-//! streamable HTTP), each in its run, under the tool call that asked for it.
+//! streamable HTTP), the sub-agents they start, each in its run, under the tool call that asked
+//! for it.
 
 use std::time::Duration;
 
@@ -243,4 +244,136 @@ fn python_agent_mcp_tool_over_stdio_under_the_whole_host_watch() {
         .cloned()
         .collect();
     actions::check_mcp_trace(&spans, &stdout, "pipe");
+}
+
+/// A Python agent whose model asks it to run a program that is itself an agent
+/// (tests/clients/sub_agent.py, `[subagent]`): the child's two calls are a run of their own, an
+/// `invoke_agent` in the parent's trace under the command its `Bash` tool ran, inside the
+/// tool's time; a replay of the recording gives the same.
+#[test]
+fn a_command_that_is_itself_an_agent_is_a_sub_agent_under_its_tool() {
+    let env = TestEnv::new();
+    let run = env.capture(&env.client("sub_agent.py", &["parent"]), true);
+    check_sub_agent_trace(&run.spans, &run.stdout);
+    check_sub_agent_trace(&run.replay(env.dir()), &run.stdout);
+}
+
+/// The same under the whole-host watch: the sub-agent, a new program started by the agent's
+/// shell, is followed from its exec.
+#[test]
+fn a_sub_agent_under_the_whole_host_watch() {
+    let env = TestEnv::new();
+    let watcher = env.watch(&[]);
+    let mut agent = env.spawn_client(&env.client("sub_agent.py", &["parent"]));
+    let status = agent.wait(Duration::from_secs(120));
+    assert!(status.success(), "the agent failed: {}", agent.describe());
+    let stdout = agent.stdout.text();
+    let first_id = observer_e2e::ClientCall::parse_all(&stdout)[0].0["id"].clone();
+    // Both runs' roots are written once their processes have exited.
+    watcher.wait_for_spans(Duration::from_secs(20), |spans| {
+        let trace = spans
+            .iter()
+            .find(|s| s.get("gen_ai.response.id") == Some(&first_id))
+            .and_then(|s| s.str("trace_id"));
+        let roots = spans
+            .iter()
+            .filter(|s| s.str("name") == Some("invoke_agent") && s.str("trace_id") == trace);
+        trace.is_some() && roots.count() >= 2
+    });
+    let run = watcher.stop(libc::SIGINT);
+    run.assert_success();
+    // Other processes on the host may be traced too: the agent's trace alone.
+    let trace = run
+        .spans
+        .iter()
+        .find(|s| s.get("gen_ai.response.id") == Some(&first_id))
+        .and_then(|s| s.str("trace_id"))
+        .unwrap_or_else(|| panic!("no span for the agent's first call: {:#?}", run.spans));
+    let spans: Vec<Span> = run
+        .spans
+        .iter()
+        .filter(|s| s.str("trace_id") == Some(trace))
+        .cloned()
+        .collect();
+    check_sub_agent_trace(&spans, &stdout);
+}
+
+fn check_sub_agent_trace(spans: &[Span], stdout: &str) {
+    let printed = observer_e2e::ClientCall::parse_all(stdout);
+    let ids = |role: &str| -> Vec<&str> {
+        printed
+            .iter()
+            .filter(|c| c.name() == role)
+            .filter_map(|c| c.0["id"].as_str())
+            .collect()
+    };
+    let (parent_ids, child_ids) = (ids("parent"), ids("child"));
+    assert_eq!((parent_ids.len(), child_ids.len()), (2, 2), "{stdout}");
+    let by_id = |id: Option<&str>| {
+        spans
+            .iter()
+            .find(|s| id.is_some() && s.str("span_id") == id)
+            .unwrap_or_else(|| panic!("no span {id:?}: {spans:#?}"))
+    };
+    let call = |id: &str| {
+        spans
+            .iter()
+            .find(|s| s.is_call() && s.str("gen_ai.response.id") == Some(id))
+            .unwrap_or_else(|| panic!("no span for call {id}: {spans:#?}"))
+    };
+    let (ask, answer) = (call(parent_ids[0]), call(parent_ids[1]));
+    // The run's root exists once its second call joins it.
+    let root = by_id(answer.str("parent_span_id"));
+    assert_eq!(root.str("name"), Some("invoke_agent"), "{root:?}");
+    let tools: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.str("name") == Some("execute_tool Bash"))
+        .collect();
+    let [tool] = tools[..] else {
+        panic!("one execute_tool Bash expected: {spans:#?}")
+    };
+    assert_eq!(tool.str("parent_span_id"), root.str("span_id"));
+    assert_eq!(tool.str("observer.link.reason"), Some("command_line"));
+    assert_eq!(
+        tool.str("gen_ai.tool.call.id"),
+        ask.output_tool_calls()[0].id.as_deref()
+    );
+    let time = |s: &Span| {
+        (
+            s.u64("start_time_unix_nano").unwrap_or_default(),
+            s.u64("end_time_unix_nano").unwrap_or_default(),
+        )
+    };
+    let mut sub_roots = Vec::new();
+    for id in child_ids {
+        let child = call(id);
+        assert_eq!(child.str("trace_id"), ask.str("trace_id"), "{child:?}");
+        let sub_root = by_id(child.str("parent_span_id"));
+        assert_eq!(sub_root.str("name"), Some("invoke_agent"), "{sub_root:?}");
+        assert_ne!(sub_root.str("span_id"), root.str("span_id"));
+        assert_eq!(
+            sub_root.str("observer.link.reason"),
+            Some("child_process"),
+            "{sub_root:?}"
+        );
+        // The sub-agent's run hangs, through the processes the tool started, from the tool.
+        let mut ancestor = sub_root;
+        while ancestor.str("span_id") != tool.str("span_id") {
+            assert!(
+                ancestor.str("span_id") != root.str("span_id"),
+                "the sub-agent's run is not under the tool: {spans:#?}"
+            );
+            ancestor = by_id(ancestor.str("parent_span_id"));
+        }
+        let ((tool_start, tool_end), (start, end)) = (time(tool), time(child));
+        assert!(
+            tool_start <= start && end <= tool_end,
+            "the sub-agent's call ran inside the tool: {tool:?} {child:?}"
+        );
+        sub_roots.push(sub_root.str("span_id"));
+    }
+    assert_eq!(
+        sub_roots[0], sub_roots[1],
+        "one run for the sub-agent's conversation"
+    );
 }

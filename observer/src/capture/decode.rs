@@ -230,7 +230,7 @@ fn peer_address(event: &SocketEvent) -> Option<SocketAddr> {
 }
 
 /// The NUL-separated arguments the kernel laid out for a program (a cut last one kept as is).
-fn split_arguments(bytes: &[u8]) -> Vec<String> {
+pub(super) fn split_arguments(bytes: &[u8]) -> Vec<String> {
     let bytes = bytes.strip_suffix(b"\0").unwrap_or(bytes);
     if bytes.is_empty() {
         return Vec::new();

@@ -34,10 +34,11 @@ impl FeedbackChannel {
         self.tell(Feedback::Unfollowed(unfollowed));
     }
 
-    /// `pid` makes LLM calls (or MCP calls over HTTP): it sent one, or one was recognised.
-    pub fn llm_client(&mut self, pid: u32) {
+    /// `pid` makes LLM calls (or MCP calls over HTTP): it sent one (at `since`, Unix ns), or
+    /// one was recognised.
+    pub fn llm_client(&mut self, pid: u32, since: u64) {
         if self.llm_clients.len() < MAX_LLM_CLIENTS && self.llm_clients.insert(pid) {
-            self.tell(Feedback::LlmClient(pid));
+            self.tell(Feedback::LlmClient { pid, since });
         }
     }
 

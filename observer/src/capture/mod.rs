@@ -14,6 +14,7 @@ pub mod analysis;
 mod analyst;
 pub mod boringssl;
 mod c_library;
+mod catch_up;
 mod container;
 mod decode;
 mod discover;
@@ -124,6 +125,9 @@ pub struct LiveCapture {
     drain: Option<JoinHandle<()>>,
     follower: Option<JoinHandle<()>>,
     requests: Sender<Request>,
+    /// Commands an agent's children ran before the kernel followed them, for the draining
+    /// thread to send after what the ring holds (see [`catch_up`]).
+    caught_up: Sender<Command>,
     follow_stats: Arc<Mutex<FollowStats>>,
     gate_stats: Arc<Mutex<Option<GateStats>>>,
 }
@@ -163,6 +167,7 @@ impl LiveCapture {
         let stop = Arc::new(AtomicBool::new(false));
         let (events_tx, events_rx) = mpsc::sync_channel(CHANNEL_CAPACITY);
         let (requests_tx, requests_rx) = mpsc::channel();
+        let (caught_up_tx, caught_up_rx) = mpsc::channel();
         if let Some(holds) = holds {
             let requests = requests_tx.clone();
             std::thread::Builder::new()
@@ -182,7 +187,14 @@ impl LiveCapture {
             let follow_stats = follow_stats.clone();
             std::thread::Builder::new()
                 .name("capture-drain".into())
-                .spawn(move || drain_ring(ring, stop, events_tx, requests, maps, follow_stats))?
+                .spawn(move || {
+                    let channels = DrainChannels {
+                        events: events_tx,
+                        follower: requests,
+                        caught_up: caught_up_rx,
+                    };
+                    drain_ring(ring, stop, channels, maps, follow_stats)
+                })?
         };
         let follower = {
             let analysed = requests_tx.clone();
@@ -196,6 +208,7 @@ impl LiveCapture {
             drain: Some(drain),
             follower: Some(follower),
             requests: requests_tx,
+            caught_up: caught_up_tx,
             follow_stats,
             gate_stats,
         };
@@ -262,14 +275,31 @@ impl LiveCapture {
     pub fn feedback_handler(&self) -> impl FnMut(Feedback) + Send + 'static {
         let maps = self.maps.clone();
         let requests = self.requests.clone();
+        let caught_up = self.caught_up.clone();
         move |feedback| match feedback {
             Feedback::Unfollowed(unfollowed) => match lock(&maps).skip(unfollowed) {
                 Ok(()) => log::trace!("{unfollowed:?}: the probes stop copying it"),
                 Err(error) => log::debug!("{error:#}"),
             },
-            Feedback::LlmClient(pid) => {
-                if let Err(error) = lock(&maps).add_agent(pid) {
-                    log::debug!("{error:#}: the commands of process {pid} are not followed");
+            Feedback::LlmClient { pid, since } => {
+                // Read from /proc before the maps are taken: the draining thread needs them.
+                let found = catch_up::descendants(pid, since, Clock::now());
+                match lock(&maps).add_agent(pid, found) {
+                    Ok(commands) => {
+                        if !commands.is_empty() {
+                            log::debug!(
+                                "process {pid}: {} commands it started before it was known as \
+                                 an agent, found in /proc",
+                                commands.len()
+                            );
+                        }
+                        for command in commands {
+                            let _ = caught_up.send(command);
+                        }
+                    }
+                    Err(error) => {
+                        log::debug!("{error:#}: the commands of process {pid} are not followed")
+                    }
                 }
                 let _ = requests.send(Request::LlmClient(pid));
             }
@@ -334,14 +364,25 @@ fn lock(maps: &Mutex<SharedMaps>) -> std::sync::MutexGuard<'_, SharedMaps> {
     maps.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// Where the draining thread sends what it reads, and what it is given to send.
+struct DrainChannels {
+    events: SyncSender<CaptureEvent>,
+    follower: Sender<Request>,
+    caught_up: Receiver<Command>,
+}
+
 fn drain_ring(
     mut ring: aya::maps::RingBuf<aya::maps::MapData>,
     stop: Arc<AtomicBool>,
-    events: SyncSender<CaptureEvent>,
-    follower: Sender<Request>,
+    channels: DrainChannels,
     maps: Arc<Mutex<SharedMaps>>,
     follow_stats: Arc<Mutex<FollowStats>>,
 ) {
+    let DrainChannels {
+        events,
+        follower,
+        caught_up,
+    } = channels;
     let clock = Clock::now();
     let mut known_pids: HashSet<u32> = HashSet::new();
     let fd = ring.as_raw_fd();
@@ -356,6 +397,9 @@ fn drain_ring(
                 return;
             }
         }
+        // Commands caught up before this pass go after it: the ring then holds everything the
+        // kernel sent before they were found, such as the answer that asked for them.
+        let found_before: Vec<Command> = caught_up.try_iter().collect();
         while let Some(record) = ring.next() {
             let decoded = match decode(&record, clock) {
                 Some(Record::Event(decoded)) => decoded,
@@ -447,6 +491,11 @@ fn drain_ring(
                 if events.send(event).is_err() {
                     return;
                 }
+            }
+        }
+        for command in found_before {
+            if events.send(CaptureEvent::Command(command)).is_err() {
+                return;
             }
         }
         if stopping {

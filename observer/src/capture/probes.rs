@@ -13,11 +13,15 @@ use aya::{
     maps::{Array, HashMap, Map, MapData, PerCpuArray, RingBuf},
     programs::TracePoint,
 };
-use aya_obj::{btf::BtfFeatures, generated::bpf_insn};
+use aya_obj::{
+    btf::BtfFeatures,
+    generated::{BPF_NOEXIST, bpf_insn},
+};
 use observer_common::{ConnId, CopyVerdict, Followed, Lineage, config, copy_verdict, counter};
 
 use super::{
-    Unfollowed,
+    Command, Unfollowed,
+    catch_up::Descendant,
     kernel_btf::KernelOffsets,
     uprobe_links::{ATTACH_UPROBE_MULTI, Link, LinkCloser, Site, bpf_new_fd},
 };
@@ -232,14 +236,16 @@ impl SharedMaps {
 
     /// The kernel follows the processes `pid` starts from now on (it makes LLM calls): their
     /// programs and exits are reported as commands. A process already in an agent's tree
-    /// becomes the top of a tree of its own (a sub-agent's commands are its own).
-    pub fn add_agent(&mut self, pid: u32) -> Result<()> {
+    /// becomes the top of a tree of its own (a sub-agent's commands are its own). `found`: the
+    /// processes it had already started (see [`catch_up`](super::catch_up)), added to its tree;
+    /// returns the commands they ran.
+    pub fn add_agent(&mut self, pid: u32, found: Vec<Descendant>) -> Result<Vec<Command>> {
         if self
             .agent_tree
             .get(&pid, 0)
             .is_ok_and(|lineage| lineage.depth == 0)
         {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let lineage = Lineage {
             root: pid,
@@ -249,7 +255,19 @@ impl SharedMaps {
         };
         self.agent_tree
             .insert(pid, lineage, 0)
-            .context("adding an agent to the kernel's agent trees")
+            .context("adding an agent to the kernel's agent trees")?;
+        let mut commands = Vec::new();
+        for descendant in found {
+            // An entry the kernel made meanwhile (a fork it saw) is the more exact one.
+            if self
+                .agent_tree
+                .insert(descendant.pid, descendant.lineage, u64::from(BPF_NOEXIST))
+                .is_ok()
+            {
+                commands.extend(descendant.command);
+            }
+        }
+        Ok(commands)
     }
 
     /// Stops the probes copying what the pipeline no longer follows: a connection (until its

@@ -113,9 +113,9 @@ pub enum Unfollowed {
 pub enum Feedback {
     /// Bytes the pipeline no longer needs: the probes may stop copying them.
     Unfollowed(Unfollowed),
-    /// The process makes LLM (or MCP) calls, told as its first request goes out: follow it
-    /// whatever it costs, and the commands it starts from now on.
-    LlmClient(u32),
+    /// The process makes LLM (or MCP) calls, told as its first request goes out (at `since`,
+    /// Unix ns): follow it whatever it costs, and the commands it started since.
+    LlmClient { pid: u32, since: u64 },
     /// The answer to [`CaptureEvent::Costly`]: whether the process has LLM calls under way.
     Judged { pid: u32, judgement: Judgement },
 }
